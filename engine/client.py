@@ -1,0 +1,232 @@
+"""The client side of the engine: what an API worker (a Ray driver) calls.
+
+One mailbox per host. While a call to a host is in flight, new requests for it queue; when it
+returns, everything queued goes in the next call: no fixed delay, the batch grows with the
+load. Every request is stamped on arrival so the host can decide in arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from ray.actor import ActorHandle
+from ray.exceptions import RayError
+
+from .errors import StoreUnavailable
+from .host import BOOK, CREATE, RELEASE, STATE, Request
+from .outcomes import (
+    BookOutcome,
+    Conflict,
+    Created,
+    Done,
+    Forbidden,
+    NotFound,
+    Outcome,
+    Released,
+    SessionState,
+    Unavailable,
+)
+from .pool import default_host
+from .session import SessionSpec
+from .settings import Settings
+from .shard import Policy
+from .store import Store, parse_stock_message
+
+log = logging.getLogger(__name__)
+
+
+def request_key(request_id: str) -> int:
+    """64-bit key of a client's request id (stable across processes, unlike ``hash``)."""
+    digest = hashlib.blake2b(request_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+def parse_booking_id(booking_id: str) -> tuple[str, int] | None:
+    session_id, sep, number = booking_id.rpartition("#")
+    if not sep or not number.isdigit():
+        return None
+    return session_id, int(number)
+
+
+class Mailbox:
+    """Batches requests for one host: at most one call in flight, the rest queue behind it."""
+
+    __slots__ = ("send", "max_batch", "queue", "busy", "calls", "sizes")
+
+    def __init__(self, send: Callable[[list[Request]], Any], max_batch: int) -> None:
+        self.send = send
+        self.max_batch = max_batch
+        self.queue: list[tuple[Request, asyncio.Future[Outcome]]] = []
+        self.busy = False
+        self.calls = 0
+        self.sizes = 0
+
+    def put(self, request: Request) -> asyncio.Future[Outcome]:
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self.queue.append((request, future))
+        if not self.busy:
+            self.busy = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return future
+
+    async def _drain(self) -> None:
+        try:
+            while self.queue:
+                batch = self.queue[: self.max_batch]
+                del self.queue[: self.max_batch]
+                self.calls += 1
+                self.sizes += len(batch)
+                try:
+                    outcomes = await self.send([request for request, _ in batch])
+                except RayError as exc:
+                    log.warning("host call failed: %s", exc)
+                    outcomes = [Unavailable(f"host: {type(exc).__name__}")] * len(batch)
+                except Exception as exc:  # never leave a caller waiting
+                    log.exception("host call failed")
+                    outcomes = [Unavailable(f"host: {type(exc).__name__}")] * len(batch)
+                for (_, future), outcome in zip(batch, outcomes):
+                    if not future.done():
+                        future.set_result(outcome)
+        finally:
+            self.busy = False
+
+
+class Engine:
+    """``await engine.book(session_id, patient_id, request_id)`` and friends.
+
+    Build it inside a running event loop with the pool's handles; it holds its own Redis
+    connection for routing (the session → shard catalog) and for rule changes.
+    """
+
+    def __init__(
+        self, settings: Settings, hosts: list[ActorHandle], *, batched: bool = True
+    ) -> None:
+        assert settings.redis_url is not None, "resolve the Redis URL first (see runtime.py)"
+        self.settings = settings
+        self.hosts = hosts
+        self.batched = batched
+        self.store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout)
+        self.mailboxes = [
+            Mailbox(h.submit.remote, settings.max_batch) for h in hosts
+        ]
+        self._shard_of: dict[str, str] = {}
+        self._pinned: dict[str, int] = {}
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    # ----- routing -------------------------------------------------------------------------
+
+    async def refresh_placement(self) -> None:
+        """Re-read pinned shards (call after ``Store.place``)."""
+        self._pinned = await self.store.placement()
+
+    def host_of(self, shard_id: str) -> int:
+        pinned = self._pinned.get(shard_id)
+        return pinned if pinned is not None else default_host(shard_id, len(self.hosts))
+
+    async def _shard(self, session_id: str) -> str | None:
+        shard_id = self._shard_of.get(session_id)
+        if shard_id is None:
+            shard_id = await self.store.shard_of(session_id)
+            if shard_id is not None:
+                self._shard_of[session_id] = shard_id
+        return shard_id
+
+    async def _send(self, request: Request) -> Outcome:
+        index = self.host_of(request[2])
+        if self.batched:
+            return await self.mailboxes[index].put(request)
+        try:
+            return await self.hosts[index].submit_unbatched.remote(request)
+        except RayError as exc:
+            return Unavailable(f"host: {type(exc).__name__}")
+
+    async def _routed(self, kind: int, session_id: str, b: Any, c: Any, stamp: int) -> Outcome:
+        try:
+            shard_id = await self._shard(session_id)
+        except StoreUnavailable as exc:
+            return Unavailable(str(exc))
+        if shard_id is None:
+            return NotFound("session")
+        return await self._send((stamp, kind, shard_id, session_id, b, c))
+
+    # ----- the interface -------------------------------------------------------------------
+
+    async def book(self, session_id: str, patient_id: int, request_id: str) -> BookOutcome:
+        """Take the next free slot of a doctor-session for a patient (idempotent per request)."""
+        stamp = time.time_ns()
+        return await self._routed(BOOK, session_id, patient_id, request_key(request_id), stamp)  # type: ignore[return-value]
+
+    async def release(
+        self, booking_id: str, patient_id: int | None = None
+    ) -> Released | NotFound | Forbidden | Unavailable:
+        """Give a booking's slot back; ``patient_id`` None acts for the hospital."""
+        stamp = time.time_ns()
+        parsed = parse_booking_id(booking_id)
+        if parsed is None:
+            return NotFound("booking")
+        session_id, booking_no = parsed
+        return await self._routed(RELEASE, session_id, booking_no, patient_id, stamp)  # type: ignore[return-value]
+
+    async def create_session(self, spec: SessionSpec) -> Created | Conflict | Unavailable:
+        stamp = time.time_ns()
+        outcome = await self._send((stamp, CREATE, spec.shard_id, spec, None, None))
+        if isinstance(outcome, Created):
+            self._shard_of[spec.id] = spec.shard_id
+        return outcome  # type: ignore[return-value]
+
+    async def session_state(self, session_id: str) -> SessionState | NotFound | Unavailable:
+        return await self._routed(STATE, session_id, None, None, time.time_ns())  # type: ignore[return-value]
+
+    async def set_policy(self, hospital_id: str, policy: Policy) -> Done | Unavailable:
+        return await self._change_rules(hospital_id, lambda _, bl: (policy, bl))
+
+    async def set_blacklist(
+        self, hospital_id: str, patient_id: int, until: float | None
+    ) -> Done | Unavailable:
+        """Bar a patient from booking at a hospital until ``until``; None lifts the bar."""
+
+        def change(policy: Policy, blacklist: dict[int, float]) -> tuple[Policy, dict[int, float]]:
+            blacklist = dict(blacklist)
+            if until is None:
+                blacklist.pop(patient_id, None)
+            else:
+                blacklist[patient_id] = until
+            return policy, blacklist
+
+        return await self._change_rules(hospital_id, change)
+
+    async def _change_rules(
+        self,
+        hospital_id: str,
+        change: Callable[[Policy, dict[int, float]], tuple[Policy, dict[int, float]]],
+    ) -> Done | Unavailable:
+        try:
+            await self.store.update_rules(hospital_id, change)
+            await asyncio.gather(*(h.refresh_rules.remote(hospital_id) for h in self.hosts))
+        except (StoreUnavailable, RayError) as exc:
+            return Unavailable(str(exc))
+        return Done()
+
+    async def stock_updates(self) -> AsyncIterator[tuple[str, str, int]]:
+        """(session_id, status, remaining) for every stock change, as the hosts publish them."""
+        pubsub = self.store.client.pubsub()
+        await pubsub.subscribe(self.store.keys.stock_channel)
+        try:
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    for item in parse_stock_message(message["data"]):
+                        yield item
+        finally:
+            await pubsub.aclose()
+
+    def batch_stats(self) -> dict[str, float]:
+        calls = sum(m.calls for m in self.mailboxes)
+        sizes = sum(m.sizes for m in self.mailboxes)
+        return {"calls": calls, "requests": sizes, "mean_batch": sizes / calls if calls else 0.0}

@@ -1,0 +1,152 @@
+"""Typed outcomes: every business answer of the engine is one of these values.
+
+Outcomes are replies, not exceptions (see ``errors.py`` for real failures). They are small
+frozen dataclasses so that a batch of them pickles cheaply across Ray; the refusals that carry
+nothing but a session id are shared per session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+HELD = "held"
+BOOKED = "booked"
+
+
+@dataclass(frozen=True, slots=True)
+class Booked:
+    """A slot was taken (``status`` is ``held`` when a fee must still be paid).
+
+    ``repeat`` is true when the same (patient, request id) was answered before: the API answers
+    200 with the same booking instead of 201.
+    """
+
+    booking_id: str
+    session_id: str
+    slot_no: int
+    slot_time: str
+    status: str
+    hold_expires_at: float | None
+    repeat: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SoldOut:
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class NotOpen:
+    session_id: str
+    opens_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Suspended:
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Blacklisted:
+    hospital_id: str
+    until: float
+
+
+@dataclass(frozen=True, slots=True)
+class HospitalDayLimit:
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class DepartmentDayLimit:
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class NotFound:
+    what: str
+
+
+@dataclass(frozen=True, slots=True)
+class Forbidden:
+    """The booking exists but belongs to another patient."""
+
+    booking_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    booking_id: str
+    slot_no: int
+    repeat: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    session_id: str
+    repeat: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A create with an id that exists with a different definition."""
+
+    what: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    session_id: str
+    hospital_id: str
+    department_id: str
+    doctor_id: str
+    date: str
+    period: str
+    capacity: int
+    remaining: int
+    held: int
+    booked: int
+    ended: int
+    status: str
+    opens_at: float
+    closes_at: float | None
+    fee: int
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """A rule change (policy, blacklist) was stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    """The store could not confirm: nothing was changed, the caller may retry."""
+
+    reason: str
+
+
+Refusal = Union[
+    SoldOut, NotOpen, Closed, Suspended, Blacklisted, HospitalDayLimit, DepartmentDayLimit, NotFound
+]
+BookOutcome = Union[Booked, Refusal, Unavailable]
+Outcome = Union[
+    BookOutcome, Released, Forbidden, Created, Conflict, SessionState, Done, Unavailable
+]
+
+#: Outcomes that changed nothing and say so to the caller (useful for counters and tests).
+REFUSALS = (
+    SoldOut,
+    NotOpen,
+    Closed,
+    Suspended,
+    Blacklisted,
+    HospitalDayLimit,
+    DepartmentDayLimit,
+    NotFound,
+)

@@ -1,0 +1,92 @@
+"""Bring the engine up: Redis (embedded unless configured), Ray (local unless configured), pool.
+
+    with Runtime.start(Settings.from_env()) as rt:
+        engine = rt.engine()          # inside an event loop
+        ...
+
+``Runtime.start`` is what ``slotengine demo``, the tests and the benchmarks use; the API
+workers join a running runtime with ``find_pool``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import ray
+from ray.actor import ActorHandle
+
+from .client import Engine
+from .pool import start_pool, stop_pool
+from .redis_server import EmbeddedRedis
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def init_ray(settings: Settings) -> bool:
+    """Join ``ray_address`` or start a small local Ray (no dashboard). True if we started it."""
+    if ray.is_initialized():
+        return False
+    if settings.ray_address:
+        ray.init(address=settings.ray_address, namespace=settings.namespace, log_to_driver=False)
+        return False
+    cpus = max(2, int(settings.hosts * settings.host_cpus + 0.999))
+    ray.init(
+        num_cpus=cpus,
+        include_dashboard=False,
+        namespace=settings.namespace,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    return True
+
+
+class Runtime:
+    """Everything this process started, and how to stop it again."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        hosts: list[ActorHandle],
+        redis: EmbeddedRedis | None,
+        owns_ray: bool,
+    ) -> None:
+        self.settings = settings
+        self.hosts = hosts
+        self.redis = redis
+        self.owns_ray = owns_ray
+
+    @classmethod
+    def start(cls, settings: Settings) -> Runtime:
+        redis = None
+        if settings.redis_url is None:
+            redis = EmbeddedRedis(settings.data_dir / "redis").start()
+            settings = settings.model_copy(update={"redis_url": redis.url})
+            log.info("embedded Redis at %s (data in %s)", redis.url, redis.data_dir)
+        try:
+            owns_ray = init_ray(settings)
+            hosts = start_pool(settings)
+        except BaseException:
+            if redis is not None:
+                redis.stop()
+            raise
+        return cls(settings, hosts, redis, owns_ray)
+
+    def engine(self, *, batched: bool = True) -> Engine:
+        """A client for this runtime; build it inside the event loop that will use it."""
+        return Engine(self.settings, self.hosts, batched=batched)
+
+    def stop(self) -> None:
+        try:
+            stop_pool(self.hosts)
+        finally:
+            if self.owns_ray:
+                ray.shutdown()
+            if self.redis is not None:
+                self.redis.stop()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,60 @@
+"""Real services for the tests: one embedded Redis and one small local Ray per session."""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import pytest
+import ray
+import redis.asyncio as aioredis
+
+from engine.redis_server import EmbeddedRedis
+from engine.runtime import Runtime
+from engine.settings import Settings
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+async def redis_client(redis_server):
+    client = aioredis.Redis.from_url(redis_server.url)
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A local Ray started once for the whole run (2 cores here: keep it small)."""
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, namespace="tests")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def settings_for(tmp_path):
+    def make(redis_url: str, **kw) -> Settings:
+        base = dict(
+            redis_url=redis_url, hosts=2, host_cpus=0.5, data_dir=tmp_path,
+            namespace=f"t{next(_names)}", tick_seconds=0.2, redis_timeout=1.0,
+        )  # fmt: skip
+        base.update(kw)
+        return Settings.from_env({}, **base)
+
+    return make
+
+
+@pytest.fixture
+def runtime(ray_local, redis_server, redis_client, settings_for):
+    """A fresh host pool (its own namespace) on the shared Ray and Redis."""
+    rt = Runtime.start(settings_for(redis_server.url))
+    yield rt
+    rt.stop()

@@ -1,0 +1,85 @@
+"""Snapshot codec: round trips of random sessions, clear errors on garbage (no services)."""
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.errors import SnapshotError
+from engine.session import DoctorSession, SessionSpec
+from engine.shard import Policy
+from engine.snapshot import decode_rules, decode_session, encode_rules, encode_session
+
+
+def build(capacity, fee, ops):
+    spec = SessionSpec(
+        id="h9:2026-12-01:07", hospital_id="h9", department_id="d", doctor_id="doc",
+        date="2026-12-01", period="PM", capacity=capacity, first_slot_minute=13 * 60,
+        slot_minutes=6, fee=fee, opens_at=1.5, closes_at=99.0,
+    )  # fmt: skip
+    s = DoctorSession(spec)
+    for patient, release in ops:
+        if release and len(s.metas):
+            s.release(patient % len(s.metas))
+        elif s.free:
+            s.take(patient, -patient, 1_700_000_000.0, 900)
+    return s
+
+
+def same(a: DoctorSession, b: DoctorSession):
+    assert a.spec == b.spec and a.suspended == b.suspended
+    assert (a.patients, a.requests, a.metas, a.holders) == (b.patients, b.requests, b.metas, b.holders)
+    assert (a.free, a.held, a.booked, a.ended) == (b.free, b.held, b.booked, b.ended)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    capacity=st.integers(1, 60),
+    fee=st.sampled_from([0, 1500]),
+    ops=st.lists(st.tuples(st.integers(0, 2**62), st.booleans()), max_size=80),
+)
+def test_session_round_trip(capacity, fee, ops):
+    s = build(capacity, fee, ops)
+    same(s, decode_session(encode_session(s)))
+
+
+def test_full_30_slot_session_is_compact():
+    s = build(30, 0, [(10_000_000 + p, False) for p in range(30)])
+    assert len(encode_session(s)) < 1024
+
+
+GOOD = encode_session(build(5, 0, [(1, False), (2, False)]))
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"", "corrupt"),
+        (b"\xc1garbage", "corrupt"),
+        (GOOD[:-5], "corrupt"),
+        (msgpack.packb({"v": 1}), "not a msgpack array"),
+        (msgpack.packb([99, "x"]), "unknown snapshot version 99"),
+        (msgpack.packb([1, "x", "h"]), "expected 17 fields"),
+        (GOOD.replace(b"2026-12-01", b"2026-12-0\xff"), "corrupt"),
+    ],
+)
+def test_garbage_gives_a_clear_error(raw, reason):
+    with pytest.raises(SnapshotError, match=reason) as info:
+        decode_session(raw, "key se:{h:d}:s:x")
+    assert "key se:{h:d}:s:x" in str(info.value)
+
+
+def test_slot_held_twice_is_refused():
+    fields = msgpack.unpackb(GOOD)
+    fields[16] = fields[16][:8] * 2  # both bookings claim slot 1
+    with pytest.raises(SnapshotError, match="held twice"):
+        decode_session(msgpack.packb(fields, use_bin_type=True))
+
+
+def test_rules_round_trip_and_garbage():
+    policy = Policy(3, 2, 600)
+    assert decode_rules(encode_rules(policy, {5: 123.5})) == (policy, {5: 123.5})
+    with pytest.raises(SnapshotError):
+        decode_rules(msgpack.packb([1, [0, 1, 1], {}]))
+    with pytest.raises(SnapshotError):
+        decode_rules(b"\x00\x01")

@@ -1,0 +1,133 @@
+"""The Redis store against a real Redis server: round trip, fencing, corruption, pub/sub."""
+
+import asyncio
+
+import msgpack
+import pytest
+
+from engine.errors import Fenced, SnapshotError, StoreUnavailable
+from engine.redis_server import free_port
+from engine.session import SessionSpec
+from engine.shard import Policy
+from engine.store import ShardWrite, Store, parse_stock_message
+
+SHARD = "h1:2026-12-01"
+
+
+def spec(i: int, capacity: int = 3) -> SessionSpec:
+    return SessionSpec(
+        id=f"s{i}", hospital_id="h1", department_id=f"d{i}", doctor_id=f"doc{i}",
+        date="2026-12-01", period="AM", capacity=capacity, first_slot_minute=480,
+        slot_minutes=10, opens_at=0.0,
+    )  # fmt: skip
+
+
+@pytest.fixture
+async def store(redis_server, redis_client):
+    s = Store.from_url(redis_server.url, "st")
+    yield s
+    await s.close()
+
+
+async def write_all(store, epoch, shard):
+    changes = shard.take_changes()
+    sessions = list(changes.sessions.values())
+    stock = [(s.id, s.status(10.0), s.free) for s in sessions]
+    return await store.commit(
+        [ShardWrite(SHARD, "h1", epoch, sessions, changes.new_session_ids, stock)]
+    )
+
+
+async def test_round_trip_through_redis(store):
+    epoch, shard = await store.activate(SHARD, "h1", "2026-12-01")
+    assert epoch == 1 and shard.sessions == {}
+    for i in range(3):
+        shard.create(spec(i))
+    for p in range(5):
+        shard.book("s0", p, p, 10.0)
+    shard.book("s1", 9, 9, 10.0)
+    assert await write_all(store, epoch, shard) == [None]
+    assert await store.shard_of("s1") == SHARD
+    assert await store.shard_ids() == [SHARD]
+
+    epoch2, again = await store.activate(SHARD, "h1", "2026-12-01")
+    assert epoch2 == 2
+    assert sorted(again.sessions) == ["s0", "s1", "s2"]
+    for sid, s in shard.sessions.items():
+        r = again.sessions[sid]
+        assert (r.spec, r.patients, r.requests, r.metas) == (s.spec, s.patients, s.requests, s.metas)
+    assert {p: [x.id for x in v] for p, v in again.live.items()} == {0: ["s0"], 1: ["s0"], 2: ["s0"], 9: ["s1"]}
+
+
+async def test_old_epoch_is_refused_and_leaves_data_as_it_was(store, redis_client):
+    old_epoch, old = await store.activate(SHARD, "h1", "2026-12-01")
+    old.create(spec(0))
+    old.book("s0", 1, 1, 10.0)
+    assert await write_all(store, old_epoch, old) == [None]
+    before = await redis_client.get(store.keys.session(SHARD, "s0"))
+
+    new_epoch, new = await store.activate(SHARD, "h1", "2026-12-01")  # a newer host takes over
+    assert new_epoch == old_epoch + 1
+    old.book("s0", 2, 2, 10.0)
+    old.book("s0", 3, 3, 10.0)
+    [error] = await write_all(store, old_epoch, old)
+    assert isinstance(error, Fenced)
+    assert await redis_client.get(store.keys.session(SHARD, "s0")) == before
+
+    new.book("s0", 4, 4, 10.0)  # the new owner still writes
+    assert await write_all(store, new_epoch, new) == [None]
+    [s0] = await store.read_shard_sessions(SHARD)
+    assert sorted(p for _, p, _ in s0.live_bookings()) == [1, 4]
+
+
+async def test_corrupt_snapshot_gives_a_clear_error(store, redis_client):
+    epoch, shard = await store.activate(SHARD, "h1", "2026-12-01")
+    shard.create(spec(0))
+    await write_all(store, epoch, shard)
+    key = store.keys.session(SHARD, "s0")
+    await redis_client.set(key, b"\x93\x01garbage")
+    with pytest.raises(SnapshotError, match="s:s0"):
+        await store.activate(SHARD, "h1", "2026-12-01")
+    await redis_client.set(key, msgpack.packb([7, "future format"]))
+    with pytest.raises(SnapshotError, match="unknown snapshot version 7"):
+        await store.activate(SHARD, "h1", "2026-12-01")
+
+
+async def test_commit_publishes_stock(store, redis_client):
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(store.keys.stock_channel)
+    await pubsub.get_message(timeout=1.0)  # the subscribe confirmation
+    epoch, shard = await store.activate(SHARD, "h1", "2026-12-01")
+    shard.create(spec(0, capacity=1))
+    await write_all(store, epoch, shard)
+    shard.book("s0", 1, 1, 10.0)
+    await write_all(store, epoch, shard)
+    seen = []
+    for _ in range(20):
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+        if message:
+            seen.extend(parse_stock_message(message["data"]))
+        if len(seen) == 2:
+            break
+    assert seen == [("s0", "open", 1), ("s0", "sold_out", 0)]
+    await pubsub.aclose()
+
+
+async def test_rules_are_read_modify_written_atomically(store):
+    async def bar(patient):
+        await store.update_rules("h1", lambda p, bl: (p, {**bl, patient: 99.0}))
+
+    await asyncio.gather(*(bar(p) for p in range(20)))
+    await store.update_rules("h1", lambda p, bl: (Policy(3, 1, 60), bl))
+    policy, blacklist = await store.read_rules("h1")
+    assert policy == Policy(3, 1, 60)
+    assert blacklist == {p: 99.0 for p in range(20)}
+
+
+async def test_unreachable_redis_is_store_unavailable():
+    store = Store.from_url(f"redis://127.0.0.1:{free_port()}/0", "st", timeout=0.5)
+    with pytest.raises(StoreUnavailable):
+        await store.activate(SHARD, "h1", "2026-12-01")
+    [error] = await store.commit([ShardWrite(SHARD, "h1", 1, [])])
+    assert isinstance(error, StoreUnavailable)
+    await store.close()
