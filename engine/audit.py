@@ -80,11 +80,11 @@ async def audit(store: Store) -> AuditReport:
             for (patient, request), n in pairs.items():
                 if n > 1:
                     report.problems.append(f"{s.id}: request {request} of {patient} booked {n}x")
-            for no in range(len(s.metas)):
+            for no in range(s.count):
                 patient, slot_no, state, _ = s.booking(no)
                 bid = s.booking_id(no)
                 report.bookings[bid] = StoredBooking(
-                    bid, s.id, patient, s.requests[no], slot_no, STATE_NAMES[state]
+                    bid, s.id, patient, s.request_of(no), slot_no, STATE_NAMES[state]
                 )
                 if state != ENDED_STATE:
                     per_patient.setdefault(patient, []).append(s.spec.department_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import pickle
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -82,7 +83,7 @@ class Mailbox:
                 self.calls += 1
                 self.sizes += len(batch)
                 try:
-                    outcomes = await self.send([request for request, _ in batch])
+                    outcomes = pickle.loads(await self.send([request for request, _ in batch]))
                 except RayError as exc:
                     log.warning("host call failed: %s", exc)
                     outcomes = [Unavailable(f"host: {type(exc).__name__}")] * len(batch)
@@ -116,6 +117,7 @@ class Engine:
         ]
         self._shard_of: dict[str, str] = {}
         self._pinned: dict[str, int] = {}
+        self._host_of: dict[str, int] = {}
 
     async def close(self) -> None:
         await self.store.close()
@@ -125,10 +127,15 @@ class Engine:
     async def refresh_placement(self) -> None:
         """Re-read pinned shards (call after ``Store.place``)."""
         self._pinned = await self.store.placement()
+        self._host_of.clear()
 
     def host_of(self, shard_id: str) -> int:
-        pinned = self._pinned.get(shard_id)
-        return pinned if pinned is not None else default_host(shard_id, len(self.hosts))
+        index = self._host_of.get(shard_id)
+        if index is None:
+            pinned = self._pinned.get(shard_id)
+            index = pinned if pinned is not None else default_host(shard_id, len(self.hosts))
+            self._host_of[shard_id] = index
+        return index
 
     async def _shard(self, session_id: str) -> str | None:
         shard_id = self._shard_of.get(session_id)
@@ -161,7 +168,14 @@ class Engine:
     async def book(self, session_id: str, patient_id: int, request_id: str) -> BookOutcome:
         """Take the next free slot of a doctor-session for a patient (idempotent per request)."""
         stamp = time.time_ns()
-        return await self._routed(BOOK, session_id, patient_id, request_key(request_id), stamp)  # type: ignore[return-value]
+        if not 0 <= patient_id < 1 << 63:
+            raise ValueError("patient_id must be a non-negative int64")
+        key = request_key(request_id)
+        shard_id = self._shard_of.get(session_id)
+        if shard_id is not None and self.batched:  # the hot path: no extra coroutine frames
+            request = (stamp, BOOK, shard_id, session_id, patient_id, key)
+            return await self.mailboxes[self.host_of(shard_id)].put(request)  # type: ignore[return-value]
+        return await self._routed(BOOK, session_id, patient_id, key, stamp)  # type: ignore[return-value]
 
     async def release(
         self, booking_id: str, patient_id: int | None = None

@@ -1,8 +1,9 @@
 """Typed outcomes: every business answer of the engine is one of these values.
 
 Outcomes are replies, not exceptions (see ``errors.py`` for real failures). They are small
-frozen dataclasses so that a batch of them pickles cheaply across Ray; the refusals that carry
-nothing but a session id are shared per session.
+slotted dataclasses, to be treated as values: never mutated after they are made (they are not
+frozen only because a frozen dataclass costs five times as much to build, on the hot path).
+A session's ``SoldOut`` is one shared object, so a batch of them pickles as one.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ HELD = "held"
 BOOKED = "booked"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Booked:
     """A slot was taken (``status`` is ``held`` when a fee must still be paid).
 
@@ -31,76 +32,76 @@ class Booked:
     repeat: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SoldOut:
     session_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NotOpen:
     session_id: str
     opens_at: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Closed:
     session_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Suspended:
     session_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Blacklisted:
     hospital_id: str
     until: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HospitalDayLimit:
     limit: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DepartmentDayLimit:
     limit: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NotFound:
     what: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Forbidden:
     """The booking exists but belongs to another patient."""
 
     booking_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Released:
     booking_id: str
     slot_no: int
     repeat: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Created:
     session_id: str
     repeat: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Conflict:
     """A create with an id that exists with a different definition."""
 
     what: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SessionState:
     session_id: str
     hospital_id: str
@@ -119,12 +120,12 @@ class SessionState:
     fee: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Done:
     """A rule change (policy, blacklist) was stored."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Unavailable:
     """The store could not confirm: nothing was changed, the caller may retry."""
 

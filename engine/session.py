@@ -1,8 +1,8 @@
 """The doctor-session (出诊): a single-writer state machine over numbered slots.
 
-Pure and synchronous: no I/O, time is passed in. Bookings are kept in three parallel int64
-arrays indexed by booking number (patient, request key, packed slot/state/expiry), so a
-30-slot session costs about a kilobyte, and a snapshot is three ``tobytes()``.
+Pure and synchronous: no I/O, time is passed in. Bookings are kept in one int64 array, three
+words per booking number (patient, request key, packed slot/state/expiry), so a full 30-slot
+session costs about a kilobyte, and its snapshot is one ``tobytes()``.
 
 A booking is never deleted: a released one stays with state ``ENDED`` so that a repeated
 (patient, request key) is answered with the same booking and can never take a second slot.
@@ -33,7 +33,10 @@ _STATE_BITS = 8
 _SLOT_MASK = (1 << _SLOT_BITS) - 1
 _STATE_MASK = (1 << _STATE_BITS) - 1
 _EXPIRY_SHIFT = _SLOT_BITS + _STATE_BITS
-MAX_CAPACITY = _SLOT_MASK
+MAX_CAPACITY = 1000  # slots are found by linear scans in C: fine for any real clinic
+NO_BOOKING = 0xFFFF  # a free slot in ``holders``
+MAX_BOOKINGS = NO_BOOKING  # booking numbers of one session (including ended ones)
+_LAST_BOOKING_WORDS = 3 * (MAX_BOOKINGS - 1)
 
 
 def pack_meta(slot_no: int, state: int, expires_at: int) -> int:
@@ -95,9 +98,7 @@ class DoctorSession:
     __slots__ = (
         "spec",
         "suspended",
-        "patients",
-        "requests",
-        "metas",
+        "bookings",
         "holders",
         "free",
         "held",
@@ -107,10 +108,8 @@ class DoctorSession:
     def __init__(self, spec: SessionSpec, suspended: bool = False) -> None:
         self.spec = spec
         self.suspended = suspended
-        self.patients = array("q")
-        self.requests = array("q")
-        self.metas = array("q")
-        self.holders = array("i", [-1]) * spec.capacity  # slot index → booking number or -1
+        self.bookings = array("q")  # [patient, request key, meta] per booking number
+        self.holders = array("H", [NO_BOOKING]) * spec.capacity  # slot index → booking no.
         self.free = spec.capacity
         self.held = 0
         self._sold_out = SoldOut(spec.id)
@@ -122,12 +121,29 @@ class DoctorSession:
         return self.spec.id
 
     @property
+    def count(self) -> int:
+        """Bookings ever made here, ended ones included (the next booking number)."""
+        return len(self.bookings) // 3
+
+    @property
+    def patients(self) -> array:
+        return self.bookings[0::3]
+
+    @property
+    def requests(self) -> array:
+        return self.bookings[1::3]
+
+    @property
+    def metas(self) -> array:
+        return self.bookings[2::3]
+
+    @property
     def booked(self) -> int:
         return self.spec.capacity - self.free - self.held
 
     @property
     def ended(self) -> int:
-        return len(self.metas) - self.held - self.booked
+        return self.count - self.held - self.booked
 
     def status(self, now: float) -> str:
         spec = self.spec
@@ -137,7 +153,7 @@ class DoctorSession:
             return SCHEDULED
         if spec.closes_at is not None and now >= spec.closes_at:
             return CLOSED
-        return SOLD_OUT if self.free == 0 else OPEN
+        return SOLD_OUT if self.free == 0 or len(self.bookings) >= _LAST_BOOKING_WORDS else OPEN
 
     def slot_time(self, slot_no: int) -> str:
         minute = self.spec.first_slot_minute + (slot_no - 1) * self.spec.slot_minutes
@@ -148,19 +164,21 @@ class DoctorSession:
 
     def find(self, patient: int, request: int) -> int:
         """The booking number this (patient, request key) got here, or -1."""
-        patients = self.patients
-        if patient not in patients:
+        bookings = self.bookings
+        if patient not in bookings:  # a C scan; a hit may be another word, checked below
             return -1
-        requests = self.requests
-        for i in range(len(patients)):
-            if patients[i] == patient and requests[i] == request:
-                return i
+        for i in range(0, len(bookings), 3):
+            if bookings[i] == patient and bookings[i + 1] == request:
+                return i // 3
         return -1
 
     def booking(self, booking_no: int) -> tuple[int, int, int, int]:
         """(patient, slot_no, state, hold_expires_at) of a booking number."""
-        slot_no, state, expires = unpack_meta(self.metas[booking_no])
-        return self.patients[booking_no], slot_no, state, expires
+        slot_no, state, expires = unpack_meta(self.bookings[3 * booking_no + 2])
+        return self.bookings[3 * booking_no], slot_no, state, expires
+
+    def request_of(self, booking_no: int) -> int:
+        return self.bookings[3 * booking_no + 1]
 
     def answer(self, booking_no: int, repeat: bool) -> Booked:
         _, slot_no, state, expires = self.booking(booking_no)
@@ -187,40 +205,45 @@ class DoctorSession:
         """(booking number, patient, slot_no) of every held or booked booking."""
         out = []
         for slot_index, booking_no in enumerate(self.holders):
-            if booking_no >= 0:
-                out.append((booking_no, self.patients[booking_no], slot_index + 1))
+            if booking_no != NO_BOOKING:
+                out.append((booking_no, self.bookings[3 * booking_no], slot_index + 1))
         return out
 
     # ----- deciding ------------------------------------------------------------------------
 
-    def take(self, patient: int, request: int, now: float, hold_seconds: int) -> int:
-        """Give the lowest free slot to the patient; return the booking number.
+    def take(self, patient: int, request: int, now: float, hold_seconds: int) -> Booked:
+        """Give the lowest free slot to the patient and answer with the new booking.
 
         The caller has checked ``status(now) == OPEN`` and the patient rules.
         """
-        slot_index = self.holders.index(-1)
-        booking_no = len(self.metas)
+        slot_index = self.holders.index(NO_BOOKING)
+        booking_no = len(self.bookings) // 3
         if self.spec.fee > 0:
             state, expires = HELD_STATE, int(now) + hold_seconds
             self.held += 1
         else:
             state, expires = BOOKED_STATE, 0
-        self.patients.append(patient)
-        self.requests.append(request)
-        self.metas.append(pack_meta(slot_index + 1, state, expires))
+        self.bookings.extend((patient, request, pack_meta(slot_index + 1, state, expires)))
         self.holders[slot_index] = booking_no
         self.free -= 1
-        return booking_no
+        return Booked(
+            booking_id=f"{self.spec.id}#{booking_no}",
+            session_id=self.spec.id,
+            slot_no=slot_index + 1,
+            slot_time=self.slot_time(slot_index + 1),
+            status=STATE_NAMES[state],
+            hold_expires_at=float(expires) if state == HELD_STATE else None,
+        )
 
     def release(self, booking_no: int) -> bool:
         """Return a live booking's slot to the pool. False if it had already ended."""
-        slot_no, state, _ = unpack_meta(self.metas[booking_no])
+        slot_no, state, _ = unpack_meta(self.bookings[3 * booking_no + 2])
         if state == ENDED_STATE:
             return False
         if state == HELD_STATE:
             self.held -= 1
-        self.metas[booking_no] = pack_meta(slot_no, ENDED_STATE, 0)
-        self.holders[slot_no - 1] = -1
+        self.bookings[3 * booking_no + 2] = pack_meta(slot_no, ENDED_STATE, 0)
+        self.holders[slot_no - 1] = NO_BOOKING
         self.free += 1
         return True
 
@@ -230,26 +253,31 @@ class DoctorSession:
             return []
         out = []
         for booking_no in self.holders:
-            if booking_no >= 0:
-                _, state, expires = unpack_meta(self.metas[booking_no])
+            if booking_no != NO_BOOKING:
+                _, state, expires = unpack_meta(self.bookings[3 * booking_no + 2])
                 if state == HELD_STATE and expires <= now:
                     out.append(booking_no)
         return out
 
-    def restore(self, patients: array, requests: array, metas: array) -> None:
+    def restore(self, bookings: array) -> None:
         """Load bookings from a snapshot and rebuild the derived slot map and counters."""
-        self.patients, self.requests, self.metas = patients, requests, metas
-        holders = array("i", [-1]) * self.spec.capacity
+        if len(bookings) % 3:
+            raise ValueError("booking words are not a multiple of three")
+        metas = bookings[2::3]
+        if len(metas) >= MAX_BOOKINGS:
+            raise ValueError(f"{self.spec.id} has more than {MAX_BOOKINGS - 1} bookings")
+        holders = array("H", [NO_BOOKING]) * self.spec.capacity
         held = live = 0
         for booking_no, meta in enumerate(metas):
             slot_no, state, _ = unpack_meta(meta)
             if state == ENDED_STATE:
                 continue
-            if not 1 <= slot_no <= self.spec.capacity or holders[slot_no - 1] != -1:
+            if not 1 <= slot_no <= self.spec.capacity or holders[slot_no - 1] != NO_BOOKING:
                 raise ValueError(f"slot {slot_no} of {self.spec.id} is held twice or out of range")
             holders[slot_no - 1] = booking_no
             live += 1
             held += state == HELD_STATE
+        self.bookings = bookings
         self.holders = holders
         self.free = self.spec.capacity - live
         self.held = held

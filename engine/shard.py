@@ -73,8 +73,9 @@ class Shard:
         self.policy = policy or Policy()
         self.blacklist: dict[int, float] = blacklist or {}
         self.sessions: dict[str, DoctorSession] = {}
-        # patient → the doctor-sessions of their live bookings here (one entry per booking)
-        self.live: dict[int, tuple[DoctorSession, ...]] = {}
+        # patient → the doctor-session of their live booking here, or a tuple of them when
+        # they hold several (one entry per booking; a bare session saves a tuple per patient)
+        self.live: dict[int, DoctorSession | tuple[DoctorSession, ...]] = {}
         self._changes = Changes()
 
     # ----- commands ------------------------------------------------------------------------
@@ -98,17 +99,21 @@ class Shard:
         until = self.blacklist.get(patient)
         if until is not None and until > now:
             return Blacklisted(self.hospital_id, until)
-        mine = self.live.get(patient, ())
-        policy = self.policy
-        if len(mine) >= policy.hospital_day_limit:
-            return HospitalDayLimit(policy.hospital_day_limit)
-        department = session.spec.department_id
-        if sum(1 for s in mine if s.spec.department_id == department) >= policy.department_day_limit:
-            return DepartmentDayLimit(policy.department_day_limit)
-        booking_no = session.take(patient, request, now, policy.hold_seconds)
-        self.live[patient] = (*mine, session)
-        self._touch(session)
-        return session.answer(booking_no, repeat=False)
+        mine = self.live.get(patient)
+        if mine is not None:
+            policy = self.policy
+            held = mine if type(mine) is tuple else (mine,)
+            if len(held) >= policy.hospital_day_limit:
+                return HospitalDayLimit(policy.hospital_day_limit)
+            department = session.spec.department_id
+            in_department = sum(1 for s in held if s.spec.department_id == department)
+            if in_department >= policy.department_day_limit:
+                return DepartmentDayLimit(policy.department_day_limit)
+            self.live[patient] = (*held, session)
+        else:
+            self.live[patient] = session
+        self._changes.sessions[session.id] = session
+        return session.take(patient, request, now, self.policy.hold_seconds)
 
     def release(
         self, session_id: str, booking_no: int, patient: int | None
@@ -119,7 +124,7 @@ class Shard:
         be the patient's own. Releasing an ended booking again answers the same (idempotent).
         """
         session = self.sessions.get(session_id)
-        if session is None or not 0 <= booking_no < len(session.metas):
+        if session is None or not 0 <= booking_no < session.count:
             return _NO_BOOKING
         owner, slot_no, _, _ = session.booking(booking_no)
         if patient is not None and owner != patient:
@@ -186,16 +191,28 @@ class Shard:
     def add_restored(self, session: DoctorSession) -> None:
         """Add a session loaded from a snapshot and index its live bookings."""
         self.sessions[session.id] = session
+        live = self.live
         for _, patient, _ in session.live_bookings():
-            self.live[patient] = (*self.live.get(patient, ()), session)
+            mine = live.get(patient)
+            if mine is None:
+                live[patient] = session
+            else:
+                live[patient] = (*(mine if type(mine) is tuple else (mine,)), session)
+
+    def live_sessions(self, patient: int) -> tuple[DoctorSession, ...]:
+        """The doctor-sessions of a patient's live bookings in this shard."""
+        mine = self.live.get(patient)
+        if mine is None:
+            return ()
+        return mine if type(mine) is tuple else (mine,)
 
     def _touch(self, session: DoctorSession) -> None:
         self._changes.sessions[session.id] = session
 
     def _drop_live(self, patient: int, session: DoctorSession) -> None:
-        mine = list(self.live.get(patient, ()))
+        mine = list(self.live_sessions(patient))
         mine.remove(session)
-        if mine:
-            self.live[patient] = tuple(mine)
+        if not mine:
+            del self.live[patient]
         else:
-            self.live.pop(patient, None)
+            self.live[patient] = mine[0] if len(mine) == 1 else tuple(mine)

@@ -1,7 +1,8 @@
 """Versioned msgpack snapshots of a doctor-session and of a shard's rule state.
 
-A session snapshot is one msgpack array: the catalog facts, then the three booking arrays as
-raw little-endian int64 bytes. Anything that does not decode to exactly this shape raises
+A session snapshot is one msgpack array: the catalog facts, then the booking words (patient,
+request key, packed slot/state/expiry per booking) as raw little-endian int64 bytes. Strings
+shared by many sessions (hospital, department, date, period) are interned on load. Anything that does not decode to exactly this shape raises
 ``SnapshotError`` naming the key and the reason; a snapshot is never half-loaded.
 """
 
@@ -57,9 +58,7 @@ def encode_session(session: DoctorSession) -> bytes:
             spec.opens_at,
             spec.closes_at,
             session.suspended,
-            _int64_bytes(session.patients),
-            _int64_bytes(session.requests),
-            _int64_bytes(session.metas),
+            _int64_bytes(session.bookings),
         ],
         use_bin_type=True,
     )
@@ -73,20 +72,21 @@ def decode_session(raw: bytes, where: str = "session snapshot") -> DoctorSession
             raise ValueError("not a msgpack array")
         if fields[0] != SESSION_VERSION:
             raise ValueError(f"unknown snapshot version {fields[0]!r}")
-        if len(fields) != 17:
-            raise ValueError(f"expected 17 fields, got {len(fields)}")
+        if len(fields) != 15:
+            raise ValueError(f"expected 15 fields, got {len(fields)}")
         (_, sid, hospital, department, doctor, date, period, capacity, first, minutes, fee,
-         opens_at, closes_at, suspended, patients, requests, metas) = fields  # fmt: skip
-        for name, value in (("id", sid), ("hospital", hospital), ("date", date)):
+         opens_at, closes_at, suspended, bookings) = fields  # fmt: skip
+        names = ("id", "hospital", "department", "doctor", "date", "period")
+        for name, value in zip(names, (sid, hospital, department, doctor, date, period)):
             if not isinstance(value, str):
                 raise ValueError(f"{name} is not a string")
         spec = SessionSpec(
             id=sid,
-            hospital_id=hospital,
-            department_id=department,
+            hospital_id=sys.intern(hospital),
+            department_id=sys.intern(department),
             doctor_id=doctor,
-            date=date,
-            period=period,
+            date=sys.intern(date),
+            period=sys.intern(period),
             capacity=int(capacity),
             first_slot_minute=int(first),
             slot_minutes=int(minutes),
@@ -94,11 +94,10 @@ def decode_session(raw: bytes, where: str = "session snapshot") -> DoctorSession
             opens_at=float(opens_at),
             closes_at=None if closes_at is None else float(closes_at),
         )
-        arrays = [_int64_array(b) for b in (patients, requests, metas)]
-        if len({len(a) for a in arrays}) != 1:
-            raise ValueError("booking arrays differ in length")
+        if not isinstance(bookings, bytes):
+            raise ValueError("booking words are not bytes")
         session = DoctorSession(spec, suspended=bool(suspended))
-        session.restore(*arrays)
+        session.restore(_int64_array(bookings))
         return session
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise SnapshotError(f"corrupt {where}: {exc}") from exc

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import random
 import time
 from collections import Counter, defaultdict
@@ -228,8 +229,10 @@ async def test_moving_a_shard_fences_the_old_host(runtime):
     assert isinstance(await engine.book(spec.id, 2, "b"), Booked)  # new host loads, epoch + 1
 
     # the old host still has the shard in memory: its write must be refused
-    stale = await runtime.hosts[old].submit.remote(
-        [(time.time_ns(), 1, spec.shard_id, spec.id, 3, request_key("c"))]
+    stale = pickle.loads(
+        await runtime.hosts[old].submit.remote(
+            [(time.time_ns(), 1, spec.shard_id, spec.id, 3, request_key("c"))]
+        )
     )
     assert isinstance(stale[0], Unavailable) and "fenced" in stale[0].reason
     report = await audit(Store.from_url(runtime.settings.redis_url, runtime.settings.namespace))

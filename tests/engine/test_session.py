@@ -67,25 +67,26 @@ def test_slot_time(first, minutes, slot_no, expected):
 
 def test_slots_go_lowest_first_and_release_returns_exactly_that_slot():
     s = DoctorSession(spec())
-    numbers = [s.take(p, p, 150.0, 60) for p in range(3)]
-    assert [s.booking(n)[1] for n in numbers] == [1, 2, 3]
+    answers = [s.take(p, p, 150.0, 60) for p in range(3)]
+    assert [a.slot_no for a in answers] == [1, 2, 3]
+    assert [a.booking_id for a in answers] == ["s1#0", "s1#1", "s1#2"]
     assert s.free == 0
-    assert s.release(numbers[1]) is True
-    assert s.release(numbers[1]) is False  # already ended: nothing changes
+    assert s.release(1) is True
+    assert s.release(1) is False  # already ended: nothing changes
     assert (s.free, s.booked, s.ended) == (1, 2, 1)
     again = s.take(9, 9, 150.0, 60)
-    assert s.booking(again)[1] == 2
+    assert (again.slot_no, again.booking_id, s.booking(3)[1]) == (2, "s1#3", 2)
 
 
 def test_fee_means_hold_with_expiry_and_expired_holds_are_found():
     s = DoctorSession(spec(fee=500))
-    n = s.take(1, 1, 150.0, 60)
-    answer = s.answer(n, repeat=False)
+    answer = s.take(1, 1, 150.0, 60)
     assert isinstance(answer, Booked)
     assert (answer.status, answer.hold_expires_at) == ("held", 210.0)
+    assert s.answer(0, repeat=True) == Booked("s1#0", "s1", 1, "08:00", "held", 210.0, True)
     assert (s.held, s.booked) == (1, 0)
     assert s.expired_holds(209.0) == []
-    assert s.expired_holds(210.0) == [n]
+    assert s.expired_holds(210.0) == [0]
 
 
 @pytest.mark.parametrize("state", [HELD_STATE, BOOKED_STATE, ENDED_STATE])
@@ -96,7 +97,7 @@ def test_meta_round_trip(state, slot_no):
 
 @pytest.mark.parametrize(
     "bad",
-    [dict(capacity=0), dict(capacity=70000), dict(first_slot_minute=1440), dict(fee=-1),
+    [dict(capacity=0), dict(capacity=1001), dict(first_slot_minute=1440), dict(fee=-1),
      dict(opens_at=300.0, closes_at=200.0)],  # fmt: skip
 )
 def test_bad_specs_are_refused(bad):

@@ -119,7 +119,7 @@ def check_invariants(shard: Shard, policy: Policy, blacklist: set[int]):
         assert len(live) <= s.spec.capacity
         assert s.free + s.held + s.booked == s.spec.capacity  # invariant 6
         assert s.free == s.spec.capacity - len(live)
-        assert s.ended == len(s.metas) - len(live)
+        assert s.ended == s.count - len(live)
         for _, patient, _ in live:
             live_per_patient.setdefault(patient, []).append(s.spec.department_id)
     for patient, depts in live_per_patient.items():  # invariant 5
@@ -127,7 +127,7 @@ def check_invariants(shard: Shard, policy: Policy, blacklist: set[int]):
         assert max(depts.count(d) for d in depts) <= policy.department_day_limit
         assert patient not in blacklist
     # the shard's rule index agrees with the sessions
-    assert {p: sorted(x.id for x in v) for p, v in shard.live.items()} == {
+    assert {p: sorted(x.id for x in shard.live_sessions(p)) for p in shard.live} == {
         p: sorted(s.id for s in shard.sessions.values() for _, q, _ in s.live_bookings() if q == p)
         for p in live_per_patient
     }

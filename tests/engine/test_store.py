@@ -55,8 +55,10 @@ async def test_round_trip_through_redis(store):
     assert sorted(again.sessions) == ["s0", "s1", "s2"]
     for sid, s in shard.sessions.items():
         r = again.sessions[sid]
-        assert (r.spec, r.patients, r.requests, r.metas) == (s.spec, s.patients, s.requests, s.metas)
-    assert {p: [x.id for x in v] for p, v in again.live.items()} == {0: ["s0"], 1: ["s0"], 2: ["s0"], 9: ["s1"]}
+        assert (r.spec, r.bookings) == (s.spec, s.bookings)
+    assert {p: [x.id for x in again.live_sessions(p)] for p in again.live} == {
+        0: ["s0"], 1: ["s0"], 2: ["s0"], 9: ["s1"]
+    }
 
 
 async def test_old_epoch_is_refused_and_leaves_data_as_it_was(store, redis_client):
