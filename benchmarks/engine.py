@@ -88,11 +88,15 @@ def bench_core(repeats: int, scale: float) -> list[tuple[str, float]]:
         CrowdRequest(open_specs[i // 30].id, i, f"o{i}") for i in range(n)
     ]
     return [
-        ("flash crowd mix (50 sessions x 30, 8 requests/patient)",
-         median([core_rate(crowd_specs, crowd) for _ in range(repeats)])),
-        ("every decision takes a slot (new patients, sessions x 30)",
-         median([core_rate(open_specs, fresh) for _ in range(repeats)])),
-    ]  # fmt: skip
+        (
+            "flash crowd mix (50 sessions x 30, 8 requests/patient)",
+            median([core_rate(crowd_specs, crowd) for _ in range(repeats)]),
+        ),
+        (
+            "every decision takes a slot (new patients, sessions x 30)",
+            median([core_rate(open_specs, fresh) for _ in range(repeats)]),
+        ),
+    ]
 
 
 # ----- (b) through the engine API ----------------------------------------------------------
@@ -138,8 +142,9 @@ async def run_lua_variant(url: str, submitters: int, n: int, date: str):
     async def submitter(share: list[CrowdRequest]) -> None:
         for r in share:
             sent = time.time()
-            left = await client.evalsha(sha, 2, f"lua:{r.session_id}:stock",
-                                        f"lua:{r.session_id}:patients", r.patient)  # fmt: skip
+            left = await client.evalsha(
+                sha, 2, f"lua:{r.session_id}:stock", f"lua:{r.session_id}:patients", r.patient
+            )
             answers.append(Answer(r, left, sent, time.time()))
 
     started = time.perf_counter()
@@ -164,19 +169,28 @@ def bench_api(rt: Runtime, repeats: int, scale: float, concurrency: list[int]):
     async def go():
         for c in concurrency:
             variants: dict[str, Callable[[], object]] = {
-                "full design (mailboxes + group commit)":
-                    lambda c=c: run_engine_variant(rt, True, c, int(20_000 * scale), date()),
-                "one Ray call + one Redis write per request":
-                    lambda c=c: run_engine_variant(rt, False, c, int(4_000 * scale), date()),
-                "Redis Lua script per request (seed)":
-                    lambda c=c: run_lua_variant(rt.settings.redis_url, c, int(20_000 * scale), date()),
-            }  # fmt: skip
+                "full design (mailboxes + group commit)": lambda c=c: run_engine_variant(
+                    rt, True, c, int(20_000 * scale), date()
+                ),
+                "one Ray call + one Redis write per request": lambda c=c: run_engine_variant(
+                    rt, False, c, int(4_000 * scale), date()
+                ),
+                "Redis Lua script per request (seed)": lambda c=c: run_lua_variant(
+                    rt.settings.redis_url, c, int(20_000 * scale), date()
+                ),
+            }
             for name, make in variants.items():
                 results = [await make() for _ in range(repeats)]
                 rows.append(
-                    (c, name, median([r[0] for r in results]), median([r[1] for r in results]),
-                     median([r[2] for r in results]), sum(r[3] for r in results))
-                )  # fmt: skip
+                    (
+                        c,
+                        name,
+                        median([r[0] for r in results]),
+                        median([r[1] for r in results]),
+                        median([r[2] for r in results]),
+                        sum(r[3] for r in results),
+                    )
+                )
                 print(f"  {c:>4} submitters  {name:<44} {rows[-1][2]:>9,.0f} req/s", flush=True)
 
     asyncio.run(go())
@@ -190,10 +204,16 @@ def full_sessions(count: int, per_shard: int, date: str = "2031-01-01") -> list[
     shards = []
     for h in range(count // per_shard):
         specs = catalog(hospitals=1, sessions_per_hospital=per_shard, capacity=30, date=date)
-        specs = [SessionSpec(**{**_spec_fields(s), "id": f"m{h}-{s.id}",
-                                "hospital_id": f"m{h}"}) for s in specs]  # fmt: skip
-        shard = Shard(specs[0].shard_id, f"m{h}", date, Policy(hospital_day_limit=10**6,
-                                                               department_day_limit=10**6))  # fmt: skip
+        specs = [
+            SessionSpec(**{**_spec_fields(s), "id": f"m{h}-{s.id}", "hospital_id": f"m{h}"})
+            for s in specs
+        ]
+        shard = Shard(
+            specs[0].shard_id,
+            f"m{h}",
+            date,
+            Policy(hospital_day_limit=10**6, department_day_limit=10**6),
+        )
         for s in specs:
             shard.create(s)
         shards.append(shard)
@@ -218,8 +238,15 @@ async def redis_bytes(store: Store, shards: list[Shard]) -> float:
     for shard in shards:
         epoch, _ = await store.activate(shard.id, shard.hospital_id, shard.date)
         shard.take_changes()
-        writes.append(ShardWrite(shard.id, shard.hospital_id, epoch,
-                                 list(shard.sessions.values()), list(shard.sessions)))  # fmt: skip
+        writes.append(
+            ShardWrite(
+                shard.id,
+                shard.hospital_id,
+                epoch,
+                list(shard.sessions.values()),
+                list(shard.sessions),
+            )
+        )
     for i in range(0, len(writes), 20):
         assert await store.commit(writes[i : i + 20]) == [None] * len(writes[i : i + 20])
     keys = [store.keys.session(sh.id, sid) for sh in shards for sid in sh.sessions]
@@ -243,8 +270,10 @@ def bench_memory(url: str, sessions: int) -> list[tuple[str, float, float]]:
 
     async def go():
         results = []
-        for label, shard_set in (("empty", full_sessions(sessions, 50, "2031-02-01")),
-                                 ("full", shards)):  # fmt: skip
+        for label, shard_set in (
+            ("empty", full_sessions(sessions, 50, "2031-02-01")),
+            ("full", shards),
+        ):
             store = Store.from_url(url, f"mem-{label}")
             results.append(await redis_bytes(store, shard_set))
             await store.client.flushdb()
@@ -252,7 +281,10 @@ def bench_memory(url: str, sessions: int) -> list[tuple[str, float, float]]:
         return results
 
     redis_empty, redis_full = asyncio.run(go())
-    return [("empty (just released)", empty, redis_empty), ("full (30 of 30 booked)", full, redis_full)]
+    return [
+        ("empty (just released)", empty, redis_empty),
+        ("full (30 of 30 booked)", full, redis_full),
+    ]
 
 
 def bench_reload(url: str, repeats: int) -> float:
@@ -266,7 +298,10 @@ def bench_reload(url: str, repeats: int) -> float:
             started = time.perf_counter()
             _, loaded = await store.activate(shard.id, shard.hospital_id, shard.date)
             times.append(time.perf_counter() - started)
-            assert len(loaded.sessions) == 500 and sum(s.booked for s in loaded.sessions.values()) == 15_000
+            assert (
+                len(loaded.sessions) == 500
+                and sum(s.booked for s in loaded.sessions.values()) == 15_000
+            )
         await store.close()
         return median(times)
 
@@ -287,7 +322,8 @@ def machine() -> str:
         pass
     import os
 
-    return f"{platform.machine()} {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+    system = f"{platform.system()} {platform.release()}"
+    return f"{platform.machine()} {cpu}, {os.cpu_count()} cores, {system}"
 
 
 def main() -> None:
@@ -300,9 +336,12 @@ def main() -> None:
     concurrency = [int(c) for c in args.concurrency.split(",")]
 
     settings = Settings.from_env(
-        {}, hosts=1, host_cpus=1, data_dir=Path(tempfile.mkdtemp(prefix="slotengine-bench-")),
+        {},
+        hosts=1,
+        host_cpus=1,
+        data_dir=Path(tempfile.mkdtemp(prefix="slotengine-bench-")),
         namespace="bench",
-    )  # fmt: skip
+    )
     print("(a) core ...", flush=True)
     core = bench_core(args.repeats, scale)
     rt = Runtime.start(settings)
@@ -322,16 +361,23 @@ def main() -> None:
     out.append(f"machine: {machine()}")
     out.append(
         f"versions: Python {platform.python_version()}, Ray {ray.__version__}, "
-        f"{server.get('server_name', 'redis')} {server.get('valkey_version', server['redis_version'])} "
-        f"(AOF everysec), redis-py {redis.__version__}, msgpack {'.'.join(map(str, msgpack.version))}"
+        f"{server.get('server_name', 'redis')} "
+        f"{server.get('valkey_version', server['redis_version'])} "
+        f"(AOF everysec), redis-py {redis.__version__}, "
+        f"msgpack {'.'.join(map(str, msgpack.version))}"
     )
-    out.append(f"medians of {args.repeats} runs; 1 host actor; submitters are closed-loop asyncio tasks in one driver")
+    out.append(
+        f"medians of {args.repeats} runs; 1 host actor; "
+        "submitters are closed-loop asyncio tasks in one driver"
+    )
     out.append("")
     out.append("| (a) core, in-process | decisions/s |")
     out.append("| --- | ---: |")
     out.extend(f"| {name} | {rate:,.0f} |" for name, rate in core)
     out.append("")
-    out.append("| (b) submitters | variant | req/s | p50 ms | p99 ms | oversold | vs one-call | vs Lua |")
+    out.append(
+        "| (b) submitters | variant | req/s | p50 ms | p99 ms | oversold | vs one-call | vs Lua |"
+    )
     out.append("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for c in concurrency:
         mine = [r for r in api if r[0] == c]
@@ -347,7 +393,9 @@ def main() -> None:
     out.append("| --- | ---: | ---: |")
     out.extend(f"| {label} | {mem:,.0f} | {red:,.0f} |" for label, mem, red in memory)
     out.append("")
-    out.append(f"(d) reload of a 500-session shard (15,000 bookings) by a host: {reload_seconds:.3f} s")
+    out.append(
+        f"(d) reload of a 500-session shard (15,000 bookings) by a host: {reload_seconds:.3f} s"
+    )
     table = "\n".join(out)
     print()
     print(table)

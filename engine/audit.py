@@ -76,7 +76,7 @@ async def audit(store: Store) -> AuditReport:
             report.live_per_session[s.id] = len(live)
             if len(live) > s.spec.capacity or s.free + s.held + s.booked != s.spec.capacity:
                 report.problems.append(f"{s.id}: stock not conserved")
-            pairs = Counter(zip(s.patients, s.requests))
+            pairs = Counter(zip(s.patients, s.requests, strict=True))
             for (patient, request), n in pairs.items():
                 if n > 1:
                     report.problems.append(f"{s.id}: request {request} of {patient} booked {n}x")

@@ -57,7 +57,7 @@ def parse_booking_id(booking_id: str) -> tuple[str, int] | None:
 class Mailbox:
     """Batches requests for one host: at most one call in flight, the rest queue behind it."""
 
-    __slots__ = ("send", "max_batch", "queue", "busy", "calls", "sizes")
+    __slots__ = ("busy", "calls", "max_batch", "queue", "send", "sizes")
 
     def __init__(self, send: Callable[[list[Request]], Any], max_batch: int) -> None:
         self.send = send
@@ -90,7 +90,7 @@ class Mailbox:
                 except Exception as exc:  # never leave a caller waiting
                     log.exception("host call failed")
                     outcomes = [Unavailable(f"host: {type(exc).__name__}")] * len(batch)
-                for (_, future), outcome in zip(batch, outcomes):
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
                     if not future.done():
                         future.set_result(outcome)
         finally:
@@ -112,9 +112,7 @@ class Engine:
         self.hosts = hosts
         self.batched = batched
         self.store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout)
-        self.mailboxes = [
-            Mailbox(h.submit.remote, settings.max_batch) for h in hosts
-        ]
+        self.mailboxes = [Mailbox(h.submit.remote, settings.max_batch) for h in hosts]
         self._shard_of: dict[str, str] = {}
         self._pinned: dict[str, int] = {}
         self._host_of: dict[str, int] = {}

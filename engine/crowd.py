@@ -43,14 +43,15 @@ def catalog(
     date: str = "2026-12-01",
     opens_at: float = 0.0,
     fee: int = 0,
+    prefix: str = "",
 ) -> list[SessionSpec]:
     """Doctor-sessions of ``hospitals`` hospitals on one date: two doctors per department."""
     return [
         SessionSpec(
-            id=f"h{h}-{date}-{k}",
-            hospital_id=f"h{h}",
-            department_id=f"h{h}-d{k // 2}",
-            doctor_id=f"h{h}-doc{k}",
+            id=f"{prefix}h{h}-{date}-{k}",
+            hospital_id=f"{prefix}h{h}",
+            department_id=f"{prefix}h{h}-d{k // 2}",
+            doctor_id=f"{prefix}h{h}-doc{k}",
             date=date,
             period="AM" if k % 2 == 0 else "PM",
             capacity=capacity,

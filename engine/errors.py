@@ -1,10 +1,10 @@
 """Failures of the engine (business answers are outcomes, see ``outcomes.py``).
 
-    SlotEngineError
-    ├── SnapshotError        a stored snapshot cannot be decoded (corrupt, unknown version)
-    ├── StoreUnavailable     Redis cannot be reached or did not confirm a write
-    │   └── Fenced           a newer host owns the shard; this host must not write it
-    └── RedisServerError     the embedded Redis server could not be started
+SlotEngineError
+├── SnapshotError        a stored snapshot cannot be decoded (corrupt, unknown version)
+├── StoreUnavailable     Redis cannot be reached or did not confirm a write
+│   └── Fenced           a newer host owns the shard; this host must not write it
+└── RedisServerError     the embedded Redis server could not be started
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ memory alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import pickle
 import time
@@ -19,7 +20,6 @@ from typing import Any
 
 from .errors import Fenced, StoreUnavailable
 from .outcomes import NotFound, Outcome, Unavailable
-from .session import SessionSpec
 from .settings import Settings
 from .shard import Shard
 from .store import ShardWrite, Store
@@ -121,10 +121,8 @@ class Host:
         assert self._wakeup is not None
         next_tick = time.time() + self.settings.tick_seconds
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), max(0.0, next_tick - time.time()))
-            except TimeoutError:
-                pass
             self._wakeup.clear()
             while self._pending:
                 calls = self._take_pending()
@@ -215,7 +213,9 @@ class Host:
             sessions = list(changes.sessions.values())
             stock = [(s.id, s.status(now), s.free) for s in sessions]
             writes.append(
-                ShardWrite(shard_id, shard.hospital_id, epoch, sessions, changes.new_session_ids, stock)
+                ShardWrite(
+                    shard_id, shard.hospital_id, epoch, sessions, changes.new_session_ids, stock
+                )
             )
         return writes
 
@@ -227,7 +227,7 @@ class Host:
         self.counters["commits"] += 1
         results = await self._store.commit(writes)
         failures: dict[str, Unavailable] = {}
-        for w, error in zip(writes, results):
+        for w, error in zip(writes, results, strict=True):
             if error is None:
                 for session_id, status, _ in w.stock:
                     self.published[session_id] = status
@@ -241,7 +241,7 @@ class Host:
 
     async def _tick(self, now: float) -> None:
         """Timers: expire holds past their payment window; publish opening and closing."""
-        for shard_id, (_, shard) in list(self.shards.items()):
+        for _, shard in list(self.shards.values()):
             shard.expire_holds(now)
         writes = self._collect_writes(list(self.shards), now)
         written = {w.shard_id for w in writes}

@@ -9,7 +9,6 @@ A session's ``SoldOut`` is one shared object, so a batch of them pickles as one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 HELD = "held"
 BOOKED = "booked"
@@ -132,13 +131,18 @@ class Unavailable:
     reason: str
 
 
-Refusal = Union[
-    SoldOut, NotOpen, Closed, Suspended, Blacklisted, HospitalDayLimit, DepartmentDayLimit, NotFound
-]
-BookOutcome = Union[Booked, Refusal, Unavailable]
-Outcome = Union[
-    BookOutcome, Released, Forbidden, Created, Conflict, SessionState, Done, Unavailable
-]
+Refusal = (
+    SoldOut
+    | NotOpen
+    | Closed
+    | Suspended
+    | Blacklisted
+    | HospitalDayLimit
+    | DepartmentDayLimit
+    | NotFound
+)
+BookOutcome = Booked | Refusal | Unavailable
+Outcome = BookOutcome | Released | Forbidden | Created | Conflict | SessionState | Done
 
 #: Outcomes that changed nothing and say so to the caller (useful for counters and tests).
 REFUSALS = (

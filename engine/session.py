@@ -96,13 +96,13 @@ class DoctorSession:
     """
 
     __slots__ = (
-        "spec",
-        "suspended",
+        "_sold_out",
         "bookings",
-        "holders",
         "free",
         "held",
-        "_sold_out",
+        "holders",
+        "spec",
+        "suspended",
     )
 
     def __init__(self, spec: SessionSpec, suspended: bool = False) -> None:

@@ -48,7 +48,9 @@ class Settings(BaseModel):
         values: dict[str, object] = {
             name[len(PREFIX) :].lower(): value
             for name, value in environ.items()
-            if name.startswith(PREFIX) and value != "" and name[len(PREFIX) :].lower() in cls.model_fields
+            if name.startswith(PREFIX)
+            and value != ""
+            and name[len(PREFIX) :].lower() in cls.model_fields
         }
         values.update(overrides)
         return cls.model_validate(values)

@@ -57,7 +57,7 @@ class Changes:
 class Shard:
     """All doctor-sessions of one hospital on one date, plus the hospital's rules for it."""
 
-    __slots__ = ("id", "hospital_id", "date", "policy", "blacklist", "sessions", "live", "_changes")
+    __slots__ = ("_changes", "blacklist", "date", "hospital_id", "id", "live", "policy", "sessions")
 
     def __init__(
         self,

@@ -2,7 +2,8 @@
 
 A session snapshot is one msgpack array: the catalog facts, then the booking words (patient,
 request key, packed slot/state/expiry per booking) as raw little-endian int64 bytes. Strings
-shared by many sessions (hospital, department, date, period) are interned on load. Anything that does not decode to exactly this shape raises
+shared by many sessions (hospital, department, date, period) are interned on load.
+Anything that does not decode to exactly this shape raises
 ``SnapshotError`` naming the key and the reason; a snapshot is never half-loaded.
 """
 
@@ -74,10 +75,26 @@ def decode_session(raw: bytes, where: str = "session snapshot") -> DoctorSession
             raise ValueError(f"unknown snapshot version {fields[0]!r}")
         if len(fields) != 15:
             raise ValueError(f"expected 15 fields, got {len(fields)}")
-        (_, sid, hospital, department, doctor, date, period, capacity, first, minutes, fee,
-         opens_at, closes_at, suspended, bookings) = fields  # fmt: skip
+        (
+            _,
+            sid,
+            hospital,
+            department,
+            doctor,
+            date,
+            period,
+            capacity,
+            first,
+            minutes,
+            fee,
+            opens_at,
+            closes_at,
+            suspended,
+            bookings,
+        ) = fields
         names = ("id", "hospital", "department", "doctor", "date", "period")
-        for name, value in zip(names, (sid, hospital, department, doctor, date, period)):
+        values = (sid, hospital, department, doctor, date, period)
+        for name, value in zip(names, values, strict=True):
             if not isinstance(value, str):
                 raise ValueError(f"{name} is not a string")
         spec = SessionSpec(

@@ -26,7 +26,8 @@ from .snapshot import decode_rules, decode_session, encode_rules, encode_session
 COMMIT_SCRIPT = """
 local current = redis.call('GET', KEYS[1])
 if current ~= ARGV[1] then
-  return redis.error_reply('FENCED shard epoch is ' .. tostring(current) .. ', writer has ' .. ARGV[1])
+  return redis.error_reply(
+    'FENCED shard epoch is ' .. tostring(current) .. ', writer has ' .. ARGV[1])
 end
 local n = tonumber(ARGV[4])
 for i = 1, n do
@@ -103,7 +104,7 @@ class Store:
             raise StoreUnavailable(f"cannot load shard {shard_id}: {exc}") from exc
         policy, blacklist = decode_rules(rules_raw) if rules_raw else (Policy(), {})
         shard = Shard(shard_id, hospital_id, date, policy, blacklist)
-        for session_id, raw in zip(ids, raws):
+        for session_id, raw in zip(ids, raws, strict=True):
             if raw is None:
                 continue  # listed but its first commit was refused: it was never acknowledged
             shard.add_restored(decode_session(raw, keys.session(shard_id, session_id)))
@@ -213,6 +214,6 @@ class Store:
         raws = await self.client.mget([self.keys.session(shard_id, i) for i in ids]) if ids else []
         return [
             decode_session(raw, self.keys.session(shard_id, i))
-            for i, raw in zip(ids, raws)
+            for i, raw in zip(ids, raws, strict=True)
             if raw is not None
         ]

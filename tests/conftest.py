@@ -43,9 +43,14 @@ def ray_local():
 def settings_for(tmp_path):
     def make(redis_url: str, **kw) -> Settings:
         base = dict(
-            redis_url=redis_url, hosts=2, host_cpus=0.5, data_dir=tmp_path,
-            namespace=f"t{next(_names)}", tick_seconds=0.2, redis_timeout=1.0,
-        )  # fmt: skip
+            redis_url=redis_url,
+            hosts=2,
+            host_cpus=0.5,
+            data_dir=tmp_path,
+            namespace=f"t{next(_names)}",
+            tick_seconds=0.2,
+            redis_timeout=1.0,
+        )
         base.update(kw)
         return Settings.from_env({}, **base)
 

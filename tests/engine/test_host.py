@@ -18,7 +18,7 @@ import ray
 
 from engine.audit import AuditReport, audit
 from engine.client import Engine, request_key
-from engine.crowd import Answer, CrowdDriver, CrowdRequest, catalog, play, plan
+from engine.crowd import Answer, CrowdDriver, CrowdRequest, catalog, plan, play
 from engine.outcomes import (
     Blacklisted,
     Booked,
@@ -178,9 +178,16 @@ async def test_redis_down_mid_run_confirms_nothing_then_resumes(ray_local, setti
 
         # booking resumes once Redis is back (some sessions still have stock)
         spare = SessionSpec(
-            id="spare", hospital_id="h0", department_id="elsewhere", doctor_id="x",
-            date="2026-12-01", period="AM", capacity=5, first_slot_minute=480, slot_minutes=5,
-        )  # fmt: skip
+            id="spare",
+            hospital_id="h0",
+            department_id="elsewhere",
+            doctor_id="x",
+            date="2026-12-01",
+            period="AM",
+            capacity=5,
+            first_slot_minute=480,
+            slot_minutes=5,
+        )
         for _ in range(50):
             if isinstance(await engine.create_session(spare), Created):
                 break

@@ -21,10 +21,19 @@ from engine.session import (
 
 def spec(**kw):
     base = dict(
-        id="s1", hospital_id="h1", department_id="d1", doctor_id="doc1", date="2026-12-01",
-        period="AM", capacity=3, first_slot_minute=8 * 60, slot_minutes=10, fee=0,
-        opens_at=100.0, closes_at=200.0,
-    )  # fmt: skip
+        id="s1",
+        hospital_id="h1",
+        department_id="d1",
+        doctor_id="doc1",
+        date="2026-12-01",
+        period="AM",
+        capacity=3,
+        first_slot_minute=8 * 60,
+        slot_minutes=10,
+        fee=0,
+        opens_at=100.0,
+        closes_at=200.0,
+    )
     base.update(kw)
     return SessionSpec(**base)
 
@@ -59,10 +68,18 @@ def test_refusals_name_the_reason():
 
 @pytest.mark.parametrize(
     ("first", "minutes", "slot_no", "expected"),
-    [(480, 10, 1, "08:00"), (480, 10, 7, "09:00"), (13 * 60 + 30, 15, 3, "14:00"), (0, 0, 5, "00:00")],
+    [
+        (480, 10, 1, "08:00"),
+        (480, 10, 7, "09:00"),
+        (13 * 60 + 30, 15, 3, "14:00"),
+        (0, 0, 5, "00:00"),
+    ],
 )
 def test_slot_time(first, minutes, slot_no, expected):
-    assert DoctorSession(spec(first_slot_minute=first, slot_minutes=minutes)).slot_time(slot_no) == expected
+    assert (
+        DoctorSession(spec(first_slot_minute=first, slot_minutes=minutes)).slot_time(slot_no)
+        == expected
+    )
 
 
 def test_slots_go_lowest_first_and_release_returns_exactly_that_slot():
@@ -97,8 +114,13 @@ def test_meta_round_trip(state, slot_no):
 
 @pytest.mark.parametrize(
     "bad",
-    [dict(capacity=0), dict(capacity=1001), dict(first_slot_minute=1440), dict(fee=-1),
-     dict(opens_at=300.0, closes_at=200.0)],  # fmt: skip
+    [
+        dict(capacity=0),
+        dict(capacity=1001),
+        dict(first_slot_minute=1440),
+        dict(fee=-1),
+        dict(opens_at=300.0, closes_at=200.0),
+    ],
 )
 def test_bad_specs_are_refused(bad):
     with pytest.raises(ValueError):

@@ -32,10 +32,18 @@ def make_shard(capacities, fee=0, policy=None, blacklist=None):
     shard = Shard("h:2026-12-01", "h", "2026-12-01", policy or Policy(), blacklist or {})
     for i, cap in enumerate(capacities):
         spec = SessionSpec(
-            id=f"s{i}", hospital_id="h", department_id=DEPARTMENTS[i], doctor_id=f"doc{i}",
-            date="2026-12-01", period="AM", capacity=cap, first_slot_minute=480,
-            slot_minutes=5, fee=fee, opens_at=0.0,
-        )  # fmt: skip
+            id=f"s{i}",
+            hospital_id="h",
+            department_id=DEPARTMENTS[i],
+            doctor_id=f"doc{i}",
+            date="2026-12-01",
+            period="AM",
+            capacity=cap,
+            first_slot_minute=480,
+            slot_minutes=5,
+            fee=fee,
+            opens_at=0.0,
+        )
         assert shard.create(spec) == Created(spec.id)
     shard.take_changes()
     return shard
@@ -57,7 +65,9 @@ class Model:
             self.bookings[f"s{i}"] = []
 
     def live_of(self, patient):
-        return [(sid, b) for sid, bs in self.bookings.items() for b in bs if b[0] == patient and b[3]]
+        return [
+            (sid, b) for sid, bs in self.bookings.items() for b in bs if b[0] == patient and b[3]
+        ]
 
     def book(self, sid, patient, req):
         for no, b in enumerate(self.bookings[sid]):
@@ -72,7 +82,10 @@ class Model:
         if len(live) >= self.policy.hospital_day_limit:
             return ("hospital_day_limit",)
         dept = DEPARTMENTS[int(sid[1:])]
-        if sum(DEPARTMENTS[int(s[1:])] == dept for s, _ in live) >= self.policy.department_day_limit:
+        if (
+            sum(DEPARTMENTS[int(s[1:])] == dept for s, _ in live)
+            >= self.policy.department_day_limit
+        ):
             return ("department_day_limit",)
         slot = min(n for n in range(1, cap + 1) if n not in self.slots[sid])
         no = len(self.bookings[sid])
@@ -217,7 +230,9 @@ def test_holds_expire_and_return_their_slot():
 
 @pytest.mark.parametrize("limit", [1, 2, 3])
 def test_hospital_day_limit_is_the_policy_value(limit):
-    shard = make_shard([5, 5, 5, 5], policy=Policy(hospital_day_limit=limit, department_day_limit=2))
+    shard = make_shard(
+        [5, 5, 5, 5], policy=Policy(hospital_day_limit=limit, department_day_limit=2)
+    )
     outcomes = [shard.book(f"s{i}", 1, i, NOW) for i in range(4)]
     assert sum(isinstance(o, Booked) for o in outcomes) == limit
     assert all(isinstance(o, HospitalDayLimit) for o in outcomes[limit:])

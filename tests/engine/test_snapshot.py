@@ -13,10 +13,19 @@ from engine.snapshot import decode_rules, decode_session, encode_rules, encode_s
 
 def build(capacity, fee, ops):
     spec = SessionSpec(
-        id="h9:2026-12-01:07", hospital_id="h9", department_id="d", doctor_id="doc",
-        date="2026-12-01", period="PM", capacity=capacity, first_slot_minute=13 * 60,
-        slot_minutes=6, fee=fee, opens_at=1.5, closes_at=99.0,
-    )  # fmt: skip
+        id="h9:2026-12-01:07",
+        hospital_id="h9",
+        department_id="d",
+        doctor_id="doc",
+        date="2026-12-01",
+        period="PM",
+        capacity=capacity,
+        first_slot_minute=13 * 60,
+        slot_minutes=6,
+        fee=fee,
+        opens_at=1.5,
+        closes_at=99.0,
+    )
     s = DoctorSession(spec)
     for patient, release in ops:
         if release and s.count:

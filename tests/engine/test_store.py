@@ -16,10 +16,17 @@ SHARD = "h1:2026-12-01"
 
 def spec(i: int, capacity: int = 3) -> SessionSpec:
     return SessionSpec(
-        id=f"s{i}", hospital_id="h1", department_id=f"d{i}", doctor_id=f"doc{i}",
-        date="2026-12-01", period="AM", capacity=capacity, first_slot_minute=480,
-        slot_minutes=10, opens_at=0.0,
-    )  # fmt: skip
+        id=f"s{i}",
+        hospital_id="h1",
+        department_id=f"d{i}",
+        doctor_id=f"doc{i}",
+        date="2026-12-01",
+        period="AM",
+        capacity=capacity,
+        first_slot_minute=480,
+        slot_minutes=10,
+        opens_at=0.0,
+    )
 
 
 @pytest.fixture
@@ -57,7 +64,10 @@ async def test_round_trip_through_redis(store):
         r = again.sessions[sid]
         assert (r.spec, r.bookings) == (s.spec, s.bookings)
     assert {p: [x.id for x in again.live_sessions(p)] for p in again.live} == {
-        0: ["s0"], 1: ["s0"], 2: ["s0"], 9: ["s1"]
+        0: ["s0"],
+        1: ["s0"],
+        2: ["s0"],
+        9: ["s1"],
     }
 
 
