@@ -42,7 +42,6 @@ def start_pool(settings: Settings) -> list[ActorHandle]:
             get_if_exists=True,
             max_restarts=-1,
             max_task_retries=1,
-            max_concurrency=10_000,
             num_cpus=settings.host_cpus,
             scheduling_strategy="SPREAD",
         ).remote(i, settings)

@@ -27,12 +27,14 @@ from engine.outcomes import (
     Done,
     HospitalDayLimit,
     NotFound,
+    NotOpen,
     SoldOut,
     Unavailable,
 )
 from engine.redis_server import EmbeddedRedis, free_port
 from engine.runtime import Runtime
 from engine.session import SessionSpec
+from engine.shard import Policy
 from engine.store import Store
 
 REFUSED_BY_RULES = (HospitalDayLimit, DepartmentDayLimit)
@@ -125,6 +127,8 @@ async def test_host_killed_mid_crowd_loses_nothing_acknowledged(runtime):
     answers, _ = await asyncio.gather(play(engine, requests, submitters=32), kill_soon())
     after = await victim.info.remote()
     assert after["started_at"] > before["started_at"], "the host should have been restarted"
+    await asyncio.sleep(3 * runtime.settings.tick_seconds)  # the new incarnation warms up
+    assert (await victim.info.remote())["shards"] == before["shards"]
     kinds = Counter(type(a.outcome).__name__ for a in answers)
     print("outcomes with a kill:", dict(kinds))
 
@@ -215,8 +219,6 @@ async def test_rules_change_reaches_loaded_shards(runtime):
     assert isinstance(barred, Blacklisted) and barred.hospital_id == "h0"
     assert isinstance(await engine.set_blacklist("h0", 2, None), Done)
     assert isinstance(await engine.book(s0.id, 2, "b"), Booked)
-    from engine.shard import Policy
-
     assert isinstance(await engine.set_policy("h0", Policy(hospital_day_limit=1)), Done)
     assert isinstance(await engine.book(s2.id, 1, "c"), HospitalDayLimit)
     assert isinstance(await engine.book("no-such-session", 1, "d"), NotFound)
@@ -247,4 +249,56 @@ async def test_moving_a_shard_fences_the_old_host(runtime):
     third = await engine.book(spec.id, 3, "c")
     assert isinstance(third, Booked) and third.slot_no == 3
     assert isinstance(await engine.book(spec.id, 4, "d"), SoldOut)
+    await engine.close()
+
+
+async def test_timers_expire_holds_and_announce_opening(runtime):
+    engine = runtime.engine()
+    assert isinstance(await engine.set_policy("tm", Policy(hold_seconds=1)), Done)
+    opens_at = time.time() + 1.0
+    spec = SessionSpec(
+        id="tm-1",
+        hospital_id="tm",
+        department_id="tm-d",
+        doctor_id="x",
+        date="2026-12-02",
+        period="AM",
+        capacity=1,
+        first_slot_minute=480,
+        slot_minutes=10,
+        fee=500,
+        opens_at=opens_at,
+    )
+    updates: list[tuple[str, str, int]] = []
+
+    async def listen():
+        async for update in engine.stock_updates():
+            updates.append(update)
+
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0.3)
+    await create_all(engine, [spec])
+    early = await engine.book(spec.id, 1, "a")
+    assert early == NotOpen(spec.id, opens_at)
+    await asyncio.sleep(opens_at - time.time() + 2 * runtime.settings.tick_seconds + 0.1)
+    assert ("tm-1", "open", 1) in updates, "the timer announces the opening"
+    held = await engine.book(spec.id, 1, "b")
+    assert isinstance(held, Booked) and held.status == "held" and held.hold_expires_at is not None
+    assert isinstance(await engine.book(spec.id, 2, "c"), SoldOut)
+
+    await asyncio.sleep(
+        held.hold_expires_at - time.time() + 2 * runtime.settings.tick_seconds + 0.3
+    )
+    state = await engine.session_state(spec.id)
+    assert (state.remaining, state.held, state.ended, state.status) == (1, 0, 1, "open")
+    again = await engine.book(spec.id, 2, "c")  # the returned slot sells again
+    assert isinstance(again, Booked) and again.slot_no == 1 and not again.repeat
+    await asyncio.sleep(0.3)
+    listener.cancel()
+    seen = [(status, left) for sid, status, left in updates if sid == spec.id]
+    print("published:", seen)
+    expected = [("scheduled", 1), ("open", 1), ("sold_out", 0), ("open", 1), ("sold_out", 0)]
+    assert seen == expected
+    report = await audit(engine.store)
+    assert report.ok and report.held == 1 and report.ended == 1
     await engine.close()
