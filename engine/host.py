@@ -164,7 +164,7 @@ class Host:
             while True:
                 time.sleep(period)
                 try:
-                    me.tick.remote()
+                    me.tick.options(max_task_retries=0).remote()
                 except Exception:  # the actor is going away
                     return
 
