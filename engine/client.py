@@ -19,8 +19,10 @@ from ray.actor import ActorHandle
 from ray.exceptions import RayError
 
 from .errors import StoreUnavailable
-from .host import BOOK, CREATE, RELEASE, STATE, Request
+from .host import BOOK, CREATE, LIST, LOOKUP, RELEASE, STATE, Request
 from .outcomes import (
+    BookingInfo,
+    Bookings,
     BookOutcome,
     Conflict,
     Created,
@@ -48,8 +50,8 @@ def request_key(request_id: str) -> int:
 
 
 def parse_booking_id(booking_id: str) -> tuple[str, int] | None:
-    session_id, sep, number = booking_id.rpartition("#")
-    if not sep or not number.isdigit():
+    session_id, sep, number = booking_id.rpartition(".")
+    if not sep or not session_id or not (number.isascii() and number.isdigit()) or len(number) > 6:
         return None
     return session_id, int(number)
 
@@ -57,11 +59,17 @@ def parse_booking_id(booking_id: str) -> tuple[str, int] | None:
 class Mailbox:
     """Batches requests for one host: at most one call in flight, the rest queue behind it."""
 
-    __slots__ = ("busy", "calls", "max_batch", "queue", "send", "sizes")
+    __slots__ = ("busy", "calls", "max_batch", "observe", "queue", "send", "sizes")
 
-    def __init__(self, send: Callable[[list[Request]], Any], max_batch: int) -> None:
+    def __init__(
+        self,
+        send: Callable[[list[Request]], Any],
+        max_batch: int,
+        observe: Callable[[int, float], None] | None = None,
+    ) -> None:
         self.send = send
         self.max_batch = max_batch
+        self.observe = observe
         self.queue: list[tuple[Request, asyncio.Future[Outcome]]] = []
         self.busy = False
         self.calls = 0
@@ -82,8 +90,11 @@ class Mailbox:
                 del self.queue[: self.max_batch]
                 self.calls += 1
                 self.sizes += len(batch)
+                started = time.perf_counter()
                 try:
                     outcomes = pickle.loads(await self.send([request for request, _ in batch]))
+                    if self.observe is not None:
+                        self.observe(len(batch), time.perf_counter() - started)
                 except RayError as exc:
                     log.warning("host call failed: %s", exc)
                     outcomes = [Unavailable(f"host: {type(exc).__name__}")] * len(batch)
@@ -105,14 +116,20 @@ class Engine:
     """
 
     def __init__(
-        self, settings: Settings, hosts: list[ActorHandle], *, batched: bool = True
+        self,
+        settings: Settings,
+        hosts: list[ActorHandle],
+        *,
+        batched: bool = True,
+        observe: Callable[[int, float], None] | None = None,
     ) -> None:
+        """``observe(batch_size, seconds)`` is called after every host call (for metrics)."""
         assert settings.redis_url is not None, "resolve the Redis URL first (see runtime.py)"
         self.settings = settings
         self.hosts = hosts
         self.batched = batched
         self.store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout)
-        self.mailboxes = [Mailbox(h.submit.remote, settings.max_batch) for h in hosts]
+        self.mailboxes = [Mailbox(h.submit.remote, settings.max_batch, observe) for h in hosts]
         self._shard_of: dict[str, str] = {}
         self._pinned: dict[str, int] = {}
         self._host_of: dict[str, int] = {}
@@ -188,6 +205,12 @@ class Engine:
 
     async def create_session(self, spec: SessionSpec) -> Created | Conflict | Unavailable:
         stamp = time.time_ns()
+        try:
+            holder = await self.store.claim_session(spec.id, spec.shard_id)
+        except StoreUnavailable as exc:
+            return Unavailable(str(exc))
+        if holder != spec.shard_id:  # the id is taken by a session of another hospital-day
+            return Conflict("session")
         outcome = await self._send((stamp, CREATE, spec.shard_id, spec, None, None))
         if isinstance(outcome, Created):
             self._shard_of[spec.id] = spec.shard_id
@@ -195,6 +218,18 @@ class Engine:
 
     async def session_state(self, session_id: str) -> SessionState | NotFound | Unavailable:
         return await self._routed(STATE, session_id, None, None, time.time_ns())  # type: ignore[return-value]
+
+    async def booking(self, booking_id: str) -> BookingInfo | NotFound | Unavailable:
+        """One booking as it stands (the caller checks whose it is)."""
+        parsed = parse_booking_id(booking_id)
+        if parsed is None:
+            return NotFound("booking")
+        session_id, booking_no = parsed
+        return await self._routed(LOOKUP, session_id, booking_no, None, time.time_ns())  # type: ignore[return-value]
+
+    async def session_bookings(self, session_id: str) -> Bookings | NotFound | Unavailable:
+        """Every booking of a doctor-session, with its state."""
+        return await self._routed(LIST, session_id, None, None, time.time_ns())  # type: ignore[return-value]
 
     async def set_policy(self, hospital_id: str, policy: Policy) -> Done | Unavailable:
         return await self._change_rules(hospital_id, lambda _, bl: (policy, bl))

@@ -22,8 +22,8 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
-from .errors import Fenced, StoreUnavailable
-from .outcomes import NotFound, Outcome, Unavailable
+from .errors import Fenced, SlotEngineError
+from .outcomes import Conflict, NotFound, Outcome, Unavailable
 from .settings import Settings
 from .shard import Shard
 from .store import ShardWrite, Store
@@ -36,8 +36,29 @@ T = TypeVar("T")
 #   RELEASE (stamp, RELEASE, shard, session_id, booking_no, patient or None)
 #   CREATE  (stamp, CREATE, shard, SessionSpec, None, None)
 #   STATE   (stamp, STATE, shard, session_id, None, None)
-BOOK, RELEASE, CREATE, STATE = 1, 2, 3, 4
+#   LOOKUP  (stamp, LOOKUP, shard, session_id, booking_no, None)
+#   LIST    (stamp, LIST, shard, session_id, None, None)
+BOOK, RELEASE, CREATE, STATE, LOOKUP, LIST = 1, 2, 3, 4, 5, 6
 Request = tuple[int, int, str, Any, Any, Any]
+
+
+def decide(shard: Shard, kind: int, shard_id: str, a: Any, b: Any, c: Any, now: float) -> Outcome:
+    """One request against its shard (pure: the shard is the only thing that changes)."""
+    if kind == BOOK:
+        return shard.book(a, b, c, now)
+    if kind == RELEASE:
+        return shard.release(a, b, c)
+    if kind == CREATE:
+        if a.shard_id != shard_id:
+            return Conflict("session")
+        return shard.create(a)
+    if kind == STATE:
+        return shard.state(a, now)
+    if kind == LOOKUP:
+        return shard.lookup(a, b)
+    if kind == LIST:
+        return shard.bookings_of(a)
+    return NotFound("request kind")
 
 
 def split_shard_id(shard_id: str) -> tuple[str, str]:
@@ -58,6 +79,7 @@ class Host:
         self._store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout)
         self._timer: threading.Thread | None = None
         self._warm = False
+        self._reload: set[str] = set()  # shards dropped after a failure, to load again
         self.started_at = time.time()
         self.counters: dict[str, float] = {
             "calls": 0,
@@ -104,6 +126,11 @@ class Host:
         try:
             if not self._warm:
                 self._warm_up(now)
+            self._activate(set(self._reload))
+            self._forget_moved()
+        except Exception as exc:  # Redis away: expire what we hold anyway (commit may fail too)
+            log.warning("tick could not refresh shards: %s", exc)
+        try:
             for _, shard in list(self.shards.values()):
                 shard.expire_holds(now)
             writes = self._collect_writes(list(self.shards), now)
@@ -151,6 +178,16 @@ class Host:
         self._warm = not failed
         log.info("host %d loaded %d shards", self.index, len(mine) - len(failed))
 
+    def _forget_moved(self) -> None:
+        """Drop shards pinned to another host since we loaded them (their new host bumped the
+        epoch, so we could not write them anyway; this stops us answering reads for them)."""
+        from .pool import default_host
+
+        pinned = self._run(self._store.placement())
+        for shard_id in list(self.shards):
+            if pinned.get(shard_id, default_host(shard_id, self.settings.hosts)) != self.index:
+                self.shards.pop(shard_id, None)
+
     def start_timer(self) -> None:
         """Start the thread that sends this host its ticks (once per incarnation)."""
         if self._timer is not None:
@@ -185,26 +222,20 @@ class Host:
             _, kind, shard_id, a, b, c = requests[i]
             touched.setdefault(shard_id, []).append(i)
             if shard_id in failed:
-                outcomes[i] = failed[shard_id]
                 continue
-            shard = self.shards[shard_id][1]
-            if kind == BOOK:
-                outcomes[i] = shard.book(a, b, c, now)
-            elif kind == RELEASE:
-                outcomes[i] = shard.release(a, b, c)
-            elif kind == CREATE:
-                outcomes[i] = shard.create(a)
-            elif kind == STATE:
-                outcomes[i] = shard.state(a, now)
-            else:
-                outcomes[i] = NotFound("request kind")
+            try:
+                outcomes[i] = decide(self.shards[shard_id][1], kind, shard_id, a, b, c, now)
+            except Exception as exc:  # a bug: forget the half-changed shard, Redis has the truth
+                log.exception("deciding %r failed", requests[i])
+                failed[shard_id] = Unavailable(f"internal: {type(exc).__name__}")
+                self._drop(shard_id)
         writes = self._collect_writes([s for s in touched if s not in failed], now)
         decided = time.perf_counter()
         self.counters["decide_seconds"] += decided - started
-        failures = self._commit(writes)
+        failed.update(self._commit(writes))
         self.counters["commit_seconds"] += time.perf_counter() - decided
-        for shard_id, reason in failures.items():
-            for i in touched[shard_id]:
+        for shard_id, reason in failed.items():
+            for i in touched.get(shard_id, ()):
                 outcomes[i] = reason
         return outcomes
 
@@ -215,9 +246,16 @@ class Host:
             hospital_id, date = split_shard_id(shard_id)
             try:
                 self.shards[shard_id] = self._run(self._store.activate(shard_id, hospital_id, date))
-            except StoreUnavailable as exc:
+                self._reload.discard(shard_id)
+            except SlotEngineError as exc:  # unreachable store, or a corrupt snapshot
+                log.warning("cannot load shard %s: %s", shard_id, exc)
                 failed[shard_id] = Unavailable(str(exc))
         return failed
+
+    def _drop(self, shard_id: str) -> None:
+        """Forget a shard's memory; the timer reloads it from Redis (its holds still expire)."""
+        self.shards.pop(shard_id, None)
+        self._reload.add(shard_id)
 
     def _collect_writes(self, shard_ids: Sequence[str], now: float) -> list[ShardWrite]:
         writes = []
@@ -250,6 +288,6 @@ class Host:
             self.counters["failed_commits"] += 1
             kind = "fenced" if isinstance(error, Fenced) else "store"
             log.warning("commit of %s failed (%s): %s", w.shard_id, kind, error)
-            self.shards.pop(w.shard_id, None)
+            self._drop(w.shard_id)
             failures[w.shard_id] = Unavailable(f"{kind}: {error}")
         return failures

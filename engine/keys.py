@@ -48,3 +48,39 @@ class Keys:
     def stock_channel(self) -> str:
         """Pub/sub channel of stock changes: one message per commit that changed stock."""
         return f"{self.prefix}:stock"
+
+    # ----- the platform's catalog and accounts (written by the API) ---------------------------
+
+    def seq(self, kind: str) -> str:
+        """Counter behind the ids of one kind (hospital, department, doctor, session, patient)."""
+        return f"{self.prefix}:seq:{kind}"
+
+    def entity(self, kind: str, entity_id: str | int) -> str:
+        """Hash of one hospital, department, doctor, doctor-session or patient."""
+        return f"{self.prefix}:{kind}:{entity_id}"
+
+    def children(self, kind: str, parent_id: str, child: str) -> str:
+        """Set of a parent's children, e.g. a hospital's departments."""
+        return f"{self.prefix}:{kind}:{parent_id}:{child}"
+
+    def all(self, kind: str) -> str:
+        """Set of every id of one kind."""
+        return f"{self.prefix}:all:{kind}"
+
+    def patient_by(self, field: str) -> str:
+        """Hash: unique patient field (phone, hashed id number) → patient id."""
+        return f"{self.prefix}:patient-by:{field}"
+
+    def patient_bookings(self, patient_id: int) -> str:
+        """Set of a patient's booking ids."""
+        return f"{self.prefix}:patient:{patient_id}:bookings"
+
+    @property
+    def catalog_channel(self) -> str:
+        """Pub/sub channel: a doctor-session was added to the catalog."""
+        return f"{self.prefix}:catalog-events"
+
+    @property
+    def api_secret(self) -> str:
+        """The token-signing key, generated once and shared by every API worker."""
+        return f"{self.prefix}:api-secret"

@@ -120,6 +120,27 @@ class SessionState:
 
 
 @dataclass(slots=True)
+class BookingInfo:
+    """One booking as it stands (``status``: held, booked or ended)."""
+
+    booking_id: str
+    session_id: str
+    patient_id: int
+    slot_no: int
+    slot_time: str
+    status: str
+    hold_expires_at: float | None
+
+
+@dataclass(slots=True)
+class Bookings:
+    """Every booking of a doctor-session, in booking order."""
+
+    session_id: str
+    bookings: list[BookingInfo]
+
+
+@dataclass(slots=True)
 class Done:
     """A rule change (policy, blacklist) was stored."""
 
@@ -142,7 +163,17 @@ Refusal = (
     | NotFound
 )
 BookOutcome = Booked | Refusal | Unavailable
-Outcome = BookOutcome | Released | Forbidden | Created | Conflict | SessionState | Done
+Outcome = (
+    BookOutcome
+    | Released
+    | Forbidden
+    | Created
+    | Conflict
+    | SessionState
+    | BookingInfo
+    | Bookings
+    | Done
+)
 
 #: Outcomes that changed nothing and say so to the caller (useful for counters and tests).
 REFUSALS = (

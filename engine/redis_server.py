@@ -44,7 +44,7 @@ def free_port() -> int:
 class EmbeddedRedis:
     """A Redis server process owned by this process. Use as a context manager or start/stop."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, appendfsync: str = "everysec"):
+    def __init__(self, data_dir: Path, port: int | None = None, appendfsync: str = "always"):
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.appendfsync = appendfsync

@@ -60,7 +60,9 @@ class Runtime:
     def start(cls, settings: Settings) -> Runtime:
         redis = None
         if settings.redis_url is None:
-            redis = EmbeddedRedis(settings.data_dir / "redis").start()
+            redis = EmbeddedRedis(
+                settings.data_dir / "redis", appendfsync=settings.redis_appendfsync
+            ).start()
             settings = settings.model_copy(update={"redis_url": redis.url})
             log.info("embedded Redis at %s (data in %s)", redis.url, redis.data_dir)
         try:

@@ -10,10 +10,11 @@ A booking is never deleted: a released one stays with state ``ENDED`` so that a 
 
 from __future__ import annotations
 
+import re
 from array import array
 from dataclasses import dataclass
 
-from .outcomes import BOOKED, HELD, Booked, Closed, NotOpen, SoldOut, Suspended
+from .outcomes import BOOKED, HELD, Booked, BookingInfo, Closed, NotOpen, SoldOut, Suspended
 
 # Booking states (stored in the packed ``meta`` word).
 HELD_STATE = 1
@@ -28,6 +29,8 @@ SOLD_OUT = "sold_out"
 CLOSED = "closed"
 SUSPENDED = "suspended"
 
+_ID = re.compile(r"[A-Za-z0-9_.-]{1,80}")  # safe in URLs, Redis hash tags and booking ids
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _SLOT_BITS = 16
 _STATE_BITS = 8
 _SLOT_MASK = (1 << _SLOT_BITS) - 1
@@ -66,6 +69,13 @@ class SessionSpec:
     closes_at: float | None = None
 
     def __post_init__(self) -> None:
+        for name in ("id", "hospital_id", "department_id", "doctor_id"):
+            if not _ID.fullmatch(getattr(self, name)):
+                raise ValueError(
+                    f"{name} must be 1-80 of A-Z a-z 0-9 _ . - (got {getattr(self, name)!r})"
+                )
+        if not _DATE.fullmatch(self.date):
+            raise ValueError(f"date must be YYYY-MM-DD, got {self.date!r}")
         if not 1 <= self.capacity <= MAX_CAPACITY:
             raise ValueError(f"capacity must be 1..{MAX_CAPACITY}, got {self.capacity}")
         if not 0 <= self.first_slot_minute < 24 * 60:
@@ -160,7 +170,7 @@ class DoctorSession:
         return f"{(minute // 60) % 24:02d}:{minute % 60:02d}"
 
     def booking_id(self, booking_no: int) -> str:
-        return f"{self.spec.id}#{booking_no}"
+        return f"{self.spec.id}.{booking_no}"
 
     def find(self, patient: int, request: int) -> int:
         """The booking number this (patient, request key) got here, or -1."""
@@ -190,6 +200,18 @@ class DoctorSession:
             status=STATE_NAMES[state],
             hold_expires_at=float(expires) if state == HELD_STATE else None,
             repeat=repeat,
+        )
+
+    def info(self, booking_no: int) -> BookingInfo:
+        patient, slot_no, state, expires = self.booking(booking_no)
+        return BookingInfo(
+            booking_id=self.booking_id(booking_no),
+            session_id=self.spec.id,
+            patient_id=patient,
+            slot_no=slot_no,
+            slot_time=self.slot_time(slot_no),
+            status=STATE_NAMES[state],
+            hold_expires_at=float(expires) if state == HELD_STATE else None,
         )
 
     def refusal(self, status: str) -> SoldOut | NotOpen | Closed | Suspended:
@@ -227,7 +249,7 @@ class DoctorSession:
         self.holders[slot_index] = booking_no
         self.free -= 1
         return Booked(
-            booking_id=f"{self.spec.id}#{booking_no}",
+            booking_id=f"{self.spec.id}.{booking_no}",
             session_id=self.spec.id,
             slot_no=slot_index + 1,
             slot_time=self.slot_time(slot_index + 1),
@@ -268,8 +290,13 @@ class DoctorSession:
             raise ValueError(f"{self.spec.id} has more than {MAX_BOOKINGS - 1} bookings")
         holders = array("H", [NO_BOOKING]) * self.spec.capacity
         held = live = 0
+        pairs = list(zip(bookings[0::3], bookings[1::3], strict=True))
+        if len(set(pairs)) != len(pairs):
+            raise ValueError(f"a (patient, request) of {self.spec.id} is booked twice")
         for booking_no, meta in enumerate(metas):
             slot_no, state, _ = unpack_meta(meta)
+            if state not in STATE_NAMES:
+                raise ValueError(f"booking {booking_no} of {self.spec.id} has state {state}")
             if state == ENDED_STATE:
                 continue
             if not 1 <= slot_no <= self.spec.capacity or holders[slot_no - 1] != NO_BOOKING:

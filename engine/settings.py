@@ -11,6 +11,14 @@
 | SLOTENGINE_MAX_BATCH        | most requests a host decides in one group commit               |
 | SLOTENGINE_TICK_SECONDS     | period of the host's timers (hold expiry, opening, closing)    |
 | SLOTENGINE_REDIS_TIMEOUT    | seconds before a Redis call counts as failed                   |
+| SLOTENGINE_REDIS_APPENDFSYNC| embedded Redis: ``always`` (default) fsyncs before it answers  |
+| SLOTENGINE_ADMIN_TOKEN      | the platform admin's bearer token (generated when unset)       |
+| SLOTENGINE_SECRET           | key that signs patients' tokens (generated once, kept in Redis) |
+| SLOTENGINE_TIMEZONE         | the hospitals' local time zone (default Asia/Shanghai)         |
+| SLOTENGINE_RATE_PER_SECOND  | booking requests a patient may make per second, per worker     |
+| SLOTENGINE_RATE_BURST       | ... and in a burst                                             |
+| SLOTENGINE_MAX_BODY_BYTES   | largest request body the API reads                             |
+| SLOTENGINE_TOKEN_DAYS       | lifetime of a patient's bearer token                           |
 
 Ray's own token authentication is configured by Ray's variables (``RAY_AUTH_MODE``,
 ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``); a driver joining a cluster started on this
@@ -22,6 +30,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,6 +49,15 @@ class Settings(BaseModel):
     max_batch: int = Field(default=4096, ge=1)
     tick_seconds: float = Field(default=0.5, gt=0)
     redis_timeout: float = Field(default=2.0, gt=0)
+    redis_appendfsync: Literal["always", "everysec"] = "always"
+    # the API (api/)
+    admin_token: str | None = Field(default=None, min_length=16)
+    secret: str | None = Field(default=None, min_length=16)
+    timezone: str = "Asia/Shanghai"
+    rate_per_second: float = Field(default=5.0, gt=0)
+    rate_burst: int = Field(default=10, ge=1)
+    max_body_bytes: int = Field(default=8192, ge=256)
+    token_days: int = Field(default=7, ge=1)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 from .outcomes import (
     Blacklisted,
+    BookingInfo,
+    Bookings,
     BookOutcome,
     Conflict,
     Created,
@@ -26,6 +28,7 @@ from .outcomes import (
 )
 from .session import OPEN, DoctorSession, SessionSpec
 
+MAX_HOLD_SECONDS = 7 * 86400
 _NO_SESSION = NotFound("session")
 _NO_BOOKING = NotFound("booking")
 
@@ -39,8 +42,10 @@ class Policy:
     hold_seconds: int = 15 * 60
 
     def __post_init__(self) -> None:
-        if self.hospital_day_limit < 1 or self.department_day_limit < 1 or self.hold_seconds < 1:
-            raise ValueError("policy limits must be positive")
+        if not 1 <= self.hospital_day_limit <= 100 or not 1 <= self.department_day_limit <= 100:
+            raise ValueError("day limits must be 1..100")
+        if not 1 <= self.hold_seconds <= MAX_HOLD_SECONDS:
+            raise ValueError(f"hold_seconds must be 1..{MAX_HOLD_SECONDS}")
 
 
 @dataclass(slots=True)
@@ -134,6 +139,18 @@ class Shard:
         self._drop_live(owner, session)
         self._touch(session)
         return Released(session.booking_id(booking_no), slot_no)
+
+    def lookup(self, session_id: str, booking_no: int) -> BookingInfo | NotFound:
+        session = self.sessions.get(session_id)
+        if session is None or not 0 <= booking_no < session.count:
+            return _NO_BOOKING
+        return session.info(booking_no)
+
+    def bookings_of(self, session_id: str) -> Bookings | NotFound:
+        session = self.sessions.get(session_id)
+        if session is None:
+            return _NO_SESSION
+        return Bookings(session_id, [session.info(n) for n in range(session.count)])
 
     def expire_holds(self, now: float) -> list[Released]:
         """End every hold whose payment window has passed; their slots return to the pool."""

@@ -9,6 +9,7 @@ Anything that does not decode to exactly this shape raises
 
 from __future__ import annotations
 
+import math
 import sys
 from array import array
 
@@ -97,6 +98,15 @@ def decode_session(raw: bytes, where: str = "session snapshot") -> DoctorSession
         for name, value in zip(names, values, strict=True):
             if not isinstance(value, str):
                 raise ValueError(f"{name} is not a string")
+        for name, value in (("capacity", capacity), ("first slot", first),
+                            ("slot minutes", minutes), ("fee", fee)):  # fmt: skip
+            if type(value) is not int:
+                raise ValueError(f"{name} is not an integer")
+        for name, value in (("opens_at", opens_at), ("closes_at", closes_at)):
+            if value is not None and (type(value) not in (int, float) or not math.isfinite(value)):
+                raise ValueError(f"{name} is not a finite number")
+        if type(suspended) is not bool:
+            raise ValueError("suspended is not a boolean")
         spec = SessionSpec(
             id=sid,
             hospital_id=sys.intern(hospital),

@@ -15,7 +15,7 @@ import msgpack
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError, WatchError
 
-from .errors import Fenced, StoreUnavailable
+from .errors import Fenced, SnapshotError, StoreUnavailable
 from .keys import Keys
 from .session import DoctorSession
 from .shard import Policy, Shard
@@ -107,7 +107,11 @@ class Store:
         for session_id, raw in zip(ids, raws, strict=True):
             if raw is None:
                 continue  # listed but its first commit was refused: it was never acknowledged
-            shard.add_restored(decode_session(raw, keys.session(shard_id, session_id)))
+            where = keys.session(shard_id, session_id)
+            session = decode_session(raw, where)
+            if session.id != session_id or session.spec.shard_id != shard_id:
+                raise SnapshotError(f"{where} holds {session.id} of {session.spec.shard_id}")
+            shard.add_restored(session)
         return int(epoch), shard
 
     async def commit(self, writes: Sequence[ShardWrite]) -> list[BaseException | None]:
@@ -136,8 +140,9 @@ class Store:
                         *payloads,
                         *w.new_session_ids,
                     )
-                    if w.new_session_ids:
-                        pipe.hset(keys.catalog, mapping={i: w.shard_id for i in w.new_session_ids})
+                    if w.new_session_ids:  # claimed already by the client; this only repairs
+                        for session_id in w.new_session_ids:
+                            pipe.hsetnx(keys.catalog, session_id, w.shard_id)
                         pipe.sadd(keys.shards, w.shard_id)
                 results = await pipe.execute(raise_on_error=False)
         except RedisError as exc:
@@ -147,8 +152,8 @@ class Store:
         results_iter = iter(results)
         for w in writes:
             result = next(results_iter)
-            if w.new_session_ids:
-                next(results_iter), next(results_iter)
+            for _ in range(len(w.new_session_ids) + 1 if w.new_session_ids else 0):
+                next(results_iter)
             if isinstance(result, ResponseError) and "FENCED" in str(result):
                 out.append(Fenced(f"{w.shard_id}: {result}"))
             elif isinstance(result, BaseException):
@@ -175,10 +180,25 @@ class Store:
 
     async def place(self, shard_id: str, host_index: int) -> None:
         """Pin a shard to a host (the hosts see it on their next placement refresh)."""
-        await self.client.hset(self.keys.placement, shard_id, host_index)
+        try:
+            await self.client.hset(self.keys.placement, shard_id, host_index)
+        except RedisError as exc:
+            raise StoreUnavailable(f"placement not written: {exc}") from exc
+
+    async def claim_session(self, session_id: str, shard_id: str) -> str:
+        """Bind a new doctor-session id to its shard, once; the shard that holds the id."""
+        key = self.keys.catalog
+        try:
+            await self.client.hsetnx(key, session_id, shard_id)
+            return (await self.client.hget(key, session_id)).decode()
+        except RedisError as exc:
+            raise StoreUnavailable(f"catalog unreachable: {exc}") from exc
 
     async def read_rules(self, hospital_id: str) -> tuple[Policy, dict[int, float]]:
-        raw = await self.client.get(self.keys.rules(hospital_id))
+        try:
+            raw = await self.client.get(self.keys.rules(hospital_id))
+        except RedisError as exc:
+            raise StoreUnavailable(f"rules unreachable: {exc}") from exc
         return decode_rules(raw) if raw else (Policy(), {})
 
     async def update_rules(
@@ -207,7 +227,10 @@ class Store:
     # ----- auditors' side: read without taking ownership -----------------------------------
 
     async def shard_ids(self) -> list[str]:
-        return sorted(m.decode() for m in await self.client.smembers(self.keys.shards))
+        try:
+            return sorted(m.decode() for m in await self.client.smembers(self.keys.shards))
+        except RedisError as exc:
+            raise StoreUnavailable(f"shard list unreachable: {exc}") from exc
 
     async def read_shard_sessions(self, shard_id: str) -> list[DoctorSession]:
         ids = sorted(m.decode() for m in await self.client.smembers(self.keys.sessions(shard_id)))

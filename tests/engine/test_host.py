@@ -22,6 +22,7 @@ from engine.crowd import Answer, CrowdDriver, CrowdRequest, catalog, plan, play
 from engine.outcomes import (
     Blacklisted,
     Booked,
+    Conflict,
     Created,
     DepartmentDayLimit,
     Done,
@@ -301,4 +302,48 @@ async def test_timers_expire_holds_and_announce_opening(runtime):
     assert seen == expected
     report = await audit(engine.store)
     assert report.ok and report.held == 1 and report.ended == 1
+    await engine.close()
+
+
+async def test_reused_session_id_in_another_shard_is_a_conflict(runtime):
+    engine = runtime.engine()
+    [spec] = catalog(hospitals=1, sessions_per_hospital=1, capacity=2)
+    await create_all(engine, [spec])
+    elsewhere = SessionSpec(
+        id=spec.id,
+        hospital_id="other",
+        department_id="x",
+        doctor_id="y",
+        date="2026-12-09",
+        period="AM",
+        capacity=50,
+        first_slot_minute=480,
+        slot_minutes=5,
+    )
+    assert await engine.create_session(elsewhere) == Conflict("session")
+    assert isinstance(await engine.create_session(spec), Created)  # the same again: fine
+    assert isinstance(await engine.book(spec.id, 1, "a"), Booked)
+    report = await audit(engine.store)
+    assert report.sessions == 1 and report.capacity == 2
+    await engine.close()
+
+
+async def test_corrupt_snapshot_fails_only_its_shard(runtime, redis_client):
+    engine = runtime.engine()
+    specs = catalog(hospitals=2, sessions_per_hospital=1, capacity=2)
+    await create_all(engine, specs)
+    bad, good = specs
+    # a restarted host meets the corrupt snapshot when it reloads
+    await redis_client.set(engine.store.keys.session(bad.shard_id, bad.id), b"\x93garbage")
+    host = runtime.hosts[engine.host_of(bad.shard_id)]
+    ray.kill(host, no_restart=False)
+    for _ in range(100):
+        try:
+            await host.info.remote()
+            break
+        except ray.exceptions.RayError:
+            await asyncio.sleep(0.1)
+    refused = await engine.book(bad.id, 1, "a")
+    assert isinstance(refused, Unavailable) and "corrupt" in refused.reason
+    assert isinstance(await engine.book(good.id, 1, "a"), Booked)
     await engine.close()

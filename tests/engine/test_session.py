@@ -86,13 +86,13 @@ def test_slots_go_lowest_first_and_release_returns_exactly_that_slot():
     s = DoctorSession(spec())
     answers = [s.take(p, p, 150.0, 60) for p in range(3)]
     assert [a.slot_no for a in answers] == [1, 2, 3]
-    assert [a.booking_id for a in answers] == ["s1#0", "s1#1", "s1#2"]
+    assert [a.booking_id for a in answers] == ["s1.0", "s1.1", "s1.2"]
     assert s.free == 0
     assert s.release(1) is True
     assert s.release(1) is False  # already ended: nothing changes
     assert (s.free, s.booked, s.ended) == (1, 2, 1)
     again = s.take(9, 9, 150.0, 60)
-    assert (again.slot_no, again.booking_id, s.booking(3)[1]) == (2, "s1#3", 2)
+    assert (again.slot_no, again.booking_id, s.booking(3)[1]) == (2, "s1.3", 2)
 
 
 def test_fee_means_hold_with_expiry_and_expired_holds_are_found():
@@ -100,7 +100,7 @@ def test_fee_means_hold_with_expiry_and_expired_holds_are_found():
     answer = s.take(1, 1, 150.0, 60)
     assert isinstance(answer, Booked)
     assert (answer.status, answer.hold_expires_at) == ("held", 210.0)
-    assert s.answer(0, repeat=True) == Booked("s1#0", "s1", 1, "08:00", "held", 210.0, True)
+    assert s.answer(0, repeat=True) == Booked("s1.0", "s1", 1, "08:00", "held", 210.0, True)
     assert (s.held, s.booked) == (1, 0)
     assert s.expired_holds(209.0) == []
     assert s.expired_holds(210.0) == [0]
@@ -123,5 +123,21 @@ def test_meta_round_trip(state, slot_no):
     ],
 )
 def test_bad_specs_are_refused(bad):
+    with pytest.raises(ValueError):
+        spec(**bad)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(id=""),
+        dict(id="a/b"),
+        dict(hospital_id="h}1"),
+        dict(doctor_id="x y"),
+        dict(date="2026-1-1"),
+        dict(department_id="d" * 81),
+    ],
+)
+def test_ids_must_be_safe_in_urls_and_keys(bad):
     with pytest.raises(ValueError):
         spec(**bad)

@@ -105,9 +105,9 @@ class Model:
 def as_tuple(outcome):
     match outcome:
         case Booked(booking_id=bid, slot_no=slot, repeat=True):
-            return ("repeat", int(bid.rsplit("#", 1)[1]), slot)
+            return ("repeat", int(bid.rsplit(".", 1)[1]), slot)
         case Booked(booking_id=bid, slot_no=slot):
-            return ("booked", int(bid.rsplit("#", 1)[1]), slot)
+            return ("booked", int(bid.rsplit(".", 1)[1]), slot)
         case SoldOut():
             return ("sold_out",)
         case Blacklisted():
@@ -236,3 +236,22 @@ def test_hospital_day_limit_is_the_policy_value(limit):
     outcomes = [shard.book(f"s{i}", 1, i, NOW) for i in range(4)]
     assert sum(isinstance(o, Booked) for o in outcomes) == limit
     assert all(isinstance(o, HospitalDayLimit) for o in outcomes[limit:])
+
+
+def test_lookup_and_list_show_bookings_as_they_stand():
+    shard = make_shard([2], fee=500, policy=Policy(hold_seconds=60))
+    held = shard.book("s0", 7, 1, NOW)
+    shard.book("s0", 8, 1, NOW)
+    shard.release("s0", 1, 8)
+    info = shard.lookup("s0", 0)
+    assert (info.booking_id, info.patient_id, info.slot_no, info.status) == (
+        held.booking_id,
+        7,
+        1,
+        "held",
+    )
+    assert info.hold_expires_at == NOW + 60
+    assert [b.status for b in shard.bookings_of("s0").bookings] == ["held", "ended"]
+    assert shard.lookup("s0", 2) == NotFound("booking")
+    assert shard.lookup("s0", -1) == NotFound("booking")
+    assert shard.bookings_of("nope") == NotFound("session")

@@ -13,7 +13,7 @@ from engine.snapshot import decode_rules, decode_session, encode_rules, encode_s
 
 def build(capacity, fee, ops):
     spec = SessionSpec(
-        id="h9:2026-12-01:07",
+        id="h9-2026-12-01-07",
         hospital_id="h9",
         department_id="d",
         doctor_id="doc",
@@ -27,11 +27,11 @@ def build(capacity, fee, ops):
         closes_at=99.0,
     )
     s = DoctorSession(spec)
-    for patient, release in ops:
+    for n, (patient, release) in enumerate(ops):
         if release and s.count:
             s.release(patient % s.count)
         elif s.free:
-            s.take(patient, -patient, 1_700_000_000.0, 900)
+            s.take(patient, -n, 1_700_000_000.0, 900)  # a new request each time, as a shard does
     return s
 
 
@@ -80,7 +80,8 @@ def test_garbage_gives_a_clear_error(raw, reason):
 
 def test_slot_held_twice_is_refused():
     fields = msgpack.unpackb(GOOD)
-    fields[14] = fields[14][:24] * 2  # both bookings claim slot 1
+    other = b"".join(x.to_bytes(8, "little") for x in (99, 5, 1 | 2 << 16))
+    fields[14] = fields[14][:24] + other  # both bookings claim slot 1
     with pytest.raises(SnapshotError, match="held twice"):
         decode_session(msgpack.packb(fields, use_bin_type=True))
 
@@ -92,3 +93,32 @@ def test_rules_round_trip_and_garbage():
         decode_rules(msgpack.packb([1, [0, 1, 1], {}]))
     with pytest.raises(SnapshotError):
         decode_rules(b"\x00\x01")
+
+
+def _fields():
+    return msgpack.unpackb(GOOD)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda f: f.__setitem__(7, "5"), "capacity is not an integer"),
+        (lambda f: f.__setitem__(11, float("nan")), "opens_at is not a finite number"),
+        (lambda f: f.__setitem__(13, 1), "suspended is not a boolean"),
+        (
+            lambda f: f.__setitem__(14, f[14][:16] + (9 << 16 | 1).to_bytes(8, "little")),
+            "has state 9",
+        ),
+        (
+            lambda f: f.__setitem__(
+                14, f[14][:24] + f[14][:16] + (2 << 16 | 2).to_bytes(8, "little")
+            ),
+            "booked twice",
+        ),
+    ],
+)
+def test_inconsistent_snapshots_are_refused(change, reason):
+    fields = _fields()
+    change(fields)
+    with pytest.raises(SnapshotError, match=reason):
+        decode_session(msgpack.packb(fields, use_bin_type=True))

@@ -1,0 +1,457 @@
+"""The FastAPI app: every route of API.md the engine can serve, errors as stable codes.
+
+``create_app()`` is the uvicorn factory; the returned ASGI app is the booking ``Gateway``
+(api/booking.py) wrapped around FastAPI, so the hot route skips FastAPI while it still appears
+in the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import date as Date
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from engine.errors import StoreUnavailable
+from engine.outcomes import BookingInfo, Bookings, Created, Released, SessionState
+from engine.session import SessionSpec
+from engine.settings import Settings
+
+from . import metrics
+from .answers import Clock, refusal
+from .auth import bearer, check_password, hash_password, mask_id_number
+from .booking import Gateway, book
+from .services import Services
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.extra = status, code, message, extra
+
+
+def error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message, **extra}, status_code=status)
+
+
+class Loose(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # unknown fields are ignored, not refused
+
+
+# ----- bodies ----------------------------------------------------------------------------------
+
+Phone = Annotated[str, Field(pattern=r"^\+?[0-9]{5,20}$")]
+
+
+class PatientIn(Loose):
+    name: str = Field(min_length=1, max_length=64)
+    phone: Phone
+    id_number: str = Field(pattern=r"^[0-9A-Za-z]{6,32}$")
+    birth_date: Date
+    password: str = Field(min_length=8, max_length=128)
+
+
+class Credentials(Loose):
+    phone: Phone
+    password: str = Field(min_length=1, max_length=128)
+
+
+class BookingIn(Loose):
+    request_id: str = Field(min_length=1, max_length=64, description="client-chosen, idempotent")
+
+
+class HospitalIn(Loose):
+    name: str = Field(min_length=1, max_length=100)
+    level: str | None = Field(default=None, max_length=20, description="e.g. 三甲")
+    address: str | None = Field(default=None, max_length=200)
+
+
+class DepartmentIn(Loose):
+    hospital_id: str = Field(min_length=1, max_length=40)
+    name: str = Field(min_length=1, max_length=100)
+
+
+class DoctorIn(Loose):
+    department_id: str = Field(min_length=1, max_length=40)
+    name: str = Field(min_length=1, max_length=64)
+    title: str = Field(min_length=1, max_length=40)
+    specialty: str | None = Field(default=None, max_length=200)
+    introduction: str | None = Field(default=None, max_length=2000)
+
+
+class SessionIn(Loose):
+    doctor_id: str = Field(min_length=1, max_length=40)
+    date: Date
+    period: Literal["AM", "PM", "EVENING"]
+    capacity: int = Field(ge=1, le=1000)
+    first_slot_at: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    slot_minutes: int = Field(ge=0, le=240)
+    fee: int = Field(ge=0, le=10_000_000, description="fen; 0 = no payment step")
+    opens_at: AwareDatetime
+    closes_at: AwareDatetime | None = Field(default=None, description="default: first slot")
+
+
+# ----- dependencies ----------------------------------------------------------------------------
+
+
+def services_of(request: Request) -> Services:
+    return request.app.state.services
+
+
+def patient_of(request: Request, authorization: Annotated[str | None, Header()] = None) -> int:
+    token = bearer(authorization)
+    patient = services_of(request).tokens.patient_of(token) if token else None
+    if patient is None:
+        raise ApiError(401, "unauthenticated", "A valid patient bearer token is required.")
+    return patient
+
+
+def admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+    token = bearer(authorization)
+    if token is None or not services_of(request).tokens.is_admin(token):
+        raise ApiError(401, "unauthenticated", "A valid admin bearer token is required.")
+
+
+ServicesDep = Annotated[Services, Depends(services_of)]
+PatientDep = Annotated[int, Depends(patient_of)]
+AdminDep = Depends(admin)
+
+
+def booking_body(info: BookingInfo, clock: Clock) -> dict[str, Any]:
+    return {
+        "booking_id": info.booking_id,
+        "session_id": info.session_id,
+        "slot_no": info.slot_no,
+        "slot_time": info.slot_time,
+        "status": info.status,
+        "hold_expires_at": clock.iso(info.hold_expires_at),
+        "verification_code": None,
+    }
+
+
+def engine_answer(outcome: object, clock: Clock) -> Response:
+    status, body = refusal(outcome, clock)
+    return Response(body, status_code=status, media_type="application/json")
+
+
+NOT_YET = "Arrives with the booking lifecycle (payments, check-in, suspension)."
+
+
+# ----- the app ---------------------------------------------------------------------------------
+
+
+def create_app(settings: Settings | None = None) -> Gateway:
+    """The uvicorn factory (``--factory api.app:create_app``)."""
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.services = await Services.start(settings)
+        try:
+            yield
+        finally:
+            await app.state.services.stop()
+
+    app = FastAPI(
+        title="slotengine",
+        version="1",
+        summary="Booking core of an internet hospital appointment platform (互联网预约挂号)",
+        lifespan=lifespan,
+    )
+    app.state.services = None
+    register_errors(app)
+    register_patient_routes(app)
+    register_admin_routes(app)
+    register_operations(app)
+    return Gateway(app)
+
+
+def register_errors(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error(exc.status, exc.code, exc.message, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        return error(422, "invalid_request", "The request is malformed.", errors=details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        return error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+
+    @app.exception_handler(StoreUnavailable)
+    async def unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        return error(503, "unavailable", "The store cannot answer right now; retry.")
+
+
+def register_patient_routes(app: FastAPI) -> None:
+    @app.post("/v1/patients", status_code=201, tags=["patients"])
+    async def register(body: PatientIn, s: ServicesDep) -> dict[str, int]:
+        """Register a patient (实名: the ID number is kept only hashed and masked)."""
+        patient_id = await s.catalog.register_patient(
+            {
+                "name": body.name,
+                "phone": body.phone,
+                "id_hash": s.tokens.hash_id(body.id_number),
+                "id_masked": mask_id_number(body.id_number),
+                "birth_date": body.birth_date.isoformat(),
+                "password_hash": await asyncio.to_thread(hash_password, body.password),
+            }
+        )
+        if patient_id is None:
+            raise ApiError(409, "conflict", "This phone or ID number is already registered.")
+        return {"id": patient_id}
+
+    @app.post("/v1/auth/token", tags=["patients"])
+    async def token(body: Credentials, s: ServicesDep) -> dict[str, str]:
+        patient = await s.catalog.patient_by_phone(body.phone)
+        hashed = patient["password_hash"] if patient else hash_password("timing")
+        ok = await asyncio.to_thread(check_password, hashed, body.password)
+        if patient is None or not ok:
+            raise ApiError(401, "unauthenticated", "Wrong phone or password.")
+        return {"access_token": s.tokens.issue(patient["id"]), "token_type": "bearer"}
+
+    @app.get("/v1/hospitals", tags=["browse"])
+    async def hospitals(s: ServicesDep) -> list[dict[str, Any]]:
+        return await s.catalog.hospitals()
+
+    @app.get("/v1/hospitals/{hospital_id}/departments", tags=["browse"])
+    async def departments(hospital_id: str, s: ServicesDep) -> list[dict[str, Any]]:
+        if await s.catalog.get("hospital", hospital_id) is None:
+            raise ApiError(404, "not_found", "No such hospital.")
+        return await s.catalog.children("hospital", hospital_id, "department")
+
+    @app.get("/v1/departments/{department_id}/sessions", tags=["browse"])
+    async def department_sessions(
+        department_id: str, s: ServicesDep, date: Annotated[Date | None, Query()] = None
+    ) -> list[dict[str, Any]]:
+        """The department's doctor-sessions (on ``date``), with stock from the live view."""
+        if await s.catalog.get("department", department_id) is None:
+            raise ApiError(404, "not_found", "No such department.")
+        now = time.time()
+        day = date.isoformat() if date else None
+        return [v.public(s.clock, now) for v in s.availability.department(department_id, day)]
+
+    @app.get("/v1/sessions/{session_id}", tags=["browse"])
+    async def session(session_id: str, s: ServicesDep) -> Any:
+        state = await s.engine.session_state(session_id)
+        if not isinstance(state, SessionState):
+            return engine_answer(state, s.clock)
+        return {
+            "id": state.session_id,
+            "hospital_id": state.hospital_id,
+            "department_id": state.department_id,
+            "doctor_id": state.doctor_id,
+            "date": state.date,
+            "period": state.period,
+            "capacity": state.capacity,
+            "remaining": state.remaining,
+            "status": state.status,
+            "opens_at": s.clock.iso(state.opens_at),
+            "fee": state.fee,
+        }
+
+    @app.post(
+        "/v1/sessions/{session_id}/bookings",
+        status_code=201,
+        tags=["booking"],
+        responses={
+            200: {"description": "the same request_id again: the same booking"},
+            401: {"description": "unauthenticated"},
+            403: {"description": "blacklisted"},
+            404: {"description": "not_found"},
+            409: {"description": "sold_out (with alternatives), not_open, closed, suspended"},
+            413: {"description": "payload_too_large"},
+            422: {"description": "invalid_request, hospital_day_limit, department_day_limit"},
+            429: {"description": "rate_limited"},
+            503: {"description": "unavailable: nothing was booked"},
+        },
+    )
+    async def take_slot(
+        session_id: str,
+        body: BookingIn,
+        request: Request,
+        s: ServicesDep,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        """Take the next free slot for the caller. Served by the gateway's fast path; this
+        route is its twin for any mount without the gateway."""
+        status, answer = await book(s, session_id, authorization, await request.body())
+        return Response(answer, status_code=status, media_type="application/json")
+
+    async def own_booking(s: Services, patient: int, booking_id: str) -> BookingInfo:
+        info = await s.engine.booking(booking_id)
+        if isinstance(info, BookingInfo) and info.patient_id == patient:
+            return info
+        if isinstance(info, BookingInfo):  # someone else's: indistinguishable from missing
+            raise ApiError(404, "not_found", "No such booking.")
+        status, body = refusal(info, s.clock)
+        raise ApiError(status, *_code_message(body))
+
+    @app.get("/v1/bookings/{booking_id}", tags=["booking"])
+    async def get_booking(booking_id: str, s: ServicesDep, patient: PatientDep) -> dict[str, Any]:
+        return booking_body(await own_booking(s, patient, booking_id), s.clock)
+
+    @app.get("/v1/me/bookings", tags=["booking"])
+    async def my_bookings(s: ServicesDep, patient: PatientDep) -> list[dict[str, Any]]:
+        ids = await s.catalog.patient_booking_ids(patient)
+        infos = await asyncio.gather(*(s.engine.booking(i) for i in ids))
+        return [
+            booking_body(i, s.clock)
+            for i in infos
+            if isinstance(i, BookingInfo) and i.patient_id == patient
+        ]
+
+    @app.post("/v1/bookings/{booking_id}/payment", tags=["booking"], status_code=501)
+    async def pay(booking_id: str, s: ServicesDep, patient: PatientDep) -> Response:
+        await own_booking(s, patient, booking_id)
+        raise ApiError(501, "not_implemented", NOT_YET)
+
+    @app.post("/v1/bookings/{booking_id}/cancel", tags=["booking"])
+    async def cancel(booking_id: str, s: ServicesDep, patient: PatientDep) -> Any:
+        """退号: give the slot back (refund tiers arrive with the booking lifecycle)."""
+        outcome = await s.engine.release(booking_id, patient)
+        if isinstance(outcome, Released):
+            return {
+                "booking_id": outcome.booking_id,
+                "status": "cancelled",
+                "slot_no": outcome.slot_no,
+            }
+        return engine_answer(outcome, s.clock)
+
+
+def _code_message(body: bytes) -> tuple[str, str]:
+    import orjson
+
+    data = orjson.loads(body)
+    return data["code"], data["message"]
+
+
+def register_admin_routes(app: FastAPI) -> None:
+    tags = ["admin"]
+
+    @app.post("/v1/admin/hospitals", status_code=201, tags=tags, dependencies=[AdminDep])
+    async def new_hospital(body: HospitalIn, s: ServicesDep) -> dict[str, str]:
+        return {"id": (await s.catalog.create_hospital(body.model_dump()))["id"]}
+
+    @app.post("/v1/admin/departments", status_code=201, tags=tags, dependencies=[AdminDep])
+    async def new_department(body: DepartmentIn, s: ServicesDep) -> dict[str, str]:
+        if await s.catalog.get("hospital", body.hospital_id) is None:
+            raise ApiError(404, "not_found", "No such hospital.")
+        return {"id": (await s.catalog.create_department(body.model_dump()))["id"]}
+
+    @app.post("/v1/admin/doctors", status_code=201, tags=tags, dependencies=[AdminDep])
+    async def new_doctor(body: DoctorIn, s: ServicesDep) -> dict[str, str]:
+        department = await s.catalog.get("department", body.department_id)
+        if department is None:
+            raise ApiError(404, "not_found", "No such department.")
+        doc = {**body.model_dump(), "hospital_id": department["hospital_id"]}
+        return {"id": (await s.catalog.create_doctor(doc))["id"]}
+
+    @app.post("/v1/admin/sessions", status_code=201, tags=tags, dependencies=[AdminDep])
+    async def new_session(body: SessionIn, s: ServicesDep) -> Any:
+        """Release a doctor-session (出诊) with ``capacity`` numbered slots."""
+        doctor = await s.catalog.get("doctor", body.doctor_id)
+        if doctor is None:
+            raise ApiError(404, "not_found", "No such doctor.")
+        hour, minute = (int(x) for x in body.first_slot_at.split(":"))
+        first_slot = datetime(body.date.year, body.date.month, body.date.day, hour, minute,
+                              tzinfo=s.clock.zone)  # fmt: skip
+        closes_at = body.closes_at or first_slot
+        if closes_at <= body.opens_at:
+            raise ApiError(422, "invalid_request", "closes_at must be after opens_at.")
+        if closes_at > first_slot + timedelta(days=1):
+            raise ApiError(422, "invalid_request", "closes_at is long after the visit.")
+        session_id = await s.catalog.new_session_id()
+        spec = SessionSpec(
+            id=session_id,
+            hospital_id=doctor["hospital_id"],
+            department_id=doctor["department_id"],
+            doctor_id=doctor["id"],
+            date=body.date.isoformat(),
+            period=body.period,
+            capacity=body.capacity,
+            first_slot_minute=hour * 60 + minute,
+            slot_minutes=body.slot_minutes,
+            fee=body.fee,
+            opens_at=body.opens_at.timestamp(),
+            closes_at=closes_at.timestamp(),
+        )
+        outcome = await s.engine.create_session(spec)
+        if not isinstance(outcome, Created):
+            return engine_answer(outcome, s.clock)
+        await s.catalog.add_session(
+            {
+                "id": session_id,
+                "hospital_id": spec.hospital_id,
+                "department_id": spec.department_id,
+                "doctor_id": spec.doctor_id,
+                "date": spec.date,
+                "period": spec.period,
+                "capacity": spec.capacity,
+                "first_slot_at": body.first_slot_at,
+                "slot_minutes": spec.slot_minutes,
+                "fee": spec.fee,
+                "opens_at_epoch": spec.opens_at,
+                "closes_at_epoch": spec.closes_at,
+            }
+        )
+        return JSONResponse({"id": session_id}, status_code=201)
+
+    @app.get("/v1/admin/sessions/{session_id}/bookings", tags=tags, dependencies=[AdminDep])
+    async def session_bookings(session_id: str, s: ServicesDep) -> Any:
+        outcome = await s.engine.session_bookings(session_id)
+        if not isinstance(outcome, Bookings):
+            return engine_answer(outcome, s.clock)
+        return [{**booking_body(b, s.clock), "patient_id": b.patient_id} for b in outcome.bookings]
+
+    @app.post("/v1/admin/sessions/{session_id}/suspend", tags=tags, dependencies=[AdminDep],
+              status_code=501)  # fmt: skip
+    async def suspend(session_id: str) -> None:
+        raise ApiError(501, "not_implemented", NOT_YET)
+
+    @app.post("/v1/admin/bookings/{booking_id}/check-in", tags=tags, dependencies=[AdminDep],
+              status_code=501)  # fmt: skip
+    async def check_in(booking_id: str) -> None:
+        raise ApiError(501, "not_implemented", NOT_YET)
+
+
+def register_operations(app: FastAPI) -> None:
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz(s: ServicesDep) -> Any:
+        checks: dict[str, str] = {}
+        try:
+            await asyncio.wait_for(s.engine.store.client.ping(), 2)
+            checks["redis"] = "ok"
+        except Exception as exc:
+            checks["redis"] = f"unreachable: {type(exc).__name__}"
+        try:
+            await asyncio.wait_for(asyncio.gather(*(h.info.remote() for h in s.engine.hosts)), 5)
+            checks["ray"] = "ok"
+        except Exception as exc:
+            checks["ray"] = f"unreachable: {type(exc).__name__}"
+        ready = all(v == "ok" for v in checks.values())
+        body = {"status": "ready" if ready else "unavailable", **checks}
+        if not ready:
+            body = {"code": "unavailable", "message": "Not ready.", **body}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["operations"])
+    async def prometheus() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)

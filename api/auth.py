@@ -1,0 +1,86 @@
+"""Credentials: patients' passwords and bearer tokens, the admin token, ID numbers.
+
+Passwords are hashed with Argon2 (argon2-cffi); tokens are HS256 JWTs (PyJWT) signed with a key
+every worker shares; the admin token is compared in constant time; a patient's ID number is
+kept only as a keyed hash (for uniqueness) and a masked form (for display).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+_hasher = PasswordHasher(time_cost=2, memory_cost=19_456, parallelism=1)
+ALGORITHM = "HS256"
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def check_password(hashed: str, password: str) -> bool:
+    try:
+        return _hasher.verify(hashed, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def hash_id_number(secret: str, id_number: str) -> str:
+    """Keyed hash of a national ID number: equal numbers match, the number itself is gone."""
+    normalized = id_number.strip().upper()
+    return hmac.new(secret.encode(), normalized.encode(), hashlib.sha256).hexdigest()
+
+
+def mask_id_number(id_number: str) -> str:
+    """110101********1234: enough for a person to recognise, useless to anyone else."""
+    n = id_number.strip()
+    return n[:6] + "*" * max(0, len(n) - 10) + n[-4:] if len(n) > 10 else "*" * len(n)
+
+
+class Tokens:
+    """Issue and read patients' bearer tokens; check the platform admin's token."""
+
+    def __init__(self, secret: str, admin_token: str, lifetime_seconds: int) -> None:
+        self._secret = secret
+        self._admin = admin_token.encode()
+        self._lifetime = lifetime_seconds
+
+    def issue(self, patient_id: int, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        claims = {"sub": str(patient_id), "iat": int(now), "exp": int(now) + self._lifetime}
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def patient_of(self, token: str) -> int | None:
+        """The patient id a valid, unexpired token names; None for anything else."""
+        try:
+            claims = jwt.decode(token, self._secret, algorithms=[ALGORITHM])
+            patient = int(claims["sub"])
+        except (jwt.PyJWTError, KeyError, ValueError, TypeError):
+            return None
+        return patient if patient > 0 else None
+
+    def hash_id(self, id_number: str) -> str:
+        return hash_id_number(self._secret, id_number)
+
+    def is_admin(self, token: str) -> bool:
+        return hmac.compare_digest(token.encode(), self._admin)
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def bearer(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, else None."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()

@@ -1,0 +1,173 @@
+"""Each worker's view of every doctor-session's stock, kept fresh by the engine's pub/sub.
+
+It answers browsing without touching the engine, and lets the booking fast path refuse a
+sold-out, not-yet-open, closed or suspended session from pre-built bytes. A sold-out answer
+lists alternatives (other doctors of the department, other dates with stock); the bytes are
+rebuilt only when something in that department changed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .answers import Clock, error_body
+
+OPEN, SCHEDULED, SOLD_OUT, CLOSED, SUSPENDED = (
+    "open",
+    "scheduled",
+    "sold_out",
+    "closed",
+    "suspended",
+)
+MAX_ALTERNATIVES = 5
+CODES = {SOLD_OUT: "sold_out", SCHEDULED: "not_open", CLOSED: "closed", SUSPENDED: "suspended"}
+
+
+@dataclass(slots=True)
+class SessionView:
+    id: str
+    hospital_id: str
+    department_id: str
+    doctor_id: str
+    date: str
+    period: str
+    capacity: int
+    opens_at: float
+    closes_at: float | None
+    status: str
+    remaining: int
+
+    def status_at(self, now: float) -> str:
+        """The status as this worker knows it, with the clock applied on top."""
+        if self.status == SUSPENDED:
+            return SUSPENDED
+        if self.closes_at is not None and now >= self.closes_at:
+            return CLOSED
+        if now < self.opens_at:
+            return SCHEDULED
+        if self.status == SCHEDULED:
+            return OPEN  # opened by the clock; the engine's notice may still be on its way
+        return self.status
+
+    def public(self, clock: Clock, now: float) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "hospital_id": self.hospital_id,
+            "department_id": self.department_id,
+            "doctor_id": self.doctor_id,
+            "date": self.date,
+            "period": self.period,
+            "capacity": self.capacity,
+            "remaining": self.remaining,
+            "status": self.status_at(now),
+            "opens_at": clock.iso(self.opens_at),
+        }
+
+
+class Availability:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.sessions: dict[str, SessionView] = {}
+        self.by_department: dict[str, list[SessionView]] = {}
+        self._answers: dict[str, tuple[str, tuple[int, bytes, str]]] = {}  # session → answer
+        self.updates = 0
+
+    def add(self, doc: dict[str, Any], status: str = SCHEDULED, remaining: int | None = None):
+        view = self.sessions.get(doc["id"])
+        if view is None:
+            view = SessionView(
+                id=doc["id"],
+                hospital_id=doc["hospital_id"],
+                department_id=doc["department_id"],
+                doctor_id=doc["doctor_id"],
+                date=doc["date"],
+                period=doc["period"],
+                capacity=doc["capacity"],
+                opens_at=doc["opens_at_epoch"],
+                closes_at=doc.get("closes_at_epoch"),
+                status=status,
+                remaining=doc["capacity"] if remaining is None else remaining,
+            )
+            self.sessions[view.id] = view
+            self.by_department.setdefault(view.department_id, []).append(view)
+        self._changed(view)
+        return view
+
+    def update(self, session_id: str, status: str, remaining: int) -> None:
+        view = self.sessions.get(session_id)
+        if view is None:
+            return
+        view.status, view.remaining = status, remaining
+        self.updates += 1
+        self._changed(view)
+
+    def _changed(self, view: SessionView) -> None:
+        for other in self.by_department.get(view.department_id, ()):
+            self._answers.pop(other.id, None)
+
+    def department(self, department_id: str, date: str | None) -> list[SessionView]:
+        views = self.by_department.get(department_id, [])
+        return sorted(
+            (v for v in views if date is None or v.date == date),
+            key=lambda v: (v.date, v.period, v.doctor_id),
+        )
+
+    def fast_refusal(self, session_id: str, now: float) -> tuple[int, bytes, str] | None:
+        """(HTTP status, body, code) when this worker knows the session cannot be booked now."""
+        view = self.sessions.get(session_id)
+        if view is None:
+            return None
+        status = view.status_at(now)
+        if status == OPEN:
+            return None
+        cached = self._answers.get(session_id)
+        if cached is not None and cached[0] == status:
+            return cached[1]
+        answer = self._refusal(view, status, now)
+        self._answers[session_id] = (status, answer)
+        return answer
+
+    def _refusal(self, view: SessionView, status: str, now: float) -> tuple[int, bytes, str]:
+        code = CODES[status]
+        if status == SOLD_OUT:
+            body = error_body(
+                "sold_out",
+                "No free slot is left in this doctor-session.",
+                alternatives=self.alternatives(view, now),
+            )
+        elif status == SCHEDULED:
+            body = error_body(
+                "not_open",
+                "This doctor-session is not open for booking yet.",
+                opens_at=self.clock.iso(view.opens_at),
+            )
+        elif status == CLOSED:
+            body = error_body("closed", "Booking for this doctor-session has closed.")
+        else:
+            body = error_body("suspended", "This doctor-session was suspended by the hospital.")
+        return 409, body, code
+
+    def alternatives(self, view: SessionView, now: float) -> list[dict[str, Any]]:
+        """Other sessions of the department with stock: same date first, then the nearest."""
+        candidates = [
+            v
+            for v in self.by_department.get(view.department_id, ())
+            if v.id != view.id and v.remaining > 0 and v.status_at(now) in (OPEN, SCHEDULED)
+        ]
+        candidates.sort(key=lambda v: (v.date != view.date, abs(_day(v.date) - _day(view.date))))
+        return [
+            {
+                "session_id": v.id,
+                "doctor_id": v.doctor_id,
+                "date": v.date,
+                "period": v.period,
+                "remaining": v.remaining,
+            }
+            for v in candidates[:MAX_ALTERNATIVES]
+        ]
+
+
+def _day(iso_date: str) -> int:
+    return int(time.mktime(time.strptime(iso_date, "%Y-%m-%d")) // 86400)

@@ -1,0 +1,123 @@
+"""The platform's catalog (hospitals, departments, doctors, doctor-sessions) and patients.
+
+Plain JSON documents in Redis (one key each) plus index sets; ids come from Redis counters so
+every API worker can create them. Doctor-sessions live in the engine as well: the catalog keeps
+what browsing needs (who, when, which department) and announces each new one on a channel so
+every worker's availability view learns it at once.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from engine.errors import StoreUnavailable
+from engine.keys import Keys
+
+PREFIX = {"hospital": "h", "department": "dep", "doctor": "doc", "session": "s"}
+
+
+class Catalog:
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+
+    async def _new_id(self, kind: str) -> str:
+        return f"{PREFIX[kind]}{await self.client.incr(self.keys.seq(kind))}"
+
+    async def get(self, kind: str, entity_id: str) -> dict[str, Any] | None:
+        try:
+            raw = await self.client.get(self.keys.entity(kind, entity_id))
+        except RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return None if raw is None else orjson.loads(raw)
+
+    async def _many(self, kind: str, ids: list[str]) -> list[dict[str, Any]]:
+        if not ids:
+            return []
+        raws = await self.client.mget([self.keys.entity(kind, i) for i in ids])
+        return [orjson.loads(r) for r in raws if r is not None]
+
+    async def _put(self, kind: str, doc: dict[str, Any], parent: tuple[str, str] | None) -> None:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.set(self.keys.entity(kind, doc["id"]), orjson.dumps(doc))
+            pipe.sadd(self.keys.all(kind), doc["id"])
+            if parent is not None:
+                parent_kind, parent_id = parent
+                pipe.sadd(self.keys.children(parent_kind, parent_id, kind), doc["id"])
+            await pipe.execute()
+
+    # ----- hospitals, departments, doctors -------------------------------------------------
+
+    async def create_hospital(self, fields: dict[str, Any]) -> dict[str, Any]:
+        doc = {**fields, "id": await self._new_id("hospital"), "created_at": time.time()}
+        await self._put("hospital", doc, None)
+        return doc
+
+    async def hospitals(self) -> list[dict[str, Any]]:
+        ids = sorted(m.decode() for m in await self.client.smembers(self.keys.all("hospital")))
+        return await self._many("hospital", ids)
+
+    async def create_department(self, fields: dict[str, Any]) -> dict[str, Any]:
+        doc = {**fields, "id": await self._new_id("department"), "created_at": time.time()}
+        await self._put("department", doc, ("hospital", doc["hospital_id"]))
+        return doc
+
+    async def children(self, kind: str, parent_id: str, child: str) -> list[dict[str, Any]]:
+        key = self.keys.children(kind, parent_id, child)
+        ids = sorted(m.decode() for m in await self.client.smembers(key))
+        return await self._many(child, ids)
+
+    async def create_doctor(self, fields: dict[str, Any]) -> dict[str, Any]:
+        doc = {**fields, "id": await self._new_id("doctor"), "created_at": time.time()}
+        await self._put("doctor", doc, ("department", doc["department_id"]))
+        return doc
+
+    # ----- doctor-sessions -----------------------------------------------------------------
+
+    async def new_session_id(self) -> str:
+        return await self._new_id("session")
+
+    async def add_session(self, doc: dict[str, Any]) -> None:
+        """Index a doctor-session the engine has created, and announce it to every worker."""
+        await self._put("session", doc, ("department", doc["department_id"]))
+        await self.client.publish(self.keys.catalog_channel, orjson.dumps(doc))
+
+    async def sessions(self) -> list[dict[str, Any]]:
+        ids = [m.decode() for m in await self.client.smembers(self.keys.all("session"))]
+        out: list[dict[str, Any]] = []
+        for i in range(0, len(ids), 1000):
+            out.extend(await self._many("session", ids[i : i + 1000]))
+        return out
+
+    # ----- patients ------------------------------------------------------------------------
+
+    async def register_patient(self, doc: dict[str, Any]) -> int | None:
+        """Store a new patient; None when the phone or the ID number is already registered."""
+        patient_id = int(await self.client.incr(self.keys.seq("patient")))
+        by_phone, by_id = self.keys.patient_by("phone"), self.keys.patient_by("id_hash")
+        if not await self.client.hsetnx(by_phone, doc["phone"], patient_id):
+            return None
+        if not await self.client.hsetnx(by_id, doc["id_hash"], patient_id):
+            await self.client.hdel(by_phone, doc["phone"])
+            return None
+        doc = {**doc, "id": patient_id, "created_at": time.time()}
+        await self.client.set(self.keys.entity("patient", patient_id), orjson.dumps(doc))
+        return patient_id
+
+    async def patient_by_phone(self, phone: str) -> dict[str, Any] | None:
+        raw_id = await self.client.hget(self.keys.patient_by("phone"), phone)
+        if raw_id is None:
+            return None
+        return await self.get("patient", raw_id.decode())
+
+    async def add_patient_booking(self, patient_id: int, booking_id: str) -> None:
+        await self.client.sadd(self.keys.patient_bookings(patient_id), booking_id)
+
+    async def patient_booking_ids(self, patient_id: int) -> list[str]:
+        members = await self.client.smembers(self.keys.patient_bookings(patient_id))
+        return sorted(m.decode() for m in members)

@@ -1,0 +1,123 @@
+"""Demo data for ``slotengine up``: hospitals, departments, doctors, a week of sessions.
+
+Today's and tomorrow's sessions open at once; the rest of the week opens in two minutes, so
+the demo shows ``not_open`` turning into ``open`` on its own.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from engine.client import Engine
+from engine.outcomes import Created
+from engine.session import SessionSpec
+
+from .answers import Clock
+from .auth import Tokens, hash_password, mask_id_number
+from .catalog import Catalog
+
+HOSPITALS = {
+    "北京协和医院": ["心内科", "消化内科", "内分泌科", "皮肤科"],
+    "上海瑞金医院": ["心内科", "神经内科", "眼科"],
+    "华西医院": ["呼吸内科", "骨科", "儿科"],
+}
+DOCTORS = [("王建国", "主任医师"), ("李秀英", "副主任医师"), ("张伟", "主治医师")]
+PERIODS = {"AM": "08:00", "PM": "13:30"}
+DEMO_PHONE, DEMO_PASSWORD = "13800000000", "demo-password"
+
+
+async def load(engine: Engine, catalog: Catalog, clock: Clock, days: int = 7) -> int:
+    """Create the demo catalog unless the platform has hospitals already; sessions made."""
+    if await catalog.hospitals():
+        return 0
+    now = time.time()
+    today = datetime.now(clock.zone).date()
+    made = 0
+    for hospital_name, departments in HOSPITALS.items():
+        hospital = await catalog.create_hospital({"name": hospital_name, "level": "三甲"})
+        for department_name in departments:
+            department = await catalog.create_department(
+                {"hospital_id": hospital["id"], "name": department_name}
+            )
+            for doctor_name, title in DOCTORS[:2]:
+                doctor = await catalog.create_doctor(
+                    {
+                        "department_id": department["id"],
+                        "hospital_id": hospital["id"],
+                        "name": doctor_name,
+                        "title": title,
+                    }  # fmt: skip
+                )
+                for day in range(days):
+                    date = today + timedelta(days=day)
+                    for period, first in PERIODS.items():
+                        made += await _session(engine, catalog, clock, doctor, date, period,
+                                               first, now + (0 if day < 2 else 120))  # fmt: skip
+    return made
+
+
+async def _session(engine, catalog, clock, doctor, date, period, first, opens_at) -> int:
+    hour, minute = (int(x) for x in first.split(":"))
+    starts = datetime(date.year, date.month, date.day, hour, minute, tzinfo=clock.zone)
+    if starts.timestamp() <= opens_at:
+        return 0  # already begun: nothing to book
+    session_id = await catalog.new_session_id()
+    spec = SessionSpec(
+        id=session_id, hospital_id=doctor["hospital_id"], department_id=doctor["department_id"],
+        doctor_id=doctor["id"], date=date.isoformat(), period=period, capacity=30,
+        first_slot_minute=hour * 60 + minute, slot_minutes=8, fee=0, opens_at=opens_at,
+        closes_at=starts.timestamp(),
+    )  # fmt: skip
+    if not isinstance(await engine.create_session(spec), Created):
+        return 0
+    doc: dict[str, Any] = {
+        "id": session_id, "hospital_id": spec.hospital_id, "department_id": spec.department_id,
+        "doctor_id": spec.doctor_id, "date": spec.date, "period": period, "capacity": 30,
+        "first_slot_at": first, "slot_minutes": 8, "fee": 0, "opens_at_epoch": opens_at,
+        "closes_at_epoch": spec.closes_at,
+    }  # fmt: skip
+    await catalog.add_session(doc)
+    return 1
+
+
+async def demo_patient(catalog: Catalog, tokens: Tokens) -> tuple[int, str]:
+    """The demo patient (created once) and a fresh token for them."""
+    patient = await catalog.patient_by_phone(DEMO_PHONE)
+    if patient is None:
+        patient_id = await catalog.register_patient(
+            {
+                "name": "演示患者",
+                "phone": DEMO_PHONE,
+                "id_hash": tokens.hash_id("110101199001011234"),
+                "id_masked": mask_id_number("110101199001011234"),
+                "birth_date": "1990-01-01",
+                "password_hash": hash_password(DEMO_PASSWORD),
+            }  # fmt: skip
+        )
+        assert patient_id is not None
+    else:
+        patient_id = patient["id"]
+    return patient_id, tokens.issue(patient_id)
+
+
+async def seed_patients(catalog: Catalog, tokens: Tokens, count: int, prefix: str):
+    """``count`` new patients (one shared password hash: these are load-test accounts)."""
+    hashed = hash_password(DEMO_PASSWORD)
+    out = []
+    for n in range(count):
+        phone = f"{prefix}{n:07d}"
+        patient_id = await catalog.register_patient(
+            {
+                "name": f"压测{n}",
+                "phone": phone,
+                "id_hash": tokens.hash_id(f"SEED{phone}"),
+                "id_masked": mask_id_number(f"SEED{phone}"),
+                "birth_date": "1990-01-01",
+                "password_hash": hashed,
+            }  # fmt: skip
+        )
+        if patient_id is not None:
+            out.append((patient_id, phone, tokens.issue(patient_id)))
+    return out

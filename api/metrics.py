@@ -1,0 +1,43 @@
+"""Prometheus metrics: requests, outcomes, fast-path hits, batch sizes, host-call latency.
+
+With several uvicorn workers, ``slotengine up`` sets PROMETHEUS_MULTIPROC_DIR so that
+``/metrics`` on any worker reports the sum over all of them.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+REQUESTS = Counter("slotengine_http_requests", "HTTP requests answered", ["route", "status"])
+OUTCOMES = Counter("slotengine_booking_outcomes", "Booking answers by outcome", ["outcome"])
+FAST_PATH = Counter(
+    "slotengine_fast_path_answers", "Refusals answered without the engine", ["code"]
+)
+ENGINE_CALLS = Counter("slotengine_engine_book_calls", "Booking requests sent to the engine")
+BATCH = Histogram(
+    "slotengine_mailbox_batch_size",
+    "Requests per host call",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
+)
+HOST_CALL = Histogram(
+    "slotengine_host_call_seconds",
+    "Round trip of one host call (decide + group commit)",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+)
+
+
+def render() -> tuple[bytes, str]:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

@@ -1,0 +1,131 @@
+"""What one API worker holds: its engine client, catalog, availability view, tokens, limits.
+
+Each uvicorn worker is a Ray driver: it joins the running cluster, finds the host pool by name
+and talks to it through its own mailboxes (never Ray Client or Ray Serve on the booking path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import orjson
+import ray
+
+from engine.client import Engine
+from engine.outcomes import SessionState
+from engine.pool import find_pool
+from engine.runtime import init_ray
+from engine.settings import Settings
+from engine.store import parse_stock_message
+
+from . import metrics
+from .answers import Clock
+from .auth import Tokens, new_secret
+from .availability import Availability
+from .catalog import Catalog
+from .limits import RateLimiter
+
+log = logging.getLogger(__name__)
+RESYNC_SECONDS = 15.0
+
+
+def _observe(size: int, seconds: float) -> None:
+    metrics.BATCH.observe(size)
+    metrics.HOST_CALL.observe(seconds)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    catalog: Catalog
+    availability: Availability
+    tokens: Tokens
+    clock: Clock
+    limiter: RateLimiter
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Services:
+        if settings.admin_token is None:
+            raise RuntimeError("SLOTENGINE_ADMIN_TOKEN must be set (slotengine up makes one)")
+        if not ray.is_initialized():
+            init_ray(settings)
+        engine = Engine(settings, find_pool(settings), observe=_observe)
+        client, keys = engine.store.client, engine.store.keys
+        secret = settings.secret
+        if secret is None:  # one signing key for every worker, made by whichever comes first
+            await client.set(keys.api_secret, new_secret(), nx=True)
+            secret = (await client.get(keys.api_secret)).decode()
+        clock = Clock(settings.timezone)
+        services = cls(
+            settings=settings,
+            engine=engine,
+            catalog=Catalog(client, keys),
+            availability=Availability(clock),
+            tokens=Tokens(secret, settings.admin_token, settings.token_days * 86400),
+            clock=clock,
+            limiter=RateLimiter(settings.rate_per_second, settings.rate_burst),
+        )
+        ready = asyncio.Event()
+        services.tasks.append(asyncio.create_task(services._listen(ready)))
+        await asyncio.wait_for(ready.wait(), 10)
+        await services.resync()
+        services.tasks.append(asyncio.create_task(services._resync_forever()))
+        return services
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.engine.close()
+
+    async def resync(self) -> None:
+        """Load every doctor-session of the catalog and ask the engine how each stands."""
+        docs = await self.catalog.sessions()
+        for doc in docs:
+            self.availability.add(doc)
+        states = await asyncio.gather(*(self.engine.session_state(d["id"]) for d in docs))
+        for state in states:
+            if isinstance(state, SessionState):
+                self.availability.update(state.session_id, state.status, state.remaining)
+
+    async def _resync_forever(self) -> None:
+        while True:
+            await asyncio.sleep(RESYNC_SECONDS)
+            try:
+                await self.resync()
+            except Exception as exc:  # keep serving from the view; try again later
+                log.warning("availability resync failed: %s", exc)
+
+    async def _listen(self, ready: asyncio.Event) -> None:
+        """Follow stock changes and new doctor-sessions; resubscribe after a Redis outage."""
+        keys = self.engine.store.keys
+        while True:
+            pubsub = self.engine.store.client.pubsub()
+            try:
+                await pubsub.subscribe(keys.stock_channel, keys.catalog_channel)
+                ready.set()
+                async for message in pubsub.listen():
+                    if message["type"] != "message":
+                        continue
+                    if message["channel"].decode() == keys.catalog_channel:
+                        self.availability.add(orjson.loads(message["data"]))
+                    else:
+                        for session_id, status, left in parse_stock_message(message["data"]):
+                            self.availability.update(session_id, status, left)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("pub/sub lost (%s); resubscribing", exc)
+                await asyncio.sleep(0.5)
+                with contextlib.suppress(Exception):
+                    await self.resync()
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
