@@ -366,8 +366,9 @@ def register_admin_routes(app: FastAPI) -> None:
         if doctor is None:
             raise ApiError(404, "not_found", "No such doctor.")
         hour, minute = (int(x) for x in body.first_slot_at.split(":"))
-        first_slot = datetime(body.date.year, body.date.month, body.date.day, hour, minute,
-                              tzinfo=s.clock.zone)  # fmt: skip
+        first_slot = datetime(
+            body.date.year, body.date.month, body.date.day, hour, minute, tzinfo=s.clock.zone
+        )
         closes_at = body.closes_at or first_slot
         if closes_at <= body.opens_at:
             raise ApiError(422, "invalid_request", "closes_at must be after opens_at.")
@@ -416,13 +417,21 @@ def register_admin_routes(app: FastAPI) -> None:
             return engine_answer(outcome, s.clock)
         return [{**booking_body(b, s.clock), "patient_id": b.patient_id} for b in outcome.bookings]
 
-    @app.post("/v1/admin/sessions/{session_id}/suspend", tags=tags, dependencies=[AdminDep],
-              status_code=501)  # fmt: skip
+    @app.post(
+        "/v1/admin/sessions/{session_id}/suspend",
+        tags=tags,
+        dependencies=[AdminDep],
+        status_code=501,
+    )
     async def suspend(session_id: str) -> None:
         raise ApiError(501, "not_implemented", NOT_YET)
 
-    @app.post("/v1/admin/bookings/{booking_id}/check-in", tags=tags, dependencies=[AdminDep],
-              status_code=501)  # fmt: skip
+    @app.post(
+        "/v1/admin/bookings/{booking_id}/check-in",
+        tags=tags,
+        dependencies=[AdminDep],
+        status_code=501,
+    )
     async def check_in(booking_id: str) -> None:
         raise ApiError(501, "not_implemented", NOT_YET)
 

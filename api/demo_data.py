@@ -48,13 +48,21 @@ async def load(engine: Engine, catalog: Catalog, clock: Clock, days: int = 7) ->
                         "hospital_id": hospital["id"],
                         "name": doctor_name,
                         "title": title,
-                    }  # fmt: skip
+                    }
                 )
                 for day in range(days):
                     date = today + timedelta(days=day)
                     for period, first in PERIODS.items():
-                        made += await _session(engine, catalog, clock, doctor, date, period,
-                                               first, now + (0 if day < 2 else 120))  # fmt: skip
+                        made += await _session(
+                            engine,
+                            catalog,
+                            clock,
+                            doctor,
+                            date,
+                            period,
+                            first,
+                            now + (0 if day < 2 else 120),
+                        )
     return made
 
 
@@ -65,19 +73,35 @@ async def _session(engine, catalog, clock, doctor, date, period, first, opens_at
         return 0  # already begun: nothing to book
     session_id = await catalog.new_session_id()
     spec = SessionSpec(
-        id=session_id, hospital_id=doctor["hospital_id"], department_id=doctor["department_id"],
-        doctor_id=doctor["id"], date=date.isoformat(), period=period, capacity=30,
-        first_slot_minute=hour * 60 + minute, slot_minutes=8, fee=0, opens_at=opens_at,
+        id=session_id,
+        hospital_id=doctor["hospital_id"],
+        department_id=doctor["department_id"],
+        doctor_id=doctor["id"],
+        date=date.isoformat(),
+        period=period,
+        capacity=30,
+        first_slot_minute=hour * 60 + minute,
+        slot_minutes=8,
+        fee=0,
+        opens_at=opens_at,
         closes_at=starts.timestamp(),
-    )  # fmt: skip
+    )
     if not isinstance(await engine.create_session(spec), Created):
         return 0
     doc: dict[str, Any] = {
-        "id": session_id, "hospital_id": spec.hospital_id, "department_id": spec.department_id,
-        "doctor_id": spec.doctor_id, "date": spec.date, "period": period, "capacity": 30,
-        "first_slot_at": first, "slot_minutes": 8, "fee": 0, "opens_at_epoch": opens_at,
+        "id": session_id,
+        "hospital_id": spec.hospital_id,
+        "department_id": spec.department_id,
+        "doctor_id": spec.doctor_id,
+        "date": spec.date,
+        "period": period,
+        "capacity": 30,
+        "first_slot_at": first,
+        "slot_minutes": 8,
+        "fee": 0,
+        "opens_at_epoch": opens_at,
         "closes_at_epoch": spec.closes_at,
-    }  # fmt: skip
+    }
     await catalog.add_session(doc)
     return 1
 
@@ -94,7 +118,7 @@ async def demo_patient(catalog: Catalog, tokens: Tokens) -> tuple[int, str]:
                 "id_masked": mask_id_number("110101199001011234"),
                 "birth_date": "1990-01-01",
                 "password_hash": hash_password(DEMO_PASSWORD),
-            }  # fmt: skip
+            }
         )
         assert patient_id is not None
     else:
@@ -116,7 +140,7 @@ async def seed_patients(catalog: Catalog, tokens: Tokens, count: int, prefix: st
                 "id_masked": mask_id_number(f"SEED{phone}"),
                 "birth_date": "1990-01-01",
                 "password_hash": hashed,
-            }  # fmt: skip
+            }
         )
         if patient_id is not None:
             out.append((patient_id, phone, tokens.issue(patient_id)))
