@@ -1,14 +1,17 @@
 """Each worker's view of every doctor-session's stock, kept fresh by the engine's pub/sub.
 
 It answers browsing without touching the engine, and lets the booking fast path refuse a
-sold-out, not-yet-open, closed or suspended session from pre-built bytes. A sold-out answer
-lists alternatives (other doctors of the department, other dates with stock); the bytes are
-rebuilt only when something in that department changed.
+sold-out, not-yet-open, closed or suspended session from pre-built bytes. Idempotency comes
+first: once a session cannot be booked, the view also learns who holds its bookings, and a
+request from one of them goes to the engine, which answers it with the booking it already has.
+A sold-out answer lists alternatives (other doctors of the department, other dates with
+stock); the bytes are rebuilt only when something in that department changed.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +41,7 @@ class SessionView:
     closes_at: float | None
     status: str
     remaining: int
+    holders: frozenset[int] | None = None  # patients with a booking here; None = not known
 
     def status_at(self, now: float) -> str:
         """The status as this worker knows it, with the clock applied on top."""
@@ -72,6 +76,7 @@ class Availability:
         self.sessions: dict[str, SessionView] = {}
         self.by_department: dict[str, list[SessionView]] = {}
         self._answers: dict[str, tuple[str, tuple[int, bytes, str]]] = {}  # session → answer
+        self.missing_holders: set[str] = set()  # sessions whose holders the worker should fetch
         self.updates = 0
 
     def add(self, doc: dict[str, Any], status: str = SCHEDULED, remaining: int | None = None):
@@ -99,9 +104,19 @@ class Availability:
         view = self.sessions.get(session_id)
         if view is None:
             return
+        if (status, remaining) != (view.status, view.remaining):
+            view.holders = None
+            if status in (SOLD_OUT, CLOSED, SUSPENDED):
+                self.missing_holders.add(session_id)  # fetch them before the crowd asks
         view.status, view.remaining = status, remaining
         self.updates += 1
         self._changed(view)
+
+    def set_holders(self, session_id: str, status: str, patients: frozenset[int]) -> None:
+        """Who has a booking in a session that stands at ``status`` (from the engine)."""
+        view = self.sessions.get(session_id)
+        if view is not None and view.status == status:
+            view.holders = patients
 
     def _changed(self, view: SessionView) -> None:
         for other in self.by_department.get(view.department_id, ()):
@@ -114,19 +129,32 @@ class Availability:
             key=lambda v: (v.date, v.period, v.doctor_id),
         )
 
-    def fast_refusal(self, session_id: str, now: float) -> tuple[int, bytes, str] | None:
-        """(HTTP status, body, code) when this worker knows the session cannot be booked now."""
+    def fast_refusal(
+        self, session_id: str, now: float, caller: Callable[[], int | None] = lambda: None
+    ) -> tuple[int, bytes, str] | None:
+        """(HTTP status, body, code) when this worker knows the session cannot be booked now
+        and the caller (``caller()``: the patient the token claims) holds no booking in it."""
         view = self.sessions.get(session_id)
         if view is None:
             return None
         status = view.status_at(now)
         if status == OPEN:
             return None
-        cached = self._answers.get(session_id)
+        if status != SCHEDULED:  # bookings may exist: their holders must get them back
+            if view.holders is None:
+                self.missing_holders.add(session_id)
+                return None
+            if view.holders and caller() in view.holders:
+                return None
+        return self.answer(view, status, now)
+
+    def answer(self, view: SessionView, status: str, now: float) -> tuple[int, bytes, str]:
+        """The pre-built refusal for a session at ``status`` (built once per change)."""
+        cached = self._answers.get(view.id)
         if cached is not None and cached[0] == status:
             return cached[1]
         answer = self._refusal(view, status, now)
-        self._answers[session_id] = (status, answer)
+        self._answers[view.id] = (status, answer)
         return answer
 
     def _refusal(self, view: SessionView, status: str, now: float) -> tuple[int, bytes, str]:

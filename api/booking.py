@@ -24,7 +24,7 @@ from engine.outcomes import Booked, SoldOut
 
 from . import metrics
 from .answers import HEADERS, booked_body, error_body, refusal
-from .auth import bearer
+from .auth import bearer, claimed_patient
 from .services import Services
 
 log = logging.getLogger(__name__)
@@ -65,11 +65,12 @@ async def book(
         except Exception as exc:
             log.warning("could not index %s for patient %s: %s", outcome.booking_id, patient, exc)
         return (200 if outcome.repeat else 201), booked_body(outcome, services.clock)
-    if isinstance(outcome, SoldOut):
-        services.availability.update(session_id, "sold_out", 0)
-        answer = services.availability.fast_refusal(session_id, time.time())
-        if answer is not None:
-            return answer[0], answer[1]
+    if isinstance(outcome, SoldOut):  # with the alternatives this worker knows of
+        view = services.availability.sessions.get(session_id)
+        if view is not None:
+            services.availability.update(session_id, "sold_out", 0)
+            code, body, _ = services.availability.answer(view, "sold_out", time.time())
+            return code, body
     return refusal(outcome, services.clock)
 
 
@@ -129,7 +130,10 @@ class Gateway:
         ):
             session_id = path[len(PREFIX) : -len(SUFFIX)]
             if session_id and "/" not in session_id:
-                fast = services.availability.fast_refusal(session_id, time.time())
+                authorization = header(scope, b"authorization")
+                fast = services.availability.fast_refusal(
+                    session_id, time.time(), lambda: claimed_patient(bearer(authorization))
+                )
                 if fast is not None:
                     metrics.FAST_PATH.labels(fast[2]).inc()
                     await respond(send, fast[0], fast[1])
@@ -138,9 +142,7 @@ class Gateway:
                 if body is None:
                     await respond(send, 413, TOO_LARGE)
                     return
-                status, answer = await book(
-                    services, session_id, header(scope, b"authorization"), body
-                )
+                status, answer = await book(services, session_id, authorization, body)
                 metrics.REQUESTS.labels("book", str(status)).inc()
                 await respond(send, status, answer)
                 return

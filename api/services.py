@@ -15,7 +15,7 @@ import orjson
 import ray
 
 from engine.client import Engine
-from engine.outcomes import SessionState
+from engine.outcomes import Bookings, SessionState
 from engine.pool import find_pool
 from engine.runtime import init_ray
 from engine.settings import Settings
@@ -30,6 +30,7 @@ from .limits import RateLimiter
 
 log = logging.getLogger(__name__)
 RESYNC_SECONDS = 15.0
+HOLDERS_SECONDS = 0.05
 
 
 def _observe(size: int, seconds: float) -> None:
@@ -75,6 +76,7 @@ class Services:
         await asyncio.wait_for(ready.wait(), 10)
         await services.resync()
         services.tasks.append(asyncio.create_task(services._resync_forever()))
+        services.tasks.append(asyncio.create_task(services._fetch_holders_forever()))
         return services
 
     async def stop(self) -> None:
@@ -102,6 +104,24 @@ class Services:
                 await self.resync()
             except Exception as exc:  # keep serving from the view; try again later
                 log.warning("availability resync failed: %s", exc)
+
+    async def _fetch_holders_forever(self) -> None:
+        """Learn who holds bookings in sessions that can no longer be booked (see the view)."""
+        while True:
+            await asyncio.sleep(HOLDERS_SECONDS)
+            wanted = self.availability.missing_holders
+            if not wanted:
+                continue
+            self.availability.missing_holders = set()
+            for session_id in wanted:
+                view = self.availability.sessions.get(session_id)
+                if view is None:
+                    continue
+                status = view.status
+                listed = await self.engine.session_bookings(session_id)
+                if isinstance(listed, Bookings):
+                    patients = frozenset(b.patient_id for b in listed.bookings)
+                    self.availability.set_holders(session_id, status, patients)
 
     async def _listen(self, ready: asyncio.Event) -> None:
         """Follow stock changes and new doctor-sessions; resubscribe after a Redis outage."""
