@@ -10,11 +10,13 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 import ray
 
 from engine.client import Engine
+from engine.keys import Keys
 from engine.outcomes import Bookings, SessionState
 from engine.pool import find_pool
 from engine.runtime import init_ray
@@ -31,6 +33,15 @@ from .limits import RateLimiter
 log = logging.getLogger(__name__)
 RESYNC_SECONDS = 15.0
 HOLDERS_SECONDS = 0.05
+
+
+async def shared_secret(settings: Settings, client: Any, keys: Keys) -> str:
+    """The token-signing key: SLOTENGINE_SECRET, else one made once and kept in Redis so that
+    every worker (and ``slotengine seed``) signs and checks with the same key."""
+    if settings.secret is not None:
+        return settings.secret
+    await client.set(keys.api_secret, new_secret(), nx=True)
+    return (await client.get(keys.api_secret)).decode()
 
 
 def _observe(size: int, seconds: float) -> None:
@@ -57,10 +68,7 @@ class Services:
             init_ray(settings)
         engine = Engine(settings, find_pool(settings), observe=_observe)
         client, keys = engine.store.client, engine.store.keys
-        secret = settings.secret
-        if secret is None:  # one signing key for every worker, made by whichever comes first
-            await client.set(keys.api_secret, new_secret(), nx=True)
-            secret = (await client.get(keys.api_secret)).decode()
+        secret = await shared_secret(settings, client, keys)
         clock = Clock(settings.timezone)
         services = cls(
             settings=settings,

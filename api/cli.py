@@ -1,0 +1,297 @@
+"""The ``slotengine`` command.
+
+slotengine demo     start Redis (embedded unless configured), a local Ray and the host
+                    pool, release a catalog of doctor-sessions, play a flash crowd through
+                    the engine, audit Redis, print what happened, and stop everything
+slotengine audit    check the invariants against the Redis of SLOTENGINE_REDIS_URL
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+import sys
+import time
+from collections import Counter
+
+import click
+
+from engine.audit import audit
+from engine.crowd import catalog, plan, play
+from engine.outcomes import Booked
+from engine.runtime import Runtime
+from engine.settings import Settings
+from engine.store import Store
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="log what the engine does")
+def main(verbose: bool) -> None:
+    """slotengine: the booking core of an internet hospital appointment platform."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+
+
+@main.command()
+@click.option("--requests", default=20_000, show_default=True, help="booking requests in the crowd")
+@click.option("--patients", default=4_000, show_default=True, help="distinct patients")
+@click.option("--submitters", default=256, show_default=True, help="concurrent submitters")
+@click.option("--hospitals", default=5, show_default=True)
+@click.option("--sessions", default=10, show_default=True, help="doctor-sessions per hospital")
+@click.option("--capacity", default=30, show_default=True, help="slots per doctor-session")
+@click.option("--seed", default=None, type=int, help="replay a crowd")
+def demo(
+    requests: int,
+    patients: int,
+    submitters: int,
+    hospitals: int,
+    sessions: int,
+    capacity: int,
+    seed: int | None,
+) -> None:
+    """Release doctor-sessions and let a flash crowd (抢号) at them."""
+    settings = Settings.from_env()
+    seed = seed if seed is not None else int(time.time()) % 100_000
+    click.echo(
+        f"starting: Redis {settings.redis_url or 'embedded (' + str(settings.data_dir) + ')'}"
+        f", Ray {settings.ray_address or 'local'}, {settings.hosts} host actors"
+    )
+    started = time.perf_counter()
+    with Runtime.start(settings) as rt:
+        click.echo(
+            f"ready in {time.perf_counter() - started:.1f}s; Redis at {rt.settings.redis_url}"
+        )
+        asyncio.run(_demo(rt, requests, patients, submitters, hospitals, sessions, capacity, seed))
+    click.echo("stopped everything this command started")
+
+
+async def _demo(
+    rt: Runtime,
+    requests: int,
+    patients: int,
+    submitters: int,
+    hospitals: int,
+    sessions: int,
+    capacity: int,
+    seed: int,
+) -> None:
+    engine = rt.engine()
+    prefix = f"demo{seed}-"
+    specs = catalog(hospitals, sessions, capacity, opens_at=time.time(), prefix=prefix)
+    specs += catalog(1, 2, capacity, opens_at=time.time(), fee=1500, prefix=prefix + "paid-")
+    created = await asyncio.gather(*(engine.create_session(s) for s in specs))
+    click.echo(
+        f"released {len(specs)} doctor-sessions x {capacity} slots "
+        f"= {len(specs) * capacity} slots at {len({s.hospital_id for s in specs})} hospitals "
+        f"({Counter(type(c).__name__ for c in created)})"
+    )
+    crowd = plan(specs, requests, patients, seed=seed)
+    click.echo(
+        f"flash crowd: {len(crowd)} requests from {patients} patients, "
+        f"{submitters} concurrent submitters (seed {seed})"
+    )
+    t0 = time.perf_counter()
+    answers = await play(engine, crowd, submitters)
+    seconds = time.perf_counter() - t0
+    latencies = sorted(a.answered_at - a.sent_at for a in answers)
+    kinds = Counter(type(a.outcome).__name__ for a in answers)
+    repeats = sum(1 for a in answers if isinstance(a.outcome, Booked) and a.outcome.repeat)
+    click.echo(
+        f"answered {len(answers)} in {seconds:.2f}s = {len(answers) / seconds:,.0f} req/s; "
+        f"p50 {statistics.median(latencies) * 1e3:.1f} ms, "
+        f"p99 {latencies[int(len(latencies) * 0.99)] * 1e3:.1f} ms"
+    )
+    for kind, n in kinds.most_common():
+        extra = (
+            f" ({repeats} of them repeats answered with the first booking)"
+            if kind == "Booked"
+            else ""
+        )
+        click.echo(f"  {kind:<20} {n:>7}{extra}")
+    stats = engine.batch_stats()
+    click.echo(
+        f"mailboxes: {stats['calls']:.0f} host calls, {stats['mean_batch']:.1f} requests per call"
+    )
+    report = await audit(engine.store)
+    click.echo(report.summary())
+    for problem in report.problems[:20]:
+        click.echo(f"  PROBLEM {problem}", err=True)
+    sample = next((a for a in answers if isinstance(a.outcome, Booked)), None)
+    if sample is not None:
+        click.echo(f"e.g. patient {sample.request.patient}: {sample.outcome}")
+    await engine.close()
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.command(name="audit")
+def audit_command() -> None:
+    """Check every invariant against the configured Redis (SLOTENGINE_REDIS_URL)."""
+    settings = Settings.from_env()
+    if settings.redis_url is None:
+        raise click.UsageError("set SLOTENGINE_REDIS_URL to the Redis to audit")
+
+    async def go() -> bool:
+        store = Store.from_url(settings.redis_url, settings.namespace)  # type: ignore[arg-type]
+        report = await audit(store)
+        await store.close()
+        click.echo(report.summary())
+        for problem in report.problems:
+            click.echo(f"  PROBLEM {problem}")
+        return report.ok
+
+    sys.exit(0 if asyncio.run(go()) else 1)
+
+
+# ----- the platform: API workers on the engine ---------------------------------------------
+
+URL_FILE = "redis.url"
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+@click.option("--workers", default=2, show_default=True, help="uvicorn workers (Ray drivers)")
+@click.option("--demo/--no-demo", default=True, show_default=True, help="load demo data")
+def up(host: str, port: int, workers: int, demo: bool) -> None:
+    """Run the platform: Redis, Ray, the host pool, the API workers (Ctrl-C stops all)."""
+    import os
+    import secrets
+
+    import ray
+
+    settings = Settings.from_env()
+    admin_token = settings.admin_token or secrets.token_urlsafe(24)
+    settings = settings.model_copy(update={"admin_token": admin_token})
+    click.echo("starting Redis, Ray and the host pool ...")
+    with Runtime.start(settings) as rt:
+        url = rt.settings.redis_url
+        assert url is not None
+        if rt.redis is not None:
+            (rt.redis.data_dir / URL_FILE).write_text(url)
+        os.environ.update(
+            {
+                "SLOTENGINE_REDIS_URL": url,
+                "SLOTENGINE_RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+                "SLOTENGINE_ADMIN_TOKEN": admin_token,
+                "SLOTENGINE_HOSTS": str(rt.settings.hosts),
+                "SLOTENGINE_NAMESPACE": rt.settings.namespace,
+            }
+        )
+        if workers > 1:
+            import tempfile
+
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="slotengine-prom-")
+        patient_token = asyncio.run(_prepare(rt, demo))
+        base = f"http://{host}:{port}"
+        click.echo(f"slotengine is up at {base}  (docs: {base}/docs)")
+        click.echo(f"  Redis:       {url}")
+        click.echo(
+            f"  admin token: {admin_token}" + ("" if settings.admin_token else "  (generated)")
+        )
+        if patient_token:
+            click.echo(f"  demo patient token: {patient_token}")
+            click.echo(f"  try: curl {base}/v1/hospitals")
+        click.echo("Ctrl-C stops everything")
+        _serve(host, port, workers)
+    click.echo("stopped everything this command started")
+
+
+async def _prepare(rt: Runtime, demo: bool) -> str | None:
+    from api.answers import Clock
+    from api.auth import Tokens
+    from api.catalog import Catalog
+    from api.demo_data import demo_patient, load
+    from api.services import shared_secret
+
+    engine = rt.engine()
+    try:
+        client, keys = engine.store.client, engine.store.keys
+        secret = await shared_secret(rt.settings, client, keys)
+        tokens = Tokens(secret, rt.settings.admin_token or "", rt.settings.token_days * 86400)
+        if not demo:
+            return None
+        made = await load(engine, Catalog(client, keys), Clock(rt.settings.timezone))
+        if made:
+            click.echo(f"demo data: {made} doctor-sessions over the next week")
+        return (await demo_patient(Catalog(client, keys), tokens))[1]
+    finally:
+        await engine.close()
+
+
+def _serve(host: str, port: int, workers: int) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+    )
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+@click.option("--workers", default=2, show_default=True)
+def serve(host: str, port: int, workers: int) -> None:
+    """Run API workers only, joining a running platform (SLOTENGINE_RAY_ADDRESS,
+    SLOTENGINE_REDIS_URL, SLOTENGINE_ADMIN_TOKEN)."""
+    settings = Settings.from_env()
+    missing = [
+        n for n in ("redis_url", "ray_address", "admin_token") if getattr(settings, n) is None
+    ]
+    if missing:
+        raise click.UsageError("set " + ", ".join(f"SLOTENGINE_{m.upper()}" for m in missing))
+    _serve(host, port, workers)
+
+
+@main.command()
+@click.option("--patients", default=1000, show_default=True)
+@click.option("--out", default="patients.csv", show_default=True, type=click.Path())
+def seed(patients: int, out: str) -> None:
+    """Create patients and their tokens in bulk (for load tests); write them to a CSV file."""
+    import csv
+
+    from api.auth import Tokens
+    from api.catalog import Catalog
+    from api.demo_data import seed_patients
+    from api.services import shared_secret
+    from engine.keys import Keys
+
+    settings = Settings.from_env()
+    url = settings.redis_url
+    url_file = settings.data_dir / "redis" / URL_FILE
+    if url is None and url_file.exists():
+        url = url_file.read_text().strip()
+    if url is None:
+        raise click.UsageError("set SLOTENGINE_REDIS_URL (slotengine up prints it)")
+
+    async def go() -> list[tuple[int, str, str]]:
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(url)
+        keys = Keys(settings.namespace)
+        try:
+            secret = await shared_secret(settings, client, keys)
+            tokens = Tokens(secret, "unused-admin-token", settings.token_days * 86400)
+            prefix = f"19{int(time.time()) % 1_000_000:06d}"
+            return await seed_patients(Catalog(client, keys), tokens, patients, prefix)
+        finally:
+            await client.aclose()
+
+    rows = asyncio.run(go())
+    with open(out, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["patient_id", "phone", "token"])
+        writer.writerows(rows)
+    click.echo(f"{len(rows)} patients with tokens written to {out}")
+
+
+if __name__ == "__main__":
+    main()
