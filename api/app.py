@@ -15,6 +15,7 @@ from datetime import date as Date
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -296,8 +297,7 @@ def register_patient_routes(app: FastAPI) -> None:
             return info
         if isinstance(info, BookingInfo):  # someone else's: indistinguishable from missing
             raise ApiError(404, "not_found", "No such booking.")
-        status, body = refusal(info, s.clock)
-        raise ApiError(status, *_code_message(body))
+        raise ApiError(*_status_code_message(info, s.clock))
 
     @app.get("/v1/bookings/{booking_id}", tags=["booking"])
     async def get_booking(booking_id: str, s: ServicesDep, patient: PatientDep) -> dict[str, Any]:
@@ -331,11 +331,10 @@ def register_patient_routes(app: FastAPI) -> None:
         return engine_answer(outcome, s.clock)
 
 
-def _code_message(body: bytes) -> tuple[str, str]:
-    import orjson
-
+def _status_code_message(outcome: object, clock: Clock) -> tuple[int, str, str]:
+    status, body = refusal(outcome, clock)
     data = orjson.loads(body)
-    return data["code"], data["message"]
+    return status, data["code"], data["message"]
 
 
 def register_admin_routes(app: FastAPI) -> None:
@@ -423,7 +422,10 @@ def register_admin_routes(app: FastAPI) -> None:
         dependencies=[AdminDep],
         status_code=501,
     )
-    async def suspend(session_id: str) -> None:
+    async def suspend(session_id: str, s: ServicesDep) -> None:
+        state = await s.engine.session_state(session_id)
+        if not isinstance(state, SessionState):
+            raise ApiError(*_status_code_message(state, s.clock))
         raise ApiError(501, "not_implemented", NOT_YET)
 
     @app.post(
@@ -432,7 +434,10 @@ def register_admin_routes(app: FastAPI) -> None:
         dependencies=[AdminDep],
         status_code=501,
     )
-    async def check_in(booking_id: str) -> None:
+    async def check_in(booking_id: str, s: ServicesDep) -> None:
+        info = await s.engine.booking(booking_id)
+        if not isinstance(info, BookingInfo):
+            raise ApiError(*_status_code_message(info, s.clock))
         raise ApiError(501, "not_implemented", NOT_YET)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from engine.outcomes import Booked, SoldOut
+from engine.outcomes import Booked, SoldOut, Unavailable
 
 from . import metrics
 from .answers import HEADERS, booked_body, error_body, refusal
@@ -65,7 +65,11 @@ async def book(
         except Exception as exc:
             log.warning("could not index %s for patient %s: %s", outcome.booking_id, patient, exc)
         return (200 if outcome.repeat else 201), booked_body(outcome, services.clock)
-    if isinstance(outcome, SoldOut):  # with the alternatives this worker knows of
+    if isinstance(outcome, Unavailable):
+        log.warning(
+            "booking %s for patient %s unavailable: %s", session_id, patient, outcome.reason
+        )
+    elif isinstance(outcome, SoldOut):  # with the alternatives this worker knows of
         view = services.availability.sessions.get(session_id)
         if view is not None:
             services.availability.update(session_id, "sold_out", 0)

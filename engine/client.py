@@ -133,6 +133,7 @@ class Engine:
         self._shard_of: dict[str, str] = {}
         self._pinned: dict[str, int] = {}
         self._host_of: dict[str, int] = {}
+        self._lookups: dict[str, asyncio.Future[str | None]] = {}
 
     async def close(self) -> None:
         await self.store.close()
@@ -154,10 +155,16 @@ class Engine:
 
     async def _shard(self, session_id: str) -> str | None:
         shard_id = self._shard_of.get(session_id)
-        if shard_id is None:
-            shard_id = await self.store.shard_of(session_id)
-            if shard_id is not None:
-                self._shard_of[session_id] = shard_id
+        if shard_id is not None:
+            return shard_id
+        lookup = self._lookups.get(session_id)
+        if lookup is None:  # one Redis read per unknown session, however many ask at once
+            lookup = asyncio.ensure_future(self.store.shard_of(session_id))
+            self._lookups[session_id] = lookup
+            lookup.add_done_callback(lambda _: self._lookups.pop(session_id, None))
+        shard_id = await asyncio.shield(lookup)
+        if shard_id is not None:
+            self._shard_of[session_id] = shard_id
         return shard_id
 
     async def _send(self, request: Request) -> Outcome:

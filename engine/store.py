@@ -70,18 +70,23 @@ class Store:
         self.keys = keys
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, timeout: float = 2.0) -> Store:
-        client = aioredis.Redis.from_url(
+    def from_url(cls, url: str, prefix: str, timeout: float = 2.0, connections: int = 64) -> Store:
+        """A client whose callers wait (up to ``timeout``) for one of ``connections``
+        connections rather than fail when a crowd arrives at once."""
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=connections,
+            timeout=timeout,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             health_check_interval=0,
             retry_on_timeout=False,
         )
-        return cls(client, Keys(prefix))
+        return cls(aioredis.Redis(connection_pool=pool), Keys(prefix))
 
     async def close(self) -> None:
         await self.client.aclose()
+        await self.client.connection_pool.disconnect()
 
     # ----- the host's side -----------------------------------------------------------------
 
