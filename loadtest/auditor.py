@@ -36,7 +36,8 @@ def read_acks(path: Path) -> list[Ack]:
         for line in path.read_bytes().splitlines():
             if line.strip():
                 d = orjson.loads(line)
-                acks.append(Ack(d["booking_id"], d["session_id"], int(d["patient_id"]), d["slot_no"]))
+                patient = int(d["patient_id"])
+                acks.append(Ack(d["booking_id"], d["session_id"], patient, d["slot_no"]))
     return acks
 
 
