@@ -256,6 +256,22 @@ def serve(host: str, port: int, workers: int) -> None:
 @click.option("--out", default="patients.csv", show_default=True, type=click.Path())
 def seed(patients: int, out: str) -> None:
     """Create patients and their tokens in bulk (for load tests); write them to a CSV file."""
+    count = _seed(Settings.from_env(), patients, out)
+    click.echo(f"{count} patients with tokens written to {out}")
+
+
+def _redis_url(settings: Settings) -> str:
+    """The platform's Redis: SLOTENGINE_REDIS_URL, else the one ``slotengine up`` started."""
+    url = settings.redis_url
+    url_file = settings.data_dir / "redis" / URL_FILE
+    if url is None and url_file.exists():
+        url = url_file.read_text().strip()
+    if url is None:
+        raise click.UsageError("set SLOTENGINE_REDIS_URL (slotengine up prints it)")
+    return url
+
+
+def _seed(settings: Settings, patients: int, out: str) -> int:
     import csv
 
     from api.auth import Tokens
@@ -264,13 +280,7 @@ def seed(patients: int, out: str) -> None:
     from api.services import shared_secret
     from engine.keys import Keys
 
-    settings = Settings.from_env()
-    url = settings.redis_url
-    url_file = settings.data_dir / "redis" / URL_FILE
-    if url is None and url_file.exists():
-        url = url_file.read_text().strip()
-    if url is None:
-        raise click.UsageError("set SLOTENGINE_REDIS_URL (slotengine up prints it)")
+    url = _redis_url(settings)
 
     async def go() -> list[tuple[int, str, str]]:
         import redis.asyncio as aioredis
@@ -290,7 +300,108 @@ def seed(patients: int, out: str) -> None:
         writer = csv.writer(f)
         writer.writerow(["patient_id", "phone", "token"])
         writer.writerows(rows)
-    click.echo(f"{len(rows)} patients with tokens written to {out}")
+    return len(rows)
+
+
+@main.command()
+@click.option(
+    "--scenario", type=click.Choice(["flash", "browse"]), default="flash", show_default=True
+)
+@click.option("--host", default="http://127.0.0.1:8000", show_default=True)
+@click.option("--users", default=2000, show_default=True, help="simulated patients")
+@click.option("--spawn-seconds", default=3.0, show_default=True, help="all users arrive within")
+@click.option("--run-time", default=30, show_default=True, help="seconds")
+@click.option("--patients-csv", default=None, help="from slotengine seed; default: seed now")
+@click.option("--out", default="loadtest-results", show_default=True, type=click.Path())
+def loadtest(
+    scenario: str,
+    host: str,
+    users: int,
+    spawn_seconds: float,
+    run_time: int,
+    patients_csv: str | None,
+    out: str,
+) -> None:
+    """Run a locust scenario headless against a running platform, then audit Redis."""
+    import csv
+    import os
+    import subprocess
+    from pathlib import Path
+
+    import loadtest as package
+    from loadtest.auditor import check, read_acks
+
+    settings = Settings.from_env()
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    acks = folder / "acknowledged.jsonl"
+    acks.unlink(missing_ok=True)
+    if patients_csv is None:
+        patients_csv = str(folder / "patients.csv")
+        click.echo(f"seeding {users} patients ...")
+        _seed(settings, users, patients_csv)
+    script = Path(package.__file__).parent / (
+        "flash_crowd.py" if scenario == "flash" else "browse_and_book.py"
+    )
+    env = {
+        **os.environ,
+        "SLOTENGINE_PATIENTS_CSV": patients_csv,
+        "SLOTENGINE_ACKS": str(acks),
+        "SPIKE_USERS": str(users),
+        "SPIKE_SECONDS": str(spawn_seconds),
+        "HOLD_SECONDS": str(max(1.0, run_time - spawn_seconds)),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(script),
+        "--headless",
+        "--host",
+        host,
+        "--csv",
+        str(folder / "locust"),
+        "--only-summary",
+        "--run-time",
+        f"{run_time}s",
+        "--stop-timeout",
+        "5",
+    ]
+    if scenario == "browse":
+        command += ["-u", str(users), "-r", str(max(1.0, users / spawn_seconds))]
+    click.echo(f"locust: {scenario} scenario, {users} users within {spawn_seconds}s, {run_time}s")
+    started = time.time()
+    subprocess.run(command, env=env, check=False, timeout=run_time + 120)
+    seconds = time.time() - started
+
+    async def audit_run():  # type: ignore[no-untyped-def]
+        store = Store.from_url(_redis_url(settings), settings.namespace)
+        try:
+            return await check(store, read_acks(acks))
+        finally:
+            await store.close()
+
+    report = asyncio.run(audit_run())
+    rows = list(csv.DictReader((folder / "locust_stats.csv").open()))
+    lines = [
+        f"# load test: {scenario}, {users} users, {run_time}s against {host}",
+        "",
+        "| request | count | failures | median ms | p99 ms | req/s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['Name']} | {r['Request Count']} | {r['Failure Count']} | "
+            f"{r['Median Response Time']} | {r['99%']} | {float(r['Requests/s']):.0f} |"
+        )
+    lines += ["", f"{len(read_acks(acks))} bookings acknowledged to clients", report.summary()]
+    lines += [f"- PROBLEM: {p}" for p in report.problems[:50]]
+    text = "\n".join(lines) + "\n"
+    (folder / "report.md").write_text(text)
+    click.echo(text)
+    click.echo(f"({seconds:.0f}s; CSVs and report in {folder}/)")
+    sys.exit(0 if report.ok else 1)
 
 
 if __name__ == "__main__":

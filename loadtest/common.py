@@ -1,0 +1,64 @@
+"""What the locust files share: seeded patients, target sessions, the acknowledgement log."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import os
+import threading
+import urllib.request
+from pathlib import Path
+
+import orjson
+
+
+def patients() -> list[tuple[int, str]]:
+    """(patient id, token) rows from ``slotengine seed`` (SLOTENGINE_PATIENTS_CSV)."""
+    path = Path(os.environ.get("SLOTENGINE_PATIENTS_CSV", "patients.csv"))
+    with path.open() as f:
+        return [(int(r["patient_id"]), r["token"]) for r in csv.DictReader(f)]
+
+
+class Tokens:
+    """Hands each simulated user its own patient, round robin."""
+
+    def __init__(self) -> None:
+        self.rows = patients()
+        self._next = itertools.cycle(self.rows)
+        self._lock = threading.Lock()
+
+    def take(self) -> tuple[int, str]:
+        with self._lock:
+            return next(self._next)
+
+
+class Acks:
+    """Every booking a client was told about (201/200), for the auditor (JSON lines)."""
+
+    def __init__(self) -> None:
+        path = Path(os.environ.get("SLOTENGINE_ACKS", "acknowledged.jsonl"))
+        self._file = path.open("ab")
+        self._lock = threading.Lock()
+
+    def record(self, patient_id: int, body: dict) -> None:
+        line = orjson.dumps({**body, "patient_id": patient_id}) + b"\n"
+        with self._lock:
+            self._file.write(line)
+            self._file.flush()
+
+
+def target_sessions(host: str) -> list[str]:
+    """SLOTENGINE_SESSIONS (comma-separated), else the first four open doctor-sessions of the
+    first department: a popular doctor's release."""
+    listed = os.environ.get("SLOTENGINE_SESSIONS")
+    if listed:
+        return listed.split(",")
+
+    def get(path: str):  # type: ignore[no-untyped-def]
+        with urllib.request.urlopen(host.rstrip("/") + path, timeout=10) as r:
+            return orjson.loads(r.read())
+
+    hospital = get("/v1/hospitals")[0]["id"]
+    department = get(f"/v1/hospitals/{hospital}/departments")[0]["id"]
+    sessions = get(f"/v1/departments/{department}/sessions")
+    return [s["id"] for s in sessions if s["status"] in ("open", "sold_out")][:4]
