@@ -48,10 +48,13 @@ def mask_id_number(id_number: str) -> str:
 class Tokens:
     """Issue and read patients' bearer tokens; check the platform admin's token."""
 
+    CACHE_SIZE = 100_000
+
     def __init__(self, secret: str, admin_token: str, lifetime_seconds: int) -> None:
         self._secret = secret
         self._admin = admin_token.encode()
         self._lifetime = lifetime_seconds
+        self._verified: dict[str, tuple[int, float]] = {}  # token → (patient, expires at)
 
     def issue(self, patient_id: int, now: float | None = None) -> str:
         now = time.time() if now is None else now
@@ -59,13 +62,25 @@ class Tokens:
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
     def patient_of(self, token: str) -> int | None:
-        """The patient id a valid, unexpired token names; None for anything else."""
+        """The patient id a valid, unexpired token names; None for anything else.
+
+        A verified token is remembered until it expires, so a patient pressing "book" again
+        and again costs one signature check, not one per press.
+        """
+        known = self._verified.get(token)
+        if known is not None and known[1] > time.time():
+            return known[0]
         try:
             claims = jwt.decode(token, self._secret, algorithms=[ALGORITHM])
             patient = int(claims["sub"])
         except (jwt.PyJWTError, KeyError, ValueError, TypeError):
             return None
-        return patient if patient > 0 else None
+        if patient <= 0:
+            return None
+        if len(self._verified) >= self.CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = (patient, float(claims["exp"]))
+        return patient
 
     def hash_id(self, id_number: str) -> str:
         return hash_id_number(self._secret, id_number)

@@ -59,11 +59,7 @@ async def book(
     metrics.ENGINE_CALLS.inc()
     outcome = await services.engine.book(session_id, patient, request_id)
     metrics.OUTCOMES.labels(type(outcome).__name__).inc()
-    if isinstance(outcome, Booked):
-        try:  # the booking is committed; this index only serves "my bookings" (a retry repairs it)
-            await services.catalog.add_patient_booking(patient, outcome.booking_id)
-        except Exception as exc:
-            log.warning("could not index %s for patient %s: %s", outcome.booking_id, patient, exc)
+    if isinstance(outcome, Booked):  # the host indexed it for "my bookings" in its commit
         return (200 if outcome.repeat else 201), booked_body(outcome, services.clock)
     if isinstance(outcome, Unavailable):
         log.warning(

@@ -115,9 +115,6 @@ class Catalog:
             return None
         return await self.get("patient", raw_id.decode())
 
-    async def add_patient_booking(self, patient_id: int, booking_id: str) -> None:
-        await self.client.sadd(self.keys.patient_bookings(patient_id), booking_id)
-
     async def patient_booking_ids(self, patient_id: int) -> list[str]:
         members = await self.client.smembers(self.keys.patient_bookings(patient_id))
         return sorted(m.decode() for m in members)

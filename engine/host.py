@@ -144,7 +144,7 @@ class Host:
                     if (status := s.status(now)) != self.published.get(s.id)
                 ]
                 if stock:
-                    writes.append(ShardWrite(shard_id, shard.hospital_id, epoch, [], (), stock))
+                    writes.append(ShardWrite(shard_id, shard.hospital_id, epoch, [], stock=stock))
             self._commit(writes)
         except Exception:
             log.exception("tick failed")
@@ -268,7 +268,13 @@ class Host:
             stock = [(s.id, s.status(now), s.free) for s in sessions]
             writes.append(
                 ShardWrite(
-                    shard_id, shard.hospital_id, epoch, sessions, changes.new_session_ids, stock
+                    shard_id,
+                    shard.hospital_id,
+                    epoch,
+                    sessions,
+                    new_session_ids=changes.new_session_ids,
+                    new_bookings=changes.new_bookings,
+                    stock=stock,
                 )
             )
         return writes

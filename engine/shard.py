@@ -54,6 +54,7 @@ class Changes:
 
     sessions: dict[str, DoctorSession] = field(default_factory=dict)
     new_session_ids: list[str] = field(default_factory=list)
+    new_bookings: list[tuple[int, str]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.sessions)
@@ -117,8 +118,11 @@ class Shard:
             self.live[patient] = (*held, session)
         else:
             self.live[patient] = session
-        self._changes.sessions[session.id] = session
-        return session.take(patient, request, now, self.policy.hold_seconds)
+        changes = self._changes
+        changes.sessions[session.id] = session
+        booked = session.take(patient, request, now, self.policy.hold_seconds)
+        changes.new_bookings.append((patient, booked.booking_id))
+        return booked
 
     def release(
         self, session_id: str, booking_no: int, patient: int | None

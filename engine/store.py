@@ -52,6 +52,7 @@ class ShardWrite:
     epoch: int
     sessions: Sequence[DoctorSession]
     new_session_ids: Sequence[str] = ()
+    new_bookings: Sequence[tuple[int, str]] = ()  # (patient, booking id) for "my bookings"
     stock: list[tuple[str, str, int]] = field(default_factory=list)  # (session, status, left)
 
 
@@ -127,6 +128,7 @@ class Store:
         """
         keys = self.keys
         try:
+            extras: list[int] = []  # commands after each write's script, to skip in the results
             async with self.client.pipeline(transaction=False) as pipe:
                 for w in writes:
                     snap_keys = [keys.session(w.shard_id, s.id) for s in w.sessions]
@@ -145,19 +147,25 @@ class Store:
                         *payloads,
                         *w.new_session_ids,
                     )
+                    count = 0
                     if w.new_session_ids:  # claimed already by the client; this only repairs
                         for session_id in w.new_session_ids:
                             pipe.hsetnx(keys.catalog, session_id, w.shard_id)
                         pipe.sadd(keys.shards, w.shard_id)
+                        count += len(w.new_session_ids) + 1
+                    for patient, booking_id in w.new_bookings:  # "my bookings", same round trip
+                        pipe.sadd(keys.patient_bookings(patient), booking_id)
+                        count += 1
+                    extras.append(count)
                 results = await pipe.execute(raise_on_error=False)
         except RedisError as exc:
             failure = StoreUnavailable(f"commit failed: {exc}")
             return [failure for _ in writes]
         out: list[BaseException | None] = []
         results_iter = iter(results)
-        for w in writes:
+        for w, count in zip(writes, extras, strict=True):
             result = next(results_iter)
-            for _ in range(len(w.new_session_ids) + 1 if w.new_session_ids else 0):
+            for _ in range(count):
                 next(results_iter)
             if isinstance(result, ResponseError) and "FENCED" in str(result):
                 out.append(Fenced(f"{w.shard_id}: {result}"))

@@ -41,7 +41,11 @@ async def write_all(store, epoch, shard):
     sessions = list(changes.sessions.values())
     stock = [(s.id, s.status(10.0), s.free) for s in sessions]
     return await store.commit(
-        [ShardWrite(SHARD, "h1", epoch, sessions, changes.new_session_ids, stock)]
+        [
+            ShardWrite(
+                SHARD, "h1", epoch, sessions, changes.new_session_ids, changes.new_bookings, stock
+            )
+        ]
     )
 
 
@@ -55,6 +59,7 @@ async def test_round_trip_through_redis(store):
     shard.book("s1", 9, 9, 10.0)
     assert await write_all(store, epoch, shard) == [None]
     assert await store.shard_of("s1") == SHARD
+    assert await store.client.smembers(store.keys.patient_bookings(9)) == {b"s1.0"}
     assert await store.shard_ids() == [SHARD]
 
     epoch2, again = await store.activate(SHARD, "h1", "2026-12-01")

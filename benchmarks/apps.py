@@ -1,0 +1,124 @@
+"""The other apps of the API benchmark, each served by uvicorn like ours.
+
+- ``raw``: a raw ASGI app answering a constant (the ceiling of any Python HTTP server here);
+- ``lua``: the seed's Redis answer behind a FastAPI route: verify the token, then one EVALSHA
+  "decrement the stock if positive, push the patient" per request;
+- ``pg``: the seed's PostgreSQL answer behind the same route: one conditional
+  ``UPDATE ... SET left = left - 1 WHERE left > 0`` (and the booking row) per request.
+
+Configured by BENCH_REDIS_URL, BENCH_PG_DSN and BENCH_SECRET.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Header
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from api.auth import Tokens, bearer
+
+CONSTANT = b'{"code":"sold_out","message":"No free slot is left in this doctor-session."}'
+LUA = """
+local left = tonumber(redis.call('GET', KEYS[1]) or '0')
+if left <= 0 then return -1 end
+redis.call('DECR', KEYS[1])
+redis.call('RPUSH', KEYS[2], ARGV[1])
+return left - 1
+"""
+
+
+async def raw(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 409,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": CONSTANT})
+
+
+class BookingIn(BaseModel):
+    request_id: str = Field(min_length=1, max_length=64)
+
+
+def _tokens() -> Tokens:
+    return Tokens(os.environ["BENCH_SECRET"], "unused-admin-token-x", 3600)
+
+
+def lua() -> FastAPI:
+    import redis.asyncio as aioredis
+
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
+        state["redis"] = aioredis.Redis.from_url(os.environ["BENCH_REDIS_URL"], max_connections=256)
+        state["sha"] = await state["redis"].script_load(LUA)
+        state["tokens"] = _tokens()
+        yield
+        await state["redis"].aclose()
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.post("/v1/sessions/{session_id}/bookings", status_code=201)
+    async def book(session_id: str, body: BookingIn, authorization: str | None = Header(None)):  # type: ignore[no-untyped-def]
+        token = bearer(authorization)
+        patient = state["tokens"].patient_of(token) if token else None
+        if patient is None:
+            return JSONResponse({"code": "unauthenticated"}, status_code=401)
+        left = await state["redis"].evalsha(
+            state["sha"], 2, f"lua:{session_id}:stock", f"lua:{session_id}:patients", patient
+        )
+        if left < 0:
+            return JSONResponse({"code": "sold_out"}, status_code=409)
+        return {"session_id": session_id, "remaining": left}
+
+    return app
+
+
+def pg() -> FastAPI:
+    import asyncpg
+
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
+        state["pool"] = await asyncpg.create_pool(
+            os.environ["BENCH_PG_DSN"], min_size=8, max_size=32
+        )
+        state["tokens"] = _tokens()
+        yield
+        await state["pool"].close()
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.post("/v1/sessions/{session_id}/bookings", status_code=201)
+    async def book(session_id: str, body: BookingIn, authorization: str | None = Header(None)):  # type: ignore[no-untyped-def]
+        token = bearer(authorization)
+        patient = state["tokens"].patient_of(token) if token else None
+        if patient is None:
+            return JSONResponse({"code": "unauthenticated"}, status_code=401)
+        async with state["pool"].acquire() as conn, conn.transaction():
+            left = await conn.fetchval(
+                "UPDATE stock SET remaining = remaining - 1 "
+                "WHERE session_id = $1 AND remaining > 0 RETURNING remaining",
+                session_id,
+            )
+            if left is None:
+                return JSONResponse({"code": "sold_out"}, status_code=409)
+            await conn.execute(
+                "INSERT INTO booking (session_id, patient_id, request_id) VALUES ($1, $2, $3)",
+                session_id,
+                patient,
+                body.request_id,
+            )
+        return {"session_id": session_id, "remaining": left}
+
+    return app
