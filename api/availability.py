@@ -10,7 +10,7 @@ stock); the bytes are rebuilt only when something in that department changed.
 
 from __future__ import annotations
 
-import time
+import datetime
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +25,7 @@ OPEN, SCHEDULED, SOLD_OUT, CLOSED, SUSPENDED = (
     "suspended",
 )
 MAX_ALTERNATIVES = 5
+REBUILD_SECONDS = 0.5
 CODES = {SOLD_OUT: "sold_out", SCHEDULED: "not_open", CLOSED: "closed", SUSPENDED: "suspended"}
 
 
@@ -42,6 +43,10 @@ class SessionView:
     status: str
     remaining: int
     holders: frozenset[int] | None = None  # patients with a booking here; None = not known
+    day: int = 0  # the visit date as a day number, for "nearest date" alternatives
+
+    def __post_init__(self) -> None:
+        self.day = datetime.date.fromisoformat(self.date).toordinal()
 
     def status_at(self, now: float) -> str:
         """The status as this worker knows it, with the clock applied on top."""
@@ -75,7 +80,9 @@ class Availability:
         self.clock = clock
         self.sessions: dict[str, SessionView] = {}
         self.by_department: dict[str, list[SessionView]] = {}
-        self._answers: dict[str, tuple[str, tuple[int, bytes, str]]] = {}  # session → answer
+        # session → (status, department version, built at, answer)
+        self._answers: dict[str, tuple[str, int, float, tuple[int, bytes, str]]] = {}
+        self._versions: dict[str, int] = {}  # department → changes seen
         self.missing_holders: set[str] = set()  # sessions whose holders the worker should fetch
         self.updates = 0
 
@@ -119,8 +126,7 @@ class Availability:
             view.holders = patients
 
     def _changed(self, view: SessionView) -> None:
-        for other in self.by_department.get(view.department_id, ()):
-            self._answers.pop(other.id, None)
+        self._versions[view.department_id] = self._versions.get(view.department_id, 0) + 1
 
     def department(self, department_id: str, date: str | None) -> list[SessionView]:
         views = self.by_department.get(department_id, [])
@@ -150,11 +156,17 @@ class Availability:
 
     def answer(self, view: SessionView, status: str, now: float) -> tuple[int, bytes, str]:
         """The pre-built refusal for a session at ``status`` (built once per change)."""
+        version = self._versions.get(view.department_id, 0)
         cached = self._answers.get(view.id)
-        if cached is not None and cached[0] == status:
-            return cached[1]
+        # alternatives are hints: during a crowd, rebuild them at most every REBUILD_SECONDS
+        if (
+            cached is not None
+            and cached[0] == status
+            and (status != SOLD_OUT or cached[1] == version or now - cached[2] < REBUILD_SECONDS)
+        ):
+            return cached[3]
         answer = self._refusal(view, status, now)
-        self._answers[view.id] = (status, answer)
+        self._answers[view.id] = (status, version, now, answer)
         return answer
 
     def _refusal(self, view: SessionView, status: str, now: float) -> tuple[int, bytes, str]:
@@ -184,7 +196,7 @@ class Availability:
             for v in self.by_department.get(view.department_id, ())
             if v.id != view.id and v.remaining > 0 and v.status_at(now) in (OPEN, SCHEDULED)
         ]
-        candidates.sort(key=lambda v: (v.date != view.date, abs(_day(v.date) - _day(view.date))))
+        candidates.sort(key=lambda v: (v.date != view.date, abs(v.day - view.day)))
         return [
             {
                 "session_id": v.id,
@@ -196,6 +208,3 @@ class Availability:
             for v in candidates[:MAX_ALTERNATIVES]
         ]
 
-
-def _day(iso_date: str) -> int:
-    return int(time.mktime(time.strptime(iso_date, "%Y-%m-%d")) // 86400)

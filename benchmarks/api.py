@@ -42,7 +42,9 @@ from engine.settings import Settings
 
 HERE = Path(__file__).parent
 ADMIN = "bench-admin-token-0123456789"
-HOSPITALS, DOCTORS, CAPACITY, PATIENTS = 10, 5, 1000, 6000
+# 10 hospitals x 167 doctor-sessions x 30 slots = 50,100 slots; 6,000 patients x 10 hospitals
+# = 60,000 (patient, department-day) pairs: most requests of a 10 s run find stock and pass.
+HOSPITALS, DOCTORS, CAPACITY, PATIENTS = 10, 167, 30, 6000
 
 
 def wrk(url: str, plan: Path, duration: int, connections: int) -> tuple[float, float, float]:
@@ -108,6 +110,7 @@ async def make_sessions(rt: Runtime, catalog: Catalog, date: str) -> list[list[s
     """HOSPITALS hospitals with one department of DOCTORS sessions of CAPACITY slots each."""
     engine = rt.engine()
     by_hospital = []
+    specs = []
     for h in range(HOSPITALS):
         ids = []
         for d in range(DOCTORS):
@@ -123,7 +126,7 @@ async def make_sessions(rt: Runtime, catalog: Catalog, date: str) -> list[list[s
                 first_slot_minute=480,
                 slot_minutes=1,
             )
-            await engine.create_session(spec)
+            specs.append(spec)
             await catalog.add_session(
                 {
                     "id": sid,
@@ -139,6 +142,7 @@ async def make_sessions(rt: Runtime, catalog: Catalog, date: str) -> list[list[s
             )
             ids.append(sid)
         by_hospital.append(ids)
+    await asyncio.gather(*(engine.create_session(s) for s in specs))
     await engine.close()
     return by_hospital
 
@@ -172,7 +176,7 @@ def main() -> None:
     )
     work = Path(tempfile.mkdtemp(prefix="slotengine-apibench-"))
     settings = Settings.from_env(
-        {},
+        None,
         hosts=1,
         host_cpus=1,
         data_dir=work,
