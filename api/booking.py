@@ -135,7 +135,7 @@ class Gateway:
                     session_id, time.time(), lambda: claimed_patient(bearer(authorization))
                 )
                 if fast is not None:
-                    metrics.FAST_PATH.labels(fast[2]).inc()
+                    metrics.FAST_PATH_BY_CODE[fast[2]].inc()
                     await respond(send, fast[0], fast[1])
                     return
                 body = await read_body(receive, limit)
