@@ -207,4 +207,3 @@ class Availability:
             }
             for v in candidates[:MAX_ALTERNATIVES]
         ]
-

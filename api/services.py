@@ -31,7 +31,8 @@ from .catalog import Catalog
 from .limits import RateLimiter
 
 log = logging.getLogger(__name__)
-RESYNC_SECONDS = 15.0
+RESYNC_SECONDS = 60.0  # a safety net: pub/sub keeps the view fresh
+RESYNC_CHUNK = 256  # state requests per step, so a resync never stalls the booking path
 HOLDERS_SECONDS = 0.05
 
 
@@ -100,10 +101,12 @@ class Services:
         docs = await self.catalog.sessions()
         for doc in docs:
             self.availability.add(doc)
-        states = await asyncio.gather(*(self.engine.session_state(d["id"]) for d in docs))
-        for state in states:
-            if isinstance(state, SessionState):
-                self.availability.update(state.session_id, state.status, state.remaining)
+        for i in range(0, len(docs), RESYNC_CHUNK):
+            chunk = docs[i : i + RESYNC_CHUNK]
+            states = await asyncio.gather(*(self.engine.session_state(d["id"]) for d in chunk))
+            for state in states:
+                if isinstance(state, SessionState):
+                    self.availability.update(state.session_id, state.status, state.remaining)
 
     async def _resync_forever(self) -> None:
         while True:

@@ -52,6 +52,11 @@ def _tokens() -> Tokens:
     return Tokens(os.environ["BENCH_SECRET"], "unused-admin-token-x", 3600)
 
 
+def _patient(state: dict[str, Any], authorization: str | None) -> int | None:
+    token = bearer(authorization)
+    return state["tokens"].patient_of(token) if token else None
+
+
 def lua() -> FastAPI:
     import redis.asyncio as aioredis
 
@@ -69,8 +74,7 @@ def lua() -> FastAPI:
 
     @app.post("/v1/sessions/{session_id}/bookings", status_code=201)
     async def book(session_id: str, body: BookingIn, authorization: str | None = Header(None)):  # type: ignore[no-untyped-def]
-        token = bearer(authorization)
-        patient = state["tokens"].patient_of(token) if token else None
+        patient = _patient(state, authorization)
         if patient is None:
             return JSONResponse({"code": "unauthenticated"}, status_code=401)
         left = await state["redis"].evalsha(
@@ -101,8 +105,7 @@ def pg() -> FastAPI:
 
     @app.post("/v1/sessions/{session_id}/bookings", status_code=201)
     async def book(session_id: str, body: BookingIn, authorization: str | None = Header(None)):  # type: ignore[no-untyped-def]
-        token = bearer(authorization)
-        patient = state["tokens"].patient_of(token) if token else None
+        patient = _patient(state, authorization)
         if patient is None:
             return JSONResponse({"code": "unauthenticated"}, status_code=401)
         async with state["pool"].acquire() as conn, conn.transaction():
