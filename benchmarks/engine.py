@@ -227,6 +227,7 @@ def fill(shards: list[Shard]) -> None:
             for _ in range(s.spec.capacity):
                 patient += 7
                 shard.book(s.id, patient, patient * 31, time.time())
+            shard.take_changes()  # as the host does after every batch
 
 
 async def redis_bytes(store: Store, shards: list[Shard]) -> float:
@@ -359,7 +360,7 @@ def main() -> None:
         f"versions: Python {platform.python_version()}, Ray {ray.__version__}, "
         f"{server.get('server_name', 'redis')} "
         f"{server.get('valkey_version', server['redis_version'])} "
-        f"(AOF everysec), redis-py {redis.__version__}, "
+        f"(AOF appendfsync {settings.redis_appendfsync}), redis-py {redis.__version__}, "
         f"msgpack {'.'.join(map(str, msgpack.version))}"
     )
     out.append(
