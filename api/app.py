@@ -20,6 +20,7 @@ from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.errors import StoreUnavailable
@@ -145,6 +146,7 @@ def engine_answer(outcome: object, clock: Clock) -> Response:
 
 
 NOT_YET = "Arrives with the booking lifecycle (payments, check-in, suspension)."
+DUMMY_HASH = hash_password("no such patient")
 
 
 # ----- the app ---------------------------------------------------------------------------------
@@ -192,7 +194,8 @@ def register_errors(app: FastAPI) -> None:
         return error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
 
     @app.exception_handler(StoreUnavailable)
-    async def unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
+    @app.exception_handler(RedisError)
+    async def unavailable(_: Request, exc: Exception) -> JSONResponse:
         return error(503, "unavailable", "The store cannot answer right now; retry.")
 
 
@@ -216,8 +219,10 @@ def register_patient_routes(app: FastAPI) -> None:
 
     @app.post("/v1/auth/token", tags=["patients"])
     async def token(body: Credentials, s: ServicesDep) -> dict[str, str]:
+        if not s.logins.allow(hash(body.phone), time.monotonic()):
+            raise ApiError(429, "rate_limited", "Too many attempts for this phone; wait.")
         patient = await s.catalog.patient_by_phone(body.phone)
-        hashed = patient["password_hash"] if patient else hash_password("timing")
+        hashed = patient["password_hash"] if patient else DUMMY_HASH  # same work either way
         ok = await asyncio.to_thread(check_password, hashed, body.password)
         if patient is None or not ok:
             raise ApiError(401, "unauthenticated", "Wrong phone or password.")
@@ -364,6 +369,9 @@ def register_admin_routes(app: FastAPI) -> None:
         doctor = await s.catalog.get("doctor", body.doctor_id)
         if doctor is None:
             raise ApiError(404, "not_found", "No such doctor.")
+        today = datetime.now(s.clock.zone).date()
+        if not today - timedelta(days=1) <= body.date <= today + timedelta(days=366):
+            raise ApiError(422, "invalid_request", "date must be within the coming year.")
         hour, minute = (int(x) for x in body.first_slot_at.split(":"))
         first_slot = datetime(
             body.date.year, body.date.month, body.date.day, hour, minute, tzinfo=s.clock.zone

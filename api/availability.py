@@ -42,6 +42,7 @@ class SessionView:
     closes_at: float | None
     status: str
     remaining: int
+    version: int = -1  # the engine's DoctorSession.version this view reflects
     holders: frozenset[int] | None = None  # patients with a booking here; None = not known
     day: int = 0  # the visit date as a day number, for "nearest date" alternatives
 
@@ -107,22 +108,24 @@ class Availability:
         self._changed(view)
         return view
 
-    def update(self, session_id: str, status: str, remaining: int) -> None:
+    def update(self, session_id: str, status: str, remaining: int, version: int) -> None:
+        """Take the engine's word for a session, unless it is older than what the view has
+        (messages and state answers may arrive out of order)."""
         view = self.sessions.get(session_id)
-        if view is None:
+        if view is None or version < view.version:
             return
-        if (status, remaining) != (view.status, view.remaining):
-            view.holders = None
-            if status in (SOLD_OUT, CLOSED, SUSPENDED):
-                self.missing_holders.add(session_id)  # fetch them before the crowd asks
-        view.status, view.remaining = status, remaining
+        if version != view.version:
+            view.holders = None  # someone booked or released: who holds bookings may differ
+        if view.holders is None and status in (SOLD_OUT, CLOSED, SUSPENDED):
+            self.missing_holders.add(session_id)  # fetch them before the crowd asks
+        view.status, view.remaining, view.version = status, remaining, version
         self.updates += 1
         self._changed(view)
 
-    def set_holders(self, session_id: str, status: str, patients: frozenset[int]) -> None:
-        """Who has a booking in a session that stands at ``status`` (from the engine)."""
+    def set_holders(self, session_id: str, version: int, patients: frozenset[int]) -> None:
+        """Who has a booking in a session, as of ``version`` (from the engine)."""
         view = self.sessions.get(session_id)
-        if view is not None and view.status == status:
+        if view is not None and view.version == version:
             view.holders = patients
 
     def _changed(self, view: SessionView) -> None:

@@ -67,8 +67,7 @@ async def book(
         )
     elif isinstance(outcome, SoldOut):  # with the alternatives this worker knows of
         view = services.availability.sessions.get(session_id)
-        if view is not None:
-            services.availability.update(session_id, "sold_out", 0)
+        if view is not None:  # the view itself learns of the sell-out from pub/sub, in order
             code, body, _ = services.availability.answer(view, "sold_out", time.time())
             return code, body
     return refusal(outcome, services.clock)

@@ -8,6 +8,8 @@ every worker's availability view learns it at once.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import time
 from typing import Any
 
@@ -19,6 +21,7 @@ from engine.errors import StoreUnavailable
 from engine.keys import Keys
 
 PREFIX = {"hospital": "h", "department": "dep", "doctor": "doc", "session": "s"}
+ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
 
 
 class Catalog:
@@ -30,6 +33,8 @@ class Catalog:
         return f"{PREFIX[kind]}{await self.client.incr(self.keys.seq(kind))}"
 
     async def get(self, kind: str, entity_id: str) -> dict[str, Any] | None:
+        if not ID.fullmatch(str(entity_id)):
+            return None  # nothing we made looks like that (and it must not reach other keys)
         try:
             raw = await self.client.get(self.keys.entity(kind, entity_id))
         except RedisError as exc:
@@ -102,11 +107,17 @@ class Catalog:
         by_phone, by_id = self.keys.patient_by("phone"), self.keys.patient_by("id_hash")
         if not await self.client.hsetnx(by_phone, doc["phone"], patient_id):
             return None
-        if not await self.client.hsetnx(by_id, doc["id_hash"], patient_id):
-            await self.client.hdel(by_phone, doc["phone"])
-            return None
-        doc = {**doc, "id": patient_id, "created_at": time.time()}
-        await self.client.set(self.keys.entity("patient", patient_id), orjson.dumps(doc))
+        try:
+            if not await self.client.hsetnx(by_id, doc["id_hash"], patient_id):
+                await self.client.hdel(by_phone, doc["phone"])
+                return None
+            doc = {**doc, "id": patient_id, "created_at": time.time()}
+            await self.client.set(self.keys.entity("patient", patient_id), orjson.dumps(doc))
+        except BaseException:  # leave no half-registered phone behind
+            with contextlib.suppress(Exception):
+                await self.client.hdel(by_phone, doc["phone"])
+                await self.client.hdel(by_id, doc["id_hash"])
+            raise
         return patient_id
 
     async def patient_by_phone(self, phone: str) -> dict[str, Any] | None:

@@ -167,8 +167,10 @@ def up(host: str, port: int, workers: int, demo: bool) -> None:
     with Runtime.start(settings) as rt:
         url = rt.settings.redis_url
         assert url is not None
-        if rt.redis is not None:
-            (rt.redis.data_dir / URL_FILE).write_text(url)
+        if rt.redis is not None:  # for seed/loadtest/audit; it holds the password: owner only
+            url_file = rt.redis.data_dir / URL_FILE
+            url_file.touch(mode=0o600)
+            url_file.write_text(url)
         os.environ.update(
             {
                 "SLOTENGINE_REDIS_URL": url,
@@ -186,9 +188,8 @@ def up(host: str, port: int, workers: int, demo: bool) -> None:
         base = f"http://{host}:{port}"
         click.echo(f"slotengine is up at {base}  (docs: {base}/docs)")
         click.echo(f"  Redis:       {url}")
-        click.echo(
-            f"  admin token: {admin_token}" + ("" if settings.admin_token else "  (generated)")
-        )
+        if settings.admin_token is None:  # one the operator chose is not echoed to logs
+            click.echo(f"  admin token: {admin_token}  (generated)")
         if patient_token:
             click.echo(f"  demo patient token: {patient_token}")
             click.echo(f"  try: curl {base}/v1/hospitals")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +60,7 @@ class Services:
     tokens: Tokens
     clock: Clock
     limiter: RateLimiter
+    logins: RateLimiter  # per phone: against password guessing
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -79,6 +81,7 @@ class Services:
             tokens=Tokens(secret, settings.admin_token, settings.token_days * 86400),
             clock=clock,
             limiter=RateLimiter(settings.rate_per_second, settings.rate_burst),
+            logins=RateLimiter(1.0, 10),
         )
         ready = asyncio.Event()
         services.tasks.append(asyncio.create_task(services._listen(ready)))
@@ -98,7 +101,8 @@ class Services:
 
     async def resync(self) -> None:
         """Load every doctor-session of the catalog and ask the engine how each stands."""
-        docs = await self.catalog.sessions()
+        yesterday = (datetime.date.today() - datetime.timedelta(days=1)).isoformat()
+        docs = [d for d in await self.catalog.sessions() if d["date"] >= yesterday]
         for doc in docs:
             self.availability.add(doc)
         for i in range(0, len(docs), RESYNC_CHUNK):
@@ -106,7 +110,15 @@ class Services:
             states = await asyncio.gather(*(self.engine.session_state(d["id"]) for d in chunk))
             for state in states:
                 if isinstance(state, SessionState):
-                    self.availability.update(state.session_id, state.status, state.remaining)
+                    self.availability.update(
+                        state.session_id, state.status, state.remaining, state.version
+                    )
+
+    async def _resync_once(self) -> None:
+        try:
+            await self.resync()
+        except Exception as exc:
+            log.warning("availability resync failed: %s", exc)
 
     async def _resync_forever(self) -> None:
         while True:
@@ -124,39 +136,45 @@ class Services:
             if not wanted:
                 continue
             self.availability.missing_holders = set()
-            for session_id in wanted:
-                view = self.availability.sessions.get(session_id)
-                if view is None:
-                    continue
-                status = view.status
-                listed = await self.engine.session_bookings(session_id)
-                if isinstance(listed, Bookings):
-                    patients = frozenset(b.patient_id for b in listed.bookings)
-                    self.availability.set_holders(session_id, status, patients)
+            try:
+                for session_id in wanted:
+                    listed = await self.engine.session_bookings(session_id)
+                    if isinstance(listed, Bookings):
+                        made = len(listed.bookings)
+                        ended = sum(1 for b in listed.bookings if b.status == "ended")
+                        patients = frozenset(b.patient_id for b in listed.bookings)
+                        self.availability.set_holders(session_id, made + ended, patients)
+            except Exception as exc:  # keep the loop alive; the fast path waits meanwhile
+                log.warning("fetching holders failed: %s", exc)
+                self.availability.missing_holders |= wanted
 
     async def _listen(self, ready: asyncio.Event) -> None:
         """Follow stock changes and new doctor-sessions; resubscribe after a Redis outage."""
         keys = self.engine.store.keys
+        first = True
         while True:
             pubsub = self.engine.store.client.pubsub()
             try:
                 await pubsub.subscribe(keys.stock_channel, keys.catalog_channel)
                 ready.set()
+                if not first:  # subscribed again: now catch up on what was missed meanwhile
+                    self.tasks.append(asyncio.create_task(self._resync_once()))
+                first = False
                 async for message in pubsub.listen():
                     if message["type"] != "message":
                         continue
                     if message["channel"].decode() == keys.catalog_channel:
                         self.availability.add(orjson.loads(message["data"]))
                     else:
-                        for session_id, status, left in parse_stock_message(message["data"]):
-                            self.availability.update(session_id, status, left)
+                        for session_id, status, left, version in parse_stock_message(
+                            message["data"]
+                        ):
+                            self.availability.update(session_id, status, left, version)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("pub/sub lost (%s); resubscribing", exc)
                 await asyncio.sleep(0.5)
-                with contextlib.suppress(Exception):
-                    await self.resync()
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()

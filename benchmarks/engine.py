@@ -29,6 +29,7 @@ import ray
 import redis
 import redis.asyncio as aioredis
 
+from benchmarks.apps import LUA as LUA_BOOK
 from engine.audit import audit
 from engine.crowd import Answer, CrowdRequest, catalog, plan, play
 from engine.outcomes import Booked
@@ -37,14 +38,6 @@ from engine.session import SessionSpec
 from engine.settings import Settings
 from engine.shard import Shard
 from engine.store import ShardWrite, Store
-
-LUA_BOOK = """
-local left = tonumber(redis.call('GET', KEYS[1]) or '0')
-if left <= 0 then return -1 end
-redis.call('DECR', KEYS[1])
-redis.call('RPUSH', KEYS[2], ARGV[1])
-return left - 1
-"""
 
 
 def median(values: list[float]) -> float:

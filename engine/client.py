@@ -268,8 +268,8 @@ class Engine:
             return Unavailable(str(exc))
         return Done()
 
-    async def stock_updates(self) -> AsyncIterator[tuple[str, str, int]]:
-        """(session_id, status, remaining) for every stock change, as the hosts publish them."""
+    async def stock_updates(self) -> AsyncIterator[tuple[str, str, int, int]]:
+        """(session_id, status, remaining, version) for every stock change, as published."""
         pubsub = self.store.client.pubsub()
         await pubsub.subscribe(self.store.keys.stock_channel)
         try:

@@ -139,7 +139,7 @@ class Host:
                 if shard_id in written:
                     continue
                 stock = [
-                    (s.id, status, s.free)
+                    (s.id, status, s.free, s.version)
                     for s in shard.sessions.values()
                     if (status := s.status(now)) != self.published.get(s.id)
                 ]
@@ -265,7 +265,7 @@ class Host:
             if not changes:
                 continue
             sessions = list(changes.sessions.values())
-            stock = [(s.id, s.status(now), s.free) for s in sessions]
+            stock = [(s.id, s.status(now), s.free, s.version) for s in sessions]
             writes.append(
                 ShardWrite(
                     shard_id,
@@ -288,7 +288,7 @@ class Host:
         failures: dict[str, Unavailable] = {}
         for w, error in zip(writes, results, strict=True):
             if error is None:
-                for session_id, status, _ in w.stock:
+                for session_id, status, _, _ in w.stock:
                     self.published[session_id] = status
                 continue
             self.counters["failed_commits"] += 1

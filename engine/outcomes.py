@@ -117,6 +117,7 @@ class SessionState:
     opens_at: float
     closes_at: float | None
     fee: int
+    version: int = 0
 
 
 @dataclass(slots=True)

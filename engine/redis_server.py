@@ -9,6 +9,7 @@ pip), falling back to the system's ``redis-server``.
 from __future__ import annotations
 
 import atexit
+import secrets
 import shutil
 import socket
 import subprocess
@@ -48,11 +49,12 @@ class EmbeddedRedis:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.appendfsync = appendfsync
+        self.password = secrets.token_urlsafe(24)  # other local users get nothing from the port
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         if self.process is not None and self.process.poll() is None:
@@ -75,6 +77,8 @@ class EmbeddedRedis:
             "",
             "--protected-mode",
             "yes",
+            "--requirepass",
+            self.password,
             "--daemonize",
             "no",
         ]
@@ -82,7 +86,7 @@ class EmbeddedRedis:
         log.close()
         atexit.register(self.stop)
         deadline = time.monotonic() + timeout
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.2)
         try:
             while True:
                 if self.process.poll() is not None:

@@ -148,6 +148,11 @@ class DoctorSession:
         return self.bookings[2::3]
 
     @property
+    def version(self) -> int:
+        """Grows with every booking and every release (bookings made + bookings ended)."""
+        return self.count + self.ended
+
+    @property
     def booked(self) -> int:
         return self.spec.capacity - self.free - self.held
 

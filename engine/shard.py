@@ -195,6 +195,7 @@ class Shard:
             opens_at=spec.opens_at,
             closes_at=spec.closes_at,
             fee=spec.fee,
+            version=session.version,
         )
 
     def set_rules(self, policy: Policy, blacklist: dict[int, float]) -> None:

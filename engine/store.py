@@ -53,15 +53,17 @@ class ShardWrite:
     sessions: Sequence[DoctorSession]
     new_session_ids: Sequence[str] = ()
     new_bookings: Sequence[tuple[int, str]] = ()  # (patient, booking id) for "my bookings"
-    stock: list[tuple[str, str, int]] = field(default_factory=list)  # (session, status, left)
+    # (session, status, remaining, version) of every session whose stock or status changed
+    stock: list[tuple[str, str, int, int]] = field(default_factory=list)
 
 
-def stock_message(stock: Iterable[tuple[str, str, int]]) -> bytes:
-    """Pub/sub payload: msgpack list of [session_id, status, remaining]."""
+def stock_message(stock: Iterable[tuple[str, str, int, int]]) -> bytes:
+    """Pub/sub payload: msgpack list of [session_id, status, remaining, version]; a reader
+    ignores anything older than what it has (see ``DoctorSession.version``)."""
     return msgpack.packb([list(item) for item in stock], use_bin_type=True)
 
 
-def parse_stock_message(raw: bytes) -> list[tuple[str, str, int]]:
+def parse_stock_message(raw: bytes) -> list[tuple[str, str, int, int]]:
     return [tuple(item) for item in msgpack.unpackb(raw, raw=False)]  # type: ignore[misc]
 
 

@@ -270,7 +270,7 @@ async def test_timers_expire_holds_and_announce_opening(runtime):
         fee=500,
         opens_at=opens_at,
     )
-    updates: list[tuple[str, str, int]] = []
+    updates: list[tuple[str, str, int, int]] = []
 
     async def listen():
         async for update in engine.stock_updates():
@@ -282,7 +282,7 @@ async def test_timers_expire_holds_and_announce_opening(runtime):
     early = await engine.book(spec.id, 1, "a")
     assert early == NotOpen(spec.id, opens_at)
     await asyncio.sleep(opens_at - time.time() + 2 * runtime.settings.tick_seconds + 0.1)
-    assert ("tm-1", "open", 1) in updates, "the timer announces the opening"
+    assert ("tm-1", "open", 1, 0) in updates, "the timer announces the opening"
     held = await engine.book(spec.id, 1, "b")
     assert isinstance(held, Booked) and held.status == "held" and held.hold_expires_at is not None
     assert isinstance(await engine.book(spec.id, 2, "c"), SoldOut)
@@ -296,7 +296,9 @@ async def test_timers_expire_holds_and_announce_opening(runtime):
     assert isinstance(again, Booked) and again.slot_no == 1 and not again.repeat
     await asyncio.sleep(0.3)
     listener.cancel()
-    seen = [(status, left) for sid, status, left in updates if sid == spec.id]
+    seen = [(status, left) for sid, status, left, _ in updates if sid == spec.id]
+    versions = [v for sid, _, _, v in updates if sid == spec.id]
+    assert versions == sorted(versions) and versions[-1] == 3  # 2 bookings + 1 expiry
     print("published:", seen)
     expected = [("scheduled", 1), ("open", 1), ("sold_out", 0), ("open", 1), ("sold_out", 0)]
     assert seen == expected

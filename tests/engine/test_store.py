@@ -39,7 +39,7 @@ async def store(redis_server, redis_client):
 async def write_all(store, epoch, shard):
     changes = shard.take_changes()
     sessions = list(changes.sessions.values())
-    stock = [(s.id, s.status(10.0), s.free) for s in sessions]
+    stock = [(s.id, s.status(10.0), s.free, s.version) for s in sessions]
     return await store.commit(
         [
             ShardWrite(
@@ -126,7 +126,7 @@ async def test_commit_publishes_stock(store, redis_client):
             seen.extend(parse_stock_message(message["data"]))
         if len(seen) == 2:
             break
-    assert seen == [("s0", "open", 1), ("s0", "sold_out", 0)]
+    assert seen == [("s0", "open", 1, 0), ("s0", "sold_out", 0, 1)]
     await pubsub.aclose()
 
 
