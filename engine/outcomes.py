@@ -175,15 +175,3 @@ Outcome = (
     | Bookings
     | Done
 )
-
-#: Outcomes that changed nothing and say so to the caller (useful for counters and tests).
-REFUSALS = (
-    SoldOut,
-    NotOpen,
-    Closed,
-    Suspended,
-    Blacklisted,
-    HospitalDayLimit,
-    DepartmentDayLimit,
-    NotFound,
-)
