@@ -80,6 +80,12 @@ def booked_body(outcome: Booked, clock: Clock) -> bytes:
 
 def refusal(outcome: object, clock: Clock) -> tuple[int, bytes]:
     """HTTP status and body for any outcome that is not a success."""
+    status, code, message, extra = refusal_parts(outcome, clock)
+    return status, error_body(code, message, **extra)
+
+
+def refusal_parts(outcome: object, clock: Clock) -> tuple[int, str, str, dict[str, Any]]:
+    """(HTTP status, code, message, extra fields) for any outcome that is not a success."""
     status, code, message = REFUSALS[type(outcome)]
     extra: dict[str, Any] = {}
     if isinstance(outcome, NotOpen):
@@ -90,4 +96,4 @@ def refusal(outcome: object, clock: Clock) -> tuple[int, bytes]:
         extra["limit"] = outcome.limit
     elif isinstance(outcome, NotFound):
         message = message.format(what=outcome.what.replace("_", " "))
-    return status, error_body(code, message, **extra)
+    return status, code, message, extra

@@ -15,7 +15,6 @@ from datetime import date as Date
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -29,7 +28,7 @@ from engine.session import SessionSpec
 from engine.settings import Settings
 
 from . import metrics
-from .answers import Clock, refusal
+from .answers import Clock, refusal, refusal_parts
 from .auth import bearer, check_password, hash_password, mask_id_number
 from .booking import Gateway, book
 from .services import Services
@@ -302,7 +301,7 @@ def register_patient_routes(app: FastAPI) -> None:
             return info
         if isinstance(info, BookingInfo):  # someone else's: indistinguishable from missing
             raise ApiError(404, "not_found", "No such booking.")
-        raise ApiError(*_status_code_message(info, s.clock))
+        raise ApiError(*_parts(info, s.clock))
 
     @app.get("/v1/bookings/{booking_id}", tags=["booking"])
     async def get_booking(booking_id: str, s: ServicesDep, patient: PatientDep) -> dict[str, Any]:
@@ -336,10 +335,9 @@ def register_patient_routes(app: FastAPI) -> None:
         return engine_answer(outcome, s.clock)
 
 
-def _status_code_message(outcome: object, clock: Clock) -> tuple[int, str, str]:
-    status, body = refusal(outcome, clock)
-    data = orjson.loads(body)
-    return status, data["code"], data["message"]
+def _parts(outcome: object, clock: Clock) -> tuple[int, str, str]:
+    status, code, message, _ = refusal_parts(outcome, clock)
+    return status, code, message
 
 
 def register_admin_routes(app: FastAPI) -> None:
@@ -433,7 +431,7 @@ def register_admin_routes(app: FastAPI) -> None:
     async def suspend(session_id: str, s: ServicesDep) -> None:
         state = await s.engine.session_state(session_id)
         if not isinstance(state, SessionState):
-            raise ApiError(*_status_code_message(state, s.clock))
+            raise ApiError(*_parts(state, s.clock))
         raise ApiError(501, "not_implemented", NOT_YET)
 
     @app.post(
@@ -445,7 +443,7 @@ def register_admin_routes(app: FastAPI) -> None:
     async def check_in(booking_id: str, s: ServicesDep) -> None:
         info = await s.engine.booking(booking_id)
         if not isinstance(info, BookingInfo):
-            raise ApiError(*_status_code_message(info, s.clock))
+            raise ApiError(*_parts(info, s.clock))
         raise ApiError(501, "not_implemented", NOT_YET)
 
 
