@@ -22,9 +22,10 @@ from .outcomes import (
     Suspended,
     Unavailable,
 )
+from .policy import Policy
 from .session import DoctorSession, SessionSpec, shard_id_of
 from .settings import Settings
-from .shard import Policy, Shard
+from .shard import Shard
 
 __all__ = [
     "Blacklisted",

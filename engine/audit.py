@@ -10,8 +10,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .errors import SnapshotError
-from .session import ENDED_STATE, STATE_NAMES
-from .shard import Policy
+from .policy import Policy
+from .session import ENDED_STATES, STATE_NAMES
 from .store import Store
 
 
@@ -57,7 +57,7 @@ async def audit(store: Store) -> AuditReport:
     for shard_id in await store.shard_ids():
         hospital_id = shard_id.rpartition(":")[0]
         if hospital_id not in policies:
-            policies[hospital_id] = (await store.read_rules(hospital_id))[0]
+            policies[hospital_id] = await store.policy(hospital_id)
         policy = policies[hospital_id]
         try:
             sessions = await store.read_shard_sessions(shard_id)
@@ -86,7 +86,7 @@ async def audit(store: Store) -> AuditReport:
                 report.bookings[bid] = StoredBooking(
                     bid, s.id, patient, s.request_of(no), slot_no, STATE_NAMES[state]
                 )
-                if state != ENDED_STATE:
+                if state not in ENDED_STATES:
                     per_patient.setdefault(patient, []).append(s.spec.department_id)
         for patient, departments in per_patient.items():
             if len(departments) > policy.hospital_day_limit:

@@ -18,8 +18,23 @@ from typing import Any
 from ray.actor import ActorHandle
 from ray.exceptions import RayError
 
+from .clock import Clock, parse_offset
+from .courier import parse_conduct
 from .errors import StoreUnavailable
-from .host import BOOK, CREATE, LIST, LOOKUP, RELEASE, STATE, Request
+from .host import (
+    BOOK,
+    CHECK_IN,
+    CREATE,
+    JOIN,
+    LEAVE,
+    LIST,
+    LOOKUP,
+    PAY,
+    RELEASE,
+    STATE,
+    SUSPEND,
+    Request,
+)
 from .outcomes import (
     BookingInfo,
     Bookings,
@@ -29,15 +44,18 @@ from .outcomes import (
     Done,
     Forbidden,
     NotFound,
+    NotPayable,
     Outcome,
+    Paid,
     Released,
     SessionState,
     Unavailable,
 )
-from .pool import default_host
+from .payments import SandboxGateway
+from .policy import PLATFORM, Conduct, Policy, judge
+from .pool import default_host, find_courier
 from .session import SessionSpec
 from .settings import Settings
-from .shard import Policy
 from .store import Store, parse_stock_message
 
 log = logging.getLogger(__name__)
@@ -130,6 +148,8 @@ class Engine:
         self.batched = batched
         self.store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout)
         self.mailboxes = [Mailbox(h.submit.remote, settings.max_batch, observe) for h in hosts]
+        self.gateway = SandboxGateway(self.store.client, self.store.keys)
+        self.clock = Clock()
         self._shard_of: dict[str, str] = {}
         self._pinned: dict[str, int] = {}
         self._host_of: dict[str, int] = {}
@@ -238,35 +258,136 @@ class Engine:
         """Every booking of a doctor-session, with its state."""
         return await self._routed(LIST, session_id, None, None, time.time_ns())  # type: ignore[return-value]
 
+    async def pay(
+        self, booking_id: str, patient_id: int
+    ) -> Paid | NotPayable | NotFound | Forbidden | Unavailable:
+        """Pay a held booking through the gateway, then book it.
+
+        The gateway charge is idempotent per booking, so a retried payment never takes the
+        money twice. If the engine will not take the payment (the hold expired or was
+        cancelled meanwhile) the payment is refunded in full at once: a late payment never
+        becomes a booking.
+        """
+        info = await self.booking(booking_id)
+        if not isinstance(info, BookingInfo):
+            return info
+        if info.patient_id != patient_id:
+            return Forbidden(booking_id)
+        parsed = parse_booking_id(booking_id)
+        assert parsed is not None
+        if info.status == "held":
+            try:
+                await self.gateway.charge(booking_id, patient_id, info.fee)
+            except StoreUnavailable as exc:
+                return Unavailable(str(exc))
+        outcome = await self._routed(PAY, parsed[0], parsed[1], patient_id, time.time_ns())
+        if isinstance(outcome, NotPayable):
+            try:
+                await self.gateway.refund(booking_id, None, f"{booking_id}:expired")
+            except StoreUnavailable as exc:  # the courier's "void" refunds it later
+                log.warning("late payment refund deferred: %s", exc)
+        return outcome  # type: ignore[return-value]
+
+    async def check_in(self, booking_id: str, code: str) -> Outcome:
+        """取号 with the patient's verification code (the hospital acts, not the patient)."""
+        parsed = parse_booking_id(booking_id)
+        if parsed is None:
+            return NotFound("booking")
+        return await self._routed(CHECK_IN, parsed[0], parsed[1], code, time.time_ns())
+
+    async def suspend(self, session_id: str) -> Outcome:
+        """停诊: revoke and refund every booking of the session."""
+        return await self._routed(SUSPEND, session_id, None, None, time.time_ns())
+
+    async def join_waitlist(self, session_id: str, patient_id: int, request_id: str) -> Outcome:
+        key = request_key(request_id)
+        return await self._routed(JOIN, session_id, patient_id, key, time.time_ns())
+
+    async def leave_waitlist(self, session_id: str, patient_id: int) -> Outcome:
+        return await self._routed(LEAVE, session_id, patient_id, None, time.time_ns())
+
+    # ----- rules ---------------------------------------------------------------------------
+
+    async def policy(self, hospital_id: str) -> Policy:
+        return await self.store.policy(hospital_id)
+
     async def set_policy(self, hospital_id: str, policy: Policy) -> Done | Unavailable:
-        return await self._change_rules(hospital_id, lambda _, bl: (policy, bl))
+        try:
+            await self.store.write_policy(hospital_id, policy)
+        except StoreUnavailable as exc:
+            return Unavailable(str(exc))
+        return await self._refresh(hospital_id)
 
     async def set_blacklist(
         self, hospital_id: str, patient_id: int, until: float | None
     ) -> Done | Unavailable:
-        """Bar a patient from booking at a hospital until ``until``; None lifts the bar."""
-
-        def change(policy: Policy, blacklist: dict[int, float]) -> tuple[Policy, dict[int, float]]:
-            blacklist = dict(blacklist)
-            if until is None:
-                blacklist.pop(patient_id, None)
-            else:
-                blacklist[patient_id] = until
-            return policy, blacklist
-
-        return await self._change_rules(hospital_id, change)
-
-    async def _change_rules(
-        self,
-        hospital_id: str,
-        change: Callable[[Policy, dict[int, float]], tuple[Policy, dict[int, float]]],
-    ) -> Done | Unavailable:
+        """Bar a patient from booking at a hospital (or with ``platform``, anywhere) until
+        ``until``; None lifts the bar."""
         try:
-            await self.store.update_rules(hospital_id, change)
-            await asyncio.gather(*(h.refresh_rules.remote(hospital_id) for h in self.hosts))
-        except (StoreUnavailable, RayError) as exc:
+            await self.store.set_ban(hospital_id, patient_id, until)
+        except StoreUnavailable as exc:
+            return Unavailable(str(exc))
+        return await self._refresh(hospital_id)
+
+    async def _refresh(self, scope: str) -> Done | Unavailable:
+        try:
+            await asyncio.gather(*(h.refresh_rules.remote(scope) for h in self.hosts))
+        except RayError as exc:
             return Unavailable(str(exc))
         return Done()
+
+    async def conduct(self, patient_id: int) -> dict[str, Conduct]:
+        """A patient's violations and bans, per scope (hospital id or ``platform``)."""
+        client, keys = self.store.client, self.store.keys
+        scopes = sorted(m.decode() for m in await client.smembers(keys.conduct_scopes(patient_id)))
+        out = {}
+        for scope in scopes:
+            record = await client.hgetall(keys.conduct(scope, patient_id))
+            violations = parse_conduct(record)
+            if scope == PLATFORM:  # judged by the rules of the hospitals that reported them
+                policy = await self.store.policy(await self._any_hospital(violations))
+            else:
+                policy = await self.store.policy(scope)
+            out[scope] = judge(violations, policy)
+        return out
+
+    async def _any_hospital(self, violations: list) -> str:
+        for v in violations:
+            info = await self.booking(v.booking_id)
+            if isinstance(info, BookingInfo):
+                state = await self.session_state(info.session_id)
+                if isinstance(state, SessionState):
+                    return state.hospital_id
+        return PLATFORM
+
+    async def bans(self, scope: str, patient_id: int) -> float | None:
+        raw = await self.store.client.hget(self.store.keys.bans(scope), str(patient_id))
+        return float(raw) if raw else None
+
+    # ----- time ----------------------------------------------------------------------------
+
+    async def load_clock(self) -> Clock:
+        self.clock.set_offset(parse_offset(await self.store.client.get(self.store.keys.clock)))
+        return self.clock
+
+    async def advance_clock(self, seconds: float) -> float:
+        """Move the one clock forward (tests and demos), then run every timer at the new time
+        and carry the outbox out. Returns the new ``now``."""
+        keys = self.store.keys
+        offset = float(await self.store.client.incrbyfloat(keys.clock, seconds))
+        self.clock.set_offset(offset)
+        await self.store.client.publish(keys.clock_channel, repr(offset))
+        await asyncio.gather(*(h.set_clock.remote(offset) for h in self.hosts))
+        await self.run_timers()
+        return self.clock.now()
+
+    async def run_timers(self) -> dict[str, int]:
+        """Fire every host's timers now and wait for the courier to carry the outbox out."""
+        await asyncio.gather(*(h.tick.remote() for h in self.hosts))
+        return await self.drain_outbox()
+
+    async def drain_outbox(self) -> dict[str, int]:
+        return await find_courier(self.settings).drain.remote()
 
     async def stock_updates(self) -> AsyncIterator[tuple[str, str, int, int]]:
         """(session_id, status, remaining, version) for every stock change, as published."""

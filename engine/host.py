@@ -8,8 +8,10 @@ shard's write fails, its in-memory state is dropped (the next request reloads it
 the truth) and every request of that shard in the batch is answered ``Unavailable``: nothing
 is ever confirmed from memory alone.
 
-Timers (hold expiry, opening and closing notices) arrive as ``tick`` calls that a small thread
-sends to the host itself, so they queue behind bookings and never run beside them.
+Timers (hold expiry and its warning, the no-show sweep, opening and closing notices) arrive as
+``tick`` calls that a small thread sends to the host itself, so they queue behind bookings and
+never run beside them. Their due times are in the snapshots, and ``now`` comes from the one
+movable clock (engine/clock.py), so a restarted host fires them as if it had never stopped.
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ import threading
 import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
+from .clock import Clock, parse_offset
 from .errors import Fenced, SlotEngineError
 from .outcomes import Conflict, NotFound, Outcome, Unavailable
+from .policy import PLATFORM
 from .settings import Settings
 from .shard import Shard
 from .store import ShardWrite, Store
@@ -38,7 +43,13 @@ T = TypeVar("T")
 #   STATE   (stamp, STATE, shard, session_id, None, None)
 #   LOOKUP  (stamp, LOOKUP, shard, session_id, booking_no, None)
 #   LIST    (stamp, LIST, shard, session_id, None, None)
+#   PAY     (stamp, PAY, shard, session_id, booking_no, patient)
+#   CHECK_IN(stamp, CHECK_IN, shard, session_id, booking_no, code)
+#   SUSPEND (stamp, SUSPEND, shard, session_id, None, None)
+#   JOIN    (stamp, JOIN, shard, session_id, patient, request_key)
+#   LEAVE   (stamp, LEAVE, shard, session_id, patient, None)
 BOOK, RELEASE, CREATE, STATE, LOOKUP, LIST = 1, 2, 3, 4, 5, 6
+PAY, CHECK_IN, SUSPEND, JOIN, LEAVE = 7, 8, 9, 10, 11
 Request = tuple[int, int, str, Any, Any, Any]
 
 
@@ -47,7 +58,17 @@ def decide(shard: Shard, kind: int, shard_id: str, a: Any, b: Any, c: Any, now: 
     if kind == BOOK:
         return shard.book(a, b, c, now)
     if kind == RELEASE:
-        return shard.release(a, b, c)
+        return shard.release(a, b, c, now)
+    if kind == PAY:
+        return shard.pay(a, b, c, now)
+    if kind == CHECK_IN:
+        return shard.check_in(a, b, c, now)
+    if kind == SUSPEND:
+        return shard.suspend(a, now)
+    if kind == JOIN:
+        return shard.join_waitlist(a, b, c, now)
+    if kind == LEAVE:
+        return shard.leave_waitlist(a, b)
     if kind == CREATE:
         if a.shard_id != shard_id:
             return Conflict("session")
@@ -75,6 +96,8 @@ class Host:
         self.settings = settings
         self.shards: dict[str, tuple[int, Shard]] = {}  # shard id → (epoch, shard)
         self.published: dict[str, str] = {}  # session id → last published status
+        self.clock = Clock()
+        self.zone = ZoneInfo(settings.timezone)
         self._loop = asyncio.new_event_loop()  # private: drives the async Redis client
         self._store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout)
         self._timer: threading.Thread | None = None
@@ -106,15 +129,24 @@ class Host:
         """Baseline for the benchmark: one request per call, one Redis write per request."""
         return self._decide_and_commit([request])[0]
 
-    def refresh_rules(self, hospital_id: str) -> int:
-        """Reload a hospital's policy and blacklist into every loaded shard of it."""
-        policy, blacklist = self._run(self._store.read_rules(hospital_id))
+    def refresh_rules(self, scope: str) -> int:
+        """Reload a hospital's policy and bans (or the platform's bans, for ``platform``) into
+        every loaded shard they concern."""
+        policy, bans = self._run(self._store.read_rules(scope))
         count = 0
         for _, shard in self.shards.values():
-            if shard.hospital_id == hospital_id:
-                shard.set_rules(policy, blacklist)
+            if scope == PLATFORM:
+                shard.platform_blacklist = bans
+                count += 1
+            elif shard.hospital_id == scope:
+                shard.set_rules(policy or shard.policy, bans)
                 count += 1
         return count
+
+    def set_clock(self, offset: float) -> float:
+        """Move this host's clock (the offset is also in Redis for restarts)."""
+        self.clock.set_offset(offset)
+        return self.clock.now()
 
     def tick(self) -> None:
         """Timers: expire holds past their payment window; publish opening and closing.
@@ -122,7 +154,13 @@ class Host:
         The first tick of a (re)started host also loads every current shard placed on it, so
         its holds expire on time even before a request for that shard arrives.
         """
-        now = time.time()
+        try:
+            self.clock.set_offset(
+                parse_offset(self._run(self._store.client.get(self._store.keys.clock)))
+            )
+        except Exception as exc:
+            log.warning("tick could not read the clock: %s", exc)
+        now = self.clock.now()
         try:
             if not self._warm:
                 self._warm_up(now)
@@ -132,7 +170,7 @@ class Host:
             log.warning("tick could not refresh shards: %s", exc)
         try:
             for _, shard in list(self.shards.values()):
-                shard.expire_holds(now)
+                shard.tick(now)
             writes = self._collect_writes(list(self.shards), now)
             written = {w.shard_id for w in writes}
             for shard_id, (epoch, shard) in self.shards.items():
@@ -166,7 +204,7 @@ class Host:
     def _warm_up(self, now: float) -> None:
         from .pool import default_host
 
-        yesterday = time.strftime("%Y-%m-%d", time.gmtime(now - 86400))
+        yesterday = time.strftime("%Y-%m-%d", time.gmtime(now - 2 * 86400))
         pinned = self._run(self._store.placement())
         mine = {
             shard_id
@@ -213,7 +251,7 @@ class Host:
         started = time.perf_counter()
         self.counters["calls"] += 1
         self.counters["requests"] += len(requests)
-        now = time.time()
+        now = self.clock.now()
         order = sorted(range(len(requests)), key=lambda i: requests[i][0])
         outcomes: list[Outcome] = [None] * len(requests)  # type: ignore[list-item]
         failed = self._activate({r[2] for r in requests} - self.shards.keys())
@@ -245,7 +283,9 @@ class Host:
         for shard_id in shard_ids:
             hospital_id, date = split_shard_id(shard_id)
             try:
-                self.shards[shard_id] = self._run(self._store.activate(shard_id, hospital_id, date))
+                self.shards[shard_id] = self._run(
+                    self._store.activate(shard_id, hospital_id, date, self.zone)
+                )
                 self._reload.discard(shard_id)
             except SlotEngineError as exc:  # unreachable store, or a corrupt snapshot
                 log.warning("cannot load shard %s: %s", shard_id, exc)
@@ -274,6 +314,7 @@ class Host:
                     sessions,
                     new_session_ids=changes.new_session_ids,
                     new_bookings=changes.new_bookings,
+                    events=changes.events,
                     stock=stock,
                 )
             )

@@ -26,8 +26,60 @@ class Keys:
         return f"{self.prefix}:{{{shard_id}}}:s:{session_id}"
 
     def rules(self, hospital_id: str) -> str:
-        """A hospital's rule state (policy and blacklist), shared by all its shards."""
+        """A hospital's policy (msgpack), shared by all its shards."""
         return f"{self.prefix}:hospital:{hospital_id}:rules"
+
+    def bans(self, scope: str) -> str:
+        """Hash: patient → banned until (epoch), of one hospital or of the platform."""
+        return f"{self.prefix}:bans:{scope}"
+
+    def conduct(self, scope: str, patient_id: int) -> str:
+        """Hash: "<booking id>:<kind>" → time, a patient's violations in one scope."""
+        return f"{self.prefix}:conduct:{scope}:{patient_id}"
+
+    def conduct_scopes(self, patient_id: int) -> str:
+        """Set of the scopes (hospital ids, ``platform``) where a patient has violations."""
+        return f"{self.prefix}:patient:{patient_id}:conduct"
+
+    @property
+    def outbox(self) -> str:
+        """Stream of outbox events (refunds, notices, violations), one entry per commit."""
+        return f"{self.prefix}:outbox"
+
+    @property
+    def clock(self) -> str:
+        """Seconds added to the wall clock (a movable clock for tests and demos)."""
+        return f"{self.prefix}:clock-offset"
+
+    @property
+    def clock_channel(self) -> str:
+        return f"{self.prefix}:clock"
+
+    def payment(self, booking_id: str) -> str:
+        """Hash: the sandbox gateway's payment for one booking (its order)."""
+        return f"{self.prefix}:payment:{booking_id}"
+
+    def refunds(self, booking_id: str) -> str:
+        """Hash: refund key → amount, the refunds of one booking's payment."""
+        return f"{self.prefix}:payment:{booking_id}:refunds"
+
+    @property
+    def payments(self) -> str:
+        """Set of every booking id with a payment (for audits)."""
+        return f"{self.prefix}:payments"
+
+    @property
+    def notices(self) -> str:
+        """Stream of every notification sent (the operator's view)."""
+        return f"{self.prefix}:notices"
+
+    def patient_notices(self, patient_id: int) -> str:
+        """List of a patient's latest notifications, newest first."""
+        return f"{self.prefix}:patient:{patient_id}:notices"
+
+    def sent(self, notice_id: str) -> str:
+        """Marks a notification as delivered, so a replayed outbox does not send it twice."""
+        return f"{self.prefix}:sent:{notice_id}"
 
     @property
     def catalog(self) -> str:

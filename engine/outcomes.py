@@ -29,6 +29,7 @@ class Booked:
     status: str
     hold_expires_at: float | None
     repeat: bool = False
+    verification_code: str | None = None  # once booked
 
 
 @dataclass(slots=True)
@@ -82,9 +83,112 @@ class Forbidden:
 
 @dataclass(slots=True)
 class Released:
+    """A booking was cancelled (退号) or revoked; its slot went back to the pool.
+
+    ``refund`` is what goes back to the patient's account (the fee tiers decide it)."""
+
     booking_id: str
     slot_no: int
     repeat: bool = False
+    refund: int = 0
+    status: str = "cancelled"
+
+
+@dataclass(slots=True)
+class Paid:
+    """A held booking was paid and is booked; it carries the verification code."""
+
+    booking_id: str
+    verification_code: str
+    repeat: bool = False
+
+
+@dataclass(slots=True)
+class NotPayable:
+    """The booking cannot take a payment (its hold expired, or it was cancelled): a payment
+    already taken for it is refunded in full."""
+
+    booking_id: str
+    status: str
+
+
+@dataclass(slots=True)
+class TooLate:
+    """The deadline for this action has passed (cancellation after the cutoff)."""
+
+    what: str
+    deadline: float
+
+
+@dataclass(slots=True)
+class WrongState:
+    """The booking is in a state that does not allow this action."""
+
+    booking_id: str
+    status: str
+
+
+@dataclass(slots=True)
+class CheckedIn:
+    booking_id: str
+    slot_no: int
+    slot_time: str
+    patient_id: int
+    repeat: bool = False
+
+
+@dataclass(slots=True)
+class WrongCode:
+    booking_id: str
+    tries_left: int
+
+
+@dataclass(slots=True)
+class Locked:
+    """Too many wrong verification codes: check-in needs the hospital's desk."""
+
+    booking_id: str
+
+
+@dataclass(slots=True)
+class NotVisitDay:
+    date: str
+
+
+@dataclass(slots=True)
+class SuspendDone:
+    """停诊: the session is suspended; ``cancelled`` bookings were revoked and refunded."""
+
+    session_id: str
+    cancelled: int
+    refunded: int
+    repeat: bool = False
+
+
+@dataclass(slots=True)
+class Waitlisted:
+    session_id: str
+    position: int
+    repeat: bool = False
+
+
+@dataclass(slots=True)
+class NotSoldOut:
+    """Joining a waitlist while slots are free: book instead."""
+
+    session_id: str
+    remaining: int
+
+
+@dataclass(slots=True)
+class WaitlistFull:
+    session_id: str
+    limit: int
+
+
+@dataclass(slots=True)
+class LeftWaitlist:
+    session_id: str
 
 
 @dataclass(slots=True)
@@ -118,6 +222,8 @@ class SessionState:
     closes_at: float | None
     fee: int
     version: int = 0
+    checked_in: int = 0
+    waiting: int = 0
 
 
 @dataclass(slots=True)
@@ -131,6 +237,12 @@ class BookingInfo:
     slot_time: str
     status: str
     hold_expires_at: float | None
+    fee: int = 0
+    paid: bool = False
+    refunded: int = 0
+    verification_code: str | None = None  # for the patient only; never shown to admins
+    changed_at: float | None = None
+    cancelled_by: str | None = None  # patient or hospital, for cancelled bookings
 
 
 @dataclass(slots=True)
@@ -174,4 +286,17 @@ Outcome = (
     | BookingInfo
     | Bookings
     | Done
+    | Paid
+    | NotPayable
+    | TooLate
+    | WrongState
+    | CheckedIn
+    | WrongCode
+    | Locked
+    | NotVisitDay
+    | SuspendDone
+    | Waitlisted
+    | NotSoldOut
+    | WaitlistFull
+    | LeftWaitlist
 )

@@ -7,19 +7,26 @@ its pinned index in Redis' placement map, else a stable hash of the shard id.
 
 from __future__ import annotations
 
+import contextlib
 import zlib
 
 import ray
 from ray.actor import ActorHandle
 
+from .courier import Courier
 from .host import Host
 from .settings import Settings
 
 RemoteHost = ray.remote(Host)
+RemoteCourier = ray.remote(Courier)
 
 
 def host_name(settings: Settings, index: int) -> str:
     return f"{settings.namespace}-host-{index}"
+
+
+def courier_name(settings: Settings) -> str:
+    return f"{settings.namespace}-courier"
 
 
 def default_host(shard_id: str, hosts: int) -> int:
@@ -47,8 +54,21 @@ def start_pool(settings: Settings) -> list[ActorHandle]:
         ).remote(i, settings)
         for i in range(settings.hosts)
     ]
-    ray.get([h.info.remote() for h in handles])
+    courier = RemoteCourier.options(  # type: ignore[attr-defined]
+        name=courier_name(settings),
+        namespace=settings.namespace,
+        get_if_exists=True,
+        max_restarts=-1,
+        max_task_retries=-1,
+        num_cpus=0,
+    ).remote(settings)
+    ray.get([h.info.remote() for h in handles] + [courier.info.remote()])
     return handles
+
+
+def find_courier(settings: Settings) -> ActorHandle:
+    """The courier that carries the outbox out (started with the pool)."""
+    return ray.get_actor(courier_name(settings), namespace=settings.namespace)
 
 
 def find_pool(settings: Settings) -> list[ActorHandle]:
@@ -59,6 +79,9 @@ def find_pool(settings: Settings) -> list[ActorHandle]:
     ]
 
 
-def stop_pool(handles: list[ActorHandle]) -> None:
+def stop_pool(handles: list[ActorHandle], settings: Settings | None = None) -> None:
     for handle in handles:
         ray.kill(handle, no_restart=True)
+    if settings is not None:
+        with contextlib.suppress(ValueError):  # never started
+            ray.kill(find_courier(settings), no_restart=True)

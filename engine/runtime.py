@@ -80,7 +80,7 @@ class Runtime:
 
     def stop(self) -> None:
         try:
-            stop_pool(self.hosts)
+            stop_pool(self.hosts, self.settings)
         finally:
             if self.owns_ray:
                 ray.shutdown()

@@ -1,11 +1,18 @@
 """The doctor-session (出诊): a single-writer state machine over numbered slots.
 
-Pure and synchronous: no I/O, time is passed in. Bookings are kept in one int64 array, three
-words per booking number (patient, request key, packed slot/state/expiry), so a full 30-slot
-session costs about a kilobyte, and its snapshot is one ``tobytes()``.
+Pure and synchronous: no I/O, time is passed in. Bookings are kept in one int64 array, four
+words per booking number (patient, request key, packed slot/state/time, packed verification
+code/wrong tries/refund/flags), so a full 30-slot session costs about a kilobyte of booking
+data, and its snapshot is one ``tobytes()``. The waitlist (候补) is a second array of
+(patient, request key) pairs in the order patients joined.
 
-A booking is never deleted: a released one stays with state ``ENDED`` so that a repeated
-(patient, request key) is answered with the same booking and can never take a second slot.
+A booking is never deleted: a cancelled or expired one keeps its number and its final state,
+so a repeated (patient, request key) is answered with the same booking and can never take a
+second slot.
+
+Lifecycle (only these transitions exist; tests/engine/test_lifecycle.py checks them):
+held → booked → checked_in | cancelled | no_show;  held → expired | cancelled;
+held | booked → revoked (the hospital suspended the session).
 """
 
 from __future__ import annotations
@@ -16,11 +23,26 @@ from dataclasses import dataclass
 
 from .outcomes import BOOKED, HELD, Booked, BookingInfo, Closed, NotOpen, SoldOut, Suspended
 
-# Booking states (stored in the packed ``meta`` word).
+# Booking states (stored in the packed ``meta`` word). A slot is occupied while its booking is
+# held, booked, checked in or a no-show; cancelled, expired and revoked bookings freed it.
 HELD_STATE = 1
 BOOKED_STATE = 2
-ENDED_STATE = 3  # released / cancelled / expired: the slot went back to the pool
-STATE_NAMES = {HELD_STATE: HELD, BOOKED_STATE: BOOKED, ENDED_STATE: "ended"}
+CHECKED_IN_STATE = 3
+CANCELLED_STATE = 4  # by the patient
+NO_SHOW_STATE = 5
+EXPIRED_STATE = 6  # a hold whose payment window passed
+REVOKED_STATE = 7  # cancelled by the hospital (停诊)
+STATE_NAMES = {
+    HELD_STATE: HELD,
+    BOOKED_STATE: BOOKED,
+    CHECKED_IN_STATE: "checked_in",
+    CANCELLED_STATE: "cancelled",
+    NO_SHOW_STATE: "no_show",
+    EXPIRED_STATE: "expired",
+    REVOKED_STATE: "cancelled",
+}
+OCCUPYING = frozenset({HELD_STATE, BOOKED_STATE, CHECKED_IN_STATE, NO_SHOW_STATE})
+ENDED_STATES = frozenset({CANCELLED_STATE, EXPIRED_STATE, REVOKED_STATE})
 
 # Session statuses as the API names them.
 SCHEDULED = "scheduled"
@@ -31,24 +53,63 @@ SUSPENDED = "suspended"
 
 _ID = re.compile(r"[A-Za-z0-9_.-]{1,80}")  # safe in URLs, Redis hash tags and booking ids
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+WORDS = 4  # int64 words per booking
 _SLOT_BITS = 16
 _STATE_BITS = 8
 _SLOT_MASK = (1 << _SLOT_BITS) - 1
 _STATE_MASK = (1 << _STATE_BITS) - 1
-_EXPIRY_SHIFT = _SLOT_BITS + _STATE_BITS
+_TIME_SHIFT = _SLOT_BITS + _STATE_BITS
+# the extra word: code (27 bits) | wrong tries (4) | refunded fen (28) | paid | warned
+_CODE_MASK = (1 << 27) - 1
+_TRIES_SHIFT, _TRIES_MASK = 27, 0xF
+_REFUND_SHIFT, _REFUND_MASK = 31, (1 << 28) - 1
+_PAID = 1 << 59
+_WARNED = 1 << 60
+MAX_FEE = 10_000_000  # fen; fits the refund field
 MAX_CAPACITY = 1000  # slots are found by linear scans in C: fine for any real clinic
 NO_BOOKING = 0xFFFF  # a free slot in ``holders``
 MAX_BOOKINGS = NO_BOOKING  # booking numbers of one session (including ended ones)
-_LAST_BOOKING_WORDS = 3 * (MAX_BOOKINGS - 1)
+_LAST_BOOKING_WORDS = WORDS * (MAX_BOOKINGS - 1)
 
 
-def pack_meta(slot_no: int, state: int, expires_at: int) -> int:
-    """Pack slot number, state and hold expiry (whole seconds) into one int64."""
-    return slot_no | (state << _SLOT_BITS) | (expires_at << _EXPIRY_SHIFT)
+def pack_meta(slot_no: int, state: int, at: int) -> int:
+    """Pack slot number, state and a time in whole seconds (the hold's expiry while held,
+    otherwise when the booking last changed state) into one int64."""
+    return slot_no | (state << _SLOT_BITS) | (at << _TIME_SHIFT)
 
 
 def unpack_meta(meta: int) -> tuple[int, int, int]:
-    return meta & _SLOT_MASK, (meta >> _SLOT_BITS) & _STATE_MASK, meta >> _EXPIRY_SHIFT
+    return meta & _SLOT_MASK, (meta >> _SLOT_BITS) & _STATE_MASK, meta >> _TIME_SHIFT
+
+
+@dataclass(frozen=True, slots=True)
+class Extra:
+    """The lifecycle facts of one booking (the fourth word)."""
+
+    code: int = 0  # 8-digit verification code (1..99999999), 0 until booked
+    tries: int = 0  # wrong verification codes so far
+    refunded: int = 0  # fen given back
+    paid: bool = False
+    warned: bool = False  # the "hold expiring" notice went out
+
+    def pack(self) -> int:
+        return (
+            self.code
+            | (min(self.tries, _TRIES_MASK) << _TRIES_SHIFT)
+            | (self.refunded << _REFUND_SHIFT)
+            | (_PAID if self.paid else 0)
+            | (_WARNED if self.warned else 0)
+        )
+
+    @classmethod
+    def unpack(cls, word: int) -> Extra:
+        return cls(
+            word & _CODE_MASK,
+            (word >> _TRIES_SHIFT) & _TRIES_MASK,
+            (word >> _REFUND_SHIFT) & _REFUND_MASK,
+            bool(word & _PAID),
+            bool(word & _WARNED),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +128,7 @@ class SessionSpec:
     fee: int = 0  # fen; 0 = no payment step, a booking is booked at once
     opens_at: float = 0.0  # epoch seconds
     closes_at: float | None = None
+    starts_at: float | None = None  # the first slot, epoch seconds (None: closes_at)
 
     def __post_init__(self) -> None:
         for name in ("id", "hospital_id", "department_id", "doctor_id"):
@@ -80,14 +142,28 @@ class SessionSpec:
             raise ValueError(f"capacity must be 1..{MAX_CAPACITY}, got {self.capacity}")
         if not 0 <= self.first_slot_minute < 24 * 60:
             raise ValueError("first_slot_minute must be within the day")
-        if self.slot_minutes < 0 or self.fee < 0:
-            raise ValueError("slot_minutes and fee must not be negative")
+        if self.slot_minutes < 0 or not 0 <= self.fee <= MAX_FEE:
+            raise ValueError(f"slot_minutes must not be negative, fee must be 0..{MAX_FEE}")
         if self.closes_at is not None and self.closes_at < self.opens_at:
             raise ValueError("closes_at is before opens_at")
 
     @property
     def shard_id(self) -> str:
         return shard_id_of(self.hospital_id, self.date)
+
+    @property
+    def visit_at(self) -> float:
+        """When the session starts (the first slot), for fee tiers and the no-show sweep."""
+        if self.starts_at is not None:
+            return self.starts_at
+        return self.closes_at if self.closes_at is not None else self.opens_at
+
+    def slot_at(self, slot_no: int) -> float:
+        return self.visit_at + (slot_no - 1) * self.slot_minutes * 60
+
+    @property
+    def ends_at(self) -> float:
+        return self.visit_at + self.capacity * self.slot_minutes * 60
 
 
 def shard_id_of(hospital_id: str, date: str) -> str:
@@ -96,11 +172,12 @@ def shard_id_of(hospital_id: str, date: str) -> str:
 
 
 class DoctorSession:
-    """One doctor, one visit date, one period, ``capacity`` numbered slots.
+    """One doctor, one visit date, one period, ``capacity`` numbered slots, and a waitlist.
 
-    Invariants (tested in tests/engine/test_session.py):
-    - each slot has at most one live (held or booked) booking, and live ≤ capacity;
-    - ``free + held + booked == capacity`` at every moment (ended bookings freed their slot);
+    Invariants (tested in tests/engine/test_session.py and test_lifecycle.py):
+    - each slot has at most one occupying (held, booked, checked-in, no-show) booking;
+    - ``free + occupied == capacity`` at every moment (cancelled, expired and revoked
+      bookings freed their slot);
     - a request is decided in the order it is given; once ``free == 0`` every new request is
       answered sold out and changes nothing.
     """
@@ -113,12 +190,16 @@ class DoctorSession:
         "holders",
         "spec",
         "suspended",
+        "swept",
+        "waitlist",
     )
 
     def __init__(self, spec: SessionSpec, suspended: bool = False) -> None:
         self.spec = spec
         self.suspended = suspended
-        self.bookings = array("q")  # [patient, request key, meta] per booking number
+        self.swept = False  # the no-show sweep has run
+        self.bookings = array("q")  # [patient, request key, meta, extra] per booking number
+        self.waitlist = array("q")  # [patient, request key] per waiting patient, in order
         self.holders = array("H", [NO_BOOKING]) * spec.capacity  # slot index → booking no.
         self.free = spec.capacity
         self.held = 0
@@ -133,32 +214,41 @@ class DoctorSession:
     @property
     def count(self) -> int:
         """Bookings ever made here, ended ones included (the next booking number)."""
-        return len(self.bookings) // 3
+        return len(self.bookings) // WORDS
 
     @property
     def patients(self) -> array:
-        return self.bookings[0::3]
+        return self.bookings[0::WORDS]
 
     @property
     def requests(self) -> array:
-        return self.bookings[1::3]
+        return self.bookings[1::WORDS]
 
     @property
     def metas(self) -> array:
-        return self.bookings[2::3]
+        return self.bookings[2::WORDS]
 
     @property
     def version(self) -> int:
-        """Grows with every booking and every release (bookings made + bookings ended)."""
+        """Grows with every booking and every freed slot (bookings made + bookings ended)."""
         return self.count + self.ended
 
     @property
+    def occupied(self) -> int:
+        return self.spec.capacity - self.free
+
+    @property
     def booked(self) -> int:
+        """Occupied slots that are not held (booked, checked in, no-show)."""
         return self.spec.capacity - self.free - self.held
 
     @property
     def ended(self) -> int:
-        return self.count - self.held - self.booked
+        return self.count - self.occupied
+
+    @property
+    def waiting(self) -> int:
+        return len(self.waitlist) // 2
 
     def status(self, now: float) -> str:
         spec = self.spec
@@ -182,33 +272,39 @@ class DoctorSession:
         bookings = self.bookings
         if patient not in bookings:  # a C scan; a hit may be another word, checked below
             return -1
-        for i in range(0, len(bookings), 3):
+        for i in range(0, len(bookings), WORDS):
             if bookings[i] == patient and bookings[i + 1] == request:
-                return i // 3
+                return i // WORDS
         return -1
 
     def booking(self, booking_no: int) -> tuple[int, int, int, int]:
-        """(patient, slot_no, state, hold_expires_at) of a booking number."""
-        slot_no, state, expires = unpack_meta(self.bookings[3 * booking_no + 2])
-        return self.bookings[3 * booking_no], slot_no, state, expires
+        """(patient, slot_no, state, time) of a booking number."""
+        slot_no, state, at = unpack_meta(self.bookings[WORDS * booking_no + 2])
+        return self.bookings[WORDS * booking_no], slot_no, state, at
+
+    def extra(self, booking_no: int) -> Extra:
+        return Extra.unpack(self.bookings[WORDS * booking_no + 3])
 
     def request_of(self, booking_no: int) -> int:
-        return self.bookings[3 * booking_no + 1]
+        return self.bookings[WORDS * booking_no + 1]
 
     def answer(self, booking_no: int, repeat: bool) -> Booked:
-        _, slot_no, state, expires = self.booking(booking_no)
+        _, slot_no, state, at = self.booking(booking_no)
+        code = self.extra(booking_no).code
         return Booked(
             booking_id=self.booking_id(booking_no),
             session_id=self.spec.id,
             slot_no=slot_no,
             slot_time=self.slot_time(slot_no),
             status=STATE_NAMES[state],
-            hold_expires_at=float(expires) if state == HELD_STATE else None,
+            hold_expires_at=float(at) if state == HELD_STATE else None,
             repeat=repeat,
+            verification_code=format_code(code) if code else None,
         )
 
     def info(self, booking_no: int) -> BookingInfo:
-        patient, slot_no, state, expires = self.booking(booking_no)
+        patient, slot_no, state, at = self.booking(booking_no)
+        extra = self.extra(booking_no)
         return BookingInfo(
             booking_id=self.booking_id(booking_no),
             session_id=self.spec.id,
@@ -216,7 +312,15 @@ class DoctorSession:
             slot_no=slot_no,
             slot_time=self.slot_time(slot_no),
             status=STATE_NAMES[state],
-            hold_expires_at=float(expires) if state == HELD_STATE else None,
+            hold_expires_at=float(at) if state == HELD_STATE else None,
+            fee=self.spec.fee,
+            paid=extra.paid,
+            refunded=extra.refunded,
+            verification_code=format_code(extra.code) if extra.code else None,
+            changed_at=None if state == HELD_STATE else float(at),
+            cancelled_by="hospital"
+            if state == REVOKED_STATE
+            else ("patient" if state == CANCELLED_STATE else None),
         )
 
     def refusal(self, status: str) -> SoldOut | NotOpen | Closed | Suspended:
@@ -229,28 +333,38 @@ class DoctorSession:
         return Suspended(self.spec.id)
 
     def live_bookings(self) -> list[tuple[int, int, int]]:
-        """(booking number, patient, slot_no) of every held or booked booking."""
+        """(booking number, patient, slot_no) of every booking that occupies a slot."""
         out = []
         for slot_index, booking_no in enumerate(self.holders):
             if booking_no != NO_BOOKING:
-                out.append((booking_no, self.bookings[3 * booking_no], slot_index + 1))
+                out.append((booking_no, self.bookings[WORDS * booking_no], slot_index + 1))
         return out
+
+    def in_state(self, wanted: int) -> list[int]:
+        """Booking numbers of occupying bookings in state ``wanted``."""
+        bookings = self.bookings
+        return [
+            n
+            for n in self.holders
+            if n != NO_BOOKING and (bookings[WORDS * n + 2] >> _SLOT_BITS) & _STATE_MASK == wanted
+        ]
 
     # ----- deciding ------------------------------------------------------------------------
 
-    def take(self, patient: int, request: int, now: float, hold_seconds: int) -> Booked:
-        """Give the lowest free slot to the patient and answer with the new booking.
+    def take(self, patient: int, request: int, now: float, hold_seconds: int, code: int) -> Booked:
+        """Give the lowest free slot to the patient and answer with the new booking: held
+        until ``now + hold_seconds`` when there is a fee, booked (with ``code``) when not.
 
-        The caller has checked ``status(now) == OPEN`` and the patient rules.
+        The caller has checked ``free > 0`` and the patient rules.
         """
         slot_index = self.holders.index(NO_BOOKING)
-        booking_no = len(self.bookings) // 3
+        booking_no = len(self.bookings) // WORDS
         if self.spec.fee > 0:
-            state, expires = HELD_STATE, int(now) + hold_seconds
+            state, at, extra = HELD_STATE, int(now) + hold_seconds, 0
             self.held += 1
         else:
-            state, expires = BOOKED_STATE, 0
-        self.bookings.extend((patient, request, pack_meta(slot_index + 1, state, expires)))
+            state, at, extra = BOOKED_STATE, int(now), code
+        self.bookings.extend((patient, request, pack_meta(slot_index + 1, state, at), extra))
         self.holders[slot_index] = booking_no
         self.free -= 1
         return Booked(
@@ -259,57 +373,97 @@ class DoctorSession:
             slot_no=slot_index + 1,
             slot_time=self.slot_time(slot_index + 1),
             status=STATE_NAMES[state],
-            hold_expires_at=float(expires) if state == HELD_STATE else None,
+            hold_expires_at=float(at) if state == HELD_STATE else None,
+            verification_code=format_code(code) if state == BOOKED_STATE else None,
         )
 
-    def release(self, booking_no: int) -> bool:
-        """Return a live booking's slot to the pool. False if it had already ended."""
-        slot_no, state, _ = unpack_meta(self.bookings[3 * booking_no + 2])
-        if state == ENDED_STATE:
-            return False
-        if state == HELD_STATE:
+    def move(self, booking_no: int, state: int, now: float, extra: Extra | None = None) -> None:
+        """Put a booking in ``state`` (the caller checked the transition is legal), keeping
+        the slot map and counters true: a freed state gives the slot back to the pool."""
+        base = WORDS * booking_no
+        slot_no, old, _ = unpack_meta(self.bookings[base + 2])
+        if old == HELD_STATE:
             self.held -= 1
-        self.bookings[3 * booking_no + 2] = pack_meta(slot_no, ENDED_STATE, 0)
-        self.holders[slot_no - 1] = NO_BOOKING
-        self.free += 1
-        return True
+        if state == HELD_STATE:
+            self.held += 1
+        self.bookings[base + 2] = pack_meta(slot_no, state, int(now))
+        if extra is not None:
+            self.bookings[base + 3] = extra.pack()
+        if state in ENDED_STATES and old not in ENDED_STATES:
+            self.holders[slot_no - 1] = NO_BOOKING
+            self.free += 1
+
+    def set_extra(self, booking_no: int, extra: Extra) -> None:
+        self.bookings[WORDS * booking_no + 3] = extra.pack()
 
     def expired_holds(self, now: float) -> list[int]:
         """Booking numbers of holds whose payment window has passed."""
         if not self.held:
             return []
-        out = []
-        for booking_no in self.holders:
-            if booking_no != NO_BOOKING:
-                _, state, expires = unpack_meta(self.bookings[3 * booking_no + 2])
-                if state == HELD_STATE and expires <= now:
-                    out.append(booking_no)
-        return out
+        return [n for n in self.in_state(HELD_STATE) if self.booking(n)[3] <= now]
 
-    def restore(self, bookings: array) -> None:
+    # ----- the waitlist (候补) ---------------------------------------------------------------
+
+    def waitlist_position(self, patient: int) -> int:
+        """1-based place of the patient on the waitlist, or 0."""
+        waitlist = self.waitlist
+        for i in range(0, len(waitlist), 2):
+            if waitlist[i] == patient:
+                return i // 2 + 1
+        return 0
+
+    def join_waitlist(self, patient: int, request: int) -> int:
+        self.waitlist.extend((patient, request))
+        return self.waiting
+
+    def leave_waitlist(self, patient: int) -> bool:
+        position = self.waitlist_position(patient)
+        if position:
+            del self.waitlist[2 * (position - 1) : 2 * position]
+        return bool(position)
+
+    def next_waiting(self) -> tuple[int, int] | None:
+        """Take the first patient off the waitlist: (patient, request key)."""
+        if not self.waitlist:
+            return None
+        patient, request = self.waitlist[0], self.waitlist[1]
+        del self.waitlist[0:2]
+        return patient, request
+
+    # ----- snapshots -----------------------------------------------------------------------
+
+    def restore(self, bookings: array, waitlist: array | None = None) -> None:
         """Load bookings from a snapshot and rebuild the derived slot map and counters."""
-        if len(bookings) % 3:
-            raise ValueError("booking words are not a multiple of three")
-        metas = bookings[2::3]
+        if len(bookings) % WORDS:
+            raise ValueError(f"booking words are not a multiple of {WORDS}")
+        metas = bookings[2::WORDS]
         if len(metas) >= MAX_BOOKINGS:
             raise ValueError(f"{self.spec.id} has more than {MAX_BOOKINGS - 1} bookings")
         holders = array("H", [NO_BOOKING]) * self.spec.capacity
-        held = live = 0
-        pairs = list(zip(bookings[0::3], bookings[1::3], strict=True))
+        held = 0
+        pairs = list(zip(bookings[0::WORDS], bookings[1::WORDS], strict=True))
         if len(set(pairs)) != len(pairs):
             raise ValueError(f"a (patient, request) of {self.spec.id} is booked twice")
         for booking_no, meta in enumerate(metas):
             slot_no, state, _ = unpack_meta(meta)
             if state not in STATE_NAMES:
                 raise ValueError(f"booking {booking_no} of {self.spec.id} has state {state}")
-            if state == ENDED_STATE:
+            if state in ENDED_STATES:
                 continue
             if not 1 <= slot_no <= self.spec.capacity or holders[slot_no - 1] != NO_BOOKING:
                 raise ValueError(f"slot {slot_no} of {self.spec.id} is held twice or out of range")
             holders[slot_no - 1] = booking_no
-            live += 1
             held += state == HELD_STATE
+        waitlist = array("q") if waitlist is None else waitlist
+        if len(waitlist) % 2:
+            raise ValueError("waitlist words are not pairs")
         self.bookings = bookings
+        self.waitlist = waitlist
         self.holders = holders
-        self.free = self.spec.capacity - live
+        self.free = self.spec.capacity - sum(1 for n in holders if n != NO_BOOKING)
         self.held = held
+
+
+def format_code(code: int) -> str:
+    """The 8-digit verification code as the patient sees it (leading zeros kept)."""
+    return f"{code:08d}"

@@ -19,6 +19,8 @@
 | SLOTENGINE_RATE_BURST       | ... and in a burst                                             |
 | SLOTENGINE_MAX_BODY_BYTES   | largest request body the API reads                             |
 | SLOTENGINE_TOKEN_DAYS       | lifetime of a patient's bearer token                           |
+| SLOTENGINE_NOTICE_SENDER    | ``module:Class`` that delivers notifications (default: Redis)  |
+| SLOTENGINE_MOVABLE_CLOCK    | ``1`` lets the admin API move the clock (tests and demos only) |
 
 Ray's own token authentication is configured by Ray's variables (``RAY_AUTH_MODE``,
 ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``); a driver joining a cluster started on this
@@ -58,6 +60,8 @@ class Settings(BaseModel):
     rate_burst: int = Field(default=10, ge=1)
     max_body_bytes: int = Field(default=8192, ge=256)
     token_days: int = Field(default=7, ge=1)
+    notice_sender: str = Field(default="engine.notices:NoticeBoard", pattern=r"^[\w.]+:\w+$")
+    movable_clock: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

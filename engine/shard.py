@@ -1,60 +1,98 @@
 """The shard: every doctor-session of one hospital on one visit date, and its patient rules.
 
 Every patient rule (≤ N live bookings per hospital-day, ≤ M per department-day, none while on
-the hospital's blacklist) is scoped to one hospital-day, so one shard decides all of them with
-no coordination. Pure and synchronous; time is passed in.
+the hospital's or the platform's blacklist) is scoped to one hospital-day, so one shard decides
+all of them with no coordination. The whole booking lifecycle is decided here too: payment,
+cancellation with fee tiers, check-in, the no-show sweep, suspension and the waitlist. Pure and
+synchronous; time is passed in, the zone for local cutoffs is given.
 
-The shard remembers which doctor-sessions a batch changed (``take_changes``) so the host can
-write exactly those snapshots in one round trip (group commit).
+The shard remembers which doctor-sessions a batch changed and which outbox events it caused
+(``take_changes``) so the host can write exactly those, atomically, in one round trip (group
+commit). Refunds, notifications and violations leave only through that outbox.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import datetime as dt
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from hmac import compare_digest
+from typing import Any
 
 from .outcomes import (
     Blacklisted,
     BookingInfo,
     Bookings,
     BookOutcome,
+    CheckedIn,
     Conflict,
     Created,
     DepartmentDayLimit,
     Forbidden,
     HospitalDayLimit,
+    LeftWaitlist,
+    Locked,
     NotFound,
+    NotPayable,
+    NotSoldOut,
+    NotVisitDay,
+    Paid,
     Released,
     SessionState,
+    SuspendDone,
+    TooLate,
+    Waitlisted,
+    WaitlistFull,
+    WrongCode,
+    WrongState,
 )
-from .session import OPEN, DoctorSession, SessionSpec
+from .policy import CANCEL, NO_SHOW, PLATFORM, SAME_DAY_CANCEL, Policy, local_date
+from .session import (
+    BOOKED_STATE,
+    CANCELLED_STATE,
+    CHECKED_IN_STATE,
+    CLOSED,
+    ENDED_STATES,
+    EXPIRED_STATE,
+    HELD_STATE,
+    NO_SHOW_STATE,
+    OPEN,
+    REVOKED_STATE,
+    SOLD_OUT,
+    STATE_NAMES,
+    DoctorSession,
+    Extra,
+    SessionSpec,
+    format_code,
+)
 
-MAX_HOLD_SECONDS = 7 * 86400
 _NO_SESSION = NotFound("session")
 _NO_BOOKING = NotFound("booking")
+WARN_SECONDS = 300  # "hold expiring" goes out this long before expiry (a third of short holds)
+
+# Outbox events, written in the same commit as the state that caused them (msgpack lists):
+#   ["notice", kind, patient, booking_id, session_id, at, {details}]
+#   ["refund", booking_id, patient, amount, reason]      amount in fen, from the payment
+#   ["void", booking_id, patient]                        refund any payment the engine never took
+#   ["violation", scope, hospital_id, patient, kind, booking_id, at]
+Event = list[Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Policy:
-    """Per-hospital rule values (defaults from DESIGN.md)."""
-
-    hospital_day_limit: int = 2
-    department_day_limit: int = 1
-    hold_seconds: int = 15 * 60
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.hospital_day_limit <= 100 or not 1 <= self.department_day_limit <= 100:
-            raise ValueError("day limits must be 1..100")
-        if not 1 <= self.hold_seconds <= MAX_HOLD_SECONDS:
-            raise ValueError(f"hold_seconds must be 1..{MAX_HOLD_SECONDS}")
+def new_code() -> int:
+    """An 8-digit verification code from ``secrets`` (never 0, which means "none yet")."""
+    return secrets.randbelow(99_999_999) + 1
 
 
 @dataclass(slots=True)
 class Changes:
-    """What one batch changed in a shard: the snapshots to write and the stock to publish."""
+    """What one batch changed in a shard: the snapshots to write, the stock to publish and
+    the outbox events to hand on (all written in one commit)."""
 
     sessions: dict[str, DoctorSession] = field(default_factory=dict)
     new_session_ids: list[str] = field(default_factory=list)
     new_bookings: list[tuple[int, str]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.sessions)
@@ -63,7 +101,19 @@ class Changes:
 class Shard:
     """All doctor-sessions of one hospital on one date, plus the hospital's rules for it."""
 
-    __slots__ = ("_changes", "blacklist", "date", "hospital_id", "id", "live", "policy", "sessions")
+    __slots__ = (
+        "_changes",
+        "blacklist",
+        "date",
+        "hospital_id",
+        "id",
+        "live",
+        "new_code",
+        "platform_blacklist",
+        "policy",
+        "sessions",
+        "zone",
+    )
 
     def __init__(
         self,
@@ -72,19 +122,25 @@ class Shard:
         date: str,
         policy: Policy | None = None,
         blacklist: dict[int, float] | None = None,
+        platform_blacklist: dict[int, float] | None = None,
+        zone: dt.tzinfo = dt.UTC,
+        new_code: Callable[[], int] = new_code,
     ) -> None:
         self.id = shard_id
         self.hospital_id = hospital_id
         self.date = date
         self.policy = policy or Policy()
         self.blacklist: dict[int, float] = blacklist or {}
+        self.platform_blacklist: dict[int, float] = platform_blacklist or {}
+        self.zone = zone
+        self.new_code = new_code
         self.sessions: dict[str, DoctorSession] = {}
         # patient → the doctor-session of their live booking here, or a tuple of them when
         # they hold several (one entry per booking; a bare session saves a tuple per patient)
         self.live: dict[int, DoctorSession | tuple[DoctorSession, ...]] = {}
         self._changes = Changes()
 
-    # ----- commands ------------------------------------------------------------------------
+    # ----- booking -------------------------------------------------------------------------
 
     def book(self, session_id: str, patient: int, request: int, now: float) -> BookOutcome:
         """Decide one booking request. Invariants 1, 2, 4 and 5 of DESIGN.md hold here:
@@ -102,9 +158,22 @@ class Shard:
         status = session.status(now)
         if status != OPEN:
             return session.refusal(status)
-        until = self.blacklist.get(patient)
-        if until is not None and until > now:
-            return Blacklisted(self.hospital_id, until)
+        refusal = self._refusal(session, patient, now)
+        if refusal is not None:
+            return refusal
+        return self._take(session, patient, request, now)
+
+    def _refusal(
+        self, session: DoctorSession, patient: int, now: float
+    ) -> Blacklisted | HospitalDayLimit | DepartmentDayLimit | None:
+        """The patient rule that forbids this patient a new booking here, if any."""
+        for scope, bans in (
+            (self.hospital_id, self.blacklist),
+            (PLATFORM, self.platform_blacklist),
+        ):
+            until = bans.get(patient)
+            if until is not None and until > now:
+                return Blacklisted(scope, until)
         mine = self.live.get(patient)
         if mine is not None:
             policy = self.policy
@@ -115,34 +184,330 @@ class Shard:
             in_department = sum(1 for s in held if s.spec.department_id == department)
             if in_department >= policy.department_day_limit:
                 return DepartmentDayLimit(policy.department_day_limit)
-            self.live[patient] = (*held, session)
-        else:
+        return None
+
+    def _take(self, session: DoctorSession, patient: int, request: int, now: float) -> Any:
+        mine = self.live.get(patient)
+        if mine is None:
             self.live[patient] = session
+        else:
+            self.live[patient] = (*(mine if type(mine) is tuple else (mine,)), session)
         changes = self._changes
         changes.sessions[session.id] = session
-        booked = session.take(patient, request, now, self.policy.hold_seconds)
+        booked = session.take(patient, request, now, self.policy.hold_seconds, self.new_code())
         changes.new_bookings.append((patient, booked.booking_id))
+        if booked.verification_code is not None:
+            self._notice(
+                "confirmed",
+                patient,
+                booked.booking_id,
+                session,
+                now,
+                slot_no=booked.slot_no,
+                slot_time=booked.slot_time,
+            )
         return booked
 
-    def release(
-        self, session_id: str, booking_no: int, patient: int | None
-    ) -> Released | NotFound | Forbidden:
-        """Give a held or booked slot back (invariant 6: exactly that slot returns).
+    # ----- the lifecycle -------------------------------------------------------------------
 
-        ``patient`` None means an operator acting for the hospital; otherwise the booking must
-        be the patient's own. Releasing an ended booking again answers the same (idempotent).
-        """
+    def _own(
+        self, session_id: str, booking_no: int, patient: int | None
+    ) -> tuple[DoctorSession, int, int, int, int] | NotFound | Forbidden:
         session = self.sessions.get(session_id)
         if session is None or not 0 <= booking_no < session.count:
             return _NO_BOOKING
-        owner, slot_no, _, _ = session.booking(booking_no)
+        owner, slot_no, state, at = session.booking(booking_no)
         if patient is not None and owner != patient:
             return Forbidden(session.booking_id(booking_no))
-        if not session.release(booking_no):
-            return Released(session.booking_id(booking_no), slot_no, repeat=True)
+        return session, owner, slot_no, state, at
+
+    def pay(self, session_id: str, booking_no: int, patient: int | None, now: float) -> Any:
+        """A payment arrived for a booking: a live hold becomes booked and gets its code.
+
+        Paying again answers the same code. A hold whose window has passed is expired now
+        (even if the timer has not run yet) and answered ``NotPayable``: the caller refunds."""
+        own = self._own(session_id, booking_no, patient)
+        if not isinstance(own, tuple):
+            return own
+        session, owner, _, state, expires = own
+        booking_id = session.booking_id(booking_no)
+        extra = session.extra(booking_no)
+        if state in (BOOKED_STATE, CHECKED_IN_STATE, NO_SHOW_STATE):
+            return Paid(booking_id, format_code(extra.code), repeat=True)
+        if state == HELD_STATE and expires <= now:
+            self._expire(session, booking_no, owner, now)
+            return NotPayable(booking_id, STATE_NAMES[EXPIRED_STATE])
+        if state != HELD_STATE:
+            return NotPayable(booking_id, STATE_NAMES[state])
+        code = self.new_code()
+        session.move(booking_no, BOOKED_STATE, now, Extra(code=code, paid=True))
+        self._touch(session)
+        _, slot_no, _, _ = session.booking(booking_no)
+        self._notice(
+            "confirmed",
+            owner,
+            booking_id,
+            session,
+            now,
+            slot_no=slot_no,
+            slot_time=session.slot_time(slot_no),
+        )
+        return Paid(booking_id, format_code(code))
+
+    def release(
+        self, session_id: str, booking_no: int, patient: int | None, now: float = 0.0
+    ) -> Any:
+        """退号: give a held or booked slot back (invariant 6: exactly that slot returns).
+
+        ``patient`` None means the hospital cancels (full refund, no violation). A patient
+        must cancel before the policy's cutoff; the fee tiers decide the refund. Cancelling
+        an ended booking again answers the same (idempotent). The slot goes to the first
+        patient on the waitlist, if any.
+        """
+        own = self._own(session_id, booking_no, patient)
+        if not isinstance(own, tuple):
+            return own
+        session, owner, slot_no, state, _ = own
+        booking_id = session.booking_id(booking_no)
+        extra = session.extra(booking_no)
+        if state in ENDED_STATES:
+            return Released(booking_id, slot_no, True, extra.refunded, STATE_NAMES[state])
+        if state not in (HELD_STATE, BOOKED_STATE):
+            return WrongState(booking_id, STATE_NAMES[state])
+        spec = session.spec
+        if patient is None:
+            refund = spec.fee if extra.paid else 0
+            self._end(
+                session, booking_no, owner, REVOKED_STATE, now, refund, "cancelled", by="hospital"
+            )
+        else:
+            cutoff = self.policy.cancel_cutoff(dt.date.fromisoformat(spec.date), self.zone)
+            if now >= cutoff:
+                return TooLate("cancel", cutoff)
+            refund = self.policy.refund_for_cancel(spec.fee, extra.paid, spec.visit_at, now)
+            self._end(
+                session, booking_no, owner, CANCELLED_STATE, now, refund, "cancelled", by="patient"
+            )
+            if state == BOOKED_STATE:  # letting an unpaid hold go is not held against anyone
+                self._violation(owner, CANCEL, booking_id, now)
+                if local_date(now, self.zone) == spec.date:
+                    self._violation(owner, SAME_DAY_CANCEL, booking_id, now)
+        self._promote(session, now)
+        return Released(booking_id, slot_no, False, refund)
+
+    def check_in(self, session_id: str, booking_no: int, code: str, now: float) -> Any:
+        """取号: the hospital checks a booking in with its verification code, on the visit day.
+
+        Wrong codes are counted; after ``check_in_max_tries`` the booking is locked."""
+        own = self._own(session_id, booking_no, None)
+        if not isinstance(own, tuple):
+            return own
+        session, owner, slot_no, state, _ = own
+        booking_id = session.booking_id(booking_no)
+        if state == CHECKED_IN_STATE:
+            return CheckedIn(booking_id, slot_no, session.slot_time(slot_no), owner, repeat=True)
+        if state != BOOKED_STATE:
+            return WrongState(booking_id, STATE_NAMES[state])
+        if local_date(now, self.zone) != session.spec.date:
+            return NotVisitDay(session.spec.date)
+        extra = session.extra(booking_no)
+        limit = self.policy.check_in_max_tries
+        if extra.tries >= limit:
+            return Locked(booking_id)
+        if compare_digest(format_code(extra.code).encode(), code.encode()):
+            session.move(booking_no, CHECKED_IN_STATE, now)
+            self._touch(session)
+            return CheckedIn(booking_id, slot_no, session.slot_time(slot_no), owner)
+        tries = extra.tries + 1
+        session.set_extra(booking_no, replace(extra, tries=tries))
+        self._touch(session)
+        return Locked(booking_id) if tries >= limit else WrongCode(booking_id, limit - tries)
+
+    def suspend(self, session_id: str, now: float) -> SuspendDone | NotFound:
+        """停诊: revoke and fully refund every held or booked booking, empty the waitlist and
+        answer ``suspended`` from now on. Suspending again changes nothing."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            return _NO_SESSION
+        if session.suspended:
+            return SuspendDone(session_id, 0, 0, repeat=True)
+        session.suspended = True
+        cancelled = refunded = 0
+        for booking_no, owner, _ in session.live_bookings():
+            _, _, state, _ = session.booking(booking_no)
+            if state not in (HELD_STATE, BOOKED_STATE):
+                continue
+            refund = session.spec.fee if session.extra(booking_no).paid else 0
+            self._end(
+                session, booking_no, owner, REVOKED_STATE, now, refund, "suspended", by="hospital"
+            )
+            cancelled += 1
+            refunded += refund
+        while (waiting := session.next_waiting()) is not None:
+            self._notice("suspended", waiting[0], "", session, now, waitlist=True)
+        self._touch(session)
+        return SuspendDone(session_id, cancelled, refunded)
+
+    # ----- the waitlist (候补) ---------------------------------------------------------------
+
+    def join_waitlist(self, session_id: str, patient: int, request: int, now: float) -> Any:
+        """Queue a patient for a sold-out session; a returned slot goes to the first in line
+        who still passes the rules (as a hold when there is a fee)."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            return _NO_SESSION
+        booking_no = session.find(patient, request)
+        if booking_no >= 0:
+            return session.answer(booking_no, repeat=True)
+        position = session.waitlist_position(patient)
+        if position:
+            return Waitlisted(session_id, position, repeat=True)
+        status = session.status(now)
+        if status == OPEN:
+            return NotSoldOut(session_id, session.free)
+        if status != SOLD_OUT:
+            return session.refusal(status)
+        refusal = self._refusal(session, patient, now)
+        if refusal is not None:
+            return refusal
+        if session.waiting >= self.policy.waitlist_limit:
+            return WaitlistFull(session_id, self.policy.waitlist_limit)
+        position = session.join_waitlist(patient, request)
+        self._touch(session)
+        return Waitlisted(session_id, position)
+
+    def leave_waitlist(self, session_id: str, patient: int) -> LeftWaitlist | NotFound:
+        session = self.sessions.get(session_id)
+        if session is None or not session.leave_waitlist(patient):
+            return NotFound("waitlist entry")
+        self._touch(session)
+        return LeftWaitlist(session_id)
+
+    def _promote(self, session: DoctorSession, now: float) -> None:
+        """Give freed slots to the waitlist, first come first served, under the same rules."""
+        while session.free and session.waitlist and session.status(now) == OPEN:
+            patient, request = session.next_waiting()  # type: ignore[misc]
+            self._touch(session)
+            refusal = self._refusal(session, patient, now)
+            if refusal is not None or session.find(patient, request) >= 0:
+                reason = type(refusal).__name__ if refusal is not None else "already_booked"
+                self._notice("waitlist_skipped", patient, "", session, now, reason=reason)
+                continue
+            booked = self._take(session, patient, request, now)
+            self._notice(
+                "waitlist_promoted",
+                patient,
+                booked.booking_id,
+                session,
+                now,
+                status=booked.status,
+                hold_expires_at=booked.hold_expires_at,
+            )
+
+    # ----- timers --------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Every timer of this shard at ``now``: holds expiring and expired, the no-show sweep,
+        and the waitlist of a closed session. All state changes go into the next commit."""
+        policy = self.policy
+        warn = min(WARN_SECONDS, policy.hold_seconds // 3)
+        for session in self.sessions.values():
+            if session.held:
+                for booking_no in session.expired_holds(now):
+                    self._expire(session, booking_no, session.booking(booking_no)[0], now)
+                for booking_no in session.in_state(HELD_STATE):
+                    owner, _, _, expires = session.booking(booking_no)
+                    extra = session.extra(booking_no)
+                    if not extra.warned and expires - warn <= now:
+                        session.set_extra(booking_no, replace(extra, warned=True))
+                        self._touch(session)
+                        self._notice(
+                            "hold_expiring",
+                            owner,
+                            session.booking_id(booking_no),
+                            session,
+                            now,
+                            hold_expires_at=float(expires),
+                        )
+            if (
+                not session.swept
+                and now >= session.spec.ends_at + 60 * policy.no_show_grace_minutes
+            ):
+                self.sweep(session, now)
+            if session.waitlist and session.status(now) == CLOSED:
+                while (waiting := session.next_waiting()) is not None:
+                    self._notice("waitlist_ended", waiting[0], "", session, now)
+                self._touch(session)
+
+    def sweep(self, session: DoctorSession, now: float) -> int:
+        """爽约: every booking neither cancelled nor checked in by the cutoff is a no-show; the
+        violation is recorded and the fee refunded if the policy says so."""
+        policy = self.policy
+        count = 0
+        for booking_no in session.in_state(BOOKED_STATE):
+            owner = session.booking(booking_no)[0]
+            extra = session.extra(booking_no)
+            refund = session.spec.fee if policy.no_show_refund and extra.paid else 0
+            session.move(booking_no, NO_SHOW_STATE, now, replace(extra, refunded=refund))
+            booking_id = session.booking_id(booking_no)
+            if refund:
+                self._changes.events.append(["refund", booking_id, owner, refund, "no_show"])
+            self._violation(owner, NO_SHOW, booking_id, now)
+            self._notice("no_show", owner, booking_id, session, now, refund=refund)
+            count += 1
+        session.swept = True
+        self._touch(session)
+        return count
+
+    def _expire(self, session: DoctorSession, booking_no: int, owner: int, now: float) -> None:
+        session.move(booking_no, EXPIRED_STATE, now)
         self._drop_live(owner, session)
         self._touch(session)
-        return Released(session.booking_id(booking_no), slot_no)
+        booking_id = session.booking_id(booking_no)
+        self._changes.events.append(["void", booking_id, owner])
+        self._notice("expired", owner, booking_id, session, now)
+        self._promote(session, now)
+
+    def _end(
+        self,
+        session: DoctorSession,
+        booking_no: int,
+        owner: int,
+        state: int,
+        now: float,
+        refund: int,
+        notice: str,
+        by: str,
+    ) -> None:
+        extra = session.extra(booking_no)
+        session.move(booking_no, state, now, replace(extra, refunded=refund))
+        self._drop_live(owner, session)
+        self._touch(session)
+        booking_id = session.booking_id(booking_no)
+        if refund:
+            self._changes.events.append(["refund", booking_id, owner, refund, notice])
+        self._notice(notice, owner, booking_id, session, now, refund=refund, by=by)
+
+    def _notice(
+        self,
+        kind: str,
+        patient: int,
+        booking_id: str,
+        session: DoctorSession,
+        now: float,
+        **details: Any,
+    ) -> None:
+        self._changes.events.append(
+            ["notice", kind, patient, booking_id, session.id, float(now), details]
+        )
+
+    def _violation(self, patient: int, kind: str, booking_id: str, now: float) -> None:
+        scope = PLATFORM if self.policy.ban_scope == PLATFORM else self.hospital_id
+        self._changes.events.append(
+            ["violation", scope, self.hospital_id, patient, kind, booking_id, float(now)]
+        )
+
+    # ----- reading -------------------------------------------------------------------------
 
     def lookup(self, session_id: str, booking_no: int) -> BookingInfo | NotFound:
         session = self.sessions.get(session_id)
@@ -155,14 +520,6 @@ class Shard:
         if session is None:
             return _NO_SESSION
         return Bookings(session_id, [session.info(n) for n in range(session.count)])
-
-    def expire_holds(self, now: float) -> list[Released]:
-        """End every hold whose payment window has passed; their slots return to the pool."""
-        out = []
-        for session in self.sessions.values():
-            for booking_no in session.expired_holds(now):
-                out.append(self.release(session.id, booking_no, None))
-        return [r for r in out if isinstance(r, Released)]
 
     def create(self, spec: SessionSpec) -> Created | Conflict:
         existing = self.sessions.get(spec.id)
@@ -179,6 +536,7 @@ class Shard:
         if session is None:
             return _NO_SESSION
         spec = session.spec
+        checked_in = len(session.in_state(CHECKED_IN_STATE))
         return SessionState(
             session_id=spec.id,
             hospital_id=spec.hospital_id,
@@ -189,19 +547,28 @@ class Shard:
             capacity=spec.capacity,
             remaining=session.free,
             held=session.held,
-            booked=session.booked,
+            booked=session.booked - checked_in,
             ended=session.ended,
             status=session.status(now),
             opens_at=spec.opens_at,
             closes_at=spec.closes_at,
             fee=spec.fee,
             version=session.version,
+            checked_in=checked_in,
+            waiting=session.waiting,
         )
 
-    def set_rules(self, policy: Policy, blacklist: dict[int, float]) -> None:
-        """Take a hospital's new policy and blacklist (stored per hospital, not per shard)."""
+    def set_rules(
+        self,
+        policy: Policy,
+        blacklist: dict[int, float],
+        platform_blacklist: dict[int, float] | None = None,
+    ) -> None:
+        """Take a hospital's new policy and blacklists (stored per hospital, not per shard)."""
         self.policy = policy
-        self.blacklist = dict(blacklist)
+        self.blacklist = blacklist
+        if platform_blacklist is not None:
+            self.platform_blacklist = platform_blacklist
 
     # ----- batch bookkeeping ---------------------------------------------------------------
 

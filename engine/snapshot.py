@@ -1,7 +1,9 @@
-"""Versioned msgpack snapshots of a doctor-session and of a shard's rule state.
+"""Versioned msgpack snapshots of a doctor-session and of a hospital's policy.
 
-A session snapshot is one msgpack array: the catalog facts, then the booking words (patient,
-request key, packed slot/state/expiry per booking) as raw little-endian int64 bytes. Strings
+A session snapshot is one msgpack array: the catalog facts, the flags (suspended, swept), then
+the booking words (four int64 per booking) and the waitlist (two int64 per waiting patient) as
+raw little-endian int64 bytes. Every timer's due time is in here (hold expiry, the no-show
+cutoff, opening and closing), so timers survive a host restart. Strings
 shared by many sessions (hospital, department, date, period) are interned on load.
 Anything that does not decode to exactly this shape raises
 ``SnapshotError`` naming the key and the reason; a snapshot is never half-loaded.
@@ -16,11 +18,12 @@ from array import array
 import msgpack
 
 from .errors import SnapshotError
+from .policy import Policy
 from .session import DoctorSession, SessionSpec
-from .shard import Policy
 
-SESSION_VERSION = 1
-RULES_VERSION = 1
+SESSION_VERSION = 2
+RULES_VERSION = 2
+SESSION_FIELDS = 18
 _LITTLE = sys.byteorder == "little"
 
 
@@ -59,8 +62,11 @@ def encode_session(session: DoctorSession) -> bytes:
             spec.fee,
             spec.opens_at,
             spec.closes_at,
+            spec.starts_at,
             session.suspended,
+            session.swept,
             _int64_bytes(session.bookings),
+            _int64_bytes(session.waitlist),
         ],
         use_bin_type=True,
     )
@@ -74,8 +80,8 @@ def decode_session(raw: bytes, where: str = "session snapshot") -> DoctorSession
             raise ValueError("not a msgpack array")
         if fields[0] != SESSION_VERSION:
             raise ValueError(f"unknown snapshot version {fields[0]!r}")
-        if len(fields) != 15:
-            raise ValueError(f"expected 15 fields, got {len(fields)}")
+        if len(fields) != SESSION_FIELDS:
+            raise ValueError(f"expected {SESSION_FIELDS} fields, got {len(fields)}")
         (
             _,
             sid,
@@ -90,8 +96,11 @@ def decode_session(raw: bytes, where: str = "session snapshot") -> DoctorSession
             fee,
             opens_at,
             closes_at,
+            starts_at,
             suspended,
+            swept,
             bookings,
+            waitlist,
         ) = fields
         names = ("id", "hospital", "department", "doctor", "date", "period")
         values = (sid, hospital, department, doctor, date, period)
@@ -102,11 +111,12 @@ def decode_session(raw: bytes, where: str = "session snapshot") -> DoctorSession
                             ("slot minutes", minutes), ("fee", fee)):  # fmt: skip
             if type(value) is not int:
                 raise ValueError(f"{name} is not an integer")
-        for name, value in (("opens_at", opens_at), ("closes_at", closes_at)):
+        for name, value in (("opens_at", opens_at), ("closes_at", closes_at),
+                            ("starts_at", starts_at)):  # fmt: skip
             if value is not None and (type(value) not in (int, float) or not math.isfinite(value)):
                 raise ValueError(f"{name} is not a finite number")
-        if type(suspended) is not bool:
-            raise ValueError("suspended is not a boolean")
+        if type(suspended) is not bool or type(swept) is not bool:
+            raise ValueError("suspended or swept is not a boolean")
         spec = SessionSpec(
             id=sid,
             hospital_id=sys.intern(hospital),
@@ -120,36 +130,29 @@ def decode_session(raw: bytes, where: str = "session snapshot") -> DoctorSession
             fee=int(fee),
             opens_at=float(opens_at),
             closes_at=None if closes_at is None else float(closes_at),
+            starts_at=None if starts_at is None else float(starts_at),
         )
-        if not isinstance(bookings, bytes):
-            raise ValueError("booking words are not bytes")
-        session = DoctorSession(spec, suspended=bool(suspended))
-        session.restore(_int64_array(bookings))
+        if not isinstance(bookings, bytes) or not isinstance(waitlist, bytes):
+            raise ValueError("booking or waitlist words are not bytes")
+        session = DoctorSession(spec, suspended=suspended)
+        session.swept = swept
+        session.restore(_int64_array(bookings), _int64_array(waitlist))
         return session
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise SnapshotError(f"corrupt {where}: {exc}") from exc
 
 
-def encode_rules(policy: Policy, blacklist: dict[int, float]) -> bytes:
-    return msgpack.packb(
-        [
-            RULES_VERSION,
-            [policy.hospital_day_limit, policy.department_day_limit, policy.hold_seconds],
-            blacklist,
-        ],
-        use_bin_type=True,
-    )
+def encode_rules(policy: Policy) -> bytes:
+    return msgpack.packb([RULES_VERSION, policy.to_dict()], use_bin_type=True)
 
 
-def decode_rules(raw: bytes, where: str = "rules snapshot") -> tuple[Policy, dict[int, float]]:
+def decode_rules(raw: bytes, where: str = "policy") -> Policy:
     try:
         fields = msgpack.unpackb(raw, raw=False, strict_map_key=False)
-        if not isinstance(fields, list) or len(fields) != 3 or fields[0] != RULES_VERSION:
-            raise ValueError("unknown rules snapshot shape or version")
-        _, limits, blacklist = fields
-        policy = Policy(*(int(x) for x in limits))
-        if not isinstance(blacklist, dict):
-            raise ValueError("blacklist is not a map")
-        return policy, {int(p): float(u) for p, u in blacklist.items()}
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        if not isinstance(fields, list) or len(fields) != 2 or fields[0] != RULES_VERSION:
+            raise ValueError("unknown policy shape or version")
+        if not isinstance(fields[1], dict):
+            raise ValueError("policy is not a map")
+        return Policy.from_dict(fields[1])
+    except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
         raise SnapshotError(f"corrupt {where}: {exc}") from exc

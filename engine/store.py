@@ -8,38 +8,56 @@ group commit go in one pipelined round trip. Redis failures become ``StoreUnavai
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import datetime as dt
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgpack
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError, WatchError
+from redis.exceptions import RedisError, ResponseError
 
 from .errors import Fenced, SnapshotError, StoreUnavailable
 from .keys import Keys
+from .policy import PLATFORM, Policy
 from .session import DoctorSession
-from .shard import Policy, Shard
+from .shard import Shard
 from .snapshot import decode_rules, decode_session, encode_rules, encode_session
 
-# KEYS: epoch, sessions-set, snapshot keys...
-# ARGV: epoch, channel, message, n, payloads..., new session ids...
+# KEYS: epoch, sessions-set, outbox stream, snapshot keys...
+# ARGV: epoch, channel, message, events, n, payloads..., new session ids...
+# (the outbox is outside the shard's hash tag: on Redis Cluster it needs a per-shard stream)
 COMMIT_SCRIPT = """
 local current = redis.call('GET', KEYS[1])
 if current ~= ARGV[1] then
   return redis.error_reply(
     'FENCED shard epoch is ' .. tostring(current) .. ', writer has ' .. ARGV[1])
 end
-local n = tonumber(ARGV[4])
+local n = tonumber(ARGV[5])
 for i = 1, n do
-  redis.call('SET', KEYS[2 + i], ARGV[4 + i])
+  redis.call('SET', KEYS[3 + i], ARGV[5 + i])
 end
-for i = 5 + n, #ARGV do
+for i = 6 + n, #ARGV do
   redis.call('SADD', KEYS[2], ARGV[i])
+end
+if ARGV[4] ~= '' then
+  redis.call('XADD', KEYS[3], '*', 'e', ARGV[4])
 end
 if ARGV[3] ~= '' then
   redis.call('PUBLISH', ARGV[2], ARGV[3])
 end
 return n
+"""
+
+# KEYS: bans hash. ARGV: patient, until. Bans only grow: a replayed or late judgement never
+# shortens a ban. Returns 1 when the ban changed.
+BAN_SCRIPT = """
+local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if tonumber(ARGV[2]) > old then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return 1
+end
+return 0
 """
 
 
@@ -53,6 +71,7 @@ class ShardWrite:
     sessions: Sequence[DoctorSession]
     new_session_ids: Sequence[str] = ()
     new_bookings: Sequence[tuple[int, str]] = ()  # (patient, booking id) for "my bookings"
+    events: Sequence[list[Any]] = ()  # outbox events, written atomically with the snapshots
     # (session, status, remaining, version) of every session whose stock or status changed
     stock: list[tuple[str, str, int, int]] = field(default_factory=list)
 
@@ -65,6 +84,10 @@ def stock_message(stock: Iterable[tuple[str, str, int, int]]) -> bytes:
 
 def parse_stock_message(raw: bytes) -> list[tuple[str, str, int, int]]:
     return [tuple(item) for item in msgpack.unpackb(raw, raw=False)]  # type: ignore[misc]
+
+
+def _bans(raw: dict[bytes, bytes]) -> dict[int, float]:
+    return {int(k): float(v) for k, v in raw.items()}
 
 
 class Store:
@@ -93,7 +116,9 @@ class Store:
 
     # ----- the host's side -----------------------------------------------------------------
 
-    async def activate(self, shard_id: str, hospital_id: str, date: str) -> tuple[int, Shard]:
+    async def activate(
+        self, shard_id: str, hospital_id: str, date: str, zone: dt.tzinfo = dt.UTC
+    ) -> tuple[int, Shard]:
         """Take ownership of a shard and load it: bump the epoch first, then read.
 
         Bumping first means every write of an older holder is refused from now on, so what is
@@ -105,13 +130,17 @@ class Store:
                 pipe.incr(keys.epoch(shard_id))
                 pipe.smembers(keys.sessions(shard_id))
                 pipe.get(keys.rules(hospital_id))
-                epoch, members, rules_raw = await pipe.execute()
+                pipe.hgetall(keys.bans(hospital_id))
+                pipe.hgetall(keys.bans(PLATFORM))
+                epoch, members, rules_raw, bans, platform_bans = await pipe.execute()
             ids = sorted(m.decode() for m in members)
             raws = await self.client.mget([keys.session(shard_id, i) for i in ids]) if ids else []
         except RedisError as exc:
             raise StoreUnavailable(f"cannot load shard {shard_id}: {exc}") from exc
-        policy, blacklist = decode_rules(rules_raw) if rules_raw else (Policy(), {})
-        shard = Shard(shard_id, hospital_id, date, policy, blacklist)
+        policy = decode_rules(rules_raw) if rules_raw else Policy()
+        shard = Shard(
+            shard_id, hospital_id, date, policy, _bans(bans), _bans(platform_bans), zone=zone
+        )
         for session_id, raw in zip(ids, raws, strict=True):
             if raw is None:
                 continue  # listed but its first commit was refused: it was never acknowledged
@@ -136,15 +165,18 @@ class Store:
                     snap_keys = [keys.session(w.shard_id, s.id) for s in w.sessions]
                     payloads = [encode_session(s) for s in w.sessions]
                     message = stock_message(w.stock) if w.stock else b""
+                    events = msgpack.packb(list(w.events), use_bin_type=True) if w.events else b""
                     pipe.eval(
                         COMMIT_SCRIPT,
-                        2 + len(snap_keys),
+                        3 + len(snap_keys),
                         keys.epoch(w.shard_id),
                         keys.sessions(w.shard_id),
+                        keys.outbox,
                         *snap_keys,
                         w.epoch,
                         keys.stock_channel,
                         message,
+                        events,
                         len(payloads),
                         *payloads,
                         *w.new_session_ids,
@@ -209,35 +241,48 @@ class Store:
         except RedisError as exc:
             raise StoreUnavailable(f"catalog unreachable: {exc}") from exc
 
-    async def read_rules(self, hospital_id: str) -> tuple[Policy, dict[int, float]]:
+    async def read_rules(self, scope: str) -> tuple[Policy | None, dict[int, float]]:
+        """A hospital's policy and bans, or (None, the platform's bans) for ``platform``."""
         try:
-            raw = await self.client.get(self.keys.rules(hospital_id))
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.get(self.keys.rules(scope))
+                pipe.hgetall(self.keys.bans(scope))
+                raw, bans = await pipe.execute()
         except RedisError as exc:
             raise StoreUnavailable(f"rules unreachable: {exc}") from exc
-        return decode_rules(raw) if raw else (Policy(), {})
+        if scope == PLATFORM:
+            return None, _bans(bans)
+        return (decode_rules(raw) if raw else Policy()), _bans(bans)
 
-    async def update_rules(
-        self,
-        hospital_id: str,
-        change: Callable[[Policy, dict[int, float]], tuple[Policy, dict[int, float]]],
-    ) -> None:
-        """Read-modify-write a hospital's rules atomically (optimistic WATCH/MULTI)."""
-        key = self.keys.rules(hospital_id)
+    async def policy(self, hospital_id: str) -> Policy:
+        return (await self.read_rules(hospital_id))[0] or Policy()
+
+    async def write_policy(self, hospital_id: str, policy: Policy) -> None:
         try:
-            async with self.client.pipeline(transaction=True) as pipe:
-                while True:
-                    try:
-                        await pipe.watch(key)
-                        raw = await pipe.get(key)
-                        policy, blacklist = decode_rules(raw) if raw else (Policy(), {})
-                        pipe.multi()
-                        pipe.set(key, encode_rules(*change(policy, blacklist)))
-                        await pipe.execute()
-                        return
-                    except WatchError:
-                        continue
+            await self.client.set(self.keys.rules(hospital_id), encode_rules(policy))
         except RedisError as exc:
-            raise StoreUnavailable(f"rules not written: {exc}") from exc
+            raise StoreUnavailable(f"policy not written: {exc}") from exc
+
+    async def set_ban(self, scope: str, patient_id: int, until: float | None) -> None:
+        """Set (or with None lift) a ban by hand; the operator's word replaces the record's."""
+        try:
+            if until is None:
+                await self.client.hdel(self.keys.bans(scope), str(patient_id))
+            else:
+                await self.client.hset(self.keys.bans(scope), str(patient_id), repr(until))
+        except RedisError as exc:
+            raise StoreUnavailable(f"ban not written: {exc}") from exc
+
+    async def extend_ban(self, scope: str, patient_id: int, until: float) -> bool:
+        """Raise a ban to ``until`` if it is shorter; True if it changed."""
+        try:
+            return bool(
+                await self.client.eval(
+                    BAN_SCRIPT, 1, self.keys.bans(scope), patient_id, repr(until)
+                )
+            )
+        except RedisError as exc:
+            raise StoreUnavailable(f"ban not written: {exc}") from exc
 
     # ----- auditors' side: read without taking ownership -----------------------------------
 

@@ -1,0 +1,210 @@
+"""The courier: a Ray actor that carries the outbox out — refunds to the payment gateway,
+notices to the sender, violations to the patients' conduct records and bans.
+
+Hosts never wait for any of this: their commit only appends one outbox entry (atomically with
+the snapshots that caused it). The courier reads the stream through a consumer group, handles
+each entry, then acknowledges and deletes it. Every step is idempotent (refunds are keyed,
+notices carry stable ids, violations are keyed by booking and kind, bans only grow), so an entry
+replayed after a crash or a Redis outage does nothing twice. A failed entry stays pending and is
+retried on the next round (every ``tick_seconds``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Any
+
+import msgpack
+from redis.exceptions import ResponseError
+
+from .clock import Clock, parse_offset
+from .keys import Keys
+from .notices import Notice, Sender, load_sender
+from .payments import SandboxGateway
+from .policy import PLATFORM, Violation, judge
+from .settings import Settings
+from .store import Store
+
+log = logging.getLogger(__name__)
+GROUP = "couriers"
+CONSUMER = "courier"
+BATCH = 256
+
+
+class Courier:
+    """Decorated with ``ray.remote`` by ``pool.py``; one per namespace."""
+
+    def __init__(self, settings: Settings) -> None:
+        assert settings.redis_url is not None
+        self.settings = settings
+        self._loop = asyncio.new_event_loop()
+        self.store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout)
+        self.keys: Keys = self.store.keys
+        self.gateway = SandboxGateway(self.store.client, self.keys)
+        self.sender: Sender = load_sender(settings.notice_sender, self.store.client, self.keys)
+        self.clock = Clock()
+        self.counters: dict[str, int] = {
+            "entries": 0,
+            "notices": 0,
+            "refunds": 0,
+            "refunded": 0,
+            "violations": 0,
+            "bans": 0,
+            "failures": 0,
+        }
+        self._grouped = False
+        self._timer: threading.Thread | None = None
+        self.start_timer()
+
+    # ----- Ray methods ---------------------------------------------------------------------
+
+    def drain(self) -> dict[str, int]:
+        """Handle everything in the outbox now (also sent to itself every tick)."""
+        try:
+            return self._loop.run_until_complete(self._drain())
+        except Exception as exc:  # Redis away: the entries stay pending for the next round
+            self.counters["failures"] += 1
+            log.warning("courier round failed: %s", exc)
+            return dict(self.counters)
+
+    def info(self) -> dict[str, int]:
+        return dict(self.counters)
+
+    def start_timer(self) -> None:
+        if self._timer is not None:
+            return
+        import ray
+
+        me = ray.get_runtime_context().current_actor
+        period = self.settings.tick_seconds
+
+        def send_ticks() -> None:
+            while True:
+                time.sleep(period)
+                try:
+                    me.drain.options(max_task_retries=0).remote()
+                except Exception:
+                    return
+
+        self._timer = threading.Thread(target=send_ticks, name="courier-timer", daemon=True)
+        self._timer.start()
+
+    # ----- the rounds ----------------------------------------------------------------------
+
+    async def _drain(self) -> dict[str, int]:
+        client = self.store.client
+        if not self._grouped:
+            try:
+                await client.xgroup_create(self.keys.outbox, GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            self._grouped = True
+        self.clock.set_offset(parse_offset(await client.get(self.keys.clock)))
+        for start in ("0", ">"):  # first what an earlier round left pending, then new entries
+            while True:
+                reply = await client.xreadgroup(
+                    GROUP, CONSUMER, {self.keys.outbox: start}, count=BATCH
+                )
+                entries = reply[0][1] if reply else []
+                if not entries:
+                    break
+                done = []
+                for entry_id, fields in entries:
+                    if not fields:  # deleted while pending
+                        done.append(entry_id)
+                        continue
+                    await self._handle(entry_id.decode(), msgpack.unpackb(fields[b"e"], raw=False))
+                    done.append(entry_id)
+                async with client.pipeline(transaction=False) as pipe:
+                    pipe.xack(self.keys.outbox, GROUP, *done)
+                    pipe.xdel(self.keys.outbox, *done)
+                    await pipe.execute()
+                self.counters["entries"] += len(done)
+                if start == "0" and len(entries) < BATCH:
+                    break
+        return dict(self.counters)
+
+    async def _handle(self, entry_id: str, events: list[list[Any]]) -> None:
+        """One outbox entry; raises (and is retried whole) if any part fails."""
+        notices: list[Notice] = []
+        for index, event in enumerate(events):
+            kind = event[0]
+            if kind == "notice":
+                _, what, patient, booking_id, session_id, at, details = event
+                notices.append(
+                    Notice(
+                        f"{entry_id}:{index}", what, patient, booking_id, session_id, at, details
+                    )
+                )
+            elif kind == "refund":
+                _, booking_id, _, amount, reason = event
+                await self._refund(booking_id, amount, f"{booking_id}:{reason}")
+            elif kind == "void":  # an expired hold: give back any payment that came too late
+                await self._refund(event[1], None, f"{event[1]}:expired")
+            elif kind == "violation":
+                notice = await self._violation(*event[1:], notice_id=f"{entry_id}:{index}:ban")
+                if notice is not None:
+                    notices.append(notice)
+            else:
+                log.error("unknown outbox event %r", event)
+        if notices:
+            await self.sender.send(notices)
+            self.counters["notices"] += len(notices)
+
+    async def _refund(self, booking_id: str, amount: int | None, key: str) -> None:
+        refund = await self.gateway.refund(booking_id, amount, key)
+        if refund is not None and refund.amount:
+            self.counters["refunds"] += 1
+            self.counters["refunded"] += refund.amount
+
+    async def _violation(
+        self,
+        scope: str,
+        hospital_id: str,
+        patient: int,
+        kind: str,
+        booking_id: str,
+        at: float,
+        notice_id: str,
+    ) -> Notice | None:
+        """Record a violation and apply the hospital's blacklist rules to the whole record."""
+        client, keys = self.store.client, self.keys
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.hsetnx(keys.conduct(scope, patient), f"{booking_id}:{kind}", repr(at))
+            pipe.sadd(keys.conduct_scopes(patient), scope)
+            pipe.hgetall(keys.conduct(scope, patient))
+            _, _, record = await pipe.execute()
+        self.counters["violations"] += 1
+        policy = await self.store.policy(hospital_id)
+        conduct = judge(parse_conduct(record), policy)
+        until = conduct.banned_until(self.clock.now())
+        if until is None or not await self.store.extend_ban(scope, patient, until):
+            return None
+        self.counters["bans"] += 1
+        self._refresh_hosts(scope if scope == PLATFORM else hospital_id)
+        return Notice(
+            notice_id, "banned", patient, booking_id, "", at, {"scope": scope, "until": until}
+        )
+
+    def _refresh_hosts(self, scope: str) -> None:
+        """Tell every host to reload the bans now (fire and forget: hosts also reload them
+        when they next load a shard)."""
+        from .pool import find_pool
+
+        try:
+            for host in find_pool(self.settings):
+                host.refresh_rules.remote(scope)
+        except Exception as exc:
+            log.warning("could not reach the hosts to refresh bans: %s", exc)
+
+
+def parse_conduct(record: dict[bytes, bytes]) -> list[Violation]:
+    out = []
+    for field, at in record.items():
+        booking_id, _, kind = field.decode().rpartition(":")
+        out.append(Violation(float(at), kind, booking_id))
+    return out

@@ -1,0 +1,94 @@
+"""Notifications: what the outbox tells patients, and the pluggable sender that delivers it.
+
+Kinds: confirmed, hold_expiring, expired, cancelled, suspended, waitlist_promoted,
+waitlist_skipped, waitlist_ended, no_show, banned. The default sender (``NoticeBoard``) writes
+every notice to a Redis stream an operator can read (``slotengine notices``) and to the
+patient's own list (``GET /v1/me/notifications``). Another sender (SMS, WeChat, e-mail) is any
+class with the same ``send`` method, named by ``SLOTENGINE_NOTICE_SENDER``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+
+from .keys import Keys
+
+KEEP_PER_PATIENT = 100
+KEEP_SENT_SECONDS = 30 * 86400
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    id: str  # stable across outbox replays: "<outbox entry id>:<index>"
+    kind: str
+    patient_id: int
+    booking_id: str
+    session_id: str
+    at: float
+    details: dict[str, Any]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+
+
+class Sender(Protocol):
+    async def send(self, notices: list[Notice]) -> None:
+        """Deliver; raise to have the courier retry later. Must tolerate a replayed notice
+        (same ``id``): the outbox delivers at least once."""
+
+
+# KEYS: sent marker, notices stream, patient list. ARGV: json, keep, ttl
+BOARD_SCRIPT = """
+if redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[3]) then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', 1000000, '*', 'n', ARGV[1])
+  redis.call('LPUSH', KEYS[3], ARGV[1])
+  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[2]) - 1)
+  return 1
+end
+return 0
+"""
+
+
+class NoticeBoard:
+    """The default sender: an operator-readable stream plus each patient's latest notices."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+
+    async def send(self, notices: list[Notice]) -> None:
+        keys = self.keys
+        async with self.client.pipeline(transaction=False) as pipe:
+            for n in notices:
+                pipe.eval(
+                    BOARD_SCRIPT,
+                    3,
+                    keys.sent(n.id),
+                    keys.notices,
+                    keys.patient_notices(n.patient_id),
+                    n.to_json(),
+                    KEEP_PER_PATIENT,
+                    KEEP_SENT_SECONDS,
+                )
+            await pipe.execute()
+
+
+async def patient_notices(client: aioredis.Redis, keys: Keys, patient_id: int) -> list[dict]:
+    raw = await client.lrange(keys.patient_notices(patient_id), 0, KEEP_PER_PATIENT - 1)
+    return [json.loads(r) for r in raw]
+
+
+async def recent_notices(client: aioredis.Redis, keys: Keys, count: int = 100) -> list[dict]:
+    entries = await client.xrevrange(keys.notices, count=count)
+    return [json.loads(fields[b"n"]) for _, fields in entries]
+
+
+def load_sender(path: str, client: aioredis.Redis, keys: Keys) -> Sender:
+    """``module:Class``; the class is built with (redis client, keys)."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)(client, keys)

@@ -1,0 +1,158 @@
+"""Payments behind a small gateway interface, and a sandbox gateway that behaves like a real one.
+
+The sandbox keeps its records in Redis: one payment per booking (the booking id is the order
+number, so paying twice takes the money once), refunds keyed by the caller (so a retried refund
+pays out once), refunds only to the original account and never more than was paid (partial
+refunds add up). ``paid = refunded + kept`` holds per payment by construction.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from .errors import StoreUnavailable
+from .keys import Keys
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    payment_id: str
+    booking_id: str
+    account: int  # the paying patient: refunds go back here
+    amount: int  # fen
+    refunded: int
+    paid_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Refund:
+    booking_id: str
+    key: str
+    amount: int  # what this refund paid out (0 when nothing was left to refund)
+    account: int
+
+
+class PaymentGateway(Protocol):
+    async def charge(self, booking_id: str, account: int, amount: int) -> Payment:
+        """Take ``amount`` from ``account`` for this booking; the same booking again answers
+        the first payment and takes nothing."""
+
+    async def refund(self, booking_id: str, amount: int | None, key: str) -> Refund | None:
+        """Give back up to ``amount`` (None = all that is left) of the booking's payment to
+        its account, once per ``key``. None when the booking has no payment."""
+
+    async def payment(self, booking_id: str) -> Payment | None: ...
+
+
+# KEYS: payment hash, payments set. ARGV: booking, account, amount, new payment id, now
+CHARGE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'payment_id', ARGV[4], 'booking_id', ARGV[1],
+             'account', ARGV[2], 'amount', ARGV[3], 'refunded', 0, 'paid_at', ARGV[5])
+  redis.call('SADD', KEYS[2], ARGV[1])
+end
+return redis.call('HMGET', KEYS[1], 'payment_id', 'account', 'amount', 'refunded', 'paid_at')
+"""
+
+# KEYS: payment hash, refunds hash. ARGV: key, amount (-1 = the rest). Returns [paid out, account]
+REFUND_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return false
+end
+local account = redis.call('HGET', KEYS[1], 'account')
+local done = redis.call('HGET', KEYS[2], ARGV[1])
+if done then
+  return {tonumber(done), account}
+end
+local paid = tonumber(redis.call('HGET', KEYS[1], 'amount'))
+local refunded = tonumber(redis.call('HGET', KEYS[1], 'refunded'))
+local want = tonumber(ARGV[2])
+local left = paid - refunded
+if want < 0 or want > left then
+  want = left
+end
+redis.call('HSET', KEYS[2], ARGV[1], want)
+redis.call('HINCRBY', KEYS[1], 'refunded', want)
+return {want, account}
+"""
+
+
+class SandboxGateway:
+    """A payment gateway with no real money, its ledger in Redis."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+
+    async def charge(self, booking_id: str, account: int, amount: int) -> Payment:
+        if amount <= 0:
+            raise ValueError("a payment must be positive")
+        new_id = f"pay_{secrets.token_hex(8)}"
+        try:
+            pid, acct, amt, refunded, paid_at = await self.client.eval(
+                CHARGE_SCRIPT,
+                2,
+                self.keys.payment(booking_id),
+                self.keys.payments,
+                booking_id,
+                account,
+                amount,
+                new_id,
+                repr(time.time()),
+            )
+        except RedisError as exc:
+            raise StoreUnavailable(f"payment gateway unreachable: {exc}") from exc
+        return Payment(pid.decode(), booking_id, int(acct), int(amt), int(refunded), float(paid_at))
+
+    async def refund(self, booking_id: str, amount: int | None, key: str) -> Refund | None:
+        try:
+            result = await self.client.eval(
+                REFUND_SCRIPT,
+                2,
+                self.keys.payment(booking_id),
+                self.keys.refunds(booking_id),
+                key,
+                -1 if amount is None else amount,
+            )
+        except RedisError as exc:
+            raise StoreUnavailable(f"payment gateway unreachable: {exc}") from exc
+        if result is None:
+            return None
+        return Refund(booking_id, key, int(result[0]), int(result[1]))
+
+    async def payment(self, booking_id: str) -> Payment | None:
+        try:
+            raw = await self.client.hgetall(self.keys.payment(booking_id))
+        except RedisError as exc:
+            raise StoreUnavailable(f"payment gateway unreachable: {exc}") from exc
+        if not raw:
+            return None
+        f = {k.decode(): v.decode() for k, v in raw.items()}
+        return Payment(
+            f["payment_id"],
+            booking_id,
+            int(f["account"]),
+            int(f["amount"]),
+            int(f["refunded"]),
+            float(f["paid_at"]),
+        )
+
+    async def refunds(self, booking_id: str) -> dict[str, int]:
+        raw = await self.client.hgetall(self.keys.refunds(booking_id))
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    async def ledger(self) -> dict[str, Payment]:
+        """Every payment, by booking id (for audits: money in = money out + kept)."""
+        ids = sorted(m.decode() for m in await self.client.smembers(self.keys.payments))
+        out = {}
+        for booking_id in ids:
+            payment = await self.payment(booking_id)
+            if payment is not None:
+                out[booking_id] = payment
+        return out
