@@ -19,11 +19,19 @@ from engine.outcomes import (
     DepartmentDayLimit,
     Forbidden,
     HospitalDayLimit,
+    Locked,
     NotFound,
     NotOpen,
+    NotPayable,
+    NotSoldOut,
+    NotVisitDay,
     SoldOut,
     Suspended,
+    TooLate,
     Unavailable,
+    WaitlistFull,
+    WrongCode,
+    WrongState,
 )
 
 #: outcome type → (HTTP status, code, message). The one table.
@@ -43,6 +51,14 @@ REFUSALS: dict[type, tuple[int, str, str]] = {
     Forbidden: (404, "not_found", "No such booking."),  # another's booking: do not confirm it
     Conflict: (409, "conflict", "It exists already, with different details."),
     Unavailable: (503, "unavailable", "The booking store cannot confirm right now; retry."),
+    NotPayable: (409, "not_payable", "This booking cannot be paid; any payment was refunded."),
+    TooLate: (409, "cancel_closed", "The deadline for this has passed."),
+    WrongState: (409, "invalid_state", "The booking's state does not allow this."),
+    WrongCode: (422, "wrong_code", "The verification code is wrong."),
+    Locked: (423, "locked", "Too many wrong codes: check in at the hospital's desk."),
+    NotVisitDay: (409, "not_visit_day", "Check-in is only possible on the visit day."),
+    NotSoldOut: (409, "slots_available", "Slots are free: book instead of joining the waitlist."),
+    WaitlistFull: (409, "waitlist_full", "The waitlist of this doctor-session is full."),
 }
 
 HEADERS = [(b"content-type", b"application/json")]
@@ -73,7 +89,7 @@ def booked_body(outcome: Booked, clock: Clock) -> bytes:
             "slot_time": outcome.slot_time,
             "status": outcome.status,
             "hold_expires_at": clock.iso(outcome.hold_expires_at),
-            "verification_code": None,
+            "verification_code": outcome.verification_code,
         }
     )
 
@@ -92,8 +108,26 @@ def refusal_parts(outcome: object, clock: Clock) -> tuple[int, str, str, dict[st
         extra["opens_at"] = clock.iso(outcome.opens_at)
     elif isinstance(outcome, Blacklisted):
         extra["until"] = clock.iso(outcome.until)
+        extra["scope"] = "platform" if outcome.hospital_id == "platform" else "hospital"
     elif isinstance(outcome, HospitalDayLimit | DepartmentDayLimit):
         extra["limit"] = outcome.limit
     elif isinstance(outcome, NotFound):
         message = message.format(what=outcome.what.replace("_", " "))
+    elif isinstance(outcome, NotPayable):
+        extra["status"] = outcome.status
+        if outcome.status == "expired":
+            code, message = "hold_expired", "The hold expired before payment; it was refunded."
+    elif isinstance(outcome, TooLate):
+        extra["deadline"] = clock.iso(outcome.deadline)
+        message = f"The last moment to {outcome.what} has passed."
+    elif isinstance(outcome, WrongState):
+        extra["status"] = outcome.status
+    elif isinstance(outcome, WrongCode):
+        extra["tries_left"] = outcome.tries_left
+    elif isinstance(outcome, NotVisitDay):
+        extra["date"] = outcome.date
+    elif isinstance(outcome, NotSoldOut):
+        extra["remaining"] = outcome.remaining
+    elif isinstance(outcome, WaitlistFull):
+        extra["limit"] = outcome.limit
     return status, code, message, extra

@@ -23,12 +23,27 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.errors import StoreUnavailable
-from engine.outcomes import BookingInfo, Bookings, Created, Released, SessionState
+from engine.notices import patient_notices, recent_notices
+from engine.outcomes import (
+    Booked,
+    BookingInfo,
+    Bookings,
+    CheckedIn,
+    Created,
+    Done,
+    LeftWaitlist,
+    Paid,
+    Released,
+    SessionState,
+    SuspendDone,
+    Waitlisted,
+)
+from engine.policy import Policy
 from engine.session import SessionSpec
 from engine.settings import Settings
 
 from . import metrics
-from .answers import Clock, refusal, refusal_parts
+from .answers import Clock, booked_body, refusal, refusal_parts
 from .auth import bearer, check_password, hash_password, mask_id_number
 from .booking import Gateway, book
 from .services import Services
@@ -97,8 +112,61 @@ class SessionIn(Loose):
     first_slot_at: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
     slot_minutes: int = Field(ge=0, le=240)
     fee: int = Field(ge=0, le=10_000_000, description="fen; 0 = no payment step")
-    opens_at: AwareDatetime
-    closes_at: AwareDatetime | None = Field(default=None, description="default: first slot")
+    opens_at: AwareDatetime | None = Field(
+        default=None, description="default: the policy's window_days before, at release_at"
+    )
+    closes_at: AwareDatetime | None = Field(
+        default=None, description="default: the policy's booking_closes_minutes before start"
+    )
+
+
+class CheckInIn(Loose):
+    verification_code: str = Field(pattern=r"^[0-9]{8}$")
+
+
+class WaitlistIn(Loose):
+    request_id: str = Field(min_length=1, max_length=64, description="client-chosen, idempotent")
+
+
+class FeeTierIn(BaseModel):
+    minutes_before: int = Field(ge=0, le=60 * 24 * 90)
+    fee_percent: int = Field(ge=0, le=100)
+
+
+class BanRuleIn(BaseModel):
+    kind: Literal["no_show", "cancel", "same_day_cancel"]
+    count: int = Field(ge=1, le=100)
+    window_days: int = Field(ge=1, le=3660)
+
+
+HHMM = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+
+
+class PolicyIn(Loose):
+    """A hospital's rules; fields left out keep their current value."""
+
+    hospital_day_limit: int | None = Field(default=None, ge=1, le=100)
+    department_day_limit: int | None = Field(default=None, ge=1, le=100)
+    hold_seconds: int | None = Field(default=None, ge=60, le=7 * 86400)
+    window_days: int | None = Field(default=None, ge=1, le=90)
+    release_at: HHMM | None = None
+    booking_closes_minutes: int | None = Field(default=None, ge=0, le=7 * 1440)
+    cancel_days_before: int | None = Field(default=None, ge=0, le=30)
+    cancel_until: HHMM | None = None
+    fee_tiers: list[FeeTierIn] | None = Field(default=None, min_length=1, max_length=20)
+    no_show_grace_minutes: int | None = Field(default=None, ge=0, le=1440)
+    no_show_refund: bool | None = None
+    ban_rules: list[BanRuleIn] | None = Field(default=None, max_length=10)
+    ban_days: list[Annotated[int, Field(ge=1, le=3660)]] | None = Field(
+        default=None, min_length=1, max_length=10
+    )
+    ban_scope: Literal["hospital", "platform"] | None = None
+    check_in_max_tries: int | None = Field(default=None, ge=1, le=20)
+    waitlist_limit: int | None = Field(default=None, ge=1, le=10_000)
+
+
+class ClockIn(Loose):
+    advance_seconds: float = Field(gt=0, le=400 * 86400)
 
 
 # ----- dependencies ----------------------------------------------------------------------------
@@ -127,7 +195,8 @@ PatientDep = Annotated[int, Depends(patient_of)]
 AdminDep = Depends(admin)
 
 
-def booking_body(info: BookingInfo, clock: Clock) -> dict[str, Any]:
+def booking_body(info: BookingInfo, clock: Clock, *, owner: bool = True) -> dict[str, Any]:
+    """A booking as API.md shows it; the verification code only to its patient."""
     return {
         "booking_id": info.booking_id,
         "session_id": info.session_id,
@@ -135,7 +204,12 @@ def booking_body(info: BookingInfo, clock: Clock) -> dict[str, Any]:
         "slot_time": info.slot_time,
         "status": info.status,
         "hold_expires_at": clock.iso(info.hold_expires_at),
-        "verification_code": None,
+        "verification_code": info.verification_code if owner else None,
+        "fee": info.fee,
+        "paid": info.paid,
+        "refunded": info.refunded,
+        "cancelled_by": info.cancelled_by,
+        "changed_at": clock.iso(info.changed_at),
     }
 
 
@@ -144,7 +218,6 @@ def engine_answer(outcome: object, clock: Clock) -> Response:
     return Response(body, status_code=status, media_type="application/json")
 
 
-NOT_YET = "Arrives with the booking lifecycle (payments, check-in, suspension)."
 DUMMY_HASH = hash_password("no such patient")
 
 
@@ -244,7 +317,7 @@ def register_patient_routes(app: FastAPI) -> None:
         """The department's doctor-sessions (on ``date``), with stock from the live view."""
         if await s.catalog.get("department", department_id) is None:
             raise ApiError(404, "not_found", "No such department.")
-        now = time.time()
+        now = s.now()
         day = date.isoformat() if date else None
         return [v.public(s.clock, now) for v in s.availability.department(department_id, day)]
 
@@ -317,22 +390,90 @@ def register_patient_routes(app: FastAPI) -> None:
             if isinstance(i, BookingInfo) and i.patient_id == patient
         ]
 
-    @app.post("/v1/bookings/{booking_id}/payment", tags=["booking"], status_code=501)
-    async def pay(booking_id: str, s: ServicesDep, patient: PatientDep) -> Response:
-        await own_booking(s, patient, booking_id)
-        raise ApiError(501, "not_implemented", NOT_YET)
+    @app.post("/v1/bookings/{booking_id}/payment", tags=["booking"])
+    async def pay(booking_id: str, s: ServicesDep, patient: PatientDep) -> Any:
+        """Pay a held booking (sandbox gateway). Paying again takes no more money and answers
+        the same code; a payment that arrives after the hold expired is refunded in full."""
+        outcome = await s.engine.pay(booking_id, patient)
+        if isinstance(outcome, Paid):
+            payment = await s.engine.gateway.payment(booking_id)
+            return {
+                "booking_id": outcome.booking_id,
+                "status": "booked",
+                "verification_code": outcome.verification_code,
+                "payment_id": payment.payment_id if payment else None,
+                "amount": payment.amount if payment else 0,
+            }
+        return engine_answer(outcome, s.clock)
 
     @app.post("/v1/bookings/{booking_id}/cancel", tags=["booking"])
     async def cancel(booking_id: str, s: ServicesDep, patient: PatientDep) -> Any:
-        """退号: give the slot back (refund tiers arrive with the booking lifecycle)."""
+        """退号: give the slot back before the hospital's cutoff; refunded by its fee tiers."""
         outcome = await s.engine.release(booking_id, patient)
         if isinstance(outcome, Released):
             return {
                 "booking_id": outcome.booking_id,
-                "status": "cancelled",
+                "status": outcome.status,
                 "slot_no": outcome.slot_no,
+                "refund": outcome.refund,
             }
         return engine_answer(outcome, s.clock)
+
+    @app.post("/v1/sessions/{session_id}/waitlist", status_code=201, tags=["waitlist"])
+    async def join_waitlist(
+        session_id: str, body: WaitlistIn, s: ServicesDep, patient: PatientDep
+    ) -> Any:
+        """候补: queue for a sold-out doctor-session. When a slot comes back, the first in
+        line who still passes the rules gets it (held for payment when there is a fee) and a
+        notification. The same request_id again answers the same place."""
+        outcome = await s.engine.join_waitlist(session_id, patient, body.request_id)
+        if isinstance(outcome, Waitlisted):
+            return JSONResponse(
+                {"session_id": session_id, "position": outcome.position},
+                status_code=200 if outcome.repeat else 201,
+            )
+        if isinstance(outcome, Booked):  # this request already got a slot: that booking
+            return Response(booked_body(outcome, s.clock), media_type="application/json")
+        return engine_answer(outcome, s.clock)
+
+    @app.delete("/v1/sessions/{session_id}/waitlist", tags=["waitlist"])
+    async def leave_waitlist(session_id: str, s: ServicesDep, patient: PatientDep) -> Any:
+        outcome = await s.engine.leave_waitlist(session_id, patient)
+        if isinstance(outcome, LeftWaitlist):
+            return {"session_id": session_id, "status": "left"}
+        return engine_answer(outcome, s.clock)
+
+    @app.get("/v1/me/conduct", tags=["patients"])
+    async def my_conduct(s: ServicesDep, patient: PatientDep) -> dict[str, Any]:
+        """My violations (no-shows, cancellations) and bans, per hospital or platform-wide."""
+        now = s.now()
+        scopes = await s.engine.conduct(patient)
+        out = []
+        for scope, conduct in scopes.items():
+            stored = await s.engine.bans(scope, patient)
+            until = conduct.banned_until(now)
+            if stored is not None and stored > now:  # a ban set by hand counts too
+                until = max(until or 0.0, stored)
+            out.append(
+                {
+                    "scope": scope,
+                    "violations": [
+                        {"kind": v.kind, "booking_id": v.booking_id, "at": s.clock.iso(v.at)}
+                        for v in conduct.violations
+                    ],
+                    "bans": [
+                        {"from": s.clock.iso(b.start), "until": s.clock.iso(b.until)}
+                        for b in conduct.bans
+                    ],
+                    "banned_until": s.clock.iso(until),
+                }
+            )
+        return {"patient_id": patient, "banned": any(x["banned_until"] for x in out), "scopes": out}
+
+    @app.get("/v1/me/notifications", tags=["patients"])
+    async def my_notifications(s: ServicesDep, patient: PatientDep) -> list[dict[str, Any]]:
+        """My latest notifications (confirmed, hold expiring, expired, cancelled, ...)."""
+        return await patient_notices(s.engine.store.client, s.engine.store.keys, patient)
 
 
 def _parts(outcome: object, clock: Clock) -> tuple[int, str, str]:
@@ -367,15 +508,19 @@ def register_admin_routes(app: FastAPI) -> None:
         doctor = await s.catalog.get("doctor", body.doctor_id)
         if doctor is None:
             raise ApiError(404, "not_found", "No such doctor.")
-        today = datetime.now(s.clock.zone).date()
+        today = datetime.fromtimestamp(s.now(), s.clock.zone).date()
         if not today - timedelta(days=1) <= body.date <= today + timedelta(days=366):
             raise ApiError(422, "invalid_request", "date must be within the coming year.")
         hour, minute = (int(x) for x in body.first_slot_at.split(":"))
         first_slot = datetime(
             body.date.year, body.date.month, body.date.day, hour, minute, tzinfo=s.clock.zone
         )
-        closes_at = body.closes_at or first_slot
-        if closes_at <= body.opens_at:
+        policy = await s.engine.policy(doctor["hospital_id"])
+        opens_at = body.opens_at or datetime.fromtimestamp(
+            policy.opens_at(body.date, s.clock.zone), s.clock.zone
+        )
+        closes_at = body.closes_at or first_slot - timedelta(minutes=policy.booking_closes_minutes)
+        if closes_at <= opens_at:
             raise ApiError(422, "invalid_request", "closes_at must be after opens_at.")
         if closes_at > first_slot + timedelta(days=1):
             raise ApiError(422, "invalid_request", "closes_at is long after the visit.")
@@ -391,8 +536,9 @@ def register_admin_routes(app: FastAPI) -> None:
             first_slot_minute=hour * 60 + minute,
             slot_minutes=body.slot_minutes,
             fee=body.fee,
-            opens_at=body.opens_at.timestamp(),
+            opens_at=opens_at.timestamp(),
             closes_at=closes_at.timestamp(),
+            starts_at=first_slot.timestamp(),
         )
         outcome = await s.engine.create_session(spec)
         if not isinstance(outcome, Created):
@@ -420,31 +566,76 @@ def register_admin_routes(app: FastAPI) -> None:
         outcome = await s.engine.session_bookings(session_id)
         if not isinstance(outcome, Bookings):
             return engine_answer(outcome, s.clock)
-        return [{**booking_body(b, s.clock), "patient_id": b.patient_id} for b in outcome.bookings]
+        return [
+            {**booking_body(b, s.clock, owner=False), "patient_id": b.patient_id}
+            for b in outcome.bookings
+        ]
 
-    @app.post(
-        "/v1/admin/sessions/{session_id}/suspend",
-        tags=tags,
-        dependencies=[AdminDep],
-        status_code=501,
-    )
-    async def suspend(session_id: str, s: ServicesDep) -> None:
-        state = await s.engine.session_state(session_id)
-        if not isinstance(state, SessionState):
-            raise ApiError(*_parts(state, s.clock))
-        raise ApiError(501, "not_implemented", NOT_YET)
+    @app.post("/v1/admin/sessions/{session_id}/suspend", tags=tags, dependencies=[AdminDep])
+    async def suspend(session_id: str, s: ServicesDep) -> Any:
+        """停诊: every booking is cancelled and refunded in full, each patient notified, and the
+        session answers ``suspended`` from now on. Suspending again changes nothing."""
+        outcome = await s.engine.suspend(session_id)
+        if isinstance(outcome, SuspendDone):
+            return {
+                "session_id": session_id,
+                "status": "suspended",
+                "cancelled": outcome.cancelled,
+                "refunded": outcome.refunded,
+                "repeat": outcome.repeat,
+            }
+        return engine_answer(outcome, s.clock)
 
-    @app.post(
-        "/v1/admin/bookings/{booking_id}/check-in",
-        tags=tags,
-        dependencies=[AdminDep],
-        status_code=501,
-    )
-    async def check_in(booking_id: str, s: ServicesDep) -> None:
-        info = await s.engine.booking(booking_id)
-        if not isinstance(info, BookingInfo):
-            raise ApiError(*_parts(info, s.clock))
-        raise ApiError(501, "not_implemented", NOT_YET)
+    @app.post("/v1/admin/bookings/{booking_id}/check-in", tags=tags, dependencies=[AdminDep])
+    async def check_in(booking_id: str, body: CheckInIn, s: ServicesDep) -> Any:
+        """取号 with the patient's 8-digit code, on the visit day. Wrong codes are counted; the
+        booking locks after the policy's check_in_max_tries."""
+        outcome = await s.engine.check_in(booking_id, body.verification_code)
+        if isinstance(outcome, CheckedIn):
+            return {
+                "booking_id": outcome.booking_id,
+                "status": "checked_in",
+                "slot_no": outcome.slot_no,
+                "slot_time": outcome.slot_time,
+                "patient_id": outcome.patient_id,
+            }
+        return engine_answer(outcome, s.clock)
+
+    @app.get("/v1/admin/hospitals/{hospital_id}/policy", tags=tags, dependencies=[AdminDep])
+    async def get_policy(hospital_id: str, s: ServicesDep) -> dict[str, Any]:
+        if await s.catalog.get("hospital", hospital_id) is None:
+            raise ApiError(404, "not_found", "No such hospital.")
+        return (await s.engine.policy(hospital_id)).to_dict()
+
+    @app.put("/v1/admin/hospitals/{hospital_id}/policy", tags=tags, dependencies=[AdminDep])
+    async def put_policy(hospital_id: str, body: PolicyIn, s: ServicesDep) -> Any:
+        """Change a hospital's rules (only the fields given); every host applies them at once."""
+        if await s.catalog.get("hospital", hospital_id) is None:
+            raise ApiError(404, "not_found", "No such hospital.")
+        current = await s.engine.policy(hospital_id)
+        try:
+            policy = Policy.from_dict(body.model_dump(exclude_none=True), base=current)
+        except ValueError as exc:
+            raise ApiError(422, "invalid_request", str(exc)) from exc
+        outcome = await s.engine.set_policy(hospital_id, policy)
+        if not isinstance(outcome, Done):
+            return engine_answer(outcome, s.clock)
+        return policy.to_dict()
+
+    @app.get("/v1/admin/notifications", tags=tags, dependencies=[AdminDep])
+    async def notifications(
+        s: ServicesDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    ) -> list[dict[str, Any]]:
+        """The latest notifications sent, newest first (the default sender's outbox view)."""
+        return await recent_notices(s.engine.store.client, s.engine.store.keys, limit)
+
+    @app.post("/v1/admin/clock", tags=tags, dependencies=[AdminDep])
+    async def move_clock(body: ClockIn, s: ServicesDep) -> dict[str, Any]:
+        """Move the one clock forward and run every timer (only with SLOTENGINE_MOVABLE_CLOCK)."""
+        if not s.settings.movable_clock:
+            raise ApiError(404, "not_found", "The clock is not movable here.")
+        now = await s.engine.advance_clock(body.advance_seconds)
+        return {"now": s.clock.iso(now), "offset_seconds": s.engine.clock.offset}
 
 
 def register_operations(app: FastAPI) -> None:

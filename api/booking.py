@@ -68,7 +68,7 @@ async def book(
     elif isinstance(outcome, SoldOut):  # with the alternatives this worker knows of
         view = services.availability.sessions.get(session_id)
         if view is not None:  # the view itself learns of the sell-out from pub/sub, in order
-            code, body, _ = services.availability.answer(view, "sold_out", time.time())
+            code, body, _ = services.availability.answer(view, "sold_out", services.now())
             return code, body
     return refusal(outcome, services.clock)
 
@@ -131,7 +131,7 @@ class Gateway:
             if session_id and "/" not in session_id:
                 authorization = header(scope, b"authorization")
                 fast = services.availability.fast_refusal(
-                    session_id, time.time(), lambda: claimed_patient(bearer(authorization))
+                    session_id, services.now(), lambda: claimed_patient(bearer(authorization))
                 )
                 if fast is not None:
                     metrics.FAST_PATH_BY_CODE[fast[2]].inc()

@@ -32,6 +32,7 @@ from .catalog import Catalog
 from .limits import RateLimiter
 
 log = logging.getLogger(__name__)
+FREED = ("cancelled", "expired")  # booking states whose slot went back (they count in versions)
 RESYNC_SECONDS = 60.0  # a safety net: pub/sub keeps the view fresh
 RESYNC_CHUNK = 256  # state requests per step, so a resync never stalls the booking path
 HOLDERS_SECONDS = 0.05
@@ -83,6 +84,7 @@ class Services:
             limiter=RateLimiter(settings.rate_per_second, settings.rate_burst),
             logins=RateLimiter(1.0, 10),
         )
+        await engine.load_clock()
         ready = asyncio.Event()
         services.tasks.append(asyncio.create_task(services._listen(ready)))
         await asyncio.wait_for(ready.wait(), 10)
@@ -90,6 +92,10 @@ class Services:
         services.tasks.append(asyncio.create_task(services._resync_forever()))
         services.tasks.append(asyncio.create_task(services._fetch_holders_forever()))
         return services
+
+    def now(self) -> float:
+        """The one clock (wall time unless a test or demo moved it)."""
+        return self.engine.clock.now()
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -141,7 +147,7 @@ class Services:
                     listed = await self.engine.session_bookings(session_id)
                     if isinstance(listed, Bookings):
                         made = len(listed.bookings)
-                        ended = sum(1 for b in listed.bookings if b.status == "ended")
+                        ended = sum(1 for b in listed.bookings if b.status in FREED)
                         patients = frozenset(b.patient_id for b in listed.bookings)
                         self.availability.set_holders(session_id, made + ended, patients)
             except Exception as exc:  # keep the loop alive; the fast path waits meanwhile
@@ -155,7 +161,7 @@ class Services:
         while True:
             pubsub = self.engine.store.client.pubsub()
             try:
-                await pubsub.subscribe(keys.stock_channel, keys.catalog_channel)
+                await pubsub.subscribe(keys.stock_channel, keys.catalog_channel, keys.clock_channel)
                 ready.set()
                 if not first:  # subscribed again: now catch up on what was missed meanwhile
                     self.tasks.append(asyncio.create_task(self._resync_once()))
@@ -163,8 +169,11 @@ class Services:
                 async for message in pubsub.listen():
                     if message["type"] != "message":
                         continue
-                    if message["channel"].decode() == keys.catalog_channel:
+                    channel = message["channel"].decode()
+                    if channel == keys.catalog_channel:
                         self.availability.add(orjson.loads(message["data"]))
+                    elif channel == keys.clock_channel:
+                        self.engine.clock.set_offset(float(message["data"]))
                     else:
                         for session_id, status, left, version in parse_stock_message(
                             message["data"]

@@ -39,7 +39,8 @@ def iso_in(seconds: float) -> str:
 
 
 async def make_catalog(http: httpx.AsyncClient, *, capacity=3, fee=0, opens_in=-1.0, doctors=2):
-    """A hospital, a department, ``doctors`` doctors with one open session each (tomorrow)."""
+    """A hospital, a department, ``doctors`` doctors with one open session each, three days
+    ahead (inside the default 7-day window, before the default cancellation cutoff)."""
     h = await http.post("/v1/admin/hospitals", json={"name": "协和"}, headers=admin_headers())
     assert h.status_code == 201, h.text
     hospital = h.json()["id"]
@@ -49,7 +50,7 @@ async def make_catalog(http: httpx.AsyncClient, *, capacity=3, fee=0, opens_in=-
         headers=admin_headers(),
     )
     department = d.json()["id"]
-    tomorrow = (datetime.now(ZONE) + timedelta(days=1)).date().isoformat()
+    tomorrow = (datetime.now(ZONE) + timedelta(days=3)).date().isoformat()
     sessions = []
     for i in range(doctors):
         doc = await http.post(

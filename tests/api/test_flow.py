@@ -25,5 +25,5 @@ async def test_book_see_cancel(http):
     assert c.status_code == 200 and c.json()["status"] == "cancelled"
     assert (await http.get(f"/v1/sessions/{sid}")).json()["remaining"] == 2
     listed = await http.get(f"/v1/admin/sessions/{sid}/bookings", headers=admin_headers())
-    assert [(b["patient_id"], b["status"]) for b in listed.json()] == [(patient, "ended")]
+    assert [(b["patient_id"], b["status"]) for b in listed.json()] == [(patient, "cancelled")]
     await asyncio.sleep(0)

@@ -237,8 +237,11 @@ async def test_other_patients_bookings_are_invisible(http):
         assert resp.status_code == 404 and resp.json()["code"] == "not_found", resp.text
     assert (await http.get("/v1/me/bookings", headers=theirs)).json() == []
     assert (await http.get(f"/v1/bookings/{bid}", headers=mine)).json()["status"] == "booked"
-    pay = await http.post(f"/v1/bookings/{bid}/payment", headers=mine)
-    assert pay.status_code == 501 and pay.json()["code"] == "not_implemented"
+    code = r.json()["verification_code"]
+    assert code is not None and len(code) == 8 and code.isdigit()
+    pay = await http.post(f"/v1/bookings/{bid}/payment", headers=mine)  # no fee: nothing to pay
+    assert pay.status_code == 200 and pay.json()["verification_code"] == code
+    assert pay.json()["amount"] == 0
 
 
 async def test_admin_routes_need_the_admin_token_and_valid_input(http):
