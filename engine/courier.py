@@ -35,43 +35,29 @@ BATCH = 256
 
 
 class Courier:
-    """Decorated with ``ray.remote`` by ``pool.py``; one per namespace."""
+    """The Ray actor (decorated by ``pool.py``; one per namespace): a synchronous shell that
+    runs ``Rounds`` on its private event loop, one call at a time."""
 
     def __init__(self, settings: Settings) -> None:
         assert settings.redis_url is not None
         self.settings = settings
         self._loop = asyncio.new_event_loop()
-        self.store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout)
-        self.keys: Keys = self.store.keys
-        self.gateway = SandboxGateway(self.store.client, self.keys)
-        self.sender: Sender = load_sender(settings.notice_sender, self.store.client, self.keys)
-        self.clock = Clock()
-        self.counters: dict[str, int] = {
-            "entries": 0,
-            "notices": 0,
-            "refunds": 0,
-            "refunded": 0,
-            "violations": 0,
-            "bans": 0,
-            "failures": 0,
-        }
-        self._grouped = False
+        self.rounds = Rounds(settings)
         self._timer: threading.Thread | None = None
         self.start_timer()
 
-    # ----- Ray methods ---------------------------------------------------------------------
-
     def drain(self) -> dict[str, int]:
         """Handle everything in the outbox now (also sent to itself every tick)."""
+        counters = self.rounds.counters
         try:
-            return self._loop.run_until_complete(self._drain())
+            return self._loop.run_until_complete(self.rounds.drain())
         except Exception as exc:  # Redis away: the entries stay pending for the next round
-            self.counters["failures"] += 1
+            counters["failures"] += 1
             log.warning("courier round failed: %s", exc)
-            return dict(self.counters)
+            return dict(counters)
 
     def info(self) -> dict[str, int]:
-        return dict(self.counters)
+        return dict(self.rounds.counters)
 
     def start_timer(self) -> None:
         if self._timer is not None:
@@ -92,9 +78,25 @@ class Courier:
         self._timer = threading.Thread(target=send_ticks, name="courier-timer", daemon=True)
         self._timer.start()
 
-    # ----- the rounds ----------------------------------------------------------------------
 
-    async def _drain(self) -> dict[str, int]:
+class Rounds:
+    """What the courier does, round by round (async; kept apart from the actor because Ray
+    makes any actor with an ``async def`` method an async actor)."""
+
+    def __init__(self, settings: Settings) -> None:
+        assert settings.redis_url is not None
+        self.settings = settings
+        self.store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout)
+        self.keys: Keys = self.store.keys
+        self.gateway = SandboxGateway(self.store.client, self.keys)
+        self.sender: Sender = load_sender(settings.notice_sender, self.store.client, self.keys)
+        self.clock = Clock()
+        self.counters: dict[str, int] = dict.fromkeys(
+            ("entries", "notices", "refunds", "refunded", "violations", "bans", "failures"), 0
+        )
+        self._grouped = False
+
+    async def drain(self) -> dict[str, int]:
         client = self.store.client
         if not self._grouped:
             try:
@@ -191,15 +193,16 @@ class Courier:
         )
 
     def _refresh_hosts(self, scope: str) -> None:
-        """Tell every host to reload the bans now (fire and forget: hosts also reload them
-        when they next load a shard)."""
+        """Tell every host to reload the bans now, and wait a little for them to have done it
+        (a host that is restarting loads the bans with its shards anyway)."""
+        import ray
+
         from .pool import find_pool
 
         try:
-            for host in find_pool(self.settings):
-                host.refresh_rules.remote(scope)
+            ray.get([h.refresh_rules.remote(scope) for h in find_pool(self.settings)], timeout=5)
         except Exception as exc:
-            log.warning("could not reach the hosts to refresh bans: %s", exc)
+            log.warning("could not reach every host to refresh bans: %s", exc)
 
 
 def parse_conduct(record: dict[bytes, bytes]) -> list[Violation]:

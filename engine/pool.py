@@ -54,6 +54,12 @@ def start_pool(settings: Settings) -> list[ActorHandle]:
         ).remote(i, settings)
         for i in range(settings.hosts)
     ]
+    ray.get([h.info.remote() for h in handles])
+    return handles
+
+
+def start_courier(settings: Settings) -> ActorHandle:
+    """Start (or find) the courier. Keep the handle: a named actor lives while it is held."""
     courier = RemoteCourier.options(  # type: ignore[attr-defined]
         name=courier_name(settings),
         namespace=settings.namespace,
@@ -62,8 +68,8 @@ def start_pool(settings: Settings) -> list[ActorHandle]:
         max_task_retries=-1,
         num_cpus=0,
     ).remote(settings)
-    ray.get([h.info.remote() for h in handles] + [courier.info.remote()])
-    return handles
+    ray.get(courier.info.remote())
+    return courier
 
 
 def find_courier(settings: Settings) -> ActorHandle:

@@ -16,7 +16,7 @@ import ray
 from ray.actor import ActorHandle
 
 from .client import Engine
-from .pool import start_pool, stop_pool
+from .pool import start_courier, start_pool, stop_pool
 from .redis_server import EmbeddedRedis
 from .settings import Settings
 
@@ -55,6 +55,7 @@ class Runtime:
         self.hosts = hosts
         self.redis = redis
         self.owns_ray = owns_ray
+        self.courier: ActorHandle | None = None  # carries the outbox out (see courier.py)
 
     @classmethod
     def start(cls, settings: Settings) -> Runtime:
@@ -68,11 +69,14 @@ class Runtime:
         try:
             owns_ray = init_ray(settings)
             hosts = start_pool(settings)
+            courier = start_courier(settings)
         except BaseException:
             if redis is not None:
                 redis.stop()
             raise
-        return cls(settings, hosts, redis, owns_ray)
+        runtime = cls(settings, hosts, redis, owns_ray)
+        runtime.courier = courier
+        return runtime
 
     def engine(self, *, batched: bool = True) -> Engine:
         """A client for this runtime; build it inside the event loop that will use it."""

@@ -20,11 +20,14 @@ from engine.outcomes import (
     NotFound,
     Released,
     SoldOut,
+    TooLate,
 )
+from engine.policy import Policy
 from engine.session import SessionSpec
-from engine.shard import Policy, Shard
+from engine.shard import Shard
 
-NOW = 1_000.0
+NOW = 1_000.0  # long before the cancellation cutoff of 2026-12-01 (2026-11-30 16:00 UTC)
+CUTOFF = 1_796_054_400.0  # 2026-11-30T16:00:00Z
 DEPARTMENTS = ["d0", "d0", "d1", "d2"]  # sessions 0 and 1 share a department
 
 
@@ -93,8 +96,10 @@ class Model:
         self.slots[sid][slot] = no
         return ("booked", no, slot)
 
-    def release(self, sid, no):
+    def release(self, sid, no, patient):
         b = self.bookings[sid][no]
+        if patient is not None and patient != b[0]:
+            return ("forbidden",)
         if not b[3]:
             return ("repeat", b[2])
         b[3] = False
@@ -118,8 +123,10 @@ def as_tuple(outcome):
             return ("department_day_limit",)
         case Released(slot_no=slot, repeat=True):
             return ("repeat", slot)
-        case Released(slot_no=slot):
+        case Released(slot_no=slot, refund=0, status="cancelled"):
             return ("released", slot)
+        case Forbidden():
+            return ("forbidden",)
     raise AssertionError(f"unexpected outcome {outcome!r}")
 
 
@@ -148,7 +155,8 @@ def check_invariants(shard: Shard, policy: Policy, blacklist: set[int]):
 
 op = st.one_of(
     st.tuples(st.just("book"), st.integers(0, 3), st.integers(0, 11), st.integers(0, 3)),
-    st.tuples(st.just("release"), st.integers(0, 3), st.integers(0, 40), st.just(0)),
+    # who cancels: 0 the hospital, 1 the booking's patient, 2 another patient
+    st.tuples(st.just("release"), st.integers(0, 3), st.integers(0, 40), st.integers(0, 2)),
 )
 
 
@@ -172,8 +180,10 @@ def test_shard_matches_reference_model(capacities, ops, limits, blacklisted):
             if not model.bookings[sid]:
                 continue
             no = a % len(model.bookings[sid])
-            got = shard.release(sid, no, None)
-            assert as_tuple(got) == model.release(sid, no)
+            owner = model.bookings[sid][no][0]
+            who = (None, owner, owner + 1)[b]
+            got = shard.release(sid, no, who, NOW)
+            assert as_tuple(got) == model.release(sid, no, who), (kind, sid, no, who)
         check_invariants(shard, policy, set(blacklisted))
 
 
@@ -194,20 +204,42 @@ def test_repeat_after_release_gives_the_same_ended_booking_not_a_new_slot():
     shard = make_shard([2])
     first = shard.book("s0", 7, 42, NOW)
     assert isinstance(first, Booked)
-    assert shard.release("s0", 0, 7) == Released(first.booking_id, 1)
+    assert shard.release("s0", 0, 7, NOW) == Released(first.booking_id, 1)
     again = shard.book("s0", 7, 42, NOW)
     assert isinstance(again, Booked)
-    assert (again.booking_id, again.status, again.repeat) == (first.booking_id, "ended", True)
+    assert (again.booking_id, again.status, again.repeat) == (first.booking_id, "cancelled", True)
     assert shard.sessions["s0"].free == 2
+    assert shard.release("s0", 0, 7, NOW + 1) == Released(first.booking_id, 1, repeat=True)
+
+
+@pytest.mark.parametrize(
+    ("now", "patient_gets"),
+    [(CUTOFF - 1, Released), (CUTOFF, TooLate), (CUTOFF + 1, TooLate)],
+)
+def test_a_patient_cancels_only_before_the_cutoff_the_hospital_always(now, patient_gets):
+    shard = make_shard([2])
+    shard.book("s0", 7, 1, NOW)
+    shard.take_changes()
+    got = shard.release("s0", 0, 7, now)
+    assert isinstance(got, patient_gets)
+    if patient_gets is TooLate:
+        assert got == TooLate("cancel", CUTOFF)
+        assert not shard.take_changes(), "a refused cancellation must not change state"
+        got = shard.release("s0", 0, None, now)
+        assert got == Released("s0.0", 1, refund=0, status="cancelled")
+        assert shard.lookup("s0", 0).cancelled_by == "hospital"
+    else:
+        assert shard.lookup("s0", 0).cancelled_by == "patient"
+    assert shard.sessions["s0"].free == 2 and 7 not in shard.live
 
 
 def test_release_of_another_patients_booking_is_forbidden_and_changes_nothing():
     shard = make_shard([2])
     booked = shard.book("s0", 1, 1, NOW)
     shard.take_changes()
-    assert shard.release("s0", 0, 2) == Forbidden(booked.booking_id)
-    assert shard.release("s0", 5, 1) == NotFound("booking")
-    assert shard.release("nope", 0, 1) == NotFound("booking")
+    assert shard.release("s0", 0, 2, NOW) == Forbidden(booked.booking_id)
+    assert shard.release("s0", 5, 1, NOW) == NotFound("booking")
+    assert shard.release("nope", 0, 1, NOW) == NotFound("booking")
     assert not shard.take_changes()
     assert shard.sessions["s0"].free == 1
 
@@ -222,10 +254,18 @@ def test_holds_expire_and_return_their_slot():
     shard = make_shard([2], fee=1000, policy=Policy(hold_seconds=60))
     held = shard.book("s0", 1, 1, NOW)
     assert held.status == "held" and held.hold_expires_at == NOW + 60
-    assert shard.expire_holds(NOW + 59) == []
-    [released] = shard.expire_holds(NOW + 60)
-    assert released.booking_id == held.booking_id
+    shard.take_changes()
+    shard.tick(NOW + 59)
+    assert shard.lookup("s0", 0).status == "held"
+    assert shard.sessions["s0"].free == 1 and 1 in shard.live
+    shard.tick(NOW + 60)
+    assert shard.lookup("s0", 0).status == "expired"
     assert shard.sessions["s0"].free == 2 and 1 not in shard.live
+    events = shard.take_changes().events
+    assert ["void", held.booking_id, 1] in events
+    assert ["notice", "expired", 1, held.booking_id, "s0", NOW + 60, {}] in events
+    shard.tick(NOW + 61)
+    assert not shard.take_changes(), "an expired hold expires once"
 
 
 @pytest.mark.parametrize("limit", [1, 2, 3])
@@ -242,7 +282,7 @@ def test_lookup_and_list_show_bookings_as_they_stand():
     shard = make_shard([2], fee=500, policy=Policy(hold_seconds=60))
     held = shard.book("s0", 7, 1, NOW)
     shard.book("s0", 8, 1, NOW)
-    shard.release("s0", 1, 8)
+    shard.release("s0", 1, 8, NOW)
     info = shard.lookup("s0", 0)
     assert (info.booking_id, info.patient_id, info.slot_no, info.status) == (
         held.booking_id,
@@ -251,7 +291,7 @@ def test_lookup_and_list_show_bookings_as_they_stand():
         "held",
     )
     assert info.hold_expires_at == NOW + 60
-    assert [b.status for b in shard.bookings_of("s0").bookings] == ["held", "ended"]
+    assert [b.status for b in shard.bookings_of("s0").bookings] == ["held", "cancelled"]
     assert shard.lookup("s0", 2) == NotFound("booking")
     assert shard.lookup("s0", -1) == NotFound("booking")
     assert shard.bookings_of("nope") == NotFound("session")

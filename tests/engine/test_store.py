@@ -6,15 +6,15 @@ import msgpack
 import pytest
 
 from engine.errors import Fenced, SnapshotError, StoreUnavailable
+from engine.policy import PLATFORM, FeeTier, Policy
 from engine.redis_server import free_port
 from engine.session import SessionSpec
-from engine.shard import Policy
 from engine.store import ShardWrite, Store, parse_stock_message
 
 SHARD = "h1:2026-12-01"
 
 
-def spec(i: int, capacity: int = 3) -> SessionSpec:
+def spec(i: int, capacity: int = 3, fee: int = 0) -> SessionSpec:
     return SessionSpec(
         id=f"s{i}",
         hospital_id="h1",
@@ -25,6 +25,7 @@ def spec(i: int, capacity: int = 3) -> SessionSpec:
         capacity=capacity,
         first_slot_minute=480,
         slot_minutes=10,
+        fee=fee,
         opens_at=0.0,
     )
 
@@ -43,10 +44,23 @@ async def write_all(store, epoch, shard):
     return await store.commit(
         [
             ShardWrite(
-                SHARD, "h1", epoch, sessions, changes.new_session_ids, changes.new_bookings, stock
+                SHARD,
+                "h1",
+                epoch,
+                sessions,
+                changes.new_session_ids,
+                changes.new_bookings,
+                changes.events,
+                stock,
             )
         ]
     )
+
+
+async def outbox(redis_client) -> list[list]:
+    """Every outbox event written so far, in commit order."""
+    entries = await redis_client.xrange("st:outbox")
+    return [event for _, fields in entries for event in msgpack.unpackb(fields[b"e"])]
 
 
 async def test_round_trip_through_redis(store):
@@ -130,15 +144,66 @@ async def test_commit_publishes_stock(store, redis_client):
     await pubsub.aclose()
 
 
-async def test_rules_are_read_modify_written_atomically(store):
-    async def bar(patient):
-        await store.update_rules("h1", lambda p, bl: (p, {**bl, patient: 99.0}))
+async def test_policy_and_bans_round_trip_and_reach_an_activated_shard(store):
+    assert await store.read_rules("h1") == (Policy(), {})
+    policy = Policy(3, 1, 60, fee_tiers=(FeeTier(120, 0), FeeTier(0, 50)))
+    await store.write_policy("h1", policy)
+    await store.set_ban("h1", 5, 123.5)
+    await store.set_ban(PLATFORM, 6, 456.0)
+    assert await store.read_rules("h1") == (policy, {5: 123.5})
+    assert await store.read_rules(PLATFORM) == (None, {6: 456.0})
+    assert await store.policy("h1") == policy
+    assert await store.policy("h2") == Policy()
+    _, shard = await store.activate(SHARD, "h1", "2026-12-01")
+    assert (shard.policy, shard.blacklist, shard.platform_blacklist) == (
+        policy,
+        {5: 123.5},
+        {6: 456.0},
+    )
+    await store.set_ban("h1", 5, None)  # lifted by hand
+    assert await store.read_rules("h1") == (policy, {})
 
-    await asyncio.gather(*(bar(p) for p in range(20)))
-    await store.update_rules("h1", lambda p, bl: (Policy(3, 1, 60), bl))
-    policy, blacklist = await store.read_rules("h1")
-    assert policy == Policy(3, 1, 60)
-    assert blacklist == {p: 99.0 for p in range(20)}
+
+async def test_a_hand_set_ban_replaces_but_a_judged_ban_only_extends(store):
+    await store.set_ban("h1", 5, 500.0)
+    await store.set_ban("h1", 5, 100.0)  # the operator may shorten
+    assert (await store.read_rules("h1"))[1] == {5: 100.0}
+    assert await store.extend_ban("h1", 5, 50.0) is False
+    assert await store.extend_ban("h1", 5, 100.0) is False
+    assert await store.extend_ban("h1", 5, 100.5) is True
+    assert (await store.read_rules("h1"))[1] == {5: 100.5}
+
+
+async def test_bans_are_extended_atomically(store):
+    untils = [1_800_000_000.0 + 86400 * ((7 * k) % 20) + 0.25 for k in range(20)]
+    changed = await asyncio.gather(*(store.extend_ban("h1", 9, u) for u in untils))
+    assert any(changed)
+    await asyncio.gather(*(store.extend_ban("h1", p, 99.0) for p in range(20)))
+    _, bans = await store.read_rules("h1")
+    assert bans == {9: max(untils), **{p: 99.0 for p in range(20) if p != 9}}
+
+
+async def test_outbox_events_are_written_with_their_snapshots_or_not_at_all(store, redis_client):
+    epoch, shard = await store.activate(SHARD, "h1", "2026-12-01")
+    shard.create(spec(0, capacity=2, fee=500))
+    shard.book("s0", 1, 1, 10.0)
+    shard.pay("s0", 0, 1, 11.0)
+    shard.release("s0", 0, None, 12.0)  # the hospital cancels: full refund
+    assert await write_all(store, epoch, shard) == [None]
+    written = await outbox(redis_client)
+    assert written == [
+        ["notice", "confirmed", 1, "s0.0", "s0", 11.0, {"slot_no": 1, "slot_time": "08:00"}],
+        ["refund", "s0.0", 1, 500, "cancelled"],
+        ["notice", "cancelled", 1, "s0.0", "s0", 12.0, {"refund": 500, "by": "hospital"}],
+    ]
+    [s0] = await store.read_shard_sessions(SHARD)
+    assert s0.info(0).refunded == 500
+
+    await store.activate(SHARD, "h1", "2026-12-01")  # a newer host takes over
+    shard.book("s0", 2, 2, 13.0)
+    [error] = await write_all(store, epoch, shard)
+    assert isinstance(error, Fenced)
+    assert await outbox(redis_client) == written, "a fenced commit adds no events"
 
 
 async def test_unreachable_redis_is_store_unavailable():
