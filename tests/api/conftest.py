@@ -18,7 +18,8 @@ ZONE = ZoneInfo("Asia/Shanghai")
 
 @pytest.fixture
 async def app(runtime):
-    gateway = create_app(runtime.settings.model_copy(update={"admin_token": ADMIN}))
+    settings = runtime.settings.model_copy(update={"admin_token": ADMIN, "movable_clock": True})
+    gateway = create_app(settings)
     async with gateway.app.router.lifespan_context(gateway.app):
         yield gateway
 

@@ -244,6 +244,7 @@ def _accepted(values):
         _accepted({"fee_tiers": [{"minutes_before": 30.7, "fee_percent": 10}]}),
         _accepted({"fee_tiers": [{"minutes_before": True, "fee_percent": 10}]}),
     ],
+    ids=repr,
 )
 def test_from_dict_refuses_bad_values_with_value_error(values):
     with pytest.raises(ValueError):

@@ -13,7 +13,6 @@ from engine.session import (
     CLOSED,
     ENDED_STATES,
     EXPIRED_STATE,
-    HELD_STATE,
     MAX_FEE,
     NO_SHOW_STATE,
     OCCUPYING,
@@ -171,7 +170,7 @@ def test_info_names_the_state_and_who_cancelled(state, status, by):
 
 
 def test_state_sets_partition_the_states():
-    assert OCCUPYING | ENDED_STATES == set(STATE_NAMES)
+    assert set(STATE_NAMES) == OCCUPYING | ENDED_STATES
     assert not OCCUPYING & ENDED_STATES
 
 
