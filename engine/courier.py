@@ -199,6 +199,8 @@ class Rounds:
 
         from .pool import find_pool
 
+        if not ray.is_initialized():  # used outside Ray (tests of the rounds alone)
+            return
         try:
             ray.get([h.refresh_rules.remote(scope) for h in find_pool(self.settings)], timeout=5)
         except Exception as exc:
