@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .errors import SnapshotError
+from .payments import SandboxGateway
 from .policy import Policy
 from .session import ENDED_STATES, STATE_NAMES
 from .store import Store
@@ -23,6 +24,9 @@ class StoredBooking:
     request: int
     slot_no: int
     state: str
+    fee: int = 0
+    paid: bool = False
+    refunded: int = 0
 
 
 @dataclass(slots=True)
@@ -36,6 +40,9 @@ class AuditReport:
     bookings: dict[str, StoredBooking] = field(default_factory=dict)
     live_per_session: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    money_in: int = 0  # fen taken by the gateway
+    money_back: int = 0  # fen refunded by the gateway
+    outbox_pending: int = 0  # entries the courier has not carried out yet
 
     @property
     def ok(self) -> bool:
@@ -45,13 +52,16 @@ class AuditReport:
         status = "OK" if self.ok else f"{len(self.problems)} PROBLEMS"
         return (
             f"audit {status}: {self.sessions} sessions, capacity {self.capacity}, "
-            f"free {self.free}, held {self.held}, booked {self.booked}, ended {self.ended}"
+            f"free {self.free}, held {self.held}, booked {self.booked}, ended {self.ended}; "
+            f"paid {self.money_in} fen, refunded {self.money_back}, kept "
+            f"{self.money_in - self.money_back}, outbox pending {self.outbox_pending}"
         )
 
 
 async def audit(store: Store) -> AuditReport:
     """Check invariants 1 (no slot twice, ≤ capacity), 4 (one booking per request),
-    5 (day limits of each hospital's policy) and 6 (free + held + booked = capacity)."""
+    5 (day limits of each hospital's policy), 6 (free + held + booked = capacity), and that
+    money is conserved (``audit_money``)."""
     report = AuditReport()
     policies: dict[str, Policy] = {}
     for shard_id in await store.shard_ids():
@@ -83,8 +93,17 @@ async def audit(store: Store) -> AuditReport:
             for no in range(s.count):
                 patient, slot_no, state, _ = s.booking(no)
                 bid = s.booking_id(no)
+                extra = s.extra(no)
                 report.bookings[bid] = StoredBooking(
-                    bid, s.id, patient, s.request_of(no), slot_no, STATE_NAMES[state]
+                    bid,
+                    s.id,
+                    patient,
+                    s.request_of(no),
+                    slot_no,
+                    STATE_NAMES[state],
+                    s.spec.fee,
+                    extra.paid,
+                    extra.refunded,
                 )
                 if state not in ENDED_STATES:
                     per_patient.setdefault(patient, []).append(s.spec.department_id)
@@ -94,4 +113,32 @@ async def audit(store: Store) -> AuditReport:
             worst = max(Counter(departments).values())
             if worst > policy.department_day_limit:
                 report.problems.append(f"{shard_id}: patient {patient} has {worst} in a department")
+    await audit_money(store, report)
     return report
+
+
+async def audit_money(store: Store, report: AuditReport) -> None:
+    """Money is conserved: for every payment the gateway took, paid = refunded + kept, the
+    payer is the booking's patient, and (once the outbox is empty) the gateway refunded exactly
+    what the engine decided; a payment the engine never took was refunded in full."""
+    gateway = SandboxGateway(store.client, store.keys)
+    report.outbox_pending = await store.client.xlen(store.keys.outbox)
+    settled = report.outbox_pending == 0
+    for booking_id, payment in (await gateway.ledger()).items():
+        report.money_in += payment.amount
+        report.money_back += payment.refunded
+        booking = report.bookings.get(booking_id)
+        if booking is None:
+            report.problems.append(f"payment for unknown booking {booking_id}")
+            continue
+        if payment.account != booking.patient or payment.amount != booking.fee:
+            report.problems.append(f"{booking_id}: payment does not match the booking")
+        if not 0 <= payment.refunded <= payment.amount:
+            report.problems.append(f"{booking_id}: refunded more than was paid")
+        if not settled or booking.state == "held":  # a payment may be on its way to the engine
+            continue
+        expected = booking.refunded if booking.paid else payment.amount
+        if payment.refunded != expected:
+            report.problems.append(
+                f"{booking_id}: gateway refunded {payment.refunded}, the engine says {expected}"
+            )

@@ -107,6 +107,9 @@ async def check_money(engine: Engine) -> tuple[int, int]:
             assert payment.refunded == payment.amount, (booking_id, payment, info)
         paid += payment.amount
         refunded += payment.refunded
+    report = await audit(engine.store)  # the auditor agrees
+    assert report.ok, report.problems
+    assert (report.money_in, report.money_back, report.outbox_pending) == (paid, refunded, 0)
     return paid, refunded
 
 
