@@ -71,6 +71,7 @@ async def _session(engine, catalog, clock, doctor, date, period, first, opens_at
     starts = datetime(date.year, date.month, date.day, hour, minute, tzinfo=clock.zone)
     if starts.timestamp() <= opens_at:
         return 0  # already begun: nothing to book
+    fee = 0 if period == "AM" else 2500  # afternoon and evening clinics take a fee (held first)
     session_id = await catalog.new_session_id()
     spec = SessionSpec(
         id=session_id,
@@ -82,9 +83,10 @@ async def _session(engine, catalog, clock, doctor, date, period, first, opens_at
         capacity=30,
         first_slot_minute=hour * 60 + minute,
         slot_minutes=8,
-        fee=0,
+        fee=fee,
         opens_at=opens_at,
         closes_at=starts.timestamp(),
+        starts_at=starts.timestamp(),
     )
     if not isinstance(await engine.create_session(spec), Created):
         return 0
@@ -98,7 +100,7 @@ async def _session(engine, catalog, clock, doctor, date, period, first, opens_at
         "capacity": 30,
         "first_slot_at": first,
         "slot_minutes": 8,
-        "fee": 0,
+        "fee": fee,
         "opens_at_epoch": opens_at,
         "closes_at_epoch": spec.closes_at,
     }

@@ -1,5 +1,6 @@
 """A day on the platform: patients browse hospitals, departments and sessions, book now and
-then, look at their bookings, and sometimes cancel.
+then (paying for a held slot nine times in ten, joining the waitlist when sold out), look at
+their bookings and notifications, and sometimes cancel.
 
     SLOTENGINE_PATIENTS_CSV=patients.csv locust -f loadtest/browse_and_book.py --headless \\
         --host http://127.0.0.1:8000 -u 300 -r 50 --run-time 60s
@@ -53,8 +54,9 @@ class Browser(FastHttpUser):
     def book(self) -> None:
         if not self.sessions:
             return
+        session = random.choice(self.sessions)
         with self.client.post(
-            f"/v1/sessions/{random.choice(self.sessions)}/bookings",
+            f"/v1/sessions/{session}/bookings",
             json={"request_id": uuid.uuid4().hex},
             headers=self.headers,
             name="/v1/sessions/[id]/bookings",
@@ -63,7 +65,38 @@ class Browser(FastHttpUser):
             if r.status_code in (200, 201):
                 STATE["acks"].record(self.patient, r.json())
                 r.success()
+                if r.json()["status"] == "held" and random.random() < 0.9:
+                    self.pay(r.json()["booking_id"])
+            elif r.status_code == 409 and r.json().get("code") == "sold_out":
+                r.success()
+                if random.random() < 0.3:
+                    self.join_waitlist(session)
             elif r.status_code in (409, 422, 403, 429):
+                r.success()
+            else:
+                r.failure(f"{r.status_code} {r.text[:200]}")
+
+    def pay(self, booking_id: str) -> None:
+        with self.client.post(
+            f"/v1/bookings/{booking_id}/payment",
+            headers=self.headers,
+            name="/v1/bookings/[id]/payment",
+            catch_response=True,
+        ) as r:
+            if r.status_code == 200 or (r.status_code == 409 and "code" in r.json()):
+                r.success()  # 409: the hold expired first (the payment was refunded)
+            else:
+                r.failure(f"{r.status_code} {r.text[:200]}")
+
+    def join_waitlist(self, session_id: str) -> None:
+        with self.client.post(
+            f"/v1/sessions/{session_id}/waitlist",
+            json={"request_id": uuid.uuid4().hex},
+            headers=self.headers,
+            name="/v1/sessions/[id]/waitlist",
+            catch_response=True,
+        ) as r:
+            if r.status_code in (200, 201, 403, 409, 422):
                 r.success()
             else:
                 r.failure(f"{r.status_code} {r.text[:200]}")
@@ -71,10 +104,19 @@ class Browser(FastHttpUser):
     @task(2)
     def mine(self) -> None:
         bookings = self.client.get("/v1/me/bookings", headers=self.headers).json()
-        live = [b for b in bookings if b["status"] == "booked"]
+        live = [b for b in bookings if b["status"] in ("held", "booked")]
         if live and random.random() < 0.2:
-            self.client.post(
+            with self.client.post(
                 f"/v1/bookings/{random.choice(live)['booking_id']}/cancel",
                 headers=self.headers,
                 name="/v1/bookings/[id]/cancel",
-            )
+                catch_response=True,
+            ) as r:
+                if r.status_code == 200 or (r.status_code == 409 and "code" in r.json()):
+                    r.success()  # 409 cancel_closed: past the hospital's cutoff
+                else:
+                    r.failure(f"{r.status_code} {r.text[:200]}")
+
+    @task(1)
+    def notifications(self) -> None:
+        self.client.get("/v1/me/notifications", headers=self.headers)
