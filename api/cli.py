@@ -9,6 +9,7 @@ slotengine audit    check the invariants against the Redis of SLOTENGINE_REDIS_U
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import statistics
 import sys
@@ -19,6 +20,7 @@ import click
 
 from engine.audit import audit
 from engine.crowd import catalog, plan, play
+from engine.notices import patient_notices, recent_notices
 from engine.outcomes import Booked
 from engine.runtime import Runtime
 from engine.settings import Settings
@@ -141,6 +143,29 @@ def audit_command() -> None:
         return report.ok
 
     sys.exit(0 if asyncio.run(go()) else 1)
+
+
+@main.command()
+@click.option("--limit", default=50, show_default=True, help="newest first")
+@click.option("--patient", default=None, type=int, help="only this patient's")
+def notices(limit: int, patient: int | None) -> None:
+    """Print the notifications sent (the default sender's record in SLOTENGINE_REDIS_URL)."""
+    settings = Settings.from_env()
+    if settings.redis_url is None:
+        raise click.UsageError("set SLOTENGINE_REDIS_URL to the Redis to read")
+
+    async def go() -> list[dict]:
+        store = Store.from_url(settings.redis_url, settings.namespace)  # type: ignore[arg-type]
+        try:
+            if patient is not None:
+                return (await patient_notices(store.client, store.keys, patient))[:limit]
+            return await recent_notices(store.client, store.keys, limit)
+        finally:
+            await store.close()
+
+    for n in asyncio.run(go()):
+        when = datetime.datetime.fromtimestamp(n["at"]).isoformat(timespec="seconds")
+        click.echo(f"{when}  {n['kind']:<18} patient {n['patient_id']:<8} {n['booking_id']}")
 
 
 # ----- the platform: API workers on the engine ---------------------------------------------
