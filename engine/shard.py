@@ -194,7 +194,8 @@ class Shard:
             self.live[patient] = (*(mine if type(mine) is tuple else (mine,)), session)
         changes = self._changes
         changes.sessions[session.id] = session
-        booked = session.take(patient, request, now, self.policy.hold_seconds, self.new_code())
+        code = self.new_code() if session.spec.fee == 0 else 0  # a hold gets its code when paid
+        booked = session.take(patient, request, now, self.policy.hold_seconds, code)
         changes.new_bookings.append((patient, booked.booking_id))
         if booked.verification_code is not None:
             self._notice(
