@@ -19,7 +19,7 @@ import msgpack
 
 from .errors import SnapshotError
 from .policy import Policy
-from .session import DoctorSession, SessionSpec
+from .session import CANCELLED_STATE, DoctorSession, SessionSpec, pack_meta, unpack_meta
 
 SESSION_VERSION = 2
 RULES_VERSION = 2
@@ -78,6 +78,8 @@ def decode_session(raw: bytes, where: str = "session snapshot") -> DoctorSession
         fields = msgpack.unpackb(raw, raw=False, strict_map_key=False)
         if not isinstance(fields, list) or not fields:
             raise ValueError("not a msgpack array")
+        if fields[0] == 1 and len(fields) == 15:  # before the lifecycle: upgrade in memory
+            fields = _upgrade_v1(fields)
         if fields[0] != SESSION_VERSION:
             raise ValueError(f"unknown snapshot version {fields[0]!r}")
         if len(fields) != SESSION_FIELDS:
@@ -142,6 +144,26 @@ def decode_session(raw: bytes, where: str = "session snapshot") -> DoctorSession
         raise SnapshotError(f"corrupt {where}: {exc}") from exc
 
 
+def _upgrade_v1(fields: list) -> list:
+    """Version 1 (three words per booking, one "ended" state, no waitlist) → version 2.
+
+    Ended bookings become cancelled; bookings get an empty fourth word (no verification code:
+    they were made before codes existed). The next commit writes the session as version 2.
+    """
+    if not isinstance(fields[14], bytes):
+        raise ValueError("booking words are not bytes")
+    old = _int64_array(fields[14])
+    if len(old) % 3:
+        raise ValueError("version 1 booking words are not a multiple of three")
+    new = array("q")
+    for i in range(0, len(old), 3):
+        slot_no, state, at = unpack_meta(old[i + 2])
+        if state == 3:
+            state = CANCELLED_STATE
+        new.extend((old[i], old[i + 1], pack_meta(slot_no, state, at), 0))
+    return [SESSION_VERSION, *fields[1:13], None, fields[13], False, _int64_bytes(new), b""]
+
+
 def encode_rules(policy: Policy) -> bytes:
     return msgpack.packb([RULES_VERSION, policy.to_dict()], use_bin_type=True)
 
@@ -149,6 +171,8 @@ def encode_rules(policy: Policy) -> bytes:
 def decode_rules(raw: bytes, where: str = "policy") -> Policy:
     try:
         fields = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        if isinstance(fields, list) and len(fields) == 3 and fields[0] == 1:  # version 1
+            return Policy(*(int(x) for x in fields[1]))  # (v1 hand-set bans are not carried over)
         if not isinstance(fields, list) or len(fields) != 2 or fields[0] != RULES_VERSION:
             raise ValueError("unknown policy shape or version")
         if not isinstance(fields[1], dict):
