@@ -158,9 +158,10 @@ class Shard:
         status = session.status(now)
         if status != OPEN:
             return session.refusal(status)
-        refusal = self._refusal(session, patient, now)
-        if refusal is not None:
-            return refusal
+        if patient in self.live or patient in self.blacklist or patient in self.platform_blacklist:
+            refusal = self._refusal(session, patient, now)  # the common case skips this call
+            if refusal is not None:
+                return refusal
         return self._take(session, patient, request, now)
 
     def _refusal(
