@@ -22,7 +22,6 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import msgpack
@@ -101,22 +100,7 @@ def crowd_for(requests: int, date: str) -> tuple[list[SessionSpec], list[CrowdRe
     """A flash crowd with the same shape at any size: 7.5% as many slots as requests."""
     hospitals = max(1, requests // 4000)
     specs = catalog(hospitals=hospitals, sessions_per_hospital=10, capacity=30, date=date)
-    specs = visited_on_their_date(specs)
     return specs, plan(specs, requests, patients=requests // 8, seed=hash(date) & 0xFFFF)
-
-
-def visited_on_their_date(specs: list[SessionSpec]) -> list[SessionSpec]:
-    """The sessions with their real visit time (the first slot on their date, UTC).
-
-    ``catalog`` leaves ``starts_at`` and ``closes_at`` unset, so a session is visited at its
-    ``opens_at`` (1970): the hosts' next tick would sweep every booking as a no-show and the
-    courier would ban the patients, who are the next run's crowd (it would be refused).
-    """
-    out = []
-    for s in specs:
-        day = datetime.datetime.fromisoformat(s.date).replace(tzinfo=datetime.UTC)
-        out.append(replace(s, starts_at=day.timestamp() + 60 * s.first_slot_minute))
-    return out
 
 
 def latency_row(answers: list[Answer], seconds: float) -> tuple[float, float, float]:

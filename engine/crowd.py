@@ -9,6 +9,7 @@ from its own process, so several drivers submit at once, as several API workers 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import random
 import time
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from ray.actor import ActorHandle
 from .outcomes import Outcome
 from .session import SessionSpec
 from .settings import Settings
+
+BEIJING = datetime.timezone(datetime.timedelta(hours=8))
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +43,21 @@ def catalog(
     hospitals: int = 5,
     sessions_per_hospital: int = 10,
     capacity: int = 30,
-    date: str = "2026-12-01",
+    date: str | None = None,
     opens_at: float = 0.0,
     fee: int = 0,
     prefix: str = "",
 ) -> list[SessionSpec]:
-    """Doctor-sessions of ``hospitals`` hospitals on one date: two doctors per department."""
+    """Doctor-sessions of ``hospitals`` hospitals on one date (default: a week from today):
+    two doctors per department, AM at 08:00 and PM at 13:30 Beijing time."""
+    if date is None:
+        date = (datetime.date.today() + datetime.timedelta(days=7)).isoformat()
+    day = datetime.date.fromisoformat(date)
+
+    def at(minute: int) -> float:
+        start = datetime.datetime(day.year, day.month, day.day, tzinfo=BEIJING)
+        return start.timestamp() + minute * 60
+
     return [
         SessionSpec(
             id=f"{prefix}h{h}-{date}-{k}",
@@ -59,6 +71,8 @@ def catalog(
             slot_minutes=8,
             fee=fee,
             opens_at=opens_at,
+            closes_at=at(8 * 60 if k % 2 == 0 else 13 * 60 + 30),
+            starts_at=at(8 * 60 if k % 2 == 0 else 13 * 60 + 30),
         )
         for h in range(hospitals)
         for k in range(sessions_per_hospital)
