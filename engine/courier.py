@@ -24,7 +24,7 @@ from .clock import Clock, parse_offset
 from .keys import Keys
 from .notices import Notice, Sender, load_sender
 from .payments import SandboxGateway
-from .policy import PLATFORM, Violation, judge
+from .policy import PLATFORM, Policy, Violation, judge
 from .settings import Settings
 from .store import Store
 
@@ -68,10 +68,13 @@ class Courier:
         period = self.settings.tick_seconds
 
         def send_ticks() -> None:
+            pending = None
             while True:
                 time.sleep(period)
                 try:
-                    me.drain.options(max_task_retries=0).remote()
+                    if pending is not None and not ray.wait([pending], timeout=0)[0]:
+                        continue  # the last one is still queued or running: do not pile up
+                    pending = me.drain.options(max_task_retries=0).remote()
                 except Exception:
                     return
 
@@ -95,6 +98,7 @@ class Rounds:
             ("entries", "notices", "refunds", "refunded", "violations", "bans", "failures"), 0
         )
         self._grouped = False
+        self._hosts: list | None = None
 
     async def drain(self) -> dict[str, int]:
         client = self.store.client
@@ -114,13 +118,13 @@ class Rounds:
                 entries = reply[0][1] if reply else []
                 if not entries:
                     break
-                done = []
-                for entry_id, fields in entries:
-                    if not fields:  # deleted while pending
-                        done.append(entry_id)
-                        continue
-                    await self._handle(entry_id.decode(), msgpack.unpackb(fields[b"e"], raw=False))
-                    done.append(entry_id)
+                batch = [
+                    (entry_id.decode(), msgpack.unpackb(fields[b"e"], raw=False))
+                    for entry_id, fields in entries
+                    if fields  # an entry deleted while pending has no fields
+                ]
+                await self._handle_batch(batch)
+                done = [entry_id for entry_id, _ in entries]
                 async with client.pipeline(transaction=False) as pipe:
                     pipe.xack(self.keys.outbox, GROUP, *done)
                     pipe.xdel(self.keys.outbox, *done)
@@ -131,66 +135,106 @@ class Rounds:
         return dict(self.counters)
 
     async def _handle(self, entry_id: str, events: list[list[Any]]) -> None:
-        """One outbox entry; raises (and is retried whole) if any part fails."""
+        await self._handle_batch([(entry_id, events)])
+
+    async def _handle_batch(self, batch: list[tuple[str, list[list[Any]]]]) -> None:
+        """Several outbox entries at once, each kind of work in one pipelined round trip;
+        raises (and the whole batch is retried, idempotently) if any part fails."""
         notices: list[Notice] = []
-        for index, event in enumerate(events):
-            kind = event[0]
-            if kind == "notice":
-                _, what, patient, booking_id, session_id, at, details = event
-                notices.append(
-                    Notice(
-                        f"{entry_id}:{index}", what, patient, booking_id, session_id, at, details
+        refunds: list[tuple[str, int | None, str]] = []
+        violations: list[tuple[str, str, int, str, str, float, str]] = []
+        for entry_id, events in batch:
+            for index, event in enumerate(events):
+                kind = event[0]
+                if kind == "notice":
+                    _, what, patient, booking_id, session_id, at, details = event
+                    notices.append(
+                        Notice(
+                            f"{entry_id}:{index}",
+                            what,
+                            patient,
+                            booking_id,
+                            session_id,
+                            at,
+                            details,
+                        )
                     )
-                )
-            elif kind == "refund":
-                _, booking_id, _, amount, reason = event
-                await self._refund(booking_id, amount, f"{booking_id}:{reason}")
-            elif kind == "void":  # an expired hold: give back any payment that came too late
-                await self._refund(event[1], None, f"{event[1]}:expired")
-            elif kind == "violation":
-                notice = await self._violation(*event[1:], notice_id=f"{entry_id}:{index}:ban")
-                if notice is not None:
-                    notices.append(notice)
-            else:
-                log.error("unknown outbox event %r", event)
+                elif kind == "refund":
+                    _, booking_id, _, amount, reason = event
+                    refunds.append((booking_id, amount, f"{booking_id}:{reason}"))
+                elif kind == "void":  # an expired hold: give back any payment that came late
+                    refunds.append((event[1], None, f"{event[1]}:expired"))
+                elif kind == "violation":
+                    violations.append((*event[1:], f"{entry_id}:{index}:ban"))
+                else:
+                    log.error("unknown outbox event %r", event)
+        if refunds:
+            for refund in await self.gateway.refund_many(refunds):
+                if refund is not None and refund.amount:
+                    self.counters["refunds"] += 1
+                    self.counters["refunded"] += refund.amount
+        if violations:
+            notices += await self._violations(violations)
         if notices:
             await self.sender.send(notices)
             self.counters["notices"] += len(notices)
 
-    async def _refund(self, booking_id: str, amount: int | None, key: str) -> None:
-        refund = await self.gateway.refund(booking_id, amount, key)
-        if refund is not None and refund.amount:
-            self.counters["refunds"] += 1
-            self.counters["refunded"] += refund.amount
-
-    async def _violation(
-        self,
-        scope: str,
-        hospital_id: str,
-        patient: int,
-        kind: str,
-        booking_id: str,
-        at: float,
-        notice_id: str,
-    ) -> Notice | None:
-        """Record a violation and apply the hospital's blacklist rules to the whole record."""
+    async def _violations(
+        self, violations: list[tuple[str, str, int, str, str, float, str]]
+    ) -> list[Notice]:
+        """Record violations and apply each hospital's blacklist rules to the patients' whole
+        records; one refresh of the hosts per scope whose bans changed."""
         client, keys = self.store.client, self.keys
         async with client.pipeline(transaction=False) as pipe:
-            pipe.hsetnx(keys.conduct(scope, patient), f"{booking_id}:{kind}", repr(at))
-            pipe.sadd(keys.conduct_scopes(patient), scope)
-            pipe.hgetall(keys.conduct(scope, patient))
-            _, _, record = await pipe.execute()
-        self.counters["violations"] += 1
-        policy = await self.store.policy(hospital_id)
-        conduct = judge(parse_conduct(record), policy)
-        until = conduct.banned_until(self.clock.now())
-        if until is None or not await self.store.extend_ban(scope, patient, until):
-            return None
-        self.counters["bans"] += 1
-        self._refresh_hosts(scope if scope == PLATFORM else hospital_id)
-        return Notice(
-            notice_id, "banned", patient, booking_id, "", at, {"scope": scope, "until": until}
-        )
+            for scope, _, patient, kind, booking_id, at, _ in violations:
+                pipe.hsetnx(keys.conduct(scope, patient), f"{booking_id}:{kind}", repr(at))
+                pipe.sadd(keys.conduct_scopes(patient), scope)
+            await pipe.execute()
+        self.counters["violations"] += len(violations)
+        last: dict[tuple[str, int], tuple[str, str, float, str]] = {}
+        for scope, hospital_id, patient, _, booking_id, at, notice_id in violations:
+            last[scope, patient] = (hospital_id, booking_id, at, notice_id)
+        people = list(last)
+        async with client.pipeline(transaction=False) as pipe:
+            for scope, patient in people:
+                pipe.hgetall(keys.conduct(scope, patient))
+            records = await pipe.execute()
+        policies: dict[str, Policy] = {}
+        for hospital_id, *_ in last.values():
+            if hospital_id not in policies:
+                policies[hospital_id] = await self.store.policy(hospital_id)
+        now = self.clock.now()
+        bans: list[tuple[str, int, float]] = []
+        for (scope, patient), record in zip(people, records, strict=True):
+            hospital_id = last[scope, patient][0]
+            until = judge(parse_conduct(record), policies[hospital_id]).banned_until(now)
+            if until is not None:
+                bans.append((scope, patient, until))
+        if not bans:
+            return []
+        changed = await self.store.extend_bans(bans)
+        notices = []
+        refresh: set[str] = set()
+        for (scope, patient, until), grew in zip(bans, changed, strict=True):
+            if not grew:
+                continue
+            self.counters["bans"] += 1
+            hospital_id, booking_id, at, notice_id = last[scope, patient]
+            refresh.add(scope if scope == PLATFORM else hospital_id)
+            notices.append(
+                Notice(
+                    notice_id,
+                    "banned",
+                    patient,
+                    booking_id,
+                    "",
+                    at,
+                    {"scope": scope, "until": until},
+                )
+            )
+        for scope in sorted(refresh):
+            self._refresh_hosts(scope)
+        return notices
 
     def _refresh_hosts(self, scope: str) -> None:
         """Tell every host to reload the bans now, and wait a little for them to have done it
@@ -202,8 +246,11 @@ class Rounds:
         if not ray.is_initialized():  # used outside Ray (tests of the rounds alone)
             return
         try:
-            ray.get([h.refresh_rules.remote(scope) for h in find_pool(self.settings)], timeout=5)
+            if self._hosts is None:
+                self._hosts = find_pool(self.settings)
+            ray.get([h.refresh_rules.remote(scope) for h in self._hosts], timeout=5)
         except Exception as exc:
+            self._hosts = None
             log.warning("could not reach every host to refresh bans: %s", exc)
 
 

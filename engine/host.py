@@ -236,10 +236,13 @@ class Host:
         period = self.settings.tick_seconds
 
         def send_ticks() -> None:
+            pending = None
             while True:
                 time.sleep(period)
                 try:
-                    me.tick.options(max_task_retries=0).remote()
+                    if pending is not None and not ray.wait([pending], timeout=0)[0]:
+                        continue  # the last one is still queued or running: do not pile up
+                    pending = me.tick.options(max_task_retries=0).remote()
                 except Exception:  # the actor is going away
                     return
 

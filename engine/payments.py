@@ -126,6 +126,28 @@ class SandboxGateway:
             return None
         return Refund(booking_id, key, int(result[0]), int(result[1]))
 
+    async def refund_many(self, refunds: list[tuple[str, int | None, str]]) -> list[Refund | None]:
+        """``refund`` for many (booking id, amount, key) in one round trip."""
+        keys = self.keys
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for booking_id, amount, key in refunds:
+                    pipe.eval(
+                        REFUND_SCRIPT,
+                        2,
+                        keys.payment(booking_id),
+                        keys.refunds(booking_id),
+                        key,
+                        -1 if amount is None else amount,
+                    )
+                results = await pipe.execute()
+        except RedisError as exc:
+            raise StoreUnavailable(f"payment gateway unreachable: {exc}") from exc
+        return [
+            None if r is None else Refund(booking_id, key, int(r[0]), int(r[1]))
+            for (booking_id, _, key), r in zip(refunds, results, strict=True)
+        ]
+
     async def payment(self, booking_id: str) -> Payment | None:
         try:
             raw = await self.client.hgetall(self.keys.payment(booking_id))

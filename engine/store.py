@@ -273,6 +273,16 @@ class Store:
         except RedisError as exc:
             raise StoreUnavailable(f"ban not written: {exc}") from exc
 
+    async def extend_bans(self, bans: list[tuple[str, int, float]]) -> list[bool]:
+        """``extend_ban`` for many (scope, patient, until) in one round trip."""
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for scope, patient_id, until in bans:
+                    pipe.eval(BAN_SCRIPT, 1, self.keys.bans(scope), patient_id, repr(until))
+                return [bool(x) for x in await pipe.execute()]
+        except RedisError as exc:
+            raise StoreUnavailable(f"bans not written: {exc}") from exc
+
     async def extend_ban(self, scope: str, patient_id: int, until: float) -> bool:
         """Raise a ban to ``until`` if it is shorter; True if it changed."""
         try:
