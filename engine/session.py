@@ -70,6 +70,8 @@ MAX_CAPACITY = 1000  # slots are found by linear scans in C: fine for any real c
 NO_BOOKING = 0xFFFF  # a free slot in ``holders``
 MAX_BOOKINGS = NO_BOOKING  # booking numbers of one session (including ended ones)
 _LAST_BOOKING_WORDS = WORDS * (MAX_BOOKINGS - 1)
+_HELD_BITS = HELD_STATE << _SLOT_BITS
+_BOOKED_BITS = BOOKED_STATE << _SLOT_BITS
 
 
 def pack_meta(slot_no: int, state: int, at: int) -> int:
@@ -358,23 +360,33 @@ class DoctorSession:
         The caller has checked ``free > 0`` and the patient rules.
         """
         slot_index = self.holders.index(NO_BOOKING)
-        booking_no = len(self.bookings) // WORDS
-        if self.spec.fee > 0:
-            state, at, extra = HELD_STATE, int(now) + hold_seconds, 0
-            self.held += 1
-        else:
-            state, at, extra = BOOKED_STATE, int(now), code
-        self.bookings.extend((patient, request, pack_meta(slot_index + 1, state, at), extra))
+        bookings = self.bookings
+        booking_no = len(bookings) // WORDS
+        slot_no = slot_index + 1
+        spec = self.spec
         self.holders[slot_index] = booking_no
         self.free -= 1
+        minute = spec.first_slot_minute + slot_index * spec.slot_minutes
+        slot_time = f"{(minute // 60) % 24:02d}:{minute % 60:02d}"
+        if spec.fee > 0:
+            expires = int(now) + hold_seconds
+            self.held += 1
+            bookings.extend((patient, request, slot_no | _HELD_BITS | (expires << _TIME_SHIFT), 0))
+            return Booked(
+                f"{spec.id}.{booking_no}", spec.id, slot_no, slot_time, HELD, float(expires)
+            )
+        bookings.extend(
+            (patient, request, slot_no | _BOOKED_BITS | (int(now) << _TIME_SHIFT), code)
+        )
         return Booked(
-            booking_id=f"{self.spec.id}.{booking_no}",
-            session_id=self.spec.id,
-            slot_no=slot_index + 1,
-            slot_time=self.slot_time(slot_index + 1),
-            status=STATE_NAMES[state],
-            hold_expires_at=float(at) if state == HELD_STATE else None,
-            verification_code=format_code(code) if state == BOOKED_STATE else None,
+            f"{spec.id}.{booking_no}",
+            spec.id,
+            slot_no,
+            slot_time,
+            BOOKED,
+            None,
+            False,
+            f"{code:08d}",
         )
 
     def move(self, booking_no: int, state: int, now: float, extra: Extra | None = None) -> None:
