@@ -161,7 +161,7 @@ class PolicyIn(Loose):
         default=None, min_length=1, max_length=10
     )
     ban_scope: Literal["hospital", "platform"] | None = None
-    check_in_max_tries: int | None = Field(default=None, ge=1, le=20)
+    check_in_max_tries: int | None = Field(default=None, ge=1, le=15)
     waitlist_limit: int | None = Field(default=None, ge=1, le=10_000)
 
 

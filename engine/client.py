@@ -281,11 +281,13 @@ class Engine:
             except StoreUnavailable as exc:
                 return Unavailable(str(exc))
         outcome = await self._routed(PAY, parsed[0], parsed[1], patient_id, time.time_ns())
-        if isinstance(outcome, NotPayable):
-            try:
-                await self.gateway.refund(booking_id, None, f"{booking_id}:expired")
-            except StoreUnavailable as exc:  # the courier's "void" refunds it later
-                log.warning("late payment refund deferred: %s", exc)
+        try:
+            if isinstance(outcome, NotPayable) and not outcome.paid:  # the engine never took it
+                await self.gateway.refund(booking_id, None, f"{booking_id}:void")
+            if isinstance(outcome, Paid | NotPayable):
+                await self.gateway.settled(booking_id)
+        except StoreUnavailable as exc:  # the courier reconciles it later
+            log.warning("payment of %s left to reconcile: %s", booking_id, exc)
         return outcome  # type: ignore[return-value]
 
     async def check_in(self, booking_id: str, code: str) -> Outcome:

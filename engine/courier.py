@@ -25,6 +25,7 @@ from .keys import Keys
 from .notices import Notice, Sender, load_sender
 from .payments import SandboxGateway
 from .policy import PLATFORM, Policy, Violation, judge
+from .session import HELD_STATE
 from .settings import Settings
 from .store import Store
 
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 GROUP = "couriers"
 CONSUMER = "courier"
 BATCH = 256
+SETTLE_SECONDS = 60.0  # a charge the engine has not answered by then is looked at
 
 
 class Courier:
@@ -110,6 +112,7 @@ class Rounds:
                     raise
             self._grouped = True
         self.clock.set_offset(parse_offset(await client.get(self.keys.clock)))
+        await self.reconcile()
         for start in ("0", ">"):  # first what an earlier round left pending, then new entries
             while True:
                 reply = await client.xreadgroup(
@@ -133,6 +136,29 @@ class Rounds:
                 if start == "0" and len(entries) < BATCH:
                     break
         return dict(self.counters)
+
+    async def reconcile(self, settle_seconds: float = SETTLE_SECONDS) -> int:
+        """Refund payments the engine never took: charged over ``settle_seconds`` ago, never
+        answered (the API worker died between the charge and the engine), and whose booking has
+        since ended unpaid. A hold still waiting is left alone: it is paid or voided later."""
+        refunded = 0
+        for booking_id in await self.gateway.unsettled(time.time() - settle_seconds):
+            session_id, _, number = booking_id.rpartition(".")
+            session = await self.store.read_session(session_id)
+            if session is not None and number.isdigit() and int(number) < session.count:
+                _, _, state, _ = session.booking(int(number))
+                if state == HELD_STATE:
+                    continue
+                if session.extra(int(number)).paid:
+                    await self.gateway.settled(booking_id)
+                    continue
+            refund = await self.gateway.refund(booking_id, None, f"{booking_id}:void")
+            await self.gateway.settled(booking_id)
+            if refund is not None and refund.amount:
+                refunded += 1
+                self.counters["refunds"] += 1
+                self.counters["refunded"] += refund.amount
+        return refunded
 
     async def _handle(self, entry_id: str, events: list[list[Any]]) -> None:
         await self._handle_batch([(entry_id, events)])
@@ -162,8 +188,8 @@ class Rounds:
                 elif kind == "refund":
                     _, booking_id, _, amount, reason = event
                     refunds.append((booking_id, amount, f"{booking_id}:{reason}"))
-                elif kind == "void":  # an expired hold: give back any payment that came late
-                    refunds.append((event[1], None, f"{event[1]}:expired"))
+                elif kind == "void":  # a hold ended unpaid: give back any payment that came late
+                    refunds.append((event[1], None, f"{event[1]}:void"))
                 elif kind == "violation":
                     violations.append((*event[1:], f"{entry_id}:{index}:ban"))
                 else:
@@ -204,34 +230,41 @@ class Rounds:
             if hospital_id not in policies:
                 policies[hospital_id] = await self.store.policy(hospital_id)
         now = self.clock.now()
+        causes: dict[tuple[str, int], set[str]] = {}
+        for scope, _, patient, _, booking_id, _, _ in violations:
+            causes.setdefault((scope, patient), set()).add(booking_id)
         bans: list[tuple[str, int, float]] = []
+        new_bans: set[tuple[str, int]] = set()  # bans this batch's violations earned
         for (scope, patient), record in zip(people, records, strict=True):
             hospital_id = last[scope, patient][0]
-            until = judge(parse_conduct(record), policies[hospital_id]).banned_until(now)
+            conduct = judge(parse_conduct(record), policies[hospital_id])
+            until = conduct.banned_until(now)
             if until is not None:
                 bans.append((scope, patient, until))
+                if conduct.bans[-1].cause in causes[scope, patient]:
+                    new_bans.add((scope, patient))
         if not bans:
             return []
         changed = await self.store.extend_bans(bans)
         notices = []
         refresh: set[str] = set()
         for (scope, patient, until), grew in zip(bans, changed, strict=True):
-            if not grew:
-                continue
-            self.counters["bans"] += 1
             hospital_id, booking_id, at, notice_id = last[scope, patient]
-            refresh.add(scope if scope == PLATFORM else hospital_id)
-            notices.append(
-                Notice(
-                    notice_id,
-                    "banned",
-                    patient,
-                    booking_id,
-                    "",
-                    at,
-                    {"scope": scope, "until": until},
+            if grew:
+                self.counters["bans"] += 1
+                refresh.add(scope if scope == PLATFORM else hospital_id)
+            if (scope, patient) in new_bans:  # also on a replay: the notice id is stable
+                notices.append(
+                    Notice(
+                        notice_id,
+                        "banned",
+                        patient,
+                        booking_id,
+                        "",
+                        at,
+                        {"scope": scope, "until": until},
+                    )
                 )
-            )
         for scope in sorted(refresh):
             self._refresh_hosts(scope)
         return notices

@@ -103,6 +103,7 @@ class Host:
         self._timer: threading.Thread | None = None
         self._warm = False
         self._reload: set[str] = set()  # shards dropped after a failure, to load again
+        self._ban_versions: dict[str, bytes | None] = {}  # scope → bans version applied
         self.started_at = time.time()
         self.counters: dict[str, float] = {
             "calls": 0,
@@ -166,6 +167,7 @@ class Host:
                 self._warm_up(now)
             self._activate(set(self._reload))
             self._forget_moved()
+            self._follow_bans()
         except Exception as exc:  # Redis away: expire what we hold anyway (commit may fail too)
             log.warning("tick could not refresh shards: %s", exc)
         try:
@@ -184,8 +186,19 @@ class Host:
                 if stock:
                     writes.append(ShardWrite(shard_id, shard.hospital_id, epoch, [], stock=stock))
             self._commit(writes)
+            self._retire(now)
         except Exception:
             log.exception("tick failed")
+
+    def _retire(self, now: float) -> None:
+        """Forget shards of visit dates two days past whose sessions are all swept: nothing
+        will happen there any more (a late request reloads one from Redis)."""
+        old = time.strftime("%Y-%m-%d", time.gmtime(now - 2 * 86400))
+        for shard_id, (_, shard) in list(self.shards.items()):
+            if shard.date < old and all(s.swept or s.suspended for s in shard.sessions.values()):
+                del self.shards[shard_id]
+                for session_id in shard.sessions:
+                    self.published.pop(session_id, None)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -215,6 +228,16 @@ class Host:
         failed = self._activate(mine - self.shards.keys())
         self._warm = not failed
         log.info("host %d loaded %d shards", self.index, len(mine) - len(failed))
+
+    def _follow_bans(self) -> None:
+        """Reload the bans of a scope whose version moved (the courier also pushes them at
+        once; this catches a push that did not arrive)."""
+        scopes = sorted({shard.hospital_id for _, shard in self.shards.values()} | {PLATFORM})
+        versions = self._run(self._store.ban_versions(scopes))
+        for scope, version in zip(scopes, versions, strict=True):
+            if self._ban_versions.get(scope, b"") != version:
+                self.refresh_rules(scope)
+                self._ban_versions[scope] = version
 
     def _forget_moved(self) -> None:
         """Drop shards pinned to another host since we loaded them (their new host bumped the

@@ -33,6 +33,10 @@ class Keys:
         """Hash: patient → banned until (epoch), of one hospital or of the platform."""
         return f"{self.prefix}:bans:{scope}"
 
+    def bans_version(self, scope: str) -> str:
+        """Counter bumped by every change of a scope's bans (hosts reload when it moves)."""
+        return f"{self.prefix}:bans:{scope}:version"
+
     def conduct(self, scope: str, patient_id: int) -> str:
         """Hash: "<booking id>:<kind>" → time, a patient's violations in one scope."""
         return f"{self.prefix}:conduct:{scope}:{patient_id}"
@@ -67,6 +71,11 @@ class Keys:
     def payments(self) -> str:
         """Set of every booking id with a payment (for audits)."""
         return f"{self.prefix}:payments"
+
+    @property
+    def pending_payments(self) -> str:
+        """Sorted set: booking id → charge time, until the engine's answer is recorded."""
+        return f"{self.prefix}:payments:pending"
 
     @property
     def notices(self) -> str:

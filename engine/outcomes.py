@@ -105,11 +105,13 @@ class Paid:
 
 @dataclass(slots=True)
 class NotPayable:
-    """The booking cannot take a payment (its hold expired, or it was cancelled): a payment
-    already taken for it is refunded in full."""
+    """The booking cannot take a payment (its hold expired, or it was cancelled). When the
+    engine never took a payment for it (``paid`` false) any money the gateway took is refunded
+    in full; a paid booking's money follows its own refund (the fee tiers)."""
 
     booking_id: str
     status: str
+    paid: bool = False
 
 
 @dataclass(slots=True)

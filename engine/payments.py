@@ -50,12 +50,13 @@ class PaymentGateway(Protocol):
     async def payment(self, booking_id: str) -> Payment | None: ...
 
 
-# KEYS: payment hash, payments set. ARGV: booking, account, amount, new payment id, now
+# KEYS: payment hash, payments set, pending zset. ARGV: booking, account, amount, new id, now
 CHARGE_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'payment_id', ARGV[4], 'booking_id', ARGV[1],
              'account', ARGV[2], 'amount', ARGV[3], 'refunded', 0, 'paid_at', ARGV[5])
   redis.call('SADD', KEYS[2], ARGV[1])
+  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
 end
 return redis.call('HMGET', KEYS[1], 'payment_id', 'account', 'amount', 'refunded', 'paid_at')
 """
@@ -97,9 +98,10 @@ class SandboxGateway:
         try:
             pid, acct, amt, refunded, paid_at = await self.client.eval(
                 CHARGE_SCRIPT,
-                2,
+                3,
                 self.keys.payment(booking_id),
                 self.keys.payments,
+                self.keys.pending_payments,
                 booking_id,
                 account,
                 amount,
@@ -164,6 +166,20 @@ class SandboxGateway:
             int(f["refunded"]),
             float(f["paid_at"]),
         )
+
+    async def settled(self, booking_id: str) -> None:
+        """The engine has answered this payment (booked, or refunded): stop watching it."""
+        try:
+            await self.client.zrem(self.keys.pending_payments, booking_id)
+        except RedisError as exc:
+            raise StoreUnavailable(f"payment gateway unreachable: {exc}") from exc
+
+    async def unsettled(self, older_than: float, count: int = 100) -> list[str]:
+        """Booking ids charged before ``older_than`` (epoch) whose outcome nobody recorded."""
+        raw = await self.client.zrangebyscore(
+            self.keys.pending_payments, "-inf", older_than, start=0, num=count
+        )
+        return [r.decode() for r in raw]
 
     async def refunds(self, booking_id: str) -> dict[str, int]:
         raw = await self.client.hgetall(self.keys.refunds(booking_id))

@@ -101,8 +101,8 @@ class Policy:
             raise ValueError("at most 10 ban rules and 10 ban lengths")
         if self.ban_scope not in ("hospital", PLATFORM):
             raise ValueError("ban_scope must be hospital or platform")
-        if not 1 <= self.check_in_max_tries <= 20 or not 1 <= self.waitlist_limit <= 10_000:
-            raise ValueError("check_in_max_tries must be 1..20, waitlist_limit 1..10000")
+        if not 1 <= self.check_in_max_tries <= 15 or not 1 <= self.waitlist_limit <= 10_000:
+            raise ValueError("check_in_max_tries must be 1..15, waitlist_limit 1..10000")
 
     # ----- data in and out -----------------------------------------------------------------
 

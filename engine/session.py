@@ -17,6 +17,7 @@ held | booked → revoked (the hospital suspended the session).
 
 from __future__ import annotations
 
+import math
 import re
 from array import array
 from dataclasses import dataclass
@@ -187,6 +188,7 @@ class DoctorSession:
     __slots__ = (
         "_sold_out",
         "bookings",
+        "due",
         "free",
         "held",
         "holders",
@@ -200,6 +202,7 @@ class DoctorSession:
         self.spec = spec
         self.suspended = suspended
         self.swept = False  # the no-show sweep has run
+        self.due = -math.inf  # the earliest hold timer (expiry or warning); derived, not stored
         self.bookings = array("q")  # [patient, request key, meta, extra] per booking number
         self.waitlist = array("q")  # [patient, request key] per waiting patient, in order
         self.holders = array("H", [NO_BOOKING]) * spec.capacity  # slot index → booking no.

@@ -14,6 +14,7 @@ commit). Refunds, notifications and violations leave only through that outbox.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import secrets
 from array import array
 from collections.abc import Callable
@@ -215,8 +216,14 @@ class Shard:
             self.live[patient] = (*(mine if type(mine) is tuple else (mine,)), session)
         changes = self._changes
         changes.sessions[session.id] = session
-        code = self.new_code() if session.spec.fee == 0 else 0  # a hold gets its code when paid
-        booked = session.take(patient, request, now, self.policy.hold_seconds, code)
+        hold, code = self.policy.hold_seconds, 0
+        if session.spec.fee == 0:
+            code = self.new_code()  # booked at once; a hold gets its code when paid
+        elif now + hold > (start := session.spec.visit_at):  # a hold ends by the first slot
+            hold = max(60, int(start - now))
+        booked = session.take(patient, request, now, hold, code)
+        if booked.hold_expires_at is not None:  # the earliest this hold needs the timer
+            session.due = min(session.due, booked.hold_expires_at - WARN_SECONDS)
         changes.new_bookings.append((patient, booked.booking_id))
         if booked.verification_code is not None:
             self._notice(
@@ -256,11 +263,11 @@ class Shard:
         extra = session.extra(booking_no)
         if state in (BOOKED_STATE, CHECKED_IN_STATE, NO_SHOW_STATE):
             return Paid(booking_id, format_code(extra.code), repeat=True)
-        if state == HELD_STATE and expires <= now:
+        if state == HELD_STATE and (expires <= now or session.swept):
             self._expire(session, booking_no, owner, now)
             return NotPayable(booking_id, STATE_NAMES[EXPIRED_STATE])
         if state != HELD_STATE:
-            return NotPayable(booking_id, STATE_NAMES[state])
+            return NotPayable(booking_id, STATE_NAMES[state], extra.paid)
         code = self.new_code()
         session.move(booking_no, BOOKED_STATE, now, Extra(code=code, paid=True))
         self._touch(session)
@@ -292,7 +299,7 @@ class Shard:
         session, owner, slot_no, state, _ = own
         booking_id = session.booking_id(booking_no)
         extra = session.extra(booking_no)
-        if state in ENDED_STATES:
+        if state in ENDED_STATES and state != EXPIRED_STATE:
             return Released(booking_id, slot_no, True, extra.refunded, STATE_NAMES[state])
         if state not in (HELD_STATE, BOOKED_STATE):
             return WrongState(booking_id, STATE_NAMES[state])
@@ -334,7 +341,7 @@ class Shard:
             return NotVisitDay(session.spec.date)
         extra = session.extra(booking_no)
         limit = self.policy.check_in_max_tries
-        if extra.tries >= limit:
+        if extra.tries >= limit or extra.code == 0:  # 0: booked before codes existed
             return Locked(booking_id)
         if compare_digest(format_code(extra.code).encode(), code.encode()):
             session.move(booking_no, CHECKED_IN_STATE, now)
@@ -434,9 +441,10 @@ class Shard:
         policy = self.policy
         warn = min(WARN_SECONDS, policy.hold_seconds // 3)
         for session in self.sessions.values():
-            if session.held:
+            if session.held and session.due <= now:  # only sessions with a hold timer due
                 for booking_no in session.expired_holds(now):
                     self._expire(session, booking_no, session.booking(booking_no)[0], now)
+                due = math.inf
                 for booking_no in session.in_state(HELD_STATE):
                     owner, _, _, expires = session.booking(booking_no)
                     extra = session.extra(booking_no)
@@ -451,6 +459,9 @@ class Shard:
                             now,
                             hold_expires_at=float(expires),
                         )
+                        extra = replace(extra, warned=True)
+                    due = min(due, expires if extra.warned else expires - warn)
+                session.due = due
             if (
                 not session.swept
                 and now >= session.spec.ends_at + 60 * policy.no_show_grace_minutes
@@ -465,6 +476,8 @@ class Shard:
         """爽约: every booking neither cancelled nor checked in by the cutoff is a no-show; the
         violation is recorded and the fee refunded if the policy says so."""
         policy = self.policy
+        for booking_no in session.in_state(HELD_STATE):  # a hold cannot outlive its session
+            self._expire(session, booking_no, session.booking(booking_no)[0], now)
         count = 0
         for booking_no in session.in_state(BOOKED_STATE):
             owner = session.booking(booking_no)[0]
@@ -474,7 +487,8 @@ class Shard:
             booking_id = session.booking_id(booking_no)
             if refund:
                 self._changes.events.append(["refund", booking_id, owner, refund, "no_show"])
-            self._violation(owner, NO_SHOW, booking_id, now)
+            if extra.code:  # a booking made before codes existed could not have checked in
+                self._violation(owner, NO_SHOW, booking_id, now)
             self._notice("no_show", owner, booking_id, session, now, refund=refund)
             count += 1
         session.swept = True
@@ -508,6 +522,8 @@ class Shard:
         booking_id = session.booking_id(booking_no)
         if refund:
             self._changes.events.append(["refund", booking_id, owner, refund, notice])
+        elif not extra.paid:  # a payment may be on its way to a hold that ends unpaid
+            self._changes.events.append(["void", booking_id, owner])
         self._notice(notice, owner, booking_id, session, now, refund=refund, by=by)
 
     def _notice(

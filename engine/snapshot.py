@@ -168,11 +168,22 @@ def encode_rules(policy: Policy) -> bytes:
     return msgpack.packb([RULES_VERSION, policy.to_dict()], use_bin_type=True)
 
 
+def legacy_bans(raw: bytes) -> dict[int, float] | None:
+    """The blacklist kept inside a version 1 rules snapshot (None for version 2)."""
+    try:
+        fields = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.UnpackException):
+        return None
+    if isinstance(fields, list) and len(fields) == 3 and fields[0] == 1:
+        return {int(p): float(u) for p, u in fields[2].items()}
+    return None
+
+
 def decode_rules(raw: bytes, where: str = "policy") -> Policy:
     try:
         fields = msgpack.unpackb(raw, raw=False, strict_map_key=False)
         if isinstance(fields, list) and len(fields) == 3 and fields[0] == 1:  # version 1
-            return Policy(*(int(x) for x in fields[1]))  # (v1 hand-set bans are not carried over)
+            return Policy(*(int(x) for x in fields[1]))  # its bans: see ``legacy_bans``
         if not isinstance(fields, list) or len(fields) != 2 or fields[0] != RULES_VERSION:
             raise ValueError("unknown policy shape or version")
         if not isinstance(fields[1], dict):

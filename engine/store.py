@@ -22,7 +22,7 @@ from .keys import Keys
 from .policy import PLATFORM, Policy
 from .session import DoctorSession
 from .shard import Shard
-from .snapshot import decode_rules, decode_session, encode_rules, encode_session
+from .snapshot import decode_rules, decode_session, encode_rules, encode_session, legacy_bans
 
 # KEYS: epoch, sessions-set, outbox stream, snapshot keys...
 # ARGV: epoch, channel, message, events, n, payloads..., new session ids...
@@ -51,10 +51,12 @@ return n
 
 # KEYS: bans hash. ARGV: patient, until. Bans only grow: a replayed or late judgement never
 # shortens a ban. Returns 1 when the ban changed.
+# KEYS: bans hash, bans version. ARGV: patient, until. (The version tells hosts to reload.)
 BAN_SCRIPT = """
 local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 if tonumber(ARGV[2]) > old then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('INCR', KEYS[2])
   return 1
 end
 return 0
@@ -138,8 +140,15 @@ class Store:
         except RedisError as exc:
             raise StoreUnavailable(f"cannot load shard {shard_id}: {exc}") from exc
         policy = decode_rules(rules_raw) if rules_raw else Policy()
+        legacy = legacy_bans(rules_raw) if rules_raw else None
+        if legacy is not None:  # version 1 kept bans in the rules: move them, keep the policy
+            await self.extend_bans([(hospital_id, p, until) for p, until in legacy.items()])
+            await self.write_policy(hospital_id, policy)
+        hospital_bans = _bans(bans)
+        for patient, until in (legacy or {}).items():
+            hospital_bans[patient] = max(hospital_bans.get(patient, 0.0), until)
         shard = Shard(
-            shard_id, hospital_id, date, policy, _bans(bans), _bans(platform_bans), zone=zone
+            shard_id, hospital_id, date, policy, hospital_bans, _bans(platform_bans), zone=zone
         )
         for session_id, raw in zip(ids, raws, strict=True):
             if raw is None:
@@ -218,6 +227,17 @@ class Store:
             raise StoreUnavailable(f"catalog unreachable: {exc}") from exc
         return None if raw is None else raw.decode()
 
+    async def read_session(self, session_id: str) -> DoctorSession | None:
+        """One doctor-session as stored (read-only, no ownership taken)."""
+        shard_id = await self.shard_of(session_id)
+        if shard_id is None:
+            return None
+        try:
+            raw = await self.client.get(self.keys.session(shard_id, session_id))
+        except RedisError as exc:
+            raise StoreUnavailable(f"snapshot unreachable: {exc}") from exc
+        return None if raw is None else decode_session(raw, self.keys.session(shard_id, session_id))
+
     async def placement(self) -> dict[str, int]:
         try:
             raw = await self.client.hgetall(self.keys.placement)
@@ -254,6 +274,12 @@ class Store:
             return None, _bans(bans)
         return (decode_rules(raw) if raw else Policy()), _bans(bans)
 
+    async def ban_versions(self, scopes: list[str]) -> list[bytes | None]:
+        try:
+            return await self.client.mget([self.keys.bans_version(s) for s in scopes])
+        except RedisError as exc:
+            raise StoreUnavailable(f"bans unreachable: {exc}") from exc
+
     async def policy(self, hospital_id: str) -> Policy:
         return (await self.read_rules(hospital_id))[0] or Policy()
 
@@ -266,35 +292,37 @@ class Store:
     async def set_ban(self, scope: str, patient_id: int, until: float | None) -> None:
         """Set (or with None lift) a ban by hand; the operator's word replaces the record's."""
         try:
-            if until is None:
-                await self.client.hdel(self.keys.bans(scope), str(patient_id))
-            else:
-                await self.client.hset(self.keys.bans(scope), str(patient_id), repr(until))
+            async with self.client.pipeline(transaction=True) as pipe:
+                if until is None:
+                    pipe.hdel(self.keys.bans(scope), str(patient_id))
+                else:
+                    pipe.hset(self.keys.bans(scope), str(patient_id), repr(until))
+                pipe.incr(self.keys.bans_version(scope))
+                await pipe.execute()
         except RedisError as exc:
             raise StoreUnavailable(f"ban not written: {exc}") from exc
-
-    async def extend_bans(self, bans: list[tuple[str, int, float]]) -> list[bool]:
-        """``extend_ban`` for many (scope, patient, until) in one round trip."""
-        try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for scope, patient_id, until in bans:
-                    pipe.eval(BAN_SCRIPT, 1, self.keys.bans(scope), patient_id, repr(until))
-                return [bool(x) for x in await pipe.execute()]
-        except RedisError as exc:
-            raise StoreUnavailable(f"bans not written: {exc}") from exc
 
     async def extend_ban(self, scope: str, patient_id: int, until: float) -> bool:
         """Raise a ban to ``until`` if it is shorter; True if it changed."""
-        try:
-            return bool(
-                await self.client.eval(
-                    BAN_SCRIPT, 1, self.keys.bans(scope), patient_id, repr(until)
-                )
-            )
-        except RedisError as exc:
-            raise StoreUnavailable(f"ban not written: {exc}") from exc
+        return (await self.extend_bans([(scope, patient_id, until)]))[0]
 
-    # ----- auditors' side: read without taking ownership -----------------------------------
+    async def extend_bans(self, bans: list[tuple[str, int, float]]) -> list[bool]:
+        """Raise bans to ``until`` where they are shorter, for many (scope, patient, until) in
+        one round trip; True where a ban changed."""
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for scope, patient_id, until in bans:
+                    pipe.eval(
+                        BAN_SCRIPT,
+                        2,
+                        self.keys.bans(scope),
+                        self.keys.bans_version(scope),
+                        patient_id,
+                        repr(until),
+                    )
+                return [bool(x) for x in await pipe.execute()]
+        except RedisError as exc:
+            raise StoreUnavailable(f"bans not written: {exc}") from exc
 
     async def shard_ids(self) -> list[str]:
         try:

@@ -72,11 +72,11 @@ async def test_courier_rounds_are_idempotent_and_judge_bans(redis_server, redis_
         ["notice", "no_show", 3, "s1.0", "s1", 1000.0, {"refund": 900}],
     ]
     entry = msgpack.packb(events, use_bin_type=True)
-    await redis_client.xadd(rounds.keys.outbox, {"e": entry})
+    entry_id = (await redis_client.xadd(rounds.keys.outbox, {"e": entry})).decode()
     await redis_client.set(rounds.keys.clock, 1000.0 - time.time())  # judge as of t = 1000
     await rounds.drain()
     # the same events replayed (a crash after handling, before acknowledging)
-    await rounds._handle("replayed-0", events[:2])
+    await rounds._handle(entry_id, events)
     await rounds.drain()
     assert (await rounds.gateway.payment("s1.0")).refunded == 900
     assert await redis_client.hlen(rounds.keys.conduct("h1", 3)) == 1
@@ -87,3 +87,18 @@ async def test_courier_rounds_are_idempotent_and_judge_bans(redis_server, redis_
     assert await redis_client.xlen(rounds.keys.outbox) == 0  # acknowledged and deleted
     assert await redis_client.hlen(rounds.keys.bans(PLATFORM)) == 0
     await store.close()
+
+
+async def test_a_payment_stranded_by_a_crash_is_found_and_refunded(redis_server, redis_client):
+    """The money was taken, then the API worker died before the engine heard of it: once the
+    booking has ended unpaid (or is unknown), the courier's reconciliation gives it back."""
+    settings = Settings.from_env({}, redis_url=redis_server.url, namespace="rc")
+    rounds = Rounds(settings)
+    await rounds.gateway.charge("ghost.0", 4, 700)  # no such booking in the engine
+    assert await rounds.reconcile(settle_seconds=60) == 0  # too fresh: maybe still on its way
+    assert await rounds.reconcile(settle_seconds=-1) == 1
+    payment = await rounds.gateway.payment("ghost.0")
+    assert (payment.amount, payment.refunded) == (700, 700)
+    assert await rounds.gateway.unsettled(time.time() + 1) == []
+    assert await rounds.reconcile(settle_seconds=-1) == 0  # once
+    await rounds.store.close()

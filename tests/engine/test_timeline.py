@@ -375,3 +375,25 @@ async def test_host_restart_keeps_holds_and_timers(runtime):
     assert (await status_of(engine, promoted.booking_id)).status == "no_show"
     await check_money(engine)
     await engine.close()
+
+
+async def test_money_after_cancellation_and_unpaid_ends(runtime):
+    """Paying again after a cancellation takes nothing back; money that reached the gateway for
+    a hold that then ended unpaid (cancelled, suspended) is refunded in full."""
+    engine = runtime.engine()
+    now = (await engine.load_clock()).now()
+    await engine.set_policy("h1", Policy(fee_tiers=(FeeTier(0, 50),)))
+    await create(engine, spec("m1", "h1", visit_start(now, 3), capacity=3, fee=1000))
+    kept = await engine.book("m1", 1, "a")
+    assert isinstance(await engine.pay(kept.booking_id, 1), Paid)
+    assert (await engine.release(kept.booking_id, 1)).refund == 500  # the tier keeps half
+    again = await engine.pay(kept.booking_id, 1)
+    assert isinstance(again, NotPayable) and again.paid
+    stranded = await engine.book("m1", 2, "b")  # charged, but the engine never heard of it
+    await engine.gateway.charge(stranded.booking_id, 2, 1000)
+    assert (await engine.release(stranded.booking_id, 2)).refund == 0
+    revoked = await engine.book("m1", 3, "c")
+    await engine.gateway.charge(revoked.booking_id, 3, 1000)
+    assert (await engine.suspend("m1")).refunded == 0  # the engine took no payment ...
+    assert await check_money(engine) == (3000, 2500)  # ... yet every stranded fen went back
+    await engine.close()
