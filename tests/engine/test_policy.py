@@ -231,7 +231,7 @@ def _accepted(values):
         {"ban_days": []},
         {"ban_days": [0]},
         {"ban_days": [30] * 11},
-        {"check_in_max_tries": 21},
+        {"check_in_max_tries": 16},  # wrong tries are kept in 4 bits
         {"waitlist_limit": 0},
         # wrong types that escape as other exceptions, or slip through
         _bug({"release_at": 1500}, AttributeError),

@@ -206,7 +206,7 @@ def test_rules_round_trip(policy):
     "raw",
     [
         b"\x00\x01",
-        msgpack.packb([1, [0, 1, 1], {}]),  # the old (policy, blacklist) format
+        msgpack.packb([1, [0, 1, 1], {}]),  # version 1, with a day limit of 0
         msgpack.packb([2, [1, 2]]),
         msgpack.packb([2, {"hospital_day_limit": 2}, {}]),
         msgpack.packb([2, {"bogus": 1}]),
