@@ -79,6 +79,10 @@ class Policy:
     waitlist_limit: int = 500  # patients on one session's waitlist
 
     def __post_init__(self) -> None:
+        # tiers are read largest threshold first, however they were given
+        object.__setattr__(
+            self, "fee_tiers", tuple(sorted(self.fee_tiers, key=lambda t: -t.minutes_before))
+        )
         if not 1 <= self.hospital_day_limit <= 100 or not 1 <= self.department_day_limit <= 100:
             raise ValueError("day limits must be 1..100")
         if not 1 <= self.hold_seconds <= MAX_HOLD_SECONDS:
@@ -115,26 +119,28 @@ class Policy:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], base: Policy | None = None) -> Policy:
-        """A policy from (part of) a dict; missing fields keep ``base``'s (or the default)."""
+        """A policy from (part of) a dict; missing fields keep ``base``'s (or the default).
+        Anything of the wrong shape or type raises ``ValueError``."""
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown policy fields: {sorted(unknown)}")
         merged = {**(base or cls()).to_dict(), **values}
-        tiers = tuple(
-            sorted(
-                (
-                    FeeTier(int(t["minutes_before"]), int(t["fee_percent"]))
-                    for t in merged["fee_tiers"]
-                ),
-                key=lambda t: -t.minutes_before,
+        try:
+            tiers = tuple(
+                FeeTier(_int(t["minutes_before"]), _int(t["fee_percent"]))
+                for t in _list(merged["fee_tiers"])
             )
-        )
-        rules = tuple(
-            BanRule(str(r["kind"]), int(r["count"]), int(r["window_days"]))
-            for r in merged["ban_rules"]
-        )
-        merged.update(fee_tiers=tiers, ban_rules=rules, ban_days=tuple(merged["ban_days"]))
+            rules = tuple(
+                BanRule(_str(r["kind"]), _int(r["count"]), _int(r["window_days"]))
+                for r in _list(merged["ban_rules"])
+            )
+            days = tuple(_int(d) for d in _list(merged["ban_days"]))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"fee_tiers, ban_rules or ban_days malformed: {exc!r}") from exc
+        merged.update(fee_tiers=tiers, ban_rules=rules, ban_days=days)
+        for name in ("release_at", "cancel_until", "ban_scope"):
+            _str(merged[name])
         for name in known - {
             "fee_tiers",
             "ban_rules",
@@ -144,8 +150,7 @@ class Policy:
             "ban_scope",
             "no_show_refund",
         }:
-            if type(merged[name]) is not int:
-                raise ValueError(f"{name} must be an integer")
+            _int(merged[name], name)
         if type(merged["no_show_refund"]) is not bool:
             raise ValueError("no_show_refund must be true or false")
         return cls(**merged)
@@ -174,6 +179,24 @@ class Policy:
         return local_epoch(
             visit - dt.timedelta(days=self.cancel_days_before), self.cancel_until, zone
         )
+
+
+def _int(value: Any, name: str = "a value") -> int:
+    if type(value) is not int:  # not bool, not float
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    return value
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _list(value: Any) -> list:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"expected a list, got {value!r}")
+    return list(value)
 
 
 def local_epoch(day: dt.date, hhmm: str, zone: dt.tzinfo) -> float:
@@ -224,19 +247,27 @@ def judge(violations: list[Violation], policy: Policy) -> Conduct:
     """
     ordered = sorted(violations, key=lambda v: (v.at, v.booking_id, v.kind))
     bans: list[Ban] = []
-    slate = -math.inf
+    slate = -1  # index of the violation that earned the last ban: only later ones count
+    causes: set[str] = set()  # one booking (a same-day cancel is two kinds) earns one ban
     for i, v in enumerate(ordered):
+        if v.booking_id in causes:
+            continue
         for rule in policy.ban_rules:
             if rule.kind != v.kind:
                 continue
-            since = max(slate, v.at - rule.window_days * DAY)
-            count = sum(1 for w in ordered[: i + 1] if w.kind == rule.kind and w.at > since)
-            if v.at <= since or count < rule.count:
+            window_start = v.at - rule.window_days * DAY
+            count = sum(
+                1
+                for w in ordered[slate + 1 : i + 1]
+                if w.kind == rule.kind and w.at > window_start and w.booking_id not in causes
+            )
+            if count < rule.count:
                 continue
             recent = sum(1 for b in bans if b.start > v.at - 365 * DAY)
             days = policy.ban_days[min(recent, len(policy.ban_days) - 1)]
             start = max([v.at, *(b.until for b in bans)])
             bans.append(Ban(start, start + days * DAY, v.booking_id))
-            slate = v.at
+            causes.add(v.booking_id)
+            slate = i
             break
     return Conduct(ordered, bans)

@@ -17,6 +17,7 @@ held | booked → revoked (the hospital suspended the session).
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 from array import array
@@ -131,7 +132,7 @@ class SessionSpec:
     fee: int = 0  # fen; 0 = no payment step, a booking is booked at once
     opens_at: float = 0.0  # epoch seconds
     closes_at: float | None = None
-    starts_at: float | None = None  # the first slot, epoch seconds (None: closes_at)
+    starts_at: float | None = None  # the first slot, epoch seconds (None: date and slot in UTC)
 
     def __post_init__(self) -> None:
         for name in ("id", "hospital_id", "department_id", "doctor_id"):
@@ -149,6 +150,10 @@ class SessionSpec:
             raise ValueError(f"slot_minutes must not be negative, fee must be 0..{MAX_FEE}")
         if self.closes_at is not None and self.closes_at < self.opens_at:
             raise ValueError("closes_at is before opens_at")
+        if self.starts_at is None:  # without a zone: the date and first slot read as UTC
+            day = dt.date.fromisoformat(self.date)
+            start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()
+            object.__setattr__(self, "starts_at", start + 60 * self.first_slot_minute)
 
     @property
     def shard_id(self) -> str:
@@ -157,9 +162,7 @@ class SessionSpec:
     @property
     def visit_at(self) -> float:
         """When the session starts (the first slot), for fee tiers and the no-show sweep."""
-        if self.starts_at is not None:
-            return self.starts_at
-        return self.closes_at if self.closes_at is not None else self.opens_at
+        return self.starts_at  # type: ignore[return-value]  # set by __post_init__
 
     def slot_at(self, slot_no: int) -> float:
         return self.visit_at + (slot_no - 1) * self.slot_minutes * 60

@@ -189,5 +189,5 @@ def decode_rules(raw: bytes, where: str = "policy") -> Policy:
         if not isinstance(fields[1], dict):
             raise ValueError("policy is not a map")
         return Policy.from_dict(fields[1])
-    except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, msgpack.UnpackException) as exc:
         raise SnapshotError(f"corrupt {where}: {exc}") from exc

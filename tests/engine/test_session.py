@@ -273,8 +273,9 @@ def test_ids_must_be_safe_in_urls_and_keys(bad):
     ("starts_at", "closes_at", "visit_at", "ends_at"),
     [
         (1000.0, 200.0, 1000.0, 1000.0 + 3 * 600),
-        (None, 200.0, 200.0, 200.0 + 3 * 600),
-        (None, None, 100.0, 100.0 + 3 * 600),
+        # no starts_at: the date and the first slot, read as UTC (2026-12-01 08:00Z)
+        (None, 200.0, 1_796_112_000.0, 1_796_112_000.0 + 3 * 600),
+        (None, None, 1_796_112_000.0, 1_796_112_000.0 + 3 * 600),
     ],
 )
 def test_visit_and_end_times(starts_at, closes_at, visit_at, ends_at):
