@@ -207,11 +207,11 @@ class DoctorSession:
         self.swept = False  # the no-show sweep has run
         self.due = -math.inf  # the earliest hold timer (expiry or warning); derived, not stored
         self.bookings = array("q")  # [patient, request key, meta, extra] per booking number
-        self.waitlist = array("q")  # [patient, request key] per waiting patient, in order
+        self.waitlist = NO_WAITLIST  # [patient, request key] per waiting patient, in order
         self.holders = array("H", [NO_BOOKING]) * spec.capacity  # slot index → booking no.
         self.free = spec.capacity
         self.held = 0
-        self._sold_out = SoldOut(spec.id)
+        self._sold_out: SoldOut | None = None  # made once, shared by every sold-out answer
 
     # ----- reading -------------------------------------------------------------------------
 
@@ -333,6 +333,8 @@ class DoctorSession:
 
     def refusal(self, status: str) -> SoldOut | NotOpen | Closed | Suspended:
         if status == SOLD_OUT:
+            if self._sold_out is None:
+                self._sold_out = SoldOut(self.spec.id)
             return self._sold_out
         if status == SCHEDULED:
             return NotOpen(self.spec.id, self.spec.opens_at)
@@ -431,6 +433,8 @@ class DoctorSession:
         return 0
 
     def join_waitlist(self, patient: int, request: int) -> int:
+        if self.waitlist is NO_WAITLIST:
+            self.waitlist = array("q")
         self.waitlist.extend((patient, request))
         return self.waiting
 
@@ -472,7 +476,7 @@ class DoctorSession:
                 raise ValueError(f"slot {slot_no} of {self.spec.id} is held twice or out of range")
             holders[slot_no - 1] = booking_no
             held += state == HELD_STATE
-        waitlist = array("q") if waitlist is None else waitlist
+        waitlist = waitlist if waitlist else NO_WAITLIST
         if len(waitlist) % 2:
             raise ValueError("waitlist words are not pairs")
         self.bookings = bookings
@@ -480,6 +484,9 @@ class DoctorSession:
         self.holders = holders
         self.free = self.spec.capacity - sum(1 for n in holders if n != NO_BOOKING)
         self.held = held
+
+
+NO_WAITLIST = array("q")  # shared by every session nobody waits for; never extended
 
 
 def format_code(code: int) -> str:
