@@ -186,6 +186,7 @@ def up(host: str, port: int, workers: int, demo: bool) -> None:
     import ray
 
     settings = Settings.from_env()
+    generated = settings.admin_token is None
     admin_token = settings.admin_token or secrets.token_urlsafe(24)
     settings = settings.model_copy(update={"admin_token": admin_token})
     click.echo("starting Redis, Ray and the host pool ...")
@@ -213,7 +214,7 @@ def up(host: str, port: int, workers: int, demo: bool) -> None:
         base = f"http://{host}:{port}"
         click.echo(f"slotengine is up at {base}  (docs: {base}/docs)")
         click.echo(f"  Redis:       {url}")
-        if settings.admin_token is None:  # one the operator chose is not echoed to logs
+        if generated:  # one the operator chose is not echoed to logs
             click.echo(f"  admin token: {admin_token}  (generated)")
         if patient_token:
             click.echo(f"  demo patient token: {patient_token}")
