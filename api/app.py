@@ -337,7 +337,10 @@ def register_patient_routes(app: FastAPI) -> None:
             "remaining": state.remaining,
             "status": state.status,
             "opens_at": s.clock.iso(state.opens_at),
+            "closes_at": s.clock.iso(state.closes_at),
             "fee": state.fee,
+            "held": state.held,
+            "waiting": state.waiting,
         }
 
     @app.post(

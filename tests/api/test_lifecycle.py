@@ -251,3 +251,44 @@ async def test_no_show_shows_in_conduct_and_bars_booking(http):
     refused = await book(http, s.json()["id"], auth, "again")
     assert refused.status_code == 403 and refused.json()["code"] == "blacklisted"
     assert refused.json()["scope"] == "hospital" and refused.json()["until"]
+
+
+async def test_sessions_open_and_close_by_the_hospitals_policy(http):
+    cat = await make_catalog(http, capacity=1, doctors=1)
+    path = f"/v1/admin/hospitals/{cat['hospital']}/policy"
+    await http.put(
+        path,
+        json={"window_days": 5, "release_at": "06:30", "booking_closes_minutes": 60},
+        headers=admin_headers(),
+    )
+    doc = await http.post(
+        "/v1/admin/doctors",
+        headers=admin_headers(),
+        json={"department_id": cat["department"], "name": "x", "title": "y"},
+    )
+    day = datetime.fromtimestamp(time.time() + 20 * 86400, ZONE).date()
+    made = await http.post(
+        "/v1/admin/sessions",
+        headers=admin_headers(),
+        json={
+            "doctor_id": doc.json()["id"],
+            "date": day.isoformat(),
+            "period": "AM",
+            "capacity": 2,
+            "first_slot_at": "08:00",
+            "slot_minutes": 10,
+            "fee": 0,
+        },
+    )
+    assert made.status_code == 201, made.text
+    state = (await http.get(f"/v1/sessions/{made.json()['id']}")).json()
+    opens = datetime.fromisoformat(state["opens_at"])
+    closes = datetime.fromisoformat(state["closes_at"])
+    assert (day - opens.date()).days == 5 and opens.strftime("%H:%M") == "06:30"
+    assert closes.date() == day and closes.strftime("%H:%M") == "07:00"
+    assert (state["status"], state["waiting"]) == ("scheduled", 0)
+    _, auth = await new_patient(http)
+    early = await book(http, made.json()["id"], auth)
+    assert early.status_code == 409 and early.json()["code"] == "not_open"
+    await move_clock_to(http, opens)
+    assert (await book(http, made.json()["id"], auth)).status_code == 201
