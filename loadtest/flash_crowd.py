@@ -5,7 +5,9 @@
 
 Each user is one patient with one request id: it books, retries the same request id on 503 or
 429, tries the first alternative once when told sold_out, and stops when it holds a slot or has
-nowhere left to go. The spike shape puts SPIKE_USERS users in within SPIKE_SECONDS.
+nowhere left to go. A held slot (a session with a fee) is paid PAY_RATE of the time (else the
+hold expires and goes to the waitlist); a patient left with nothing joins the waitlist
+WAITLIST_RATE of the time. The spike shape puts SPIKE_USERS users in within SPIKE_SECONDS.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from loadtest.common import Acks, Tokens, target_sessions
 SPIKE_USERS = int(os.environ.get("SPIKE_USERS", "2000"))
 SPIKE_SECONDS = float(os.environ.get("SPIKE_SECONDS", "3"))
 HOLD_SECONDS = float(os.environ.get("HOLD_SECONDS", "20"))
+PAY_RATE = float(os.environ.get("PAY_RATE", "0.9"))
+WAITLIST_RATE = float(os.environ.get("WAITLIST_RATE", "0.5"))
 STATE: dict = {}
 
 
@@ -60,6 +64,8 @@ class Patient(FastHttpUser):
                 STATE["acks"].record(self.patient, body)
                 r.success()
                 self.tries_left = 0
+                if body.get("status") == "held" and random.random() < PAY_RATE:
+                    self.pay(body["booking_id"])
             elif r.status_code in (409, 422, 403):
                 r.success()  # an answer, not an error: the loser is told at once
                 alternatives = body.get("alternatives") or []
@@ -69,10 +75,37 @@ class Patient(FastHttpUser):
                     self.request_id = uuid.uuid4().hex
                 else:
                     self.tries_left = 0
+                    if body.get("code") == "sold_out" and random.random() < WAITLIST_RATE:
+                        self.join_waitlist()
             elif r.status_code in (429, 503):
                 r.success()  # retry the same request id a little later
             else:
                 r.failure(f"{r.status_code} {body}")
+
+    def pay(self, booking_id: str) -> None:
+        with self.client.post(
+            f"/v1/bookings/{booking_id}/payment",
+            headers=self.headers,
+            name="/v1/bookings/[id]/payment",
+            catch_response=True,
+        ) as r:
+            if r.status_code == 200 or r.status_code == 409:  # 409: the hold expired first
+                r.success()
+            else:
+                r.failure(f"{r.status_code} {r.text[:200]}")
+
+    def join_waitlist(self) -> None:
+        with self.client.post(
+            f"/v1/sessions/{self.target}/waitlist",
+            json={"request_id": self.request_id},
+            headers=self.headers,
+            name="/v1/sessions/[id]/waitlist",
+            catch_response=True,
+        ) as r:
+            if r.status_code in (200, 201, 403, 409, 422, 429, 503):
+                r.success()
+            else:
+                r.failure(f"{r.status_code} {r.text[:200]}")
 
     def wait_time(self) -> float:
         return random.uniform(0.2, 0.6)
