@@ -68,8 +68,12 @@ def request_key(request_id: str) -> int:
 
 
 def parse_booking_id(booking_id: str) -> tuple[str, int] | None:
+    """(session id, booking number) of a canonical booking id; None for anything else (also
+    ``s1.01``: one booking has exactly one id, which the payment records are keyed by)."""
     session_id, sep, number = booking_id.rpartition(".")
     if not sep or not session_id or not (number.isascii() and number.isdigit()) or len(number) > 6:
+        return None
+    if number != str(int(number)):
         return None
     return session_id, int(number)
 

@@ -21,6 +21,7 @@ import msgpack
 from redis.exceptions import ResponseError
 
 from .clock import Clock, parse_offset
+from .errors import SlotEngineError
 from .keys import Keys
 from .notices import Notice, Sender, load_sender
 from .payments import SandboxGateway
@@ -34,6 +35,7 @@ GROUP = "couriers"
 CONSUMER = "courier"
 BATCH = 256
 SETTLE_SECONDS = 60.0  # a charge the engine has not answered by then is looked at
+RECONCILE_LIMIT = 1000  # waiting holds looked past per round
 
 
 class Courier:
@@ -112,7 +114,6 @@ class Rounds:
                     raise
             self._grouped = True
         self.clock.set_offset(parse_offset(await client.get(self.keys.clock)))
-        await self.reconcile()
         for start in ("0", ">"):  # first what an earlier round left pending, then new entries
             while True:
                 reply = await client.xreadgroup(
@@ -135,6 +136,7 @@ class Rounds:
                 self.counters["entries"] += len(done)
                 if start == "0" and len(entries) < BATCH:
                     break
+        await self.reconcile()  # after the outbox: its voids settle most of them first
         return dict(self.counters)
 
     async def reconcile(self, settle_seconds: float = SETTLE_SECONDS) -> int:
@@ -142,23 +144,40 @@ class Rounds:
         answered (the API worker died between the charge and the engine), and whose booking has
         since ended unpaid. A hold still waiting is left alone: it is paid or voided later."""
         refunded = 0
-        for booking_id in await self.gateway.unsettled(time.time() - settle_seconds):
-            session_id, _, number = booking_id.rpartition(".")
-            session = await self.store.read_session(session_id)
-            if session is not None and number.isdigit() and int(number) < session.count:
-                _, _, state, _ = session.booking(int(number))
-                if state == HELD_STATE:
-                    continue
-                if session.extra(int(number)).paid:
-                    await self.gateway.settled(booking_id)
-                    continue
-            refund = await self.gateway.refund(booking_id, None, f"{booking_id}:void")
-            await self.gateway.settled(booking_id)
-            if refund is not None and refund.amount:
-                refunded += 1
-                self.counters["refunds"] += 1
-                self.counters["refunded"] += refund.amount
+        offset = 0
+        while offset < RECONCILE_LIMIT:  # page past holds that are still waiting
+            page = await self.gateway.unsettled(time.time() - settle_seconds, offset=offset)
+            if not page:
+                break
+            for booking_id in page:
+                try:
+                    outcome = await self._reconcile_one(booking_id)
+                except SlotEngineError as exc:  # e.g. a corrupt snapshot: fail only this one
+                    log.warning("cannot reconcile the payment of %s: %s", booking_id, exc)
+                    outcome = "skipped"
+                if outcome == "skipped":
+                    offset += 1
+                elif outcome == "refunded":
+                    refunded += 1
         return refunded
+
+    async def _reconcile_one(self, booking_id: str) -> str:
+        session_id, _, number = booking_id.rpartition(".")
+        session = await self.store.read_session(session_id)
+        if session is not None and number.isdigit() and int(number) < session.count:
+            _, _, state, _ = session.booking(int(number))
+            if state == HELD_STATE:
+                return "skipped"
+            if session.extra(int(number)).paid:
+                await self.gateway.settled(booking_id)
+                return "settled"
+        refund = await self.gateway.refund(booking_id, None, f"{booking_id}:void")
+        await self.gateway.settled(booking_id)
+        if refund is not None and refund.amount:
+            self.counters["refunds"] += 1
+            self.counters["refunded"] += refund.amount
+            return "refunded"
+        return "settled"
 
     async def _handle(self, entry_id: str, events: list[list[Any]]) -> None:
         await self._handle_batch([(entry_id, events)])
@@ -239,10 +258,9 @@ class Rounds:
             hospital_id = last[scope, patient][0]
             conduct = judge(parse_conduct(record), policies[hospital_id])
             until = conduct.banned_until(now)
-            if until is not None:
-                bans.append((scope, patient, until))
-                if conduct.bans[-1].cause in causes[scope, patient]:
-                    new_bans.add((scope, patient))
+            if until is not None and conduct.bans[-1].cause in causes[scope, patient]:
+                bans.append((scope, patient, until))  # only a ban this batch earned: one
+                new_bans.add((scope, patient))  # lifted by hand does not come back
         if not bans:
             return []
         changed = await self.store.extend_bans(bans)

@@ -174,10 +174,10 @@ class SandboxGateway:
         except RedisError as exc:
             raise StoreUnavailable(f"payment gateway unreachable: {exc}") from exc
 
-    async def unsettled(self, older_than: float, count: int = 100) -> list[str]:
+    async def unsettled(self, older_than: float, count: int = 100, offset: int = 0) -> list[str]:
         """Booking ids charged before ``older_than`` (epoch) whose outcome nobody recorded."""
         raw = await self.client.zrangebyscore(
-            self.keys.pending_payments, "-inf", older_than, start=0, num=count
+            self.keys.pending_payments, "-inf", older_than, start=offset, num=count
         )
         return [r.decode() for r in raw]
 

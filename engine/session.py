@@ -262,6 +262,8 @@ class DoctorSession:
         spec = self.spec
         if self.suspended:
             return SUSPENDED
+        if self.swept:  # the visit is over: nothing more to book, hold or promote
+            return CLOSED
         if now < spec.opens_at:
             return SCHEDULED
         if spec.closes_at is not None and now >= spec.closes_at:

@@ -441,7 +441,12 @@ class Shard:
         policy = self.policy
         warn = min(WARN_SECONDS, policy.hold_seconds // 3)
         for session in self.sessions.values():
-            if session.held and session.due <= now:  # only sessions with a hold timer due
+            if (
+                not session.swept
+                and now >= session.spec.ends_at + 60 * policy.no_show_grace_minutes
+            ):
+                self.sweep(session, now)  # first: its holds end without a promotion
+            elif session.held and session.due <= now:  # only sessions with a hold timer due
                 for booking_no in session.expired_holds(now):
                     self._expire(session, booking_no, session.booking(booking_no)[0], now)
                 due = math.inf
@@ -462,11 +467,6 @@ class Shard:
                         extra = replace(extra, warned=True)
                     due = min(due, expires if extra.warned else expires - warn)
                 session.due = due
-            if (
-                not session.swept
-                and now >= session.spec.ends_at + 60 * policy.no_show_grace_minutes
-            ):
-                self.sweep(session, now)
             if session.waitlist and session.status(now) == CLOSED:
                 while (waiting := session.next_waiting()) is not None:
                     self._notice("waitlist_ended", waiting[0], "", session, now)
@@ -476,6 +476,7 @@ class Shard:
         """爽约: every booking neither cancelled nor checked in by the cutoff is a no-show; the
         violation is recorded and the fee refunded if the policy says so."""
         policy = self.policy
+        session.swept = True  # first: the holds ended below go to nobody on the waitlist
         for booking_no in session.in_state(HELD_STATE):  # a hold cannot outlive its session
             self._expire(session, booking_no, session.booking(booking_no)[0], now)
         count = 0
@@ -616,10 +617,16 @@ class Shard:
         return changes
 
     def add_restored(self, session: DoctorSession) -> None:
-        """Add a session loaded from a snapshot and index its live bookings."""
+        """Add a session loaded from a snapshot and index its live bookings. A booking made
+        before verification codes existed gets one now (written with the next commit)."""
         self.sessions[session.id] = session
         live = self.live
-        for _, patient, _ in session.live_bookings():
+        for booking_no, patient, _ in session.live_bookings():
+            if session.booking(booking_no)[2] == BOOKED_STATE:
+                extra = session.extra(booking_no)
+                if not extra.code:
+                    session.set_extra(booking_no, replace(extra, code=self.new_code()))
+                    self._touch(session)
             mine = live.get(patient)
             if mine is None:
                 live[patient] = session

@@ -147,8 +147,10 @@ def decode_session(raw: bytes, where: str = "session snapshot") -> DoctorSession
 def _upgrade_v1(fields: list) -> list:
     """Version 1 (three words per booking, one "ended" state, no waitlist) → version 2.
 
-    Ended bookings become cancelled; bookings get an empty fourth word (no verification code:
-    they were made before codes existed). The next commit writes the session as version 2.
+    Ended bookings become cancelled; bookings get an empty fourth word (no verification code
+    yet: the shard gives one when it loads them, ``Shard.add_restored``); the session is
+    marked swept, since its patients never agreed to no-show rules. The next commit writes
+    the session as version 2.
     """
     if not isinstance(fields[14], bytes):
         raise ValueError("booking words are not bytes")
@@ -161,7 +163,9 @@ def _upgrade_v1(fields: list) -> list:
         if state == 3:
             state = CANCELLED_STATE
         new.extend((old[i], old[i + 1], pack_meta(slot_no, state, at), 0))
-    return [SESSION_VERSION, *fields[1:13], None, fields[13], False, _int64_bytes(new), b""]
+    # starts_at: v1 closed bookings at the first slot. swept: pre-lifecycle bookings were never
+    # told about no-show rules, so their sessions are never swept (codes come at first load)
+    return [SESSION_VERSION, *fields[1:13], fields[12], fields[13], True, _int64_bytes(new), b""]
 
 
 def encode_rules(policy: Policy) -> bytes:

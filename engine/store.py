@@ -63,6 +63,24 @@ return 0
 """
 
 
+# KEYS: rules, bans hash, bans version. ARGV: the v1 rules as read, the v2 policy, then
+# patient, until pairs. Moves version 1's bans out of the rules unless the rules changed since.
+MIGRATE_SCRIPT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2])
+for i = 3, #ARGV, 2 do
+  local old = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0')
+  if tonumber(ARGV[i + 1]) > old then
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  end
+end
+redis.call('INCR', KEYS[3])
+return 1
+"""
+
+
 @dataclass(slots=True)
 class ShardWrite:
     """One shard's part of a group commit."""
@@ -142,8 +160,7 @@ class Store:
         policy = decode_rules(rules_raw) if rules_raw else Policy()
         legacy = legacy_bans(rules_raw) if rules_raw else None
         if legacy is not None:  # version 1 kept bans in the rules: move them, keep the policy
-            await self.extend_bans([(hospital_id, p, until) for p, until in legacy.items()])
-            await self.write_policy(hospital_id, policy)
+            await self._migrate_rules(hospital_id, rules_raw, policy, legacy)
         hospital_bans = _bans(bans)
         for patient, until in (legacy or {}).items():
             hospital_bans[patient] = max(hospital_bans.get(patient, 0.0), until)
@@ -159,6 +176,26 @@ class Store:
                 raise SnapshotError(f"{where} holds {session.id} of {session.spec.shard_id}")
             shard.add_restored(session)
         return int(epoch), shard
+
+    async def _migrate_rules(
+        self, hospital_id: str, old: bytes, policy: Policy, bans: dict[int, float]
+    ) -> None:
+        """Once, atomically, and only if nobody changed the rules since they were read."""
+        keys = self.keys
+        pairs = [x for patient, until in bans.items() for x in (patient, repr(until))]
+        try:
+            await self.client.eval(
+                MIGRATE_SCRIPT,
+                3,
+                keys.rules(hospital_id),
+                keys.bans(hospital_id),
+                keys.bans_version(hospital_id),
+                old,
+                encode_rules(policy),
+                *pairs,
+            )
+        except RedisError as exc:
+            raise StoreUnavailable(f"cannot migrate the rules of {hospital_id}: {exc}") from exc
 
     async def commit(self, writes: Sequence[ShardWrite]) -> list[BaseException | None]:
         """Write every shard's changes in one round trip; one result per write (None = ok).

@@ -102,3 +102,17 @@ async def test_a_payment_stranded_by_a_crash_is_found_and_refunded(redis_server,
     assert await rounds.gateway.unsettled(time.time() + 1) == []
     assert await rounds.reconcile(settle_seconds=-1) == 0  # once
     await rounds.store.close()
+
+
+async def test_a_corrupt_snapshot_does_not_stop_reconciliation(redis_server, redis_client):
+    settings = Settings.from_env({}, redis_url=redis_server.url, namespace="rb")
+    rounds = Rounds(settings)
+    keys = rounds.keys
+    await redis_client.hset(keys.catalog, "bad", "h1:2030-01-01")
+    await redis_client.set(keys.session("h1:2030-01-01", "bad"), b"\x00garbage")
+    await rounds.gateway.charge("bad.0", 4, 100)
+    await rounds.gateway.charge("ghost.0", 5, 200)
+    assert await rounds.reconcile(settle_seconds=-1) == 1  # the ghost; "bad" waits for a fix
+    assert (await rounds.gateway.payment("ghost.0")).refunded == 200
+    assert await rounds.gateway.unsettled(time.time() + 1) == ["bad.0"]
+    await rounds.store.close()
