@@ -8,6 +8,7 @@ in the OpenAPI document.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -47,6 +48,8 @@ from .answers import Clock, booked_body, refusal, refusal_parts
 from .auth import bearer, check_password, hash_password, mask_id_number
 from .booking import Gateway, book
 from .services import Services
+
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -666,6 +669,16 @@ def register_operations(app: FastAPI) -> None:
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"])
-    async def prometheus() -> Response:
-        body, content_type = metrics.render()
+    async def prometheus(s: ServicesDep) -> Response:
+        courier: dict[str, float] = {}
+        try:  # the outbox's backlog and the courier's work, for alerts
+            client, keys = s.engine.store.client, s.engine.store.keys
+            courier["outbox_pending"] = await client.xlen(keys.outbox)
+            courier["unsettled_payments"] = await client.zcard(keys.pending_payments)
+            counters = await asyncio.wait_for(s.engine.courier_info(), 2)
+            courier.update({k: v for k, v in counters.items() if k != "entries"})
+            courier["entries"] = counters.get("entries", 0)
+        except Exception as exc:  # metrics never fail the scrape
+            log.warning("courier figures unavailable: %s", exc)
+        body, content_type = metrics.render(courier)
         return Response(body, media_type=content_type)

@@ -38,9 +38,17 @@ HOST_CALL = Histogram(
 )
 
 
-def render() -> tuple[bytes, str]:
+def render(courier: dict[str, float] | None = None) -> tuple[bytes, str]:
+    """The worker's (or all workers') metrics, plus the courier's figures read at scrape time
+    (``outbox_pending``, ``unsettled_payments`` and its counters), which no worker owns."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(), CONTENT_TYPE_LATEST
+        body = generate_latest(registry)
+    else:
+        body = generate_latest()
+    for name, value in sorted((courier or {}).items()):
+        kind = "counter" if name not in ("outbox_pending", "unsettled_payments") else "gauge"
+        metric = f"slotengine_courier_{name}"
+        body += f"# TYPE {metric} {kind}\n{metric} {value}\n".encode()
+    return body, CONTENT_TYPE_LATEST

@@ -392,6 +392,10 @@ class Engine:
         await asyncio.gather(*(h.tick.remote() for h in self.hosts))
         return await self.drain_outbox()
 
+    async def courier_info(self) -> dict[str, int]:
+        """The courier's counters: entries, notices, refunds, refunded, violations, bans."""
+        return await find_courier(self.settings).info.remote()
+
     async def drain_outbox(self) -> dict[str, int]:
         return await find_courier(self.settings).drain.remote()
 

@@ -292,3 +292,22 @@ async def test_sessions_open_and_close_by_the_hospitals_policy(http):
     assert early.status_code == 409 and early.json()["code"] == "not_open"
     await move_clock_to(http, opens)
     assert (await book(http, made.json()["id"], auth)).status_code == 201
+
+
+async def test_metrics_show_the_courier(http):
+    cat = await make_catalog(http, capacity=1, doctors=1)
+    _, auth = await new_patient(http)
+    assert (await book(http, cat["sessions"][0], auth)).status_code == 201
+    for _ in range(50):
+        text = (await http.get("/metrics")).text
+        lines = dict(
+            line.split(" ", 1)
+            for line in text.splitlines()
+            if line.startswith("slotengine_courier")
+        )
+        if float(lines.get("slotengine_courier_notices", 0)) >= 1:
+            break
+        await asyncio.sleep(0.1)
+    assert float(lines["slotengine_courier_notices"]) >= 1  # the booking's "confirmed"
+    assert "slotengine_courier_outbox_pending" in lines
+    assert float(lines["slotengine_courier_unsettled_payments"]) == 0
