@@ -33,6 +33,7 @@ from engine.outcomes import (
     Created,
     Done,
     LeftWaitlist,
+    NotFound,
     Paid,
     Released,
     SessionState,
@@ -44,6 +45,7 @@ from engine.session import SessionSpec
 from engine.settings import Settings
 
 from . import metrics
+from .admins import ROOT, AdminScope, public
 from .answers import Clock, booked_body, refusal, refusal_parts
 from .auth import bearer, check_password, hash_password, mask_id_number
 from .booking import Gateway, book
@@ -123,6 +125,18 @@ class SessionIn(Loose):
     )
 
 
+class AdminIn(Loose):
+    login: str = Field(pattern=r"^[A-Za-z0-9_.@-]{3,64}$")
+    password: str = Field(min_length=12, max_length=128)
+    name: str = Field(min_length=1, max_length=64)
+    hospital_id: str | None = Field(default=None, max_length=40, description="none: platform")
+
+
+class AdminCredentials(Loose):
+    login: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=128)
+
+
 class CheckInIn(Loose):
     verification_code: str = Field(pattern=r"^[0-9]{8}$")
 
@@ -187,15 +201,34 @@ def patient_of(request: Request, authorization: Annotated[str | None, Header()] 
     return patient
 
 
-def admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+async def admin(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> AdminScope:
+    """The acting admin: the platform's root token, or an admin account's token."""
     token = bearer(authorization)
-    if token is None or not services_of(request).tokens.is_admin(token):
+    services = services_of(request)
+    if token is not None and services.tokens.is_admin(token):
+        return ROOT
+    scope = await services.admins.scope_of(token) if token else None
+    if scope is None:
         raise ApiError(401, "unauthenticated", "A valid admin bearer token is required.")
+    return scope
+
+
+def allow(scope: AdminScope, hospital_id: str) -> None:
+    """Refuse (and change nothing) when a hospital admin reaches into another hospital."""
+    if not scope.may(hospital_id):
+        raise ApiError(403, "forbidden", "This belongs to another hospital.")
+
+
+def platform_only(scope: AdminScope) -> None:
+    if not scope.platform:
+        raise ApiError(403, "forbidden", "Only the platform admin may do this.")
 
 
 ServicesDep = Annotated[Services, Depends(services_of)]
 PatientDep = Annotated[int, Depends(patient_of)]
-AdminDep = Depends(admin)
+AdminDep = Annotated[AdminScope, Depends(admin)]
 
 
 def booking_body(info: BookingInfo, clock: Clock, *, owner: bool = True) -> dict[str, Any]:
@@ -487,33 +520,97 @@ def _parts(outcome: object, clock: Clock) -> tuple[int, str, str]:
     return status, code, message
 
 
+async def session_of(s: Services, who: AdminScope, session_id: str) -> SessionState:
+    """A doctor-session the acting admin may touch (404 if none, 403 if another hospital's)."""
+    state = await s.engine.session_state(session_id)
+    if not isinstance(state, SessionState):
+        if isinstance(state, NotFound):
+            raise ApiError(404, "not_found", "No such doctor-session or booking.")
+        raise ApiError(*_parts(state, s.clock))
+    allow(who, state.hospital_id)
+    return state
+
+
 def register_admin_routes(app: FastAPI) -> None:
     tags = ["admin"]
 
-    @app.post("/v1/admin/hospitals", status_code=201, tags=tags, dependencies=[AdminDep])
-    async def new_hospital(body: HospitalIn, s: ServicesDep) -> dict[str, str]:
+    @app.post("/v1/admin/admins", status_code=201, tags=tags)
+    async def new_admin(body: AdminIn, s: ServicesDep, who: AdminDep) -> dict[str, str]:
+        """An admin account: of one hospital (``hospital_id``), or of the platform (none)."""
+        platform_only(who)
+        if (
+            body.hospital_id is not None
+            and await s.catalog.get("hospital", body.hospital_id) is None
+        ):
+            raise ApiError(404, "not_found", "No such hospital.")
+        admin_id = await s.admins.create(
+            {
+                "login": body.login,
+                "name": body.name,
+                "hospital_id": body.hospital_id,
+                "password_hash": await asyncio.to_thread(hash_password, body.password),
+            }
+        )
+        if admin_id is None:
+            raise ApiError(409, "conflict", "This login is taken.")
+        return {"id": admin_id}
+
+    @app.get("/v1/admin/admins", tags=tags)
+    async def list_admins(s: ServicesDep, who: AdminDep) -> list[dict[str, Any]]:
+        platform_only(who)
+        return await s.admins.all()
+
+    @app.delete("/v1/admin/admins/{admin_id}", tags=tags)
+    async def disable_admin(admin_id: str, s: ServicesDep, who: AdminDep) -> dict[str, Any]:
+        """Disable an account; every token it was given stops working at once."""
+        platform_only(who)
+        if not await s.admins.disable(admin_id):
+            raise ApiError(404, "not_found", "No such admin.")
+        return public(await s.admins.get(admin_id) or {})
+
+    @app.post("/v1/admin/auth/token", tags=tags)
+    async def admin_token(body: AdminCredentials, s: ServicesDep) -> dict[str, Any]:
+        if not s.logins.allow(hash(("admin", body.login)), time.monotonic()):
+            raise ApiError(429, "rate_limited", "Too many attempts for this login; wait.")
+        doc = await s.admins.by_login(body.login)
+        hashed = doc["password_hash"] if doc else DUMMY_HASH  # same work either way
+        ok = await asyncio.to_thread(check_password, hashed, body.password)
+        if doc is None or not ok or doc["disabled"]:
+            raise ApiError(401, "unauthenticated", "Wrong login or password.")
+        return {
+            "access_token": s.admins.issue(doc),
+            "token_type": "bearer",
+            "hospital_id": doc.get("hospital_id"),
+        }
+
+    @app.post("/v1/admin/hospitals", status_code=201, tags=tags)
+    async def new_hospital(body: HospitalIn, s: ServicesDep, who: AdminDep) -> dict[str, str]:
+        platform_only(who)
         return {"id": (await s.catalog.create_hospital(body.model_dump()))["id"]}
 
-    @app.post("/v1/admin/departments", status_code=201, tags=tags, dependencies=[AdminDep])
-    async def new_department(body: DepartmentIn, s: ServicesDep) -> dict[str, str]:
+    @app.post("/v1/admin/departments", status_code=201, tags=tags)
+    async def new_department(body: DepartmentIn, s: ServicesDep, who: AdminDep) -> dict[str, str]:
         if await s.catalog.get("hospital", body.hospital_id) is None:
             raise ApiError(404, "not_found", "No such hospital.")
+        allow(who, body.hospital_id)
         return {"id": (await s.catalog.create_department(body.model_dump()))["id"]}
 
-    @app.post("/v1/admin/doctors", status_code=201, tags=tags, dependencies=[AdminDep])
-    async def new_doctor(body: DoctorIn, s: ServicesDep) -> dict[str, str]:
+    @app.post("/v1/admin/doctors", status_code=201, tags=tags)
+    async def new_doctor(body: DoctorIn, s: ServicesDep, who: AdminDep) -> dict[str, str]:
         department = await s.catalog.get("department", body.department_id)
         if department is None:
             raise ApiError(404, "not_found", "No such department.")
+        allow(who, department["hospital_id"])
         doc = {**body.model_dump(), "hospital_id": department["hospital_id"]}
         return {"id": (await s.catalog.create_doctor(doc))["id"]}
 
-    @app.post("/v1/admin/sessions", status_code=201, tags=tags, dependencies=[AdminDep])
-    async def new_session(body: SessionIn, s: ServicesDep) -> Any:
+    @app.post("/v1/admin/sessions", status_code=201, tags=tags)
+    async def new_session(body: SessionIn, s: ServicesDep, who: AdminDep) -> Any:
         """Release a doctor-session (出诊) with ``capacity`` numbered slots."""
         doctor = await s.catalog.get("doctor", body.doctor_id)
         if doctor is None:
             raise ApiError(404, "not_found", "No such doctor.")
+        allow(who, doctor["hospital_id"])
         today = datetime.fromtimestamp(s.now(), s.clock.zone).date()
         if not today - timedelta(days=1) <= body.date <= today + timedelta(days=366):
             raise ApiError(422, "invalid_request", "date must be within the coming year.")
@@ -567,8 +664,9 @@ def register_admin_routes(app: FastAPI) -> None:
         )
         return JSONResponse({"id": session_id}, status_code=201)
 
-    @app.get("/v1/admin/sessions/{session_id}/bookings", tags=tags, dependencies=[AdminDep])
-    async def session_bookings(session_id: str, s: ServicesDep) -> Any:
+    @app.get("/v1/admin/sessions/{session_id}/bookings", tags=tags)
+    async def session_bookings(session_id: str, s: ServicesDep, who: AdminDep) -> Any:
+        await session_of(s, who, session_id)
         outcome = await s.engine.session_bookings(session_id)
         if not isinstance(outcome, Bookings):
             return engine_answer(outcome, s.clock)
@@ -577,10 +675,11 @@ def register_admin_routes(app: FastAPI) -> None:
             for b in outcome.bookings
         ]
 
-    @app.post("/v1/admin/sessions/{session_id}/suspend", tags=tags, dependencies=[AdminDep])
-    async def suspend(session_id: str, s: ServicesDep) -> Any:
+    @app.post("/v1/admin/sessions/{session_id}/suspend", tags=tags)
+    async def suspend(session_id: str, s: ServicesDep, who: AdminDep) -> Any:
         """停诊: every booking is cancelled and refunded in full, each patient notified, and the
         session answers ``suspended`` from now on. Suspending again changes nothing."""
+        await session_of(s, who, session_id)
         outcome = await s.engine.suspend(session_id)
         if isinstance(outcome, SuspendDone):
             return {
@@ -592,10 +691,11 @@ def register_admin_routes(app: FastAPI) -> None:
             }
         return engine_answer(outcome, s.clock)
 
-    @app.post("/v1/admin/bookings/{booking_id}/check-in", tags=tags, dependencies=[AdminDep])
-    async def check_in(booking_id: str, body: CheckInIn, s: ServicesDep) -> Any:
+    @app.post("/v1/admin/bookings/{booking_id}/check-in", tags=tags)
+    async def check_in(booking_id: str, body: CheckInIn, s: ServicesDep, who: AdminDep) -> Any:
         """取号 with the patient's 8-digit code, on the visit day. Wrong codes are counted; the
         booking locks after the policy's check_in_max_tries."""
+        await session_of(s, who, booking_id.rpartition(".")[0] or booking_id)
         outcome = await s.engine.check_in(booking_id, body.verification_code)
         if isinstance(outcome, CheckedIn):
             return {
@@ -607,17 +707,20 @@ def register_admin_routes(app: FastAPI) -> None:
             }
         return engine_answer(outcome, s.clock)
 
-    @app.get("/v1/admin/hospitals/{hospital_id}/policy", tags=tags, dependencies=[AdminDep])
-    async def get_policy(hospital_id: str, s: ServicesDep) -> dict[str, Any]:
+    @app.get("/v1/admin/hospitals/{hospital_id}/policy", tags=tags)
+    async def get_policy(hospital_id: str, s: ServicesDep, who: AdminDep) -> dict[str, Any]:
         if await s.catalog.get("hospital", hospital_id) is None:
             raise ApiError(404, "not_found", "No such hospital.")
+        allow(who, hospital_id)
         return (await s.engine.policy(hospital_id)).to_dict()
 
-    @app.put("/v1/admin/hospitals/{hospital_id}/policy", tags=tags, dependencies=[AdminDep])
-    async def put_policy(hospital_id: str, body: PolicyIn, s: ServicesDep) -> Any:
-        """Change a hospital's rules (only the fields given); every host applies them at once."""
+    @app.put("/v1/admin/hospitals/{hospital_id}/policy", tags=tags)
+    async def put_policy(hospital_id: str, body: PolicyIn, s: ServicesDep, who: AdminDep) -> Any:
+        """Change a hospital's rules (only the fields given); every host applies them at once.
+        The platform admin and that hospital's admins may."""
         if await s.catalog.get("hospital", hospital_id) is None:
             raise ApiError(404, "not_found", "No such hospital.")
+        allow(who, hospital_id)
         current = await s.engine.policy(hospital_id)
         try:
             policy = Policy.from_dict(body.model_dump(exclude_none=True), base=current)
@@ -628,16 +731,18 @@ def register_admin_routes(app: FastAPI) -> None:
             return engine_answer(outcome, s.clock)
         return policy.to_dict()
 
-    @app.get("/v1/admin/notifications", tags=tags, dependencies=[AdminDep])
+    @app.get("/v1/admin/notifications", tags=tags)
     async def notifications(
-        s: ServicesDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+        s: ServicesDep, who: AdminDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
     ) -> list[dict[str, Any]]:
         """The latest notifications sent, newest first (the default sender's outbox view)."""
+        platform_only(who)
         return await recent_notices(s.engine.store.client, s.engine.store.keys, limit)
 
-    @app.post("/v1/admin/clock", tags=tags, dependencies=[AdminDep])
-    async def move_clock(body: ClockIn, s: ServicesDep) -> dict[str, Any]:
+    @app.post("/v1/admin/clock", tags=tags)
+    async def move_clock(body: ClockIn, s: ServicesDep, who: AdminDep) -> dict[str, Any]:
         """Move the one clock forward and run every timer (only with SLOTENGINE_MOVABLE_CLOCK)."""
+        platform_only(who)
         if not s.settings.movable_clock:
             raise ApiError(404, "not_found", "The clock is not movable here.")
         now = await s.engine.advance_clock(body.advance_seconds)

@@ -25,6 +25,7 @@ from engine.settings import Settings
 from engine.store import parse_stock_message
 
 from . import metrics
+from .admins import Admins
 from .answers import Clock
 from .auth import Tokens, new_secret
 from .availability import Availability
@@ -59,6 +60,7 @@ class Services:
     catalog: Catalog
     availability: Availability
     tokens: Tokens
+    admins: Admins
     clock: Clock
     limiter: RateLimiter
     logins: RateLimiter  # per phone: against password guessing
@@ -80,6 +82,7 @@ class Services:
             catalog=Catalog(client, keys),
             availability=Availability(clock),
             tokens=Tokens(secret, settings.admin_token, settings.token_days * 86400),
+            admins=Admins(client, keys, secret, settings.token_days * 86400),
             clock=clock,
             limiter=RateLimiter(settings.rate_per_second, settings.rate_burst),
             logins=RateLimiter(1.0, 10),

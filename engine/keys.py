@@ -132,6 +132,11 @@ class Keys:
         """Hash: unique patient field (phone, hashed id number) → patient id."""
         return f"{self.prefix}:patient-by:{field}"
 
+    @property
+    def admin_by_login(self) -> str:
+        """Hash: admin login → admin id."""
+        return f"{self.prefix}:admin-by:login"
+
     def patient_bookings(self, patient_id: int) -> str:
         """Set of a patient's booking ids."""
         return f"{self.prefix}:patient:{patient_id}:bookings"
