@@ -125,6 +125,23 @@ class SessionIn(Loose):
     )
 
 
+class HospitalPatch(Loose):
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    level: str | None = Field(default=None, max_length=20)
+    address: str | None = Field(default=None, max_length=200)
+
+
+class DepartmentPatch(Loose):
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+
+
+class DoctorPatch(Loose):
+    name: str | None = Field(default=None, min_length=1, max_length=64)
+    title: str | None = Field(default=None, min_length=1, max_length=40)
+    specialty: str | None = Field(default=None, max_length=200)
+    introduction: str | None = Field(default=None, max_length=2000)
+
+
 class AdminIn(Loose):
     login: str = Field(pattern=r"^[A-Za-z0-9_.@-]{3,64}$")
     password: str = Field(min_length=12, max_length=128)
@@ -531,8 +548,65 @@ async def session_of(s: Services, who: AdminScope, session_id: str) -> SessionSt
     return state
 
 
+async def entity_of(s: Services, who: AdminScope, kind: str, entity_id: str) -> dict[str, Any]:
+    """A hospital, department or doctor the acting admin may touch."""
+    doc = await s.catalog.get(kind, entity_id)
+    if doc is None:
+        raise ApiError(404, "not_found", f"No such {kind}.")
+    allow(who, doc["id"] if kind == "hospital" else doc["hospital_id"])
+    return doc
+
+
+def register_catalog_entity(app: FastAPI, kind: str, patch: type[BaseModel], tags: list) -> None:
+    """GET, PATCH and DELETE /v1/admin/<kind>s/{id}, scoped to the admin's hospital."""
+    path = f"/v1/admin/{kind}s/{{entity_id}}"
+
+    async def read(entity_id: str, s: ServicesDep, who: AdminDep) -> dict[str, Any]:
+        return await entity_of(s, who, kind, entity_id)
+
+    async def change(entity_id: str, body: patch, s: ServicesDep, who: AdminDep) -> Any:  # type: ignore[valid-type]
+        await entity_of(s, who, kind, entity_id)
+        return await s.catalog.update(kind, entity_id, body.model_dump(exclude_none=True))  # type: ignore[attr-defined]
+
+    async def remove(entity_id: str, s: ServicesDep, who: AdminDep) -> dict[str, Any]:
+        """Refused while anything under it still matters: live bookings (held or booked),
+        sessions that can still be booked (suspend them first), or departments / doctors."""
+        if kind == "hospital":
+            platform_only(who)
+        doc = await entity_of(s, who, kind, entity_id)
+        states = await asyncio.gather(
+            *(s.engine.session_state(x["id"]) for x in await s.catalog.sessions_under(kind, doc))
+        )
+        if any(not isinstance(x, SessionState) for x in states):
+            raise ApiError(503, "unavailable", "The engine cannot answer right now; retry.")
+        live = sum(x.live for x in states)  # type: ignore[union-attr]
+        if live:
+            raise ApiError(
+                409, "has_live_bookings", f"{live} bookings still await their visit.", live=live
+            )
+        bookable = [x.session_id for x in states if x.status in ("scheduled", "open", "sold_out")]  # type: ignore[union-attr]
+        if bookable:
+            raise ApiError(
+                409, "has_open_sessions", "Suspend its bookable sessions first.", sessions=bookable
+            )
+        child = {"hospital": "department", "department": "doctor"}.get(kind)
+        if child and await s.catalog.children(kind, entity_id, child):
+            raise ApiError(409, "not_empty", f"Delete its {child}s first.")
+        await s.catalog.delete(kind, doc)
+        return {"id": entity_id, "deleted": True}
+
+    change.__annotations__["body"] = patch  # a closure's name: give FastAPI the class itself
+    app.get(path, tags=tags, name=f"get_{kind}")(read)
+    app.patch(path, tags=tags, name=f"update_{kind}")(change)
+    app.delete(path, tags=tags, name=f"delete_{kind}")(remove)
+
+
 def register_admin_routes(app: FastAPI) -> None:
     tags = ["admin"]
+
+    patches = {"hospital": HospitalPatch, "department": DepartmentPatch, "doctor": DoctorPatch}
+    for kind, patch in patches.items():
+        register_catalog_entity(app, kind, patch, tags)
 
     @app.post("/v1/admin/admins", status_code=201, tags=tags)
     async def new_admin(body: AdminIn, s: ServicesDep, who: AdminDep) -> dict[str, str]:

@@ -82,6 +82,41 @@ class Catalog:
         await self._put("doctor", doc, ("department", doc["department_id"]))
         return doc
 
+    async def update(self, kind: str, entity_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Change some fields of a hospital, department or doctor (ids and links stay)."""
+        doc = await self.get(kind, entity_id)
+        if doc is None:
+            raise KeyError(entity_id)
+        doc = {**doc, **fields, "updated_at": time.time()}
+        await self.client.set(self.keys.entity(kind, entity_id), orjson.dumps(doc))
+        return doc
+
+    async def delete(self, kind: str, doc: dict[str, Any]) -> None:
+        parents = {
+            "department": ("hospital", "hospital_id"),
+            "doctor": ("department", "department_id"),
+        }
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.entity(kind, doc["id"]))
+            pipe.srem(self.keys.all(kind), doc["id"])
+            if kind in parents:
+                parent_kind, field = parents[kind]
+                pipe.srem(self.keys.children(parent_kind, doc[field], kind), doc["id"])
+            await pipe.execute()
+
+    async def sessions_under(self, kind: str, doc: dict[str, Any]) -> list[dict[str, Any]]:
+        """The doctor-sessions of a hospital, a department or a doctor."""
+        if kind == "hospital":
+            departments = await self.children("hospital", doc["id"], "department")
+            out = []
+            for department in departments:
+                out += await self.children("department", department["id"], "session")
+            return out
+        if kind == "department":
+            return await self.children("department", doc["id"], "session")
+        sessions = await self.children("department", doc["department_id"], "session")
+        return [x for x in sessions if x["doctor_id"] == doc["id"]]
+
     # ----- doctor-sessions -----------------------------------------------------------------
 
     async def new_session_id(self) -> str:

@@ -226,6 +226,7 @@ class SessionState:
     version: int = 0
     checked_in: int = 0
     waiting: int = 0
+    live: int = 0  # held + booked: bookings that still await their visit
 
 
 @dataclass(slots=True)

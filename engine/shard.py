@@ -595,6 +595,7 @@ class Shard:
             version=session.version,
             checked_in=checked_in,
             waiting=session.waiting,
+            live=session.held + len(session.in_state(BOOKED_STATE)),
         )
 
     def set_rules(

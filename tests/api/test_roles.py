@@ -70,6 +70,14 @@ async def test_a_hospital_admin_cannot_reach_another_hospital(http):
         http.get(policy_path, headers=a),
         http.put(policy_path, json={"hold_seconds": 60}, headers=a),
         http.get("/v1/admin/notifications", headers=a),
+        http.get(f"/v1/admin/hospitals/{theirs['hospital']}", headers=a),
+        http.patch(f"/v1/admin/hospitals/{theirs['hospital']}", json={"name": "x"}, headers=a),
+        http.delete(f"/v1/admin/hospitals/{mine['hospital']}", headers=a),  # even its own
+        http.patch(f"/v1/admin/departments/{theirs['department']}", json={"name": "x"}, headers=a),
+        http.get(f"/v1/admin/doctors/{doctor}", headers=a),
+        http.patch(f"/v1/admin/doctors/{doctor}", json={"title": "x"}, headers=a),
+        http.delete(f"/v1/admin/doctors/{doctor}", headers=a),
+        http.delete(f"/v1/admin/departments/{theirs['department']}", headers=a),
         http.post("/v1/admin/clock", json={"advance_seconds": 1}, headers=a),
         http.get("/v1/admin/admins", headers=a),
         http.post(
@@ -91,6 +99,9 @@ async def test_a_hospital_admin_cannot_reach_another_hospital(http):
     )
     hospitals = (await http.get("/v1/hospitals")).json()
     assert len([h for h in hospitals if h["name"] == "x"]) == 0
+    assert {mine["hospital"], theirs["hospital"]} <= {h["id"] for h in hospitals}
+    their_doctor = (await http.get(f"/v1/admin/doctors/{doctor}", headers=admin_headers())).json()
+    assert their_doctor["title"] == "主任医师"
     listed = (await http.get("/v1/admin/admins", headers=admin_headers())).json()
     assert [x["login"] for x in listed] == ["admin-mine"]
     assert all("password_hash" not in x for x in listed)
