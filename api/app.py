@@ -41,7 +41,6 @@ from engine.outcomes import (
     Waitlisted,
 )
 from engine.policy import Policy
-from engine.session import SessionSpec
 from engine.settings import Settings
 
 from . import metrics
@@ -49,6 +48,7 @@ from .admins import ROOT, AdminScope, public
 from .answers import Clock, booked_body, refusal, refusal_parts
 from .auth import bearer, check_password, hash_password, mask_id_number
 from .booking import Gateway, book
+from .rotas import release, release_due
 from .services import Services
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,19 @@ class DoctorPatch(Loose):
     title: str | None = Field(default=None, min_length=1, max_length=40)
     specialty: str | None = Field(default=None, max_length=200)
     introduction: str | None = Field(default=None, max_length=2000)
+
+
+class RotaSlotIn(BaseModel):
+    weekday: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    period: Literal["AM", "PM", "EVENING"]
+    capacity: int = Field(ge=1, le=1000)
+    first_slot_at: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    slot_minutes: int = Field(ge=0, le=240)
+    fee: int = Field(ge=0, le=10_000_000)
+
+
+class RotaIn(Loose):
+    slots: list[RotaSlotIn] = Field(max_length=21)
 
 
 class AdminIn(Loose):
@@ -608,6 +621,39 @@ def register_admin_routes(app: FastAPI) -> None:
     for kind, patch in patches.items():
         register_catalog_entity(app, kind, patch, tags)
 
+    @app.put("/v1/admin/doctors/{doctor_id}/rota", tags=tags)
+    async def put_rota(doctor_id: str, body: RotaIn, s: ServicesDep, who: AdminDep) -> Any:
+        """A doctor's weekly rota: its sessions are released day by day, each shortly before
+        its release time, so a change applies to every session not yet released."""
+        doctor = await entity_of(s, who, "doctor", doctor_id)
+        seen = {(x.weekday, x.period) for x in body.slots}
+        if len(seen) != len(body.slots):
+            raise ApiError(422, "invalid_request", "One slot per weekday and period.")
+        doc = {
+            "doctor_id": doctor["id"],
+            "hospital_id": doctor["hospital_id"],
+            "slots": [x.model_dump() for x in body.slots],
+        }
+        await s.catalog.set_rota(doc)
+        made = await release_due(s)
+        return {**doc, "released": made}
+
+    @app.get("/v1/admin/doctors/{doctor_id}/rota", tags=tags)
+    async def get_rota(doctor_id: str, s: ServicesDep, who: AdminDep) -> Any:
+        await entity_of(s, who, "doctor", doctor_id)
+        rota = await s.catalog.get("rota", doctor_id)
+        if rota is None:
+            raise ApiError(404, "not_found", "This doctor has no rota.")
+        return rota
+
+    @app.delete("/v1/admin/doctors/{doctor_id}/rota", tags=tags)
+    async def drop_rota(doctor_id: str, s: ServicesDep, who: AdminDep) -> Any:
+        """Stop releasing; sessions already released stay (suspend them to cancel them)."""
+        await entity_of(s, who, "doctor", doctor_id)
+        if not await s.catalog.drop_rota(doctor_id):
+            raise ApiError(404, "not_found", "This doctor has no rota.")
+        return {"doctor_id": doctor_id, "rota": None}
+
     @app.post("/v1/admin/admins", status_code=201, tags=tags)
     async def new_admin(body: AdminIn, s: ServicesDep, who: AdminDep) -> dict[str, str]:
         """An admin account: of one hospital (``hospital_id``), or of the platform (none)."""
@@ -688,54 +734,23 @@ def register_admin_routes(app: FastAPI) -> None:
         today = datetime.fromtimestamp(s.now(), s.clock.zone).date()
         if not today - timedelta(days=1) <= body.date <= today + timedelta(days=366):
             raise ApiError(422, "invalid_request", "date must be within the coming year.")
-        hour, minute = (int(x) for x in body.first_slot_at.split(":"))
-        first_slot = datetime(
-            body.date.year, body.date.month, body.date.day, hour, minute, tzinfo=s.clock.zone
-        )
-        policy = await s.engine.policy(doctor["hospital_id"])
-        opens_at = body.opens_at or datetime.fromtimestamp(
-            policy.opens_at(body.date, s.clock.zone), s.clock.zone
-        )
-        closes_at = body.closes_at or first_slot - timedelta(minutes=policy.booking_closes_minutes)
-        if closes_at <= opens_at:
-            raise ApiError(422, "invalid_request", "closes_at must be after opens_at.")
-        if closes_at > first_slot + timedelta(days=1):
-            raise ApiError(422, "invalid_request", "closes_at is long after the visit.")
-        session_id = await s.catalog.new_session_id()
-        spec = SessionSpec(
-            id=session_id,
-            hospital_id=doctor["hospital_id"],
-            department_id=doctor["department_id"],
-            doctor_id=doctor["id"],
-            date=body.date.isoformat(),
-            period=body.period,
-            capacity=body.capacity,
-            first_slot_minute=hour * 60 + minute,
-            slot_minutes=body.slot_minutes,
-            fee=body.fee,
-            opens_at=opens_at.timestamp(),
-            closes_at=closes_at.timestamp(),
-            starts_at=first_slot.timestamp(),
-        )
-        outcome = await s.engine.create_session(spec)
+        try:
+            session_id, outcome = await release(
+                s,
+                doctor,
+                body.date,
+                body.period,
+                body.capacity,
+                body.first_slot_at,
+                body.slot_minutes,
+                body.fee,
+                body.opens_at,
+                body.closes_at,
+            )
+        except ValueError as exc:
+            raise ApiError(422, "invalid_request", str(exc)) from exc
         if not isinstance(outcome, Created):
             return engine_answer(outcome, s.clock)
-        await s.catalog.add_session(
-            {
-                "id": session_id,
-                "hospital_id": spec.hospital_id,
-                "department_id": spec.department_id,
-                "doctor_id": spec.doctor_id,
-                "date": spec.date,
-                "period": spec.period,
-                "capacity": spec.capacity,
-                "first_slot_at": body.first_slot_at,
-                "slot_minutes": spec.slot_minutes,
-                "fee": spec.fee,
-                "opens_at_epoch": spec.opens_at,
-                "closes_at_epoch": spec.closes_at,
-            }
-        )
         return JSONResponse({"id": session_id}, status_code=201)
 
     @app.get("/v1/admin/sessions/{session_id}/bookings", tags=tags)
@@ -820,6 +835,7 @@ def register_admin_routes(app: FastAPI) -> None:
         if not s.settings.movable_clock:
             raise ApiError(404, "not_found", "The clock is not movable here.")
         now = await s.engine.advance_clock(body.advance_seconds)
+        await release_due(s)
         return {"now": s.clock.iso(now), "offset_seconds": s.engine.clock.offset}
 
 

@@ -117,6 +117,26 @@ class Catalog:
         sessions = await self.children("department", doc["department_id"], "session")
         return [x for x in sessions if x["doctor_id"] == doc["id"]]
 
+    # ----- rotas ----------------------------------------------------------------------------
+
+    async def set_rota(self, doc: dict[str, Any]) -> None:
+        doc = {**doc, "id": doc["doctor_id"], "updated_at": time.time()}
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.set(self.keys.entity("rota", doc["id"]), orjson.dumps(doc))
+            pipe.sadd(self.keys.all("rota"), doc["id"])
+            await pipe.execute()
+
+    async def drop_rota(self, doctor_id: str) -> bool:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.entity("rota", doctor_id))
+            pipe.srem(self.keys.all("rota"), doctor_id)
+            deleted, _ = await pipe.execute()
+        return bool(deleted)
+
+    async def rotas(self) -> list[dict[str, Any]]:
+        ids = sorted(m.decode() for m in await self.client.smembers(self.keys.all("rota")))
+        return await self._many("rota", ids)
+
     # ----- doctor-sessions -----------------------------------------------------------------
 
     async def new_session_id(self) -> str:

@@ -33,6 +33,7 @@ from .catalog import Catalog
 from .limits import RateLimiter
 
 log = logging.getLogger(__name__)
+ROTA_SECONDS = 60.0  # how often each worker releases rota sessions that came due
 FREED = ("cancelled", "expired")  # booking states whose slot went back (they count in versions)
 RESYNC_SECONDS = 60.0  # a safety net: pub/sub keeps the view fresh
 RESYNC_CHUNK = 256  # state requests per step, so a resync never stalls the booking path
@@ -94,6 +95,7 @@ class Services:
         await services.resync()
         services.tasks.append(asyncio.create_task(services._resync_forever()))
         services.tasks.append(asyncio.create_task(services._fetch_holders_forever()))
+        services.tasks.append(asyncio.create_task(services._release_rotas_forever()))
         return services
 
     def now(self) -> float:
@@ -136,6 +138,18 @@ class Services:
                 await self.resync()
             except Exception as exc:  # keep serving from the view; try again later
                 log.warning("availability resync failed: %s", exc)
+
+    async def _release_rotas_forever(self) -> None:
+        """Release the sessions of doctors' rotas as their time comes (every worker does it;
+        the ids are deterministic, so a session is made once)."""
+        from .rotas import release_due
+
+        while True:
+            try:
+                await release_due(self)
+            except Exception as exc:
+                log.warning("rota release failed: %s", exc)
+            await asyncio.sleep(ROTA_SECONDS)
 
     async def _fetch_holders_forever(self) -> None:
         """Learn who holds bookings in sessions that can no longer be booked (see the view)."""
