@@ -43,7 +43,7 @@ from engine.outcomes import (
 from engine.policy import Policy
 from engine.settings import Settings
 
-from . import metrics
+from . import metrics, patients
 from .admins import ROOT, AdminScope, public
 from .answers import Clock, booked_body, refusal, refusal_parts
 from .auth import bearer, check_password, hash_password, mask_id_number
@@ -153,6 +153,15 @@ class RotaSlotIn(BaseModel):
 
 class RotaIn(Loose):
     slots: list[RotaSlotIn] = Field(max_length=21)
+
+
+class ListEntryIn(Loose):
+    reason: str = Field(min_length=1, max_length=500)
+    until: AwareDatetime | None = Field(default=None, description="none: until lifted")
+
+
+class TagsIn(Loose):
+    tags: list[Annotated[str, Field(min_length=1, max_length=40)]] = Field(max_length=50)
 
 
 class AdminIn(Loose):
@@ -514,15 +523,16 @@ def register_patient_routes(app: FastAPI) -> None:
 
     @app.get("/v1/me/conduct", tags=["patients"])
     async def my_conduct(s: ServicesDep, patient: PatientDep) -> dict[str, Any]:
-        """My violations (no-shows, cancellations) and bans, per hospital or platform-wide."""
+        """My violations (no-shows, cancellations) and bans, per hospital or platform-wide.
+
+        ``bans`` are what the rules earned; ``banned_until`` is the ban in force (a hospital
+        may have lifted one by hand, spared a whitelisted patient, or set one itself)."""
         now = s.now()
         scopes = await s.engine.conduct(patient)
         out = []
         for scope, conduct in scopes.items():
             stored = await s.engine.bans(scope, patient)
-            until = conduct.banned_until(now)
-            if stored is not None and stored > now:  # a ban set by hand counts too
-                until = max(until or 0.0, stored)
+            until = stored if stored is not None and stored > now else None
             out.append(
                 {
                     "scope": scope,
@@ -653,6 +663,95 @@ def register_admin_routes(app: FastAPI) -> None:
         if not await s.catalog.drop_rota(doctor_id):
             raise ApiError(404, "not_found", "This doctor has no rota.")
         return {"doctor_id": doctor_id, "rota": None}
+
+    async def hospital_patient(
+        s: Services, who: AdminScope, hospital_id: str, patient_id: int
+    ) -> dict[str, Any]:
+        if await s.catalog.get("hospital", hospital_id) is None:
+            raise ApiError(404, "not_found", "No such hospital.")
+        allow(who, hospital_id)
+        patient = await s.catalog.get("patient", str(patient_id))
+        if patient is None:
+            raise ApiError(404, "not_found", "No such patient.")
+        return patient
+
+    base = "/v1/admin/hospitals/{hospital_id}/patients/{patient_id}"
+
+    @app.get(base, tags=tags)
+    async def patient_view(hospital_id: str, patient_id: int, s: ServicesDep, who: AdminDep) -> Any:
+        """A patient as this hospital may see them: masked identity, bookings and conduct here,
+        the hospital's list entries and tags. A hospital admin sees only its own patients."""
+        patient = await hospital_patient(s, who, hospital_id, patient_id)
+        seen = await patients.view(s, hospital_id, patient)
+        known = seen["bookings"] or seen["blacklist"] or seen["whitelist"] or seen["tags"]
+        if not who.platform and not known:
+            raise ApiError(404, "not_found", "No such patient at this hospital.")
+        return seen
+
+    @app.put(base + "/tags", tags=tags)
+    async def put_tags(
+        hospital_id: str, patient_id: int, body: TagsIn, s: ServicesDep, who: AdminDep
+    ) -> Any:
+        """Tags (groups) this hospital gives a patient; an empty list removes them."""
+        await hospital_patient(s, who, hospital_id, patient_id)
+        await patients.set_tags(s, hospital_id, patient_id, body.tags)
+        return {"patient_id": patient_id, "tags": sorted(set(body.tags))}
+
+    @app.put(base + "/{kind}", tags=tags)
+    async def put_list_entry(
+        hospital_id: str,
+        patient_id: int,
+        kind: Literal["blacklist", "whitelist"],
+        body: ListEntryIn,
+        s: ServicesDep,
+        who: AdminDep,
+    ) -> Any:
+        """Put a patient on the hospital's blacklist (a ban set by hand, until ``until``) or
+        whitelist (lifts any ban; the rules do not ban them here until ``until``)."""
+        await hospital_patient(s, who, hospital_id, patient_id)
+        until = body.until.timestamp() if body.until else None
+        outcome = await patients.put_entry(
+            s, hospital_id, kind, patient_id, body.reason, until, who.admin_id
+        )
+        if not isinstance(outcome, Done):
+            return engine_answer(outcome, s.clock)
+        return {
+            "patient_id": patient_id,
+            kind: {"reason": body.reason, "until": s.clock.iso(until)},
+        }
+
+    @app.delete(base + "/{kind}", tags=tags)
+    async def drop_list_entry(
+        hospital_id: str,
+        patient_id: int,
+        kind: Literal["blacklist", "whitelist"],
+        s: ServicesDep,
+        who: AdminDep,
+    ) -> Any:
+        await hospital_patient(s, who, hospital_id, patient_id)
+        outcome = await patients.drop_entry(s, hospital_id, kind, patient_id)
+        if outcome is None:
+            raise ApiError(404, "not_found", f"The patient is not on the {kind}.")
+        if not isinstance(outcome, Done):
+            return engine_answer(outcome, s.clock)
+        return {"patient_id": patient_id, kind: None}
+
+    @app.get("/v1/admin/hospitals/{hospital_id}/lists/{kind}", tags=tags)
+    async def list_entries(
+        hospital_id: str, kind: Literal["blacklist", "whitelist"], s: ServicesDep, who: AdminDep
+    ) -> Any:
+        if await s.catalog.get("hospital", hospital_id) is None:
+            raise ApiError(404, "not_found", "No such hospital.")
+        allow(who, hospital_id)
+        found = await patients.entries(s, hospital_id, kind)
+        return [{"patient_id": p, **e} for p, e in sorted(found.items())]
+
+    @app.get("/v1/admin/hospitals/{hospital_id}/tags/{tag}", tags=tags)
+    async def tagged_patients(hospital_id: str, tag: str, s: ServicesDep, who: AdminDep) -> Any:
+        if await s.catalog.get("hospital", hospital_id) is None:
+            raise ApiError(404, "not_found", "No such hospital.")
+        allow(who, hospital_id)
+        return {"tag": tag, "patients": await patients.tagged(s, hospital_id, tag)}
 
     @app.post("/v1/admin/admins", status_code=201, tags=tags)
     async def new_admin(body: AdminIn, s: ServicesDep, who: AdminDep) -> dict[str, str]:

@@ -12,6 +12,7 @@ retried on the next round (every ``tick_seconds``).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -252,9 +253,15 @@ class Rounds:
         causes: dict[tuple[str, int], set[str]] = {}
         for scope, _, patient, _, booking_id, _, _ in violations:
             causes.setdefault((scope, patient), set()).add(booking_id)
+        async with client.pipeline(transaction=False) as pipe:
+            for scope, patient in people:  # a hospital's whitelist spares its patients
+                pipe.hget(keys.patient_list(last[scope, patient][0], "whitelist"), str(patient))
+            spared = [_spared(raw, now) for raw in await pipe.execute()]
         bans: list[tuple[str, int, float]] = []
         new_bans: set[tuple[str, int]] = set()  # bans this batch's violations earned
-        for (scope, patient), record in zip(people, records, strict=True):
+        for (scope, patient), record, skip in zip(people, records, spared, strict=True):
+            if skip:
+                continue
             hospital_id = last[scope, patient][0]
             conduct = judge(parse_conduct(record), policies[hospital_id])
             until = conduct.banned_until(now)
@@ -303,6 +310,14 @@ class Rounds:
         except Exception as exc:
             self._hosts = None
             log.warning("could not reach every host to refresh bans: %s", exc)
+
+
+def _spared(raw: bytes | None, now: float) -> bool:
+    """A whitelist entry that is still in force (``until`` None: for good)."""
+    if raw is None:
+        return False
+    until = json.loads(raw).get("until")
+    return until is None or until > now
 
 
 def parse_conduct(record: dict[bytes, bytes]) -> list[Violation]:

@@ -37,6 +37,15 @@ class Keys:
         """Counter bumped by every change of a scope's bans (hosts reload when it moves)."""
         return f"{self.prefix}:bans:{scope}:version"
 
+    def patient_list(self, hospital_id: str, kind: str) -> str:
+        """Hash: patient → JSON {reason, until, by, at}; a hospital's manual ``blacklist`` or
+        ``whitelist`` (whitelisted patients are not banned by the rules until ``until``)."""
+        return f"{self.prefix}:hospital:{hospital_id}:{kind}"
+
+    def patient_tags(self, hospital_id: str) -> str:
+        """Hash: patient → JSON list of a hospital's tags (groups) for that patient."""
+        return f"{self.prefix}:hospital:{hospital_id}:tags"
+
     def conduct(self, scope: str, patient_id: int) -> str:
         """Hash: "<booking id>:<kind>" → time, a patient's violations in one scope."""
         return f"{self.prefix}:conduct:{scope}:{patient_id}"
