@@ -8,6 +8,9 @@ in the OpenAPI document.
 from __future__ import annotations
 
 import asyncio
+import csv
+import html
+import io
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -862,6 +865,44 @@ def register_admin_routes(app: FastAPI) -> None:
             {**booking_body(b, s.clock, owner=False), "patient_id": b.patient_id}
             for b in outcome.bookings
         ]
+
+    @app.get("/v1/admin/sessions/{session_id}/day-list", tags=tags)
+    async def day_list(
+        session_id: str,
+        s: ServicesDep,
+        who: AdminDep,
+        format: Annotated[Literal["csv", "html"], Query()] = "csv",
+    ) -> Response:
+        """The printable day list of a doctor-session (打印): taken slots in order, with names
+        and masked identities, as CSV (UTF-8 with BOM, for spreadsheets) or an HTML page."""
+        state = await session_of(s, who, session_id)
+        listed = await s.engine.session_bookings(session_id)
+        if not isinstance(listed, Bookings):
+            return engine_answer(listed, s.clock)
+        rows = await patients.day_list(s, listed.bookings)
+        title = f"{state.date} {state.period} · {state.doctor_id} · {session_id}"
+        if format == "html":
+            cells = "".join(
+                "<tr>"
+                + "".join(f"<td>{html.escape(str(r[c]))}</td>" for c in patients.DAY_LIST_COLUMNS)
+                + "</tr>"
+                for r in rows
+            )
+            head = "".join(f"<th>{c}</th>" for c in patients.DAY_LIST_COLUMNS)
+            page = (
+                f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title>"
+                f"<h1>{html.escape(title)}</h1><table border=1><tr>{head}</tr>{cells}</table>"
+            )
+            return Response(page, media_type="text/html; charset=utf-8")
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=patients.DAY_LIST_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+        return Response(
+            "\ufeff" + out.getvalue(),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{session_id}.csv"'},
+        )
 
     @app.post("/v1/admin/sessions/{session_id}/suspend", tags=tags)
     async def suspend(session_id: str, s: ServicesDep, who: AdminDep) -> Any:

@@ -76,6 +76,45 @@ async def tagged(s: Services, hospital_id: str, tag: str) -> list[int]:
     return sorted(int(k) for k, v in raw.items() if tag in orjson.loads(v))
 
 
+DAY_LIST_COLUMNS = (
+    "slot_no",
+    "slot_time",
+    "booking_id",
+    "status",
+    "patient_id",
+    "name",
+    "id_number",
+    "phone",
+    "paid",
+)
+OCCUPYING = ("held", "booked", "checked_in", "no_show")
+
+
+async def day_list(s: Services, bookings: list[BookingInfo]) -> list[dict[str, Any]]:
+    """The desk's list for one doctor-session (打印): every slot that is taken, in slot order,
+    with the patient's name and masked identity (never the code)."""
+    rows = []
+    for b in sorted(bookings, key=lambda x: x.slot_no):
+        if b.status not in OCCUPYING:
+            continue
+        patient = await s.catalog.get("patient", str(b.patient_id)) or {}
+        phone = patient.get("phone", "")
+        rows.append(
+            {
+                "slot_no": b.slot_no,
+                "slot_time": b.slot_time,
+                "booking_id": b.booking_id,
+                "status": b.status,
+                "patient_id": b.patient_id,
+                "name": patient.get("name", ""),
+                "id_number": patient.get("id_masked", ""),
+                "phone": phone[:3] + "****" + phone[-4:] if len(phone) > 7 else "****",
+                "paid": b.paid,
+            }
+        )
+    return rows
+
+
 async def view(s: Services, hospital_id: str, patient: dict[str, Any]) -> dict[str, Any]:
     """What the hospital may see of one patient: masked identity, bookings and conduct there,
     its own lists and tags."""

@@ -85,3 +85,32 @@ async def test_a_whitelisted_patient_is_not_banned_by_the_rules(http):
     seen = (await http.get(f"{base}/{p1}", headers=h)).json()
     assert seen["whitelist"]["reason"] == "行动不便，常迟到" and seen["banned_until"] is None
     assert p2
+
+
+async def test_the_printable_day_list(http):
+    import csv
+    import io
+
+    cat = await make_catalog(http, capacity=3, doctors=1)
+    sid = cat["sessions"][0]
+    _, a1 = await new_patient(http)
+    _, a2 = await new_patient(http)
+    first = await book(http, sid, a1)
+    await book(http, sid, a2)
+    await http.post(f"/v1/bookings/{first.json()['booking_id']}/cancel", headers=a1)
+    _, a3 = await new_patient(http)
+    third = await book(http, sid, a3)  # takes slot 1 again
+    r = await http.get(f"/v1/admin/sessions/{sid}/day-list", headers=admin_headers())
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(r.text.lstrip("\ufeff"))))
+    assert [(x["slot_no"], x["status"]) for x in rows] == [("1", "booked"), ("2", "booked")]
+    assert rows[0]["booking_id"] == third.json()["booking_id"] and rows[0]["name"] == "李雷"
+    assert "****" in rows[0]["phone"] and "*" in rows[0]["id_number"]
+    assert third.json()["verification_code"] not in r.text  # the code never leaves the patient
+    page = await http.get(f"/v1/admin/sessions/{sid}/day-list?format=html", headers=admin_headers())
+    assert page.status_code == 200 and "<table" in page.text and "李雷" in page.text
+    bad = await http.get(f"/v1/admin/sessions/{sid}/day-list?format=pdf", headers=admin_headers())
+    assert bad.status_code == 422
+    other = await make_catalog(http, capacity=1, doctors=1)
+    a = await hospital_admin(http, other["hospital"], "print-admin")
+    assert (await http.get(f"/v1/admin/sessions/{sid}/day-list", headers=a)).status_code == 403
