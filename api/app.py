@@ -670,9 +670,7 @@ def register_admin_routes(app: FastAPI) -> None:
     async def hospital_patient(
         s: Services, who: AdminScope, hospital_id: str, patient_id: int
     ) -> dict[str, Any]:
-        if await s.catalog.get("hospital", hospital_id) is None:
-            raise ApiError(404, "not_found", "No such hospital.")
-        allow(who, hospital_id)
+        await entity_of(s, who, "hospital", hospital_id)
         patient = await s.catalog.get("patient", str(patient_id))
         if patient is None:
             raise ApiError(404, "not_found", "No such patient.")
@@ -743,17 +741,13 @@ def register_admin_routes(app: FastAPI) -> None:
     async def list_entries(
         hospital_id: str, kind: Literal["blacklist", "whitelist"], s: ServicesDep, who: AdminDep
     ) -> Any:
-        if await s.catalog.get("hospital", hospital_id) is None:
-            raise ApiError(404, "not_found", "No such hospital.")
-        allow(who, hospital_id)
+        await entity_of(s, who, "hospital", hospital_id)
         found = await patients.entries(s, hospital_id, kind)
         return [{"patient_id": p, **e} for p, e in sorted(found.items())]
 
     @app.get("/v1/admin/hospitals/{hospital_id}/tags/{tag}", tags=tags)
     async def tagged_patients(hospital_id: str, tag: str, s: ServicesDep, who: AdminDep) -> Any:
-        if await s.catalog.get("hospital", hospital_id) is None:
-            raise ApiError(404, "not_found", "No such hospital.")
-        allow(who, hospital_id)
+        await entity_of(s, who, "hospital", hospital_id)
         return {"tag": tag, "patients": await patients.tagged(s, hospital_id, tag)}
 
     @app.post("/v1/admin/admins", status_code=201, tags=tags)
@@ -938,18 +932,14 @@ def register_admin_routes(app: FastAPI) -> None:
 
     @app.get("/v1/admin/hospitals/{hospital_id}/policy", tags=tags)
     async def get_policy(hospital_id: str, s: ServicesDep, who: AdminDep) -> dict[str, Any]:
-        if await s.catalog.get("hospital", hospital_id) is None:
-            raise ApiError(404, "not_found", "No such hospital.")
-        allow(who, hospital_id)
+        await entity_of(s, who, "hospital", hospital_id)
         return (await s.engine.policy(hospital_id)).to_dict()
 
     @app.put("/v1/admin/hospitals/{hospital_id}/policy", tags=tags)
     async def put_policy(hospital_id: str, body: PolicyIn, s: ServicesDep, who: AdminDep) -> Any:
         """Change a hospital's rules (only the fields given); every host applies them at once.
         The platform admin and that hospital's admins may."""
-        if await s.catalog.get("hospital", hospital_id) is None:
-            raise ApiError(404, "not_found", "No such hospital.")
-        allow(who, hospital_id)
+        await entity_of(s, who, "hospital", hospital_id)
         current = await s.engine.policy(hospital_id)
         try:
             policy = Policy.from_dict(body.model_dump(exclude_none=True), base=current)

@@ -8,6 +8,7 @@ hospital until it ends (the courier checks it before it bans). Identity is shown
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -93,11 +94,11 @@ OCCUPYING = ("held", "booked", "checked_in", "no_show")
 async def day_list(s: Services, bookings: list[BookingInfo]) -> list[dict[str, Any]]:
     """The desk's list for one doctor-session (打印): every slot that is taken, in slot order,
     with the patient's name and masked identity (never the code)."""
+    taken = sorted((b for b in bookings if b.status in OCCUPYING), key=lambda x: x.slot_no)
+    people = await asyncio.gather(*(s.catalog.get("patient", str(b.patient_id)) for b in taken))
     rows = []
-    for b in sorted(bookings, key=lambda x: x.slot_no):
-        if b.status not in OCCUPYING:
-            continue
-        patient = await s.catalog.get("patient", str(b.patient_id)) or {}
+    for b, patient in zip(taken, people, strict=True):
+        patient = patient or {}
         phone = patient.get("phone", "")
         rows.append(
             {

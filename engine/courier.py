@@ -30,6 +30,7 @@ from .policy import PLATFORM, Policy, Violation, judge
 from .session import HELD_STATE
 from .settings import Settings
 from .store import Store
+from .ticker import tick_self
 
 log = logging.getLogger(__name__)
 GROUP = "couriers"
@@ -67,24 +68,7 @@ class Courier:
     def start_timer(self) -> None:
         if self._timer is not None:
             return
-        import ray
-
-        me = ray.get_runtime_context().current_actor
-        period = self.settings.tick_seconds
-
-        def send_ticks() -> None:
-            pending = None
-            while True:
-                time.sleep(period)
-                try:
-                    if pending is not None and not ray.wait([pending], timeout=0)[0]:
-                        continue  # the last one is still queued or running: do not pile up
-                    pending = me.drain.options(max_task_retries=0).remote()
-                except Exception:
-                    return
-
-        self._timer = threading.Thread(target=send_ticks, name="courier-timer", daemon=True)
-        self._timer.start()
+        self._timer = tick_self("drain", self.settings.tick_seconds, "courier-timer")
 
 
 class Rounds:

@@ -32,6 +32,7 @@ from .policy import PLATFORM
 from .settings import Settings
 from .shard import Shard
 from .store import ShardWrite, Store
+from .ticker import tick_self
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -253,24 +254,7 @@ class Host:
         """Start the thread that sends this host its ticks (once per incarnation)."""
         if self._timer is not None:
             return
-        import ray
-
-        me = ray.get_runtime_context().current_actor
-        period = self.settings.tick_seconds
-
-        def send_ticks() -> None:
-            pending = None
-            while True:
-                time.sleep(period)
-                try:
-                    if pending is not None and not ray.wait([pending], timeout=0)[0]:
-                        continue  # the last one is still queued or running: do not pile up
-                    pending = me.tick.options(max_task_retries=0).remote()
-                except Exception:  # the actor is going away
-                    return
-
-        self._timer = threading.Thread(target=send_ticks, name="host-timer", daemon=True)
-        self._timer.start()
+        self._timer = tick_self("tick", self.settings.tick_seconds, "host-timer")
 
     def _decide_and_commit(self, requests: Sequence[Request]) -> list[Outcome]:
         """Group commit: decide in stamp order, write once, answer. The heart of invariant 3."""

@@ -14,7 +14,7 @@ import uuid
 from locust import between, events, task
 from locust.contrib.fasthttp import FastHttpUser
 
-from loadtest.common import Acks, Tokens
+from loadtest.common import Acks, Tokens, join_waitlist, pay
 
 STATE: dict = {}
 
@@ -77,29 +77,11 @@ class Browser(FastHttpUser):
                 r.failure(f"{r.status_code} {r.text[:200]}")
 
     def pay(self, booking_id: str) -> None:
-        with self.client.post(
-            f"/v1/bookings/{booking_id}/payment",
-            headers=self.headers,
-            name="/v1/bookings/[id]/payment",
-            catch_response=True,
-        ) as r:
-            if r.status_code == 200 or (r.status_code == 409 and "code" in r.json()):
-                r.success()  # 409: the hold expired first (the payment was refunded)
-            else:
-                r.failure(f"{r.status_code} {r.text[:200]}")
+        pay(self.client, self.headers, booking_id)
 
     def join_waitlist(self, session_id: str) -> None:
-        with self.client.post(
-            f"/v1/sessions/{session_id}/waitlist",
-            json={"request_id": uuid.uuid4().hex},
-            headers=self.headers,
-            name="/v1/sessions/[id]/waitlist",
-            catch_response=True,
-        ) as r:
-            if r.status_code in (200, 201, 403, 409, 422):
-                r.success()
-            else:
-                r.failure(f"{r.status_code} {r.text[:200]}")
+        answers = (200, 201, 403, 409, 422)
+        join_waitlist(self.client, self.headers, session_id, uuid.uuid4().hex, answers)
 
     @task(2)
     def mine(self) -> None:

@@ -62,3 +62,35 @@ def target_sessions(host: str) -> list[str]:
     department = get(f"/v1/hospitals/{hospital}/departments")[0]["id"]
     sessions = get(f"/v1/departments/{department}/sessions")
     return [s["id"] for s in sessions if s["status"] in ("open", "sold_out")][:4]
+
+
+def pay(client, headers: dict[str, str], booking_id: str) -> None:  # type: ignore[no-untyped-def]
+    """Pay a held booking; a 409 with a code (the hold expired first, the money went back) is
+    an answer, not an error."""
+    with client.post(
+        f"/v1/bookings/{booking_id}/payment",
+        headers=headers,
+        name="/v1/bookings/[id]/payment",
+        catch_response=True,
+    ) as r:
+        if r.status_code == 200 or (r.status_code == 409 and "code" in r.json()):
+            r.success()
+        else:
+            r.failure(f"{r.status_code} {r.text[:200]}")
+
+
+def join_waitlist(  # type: ignore[no-untyped-def]
+    client, headers: dict[str, str], session_id: str, request_id: str, answers: tuple[int, ...]
+) -> None:
+    """Join a session's waitlist; ``answers`` are the statuses that count as answers."""
+    with client.post(
+        f"/v1/sessions/{session_id}/waitlist",
+        json={"request_id": request_id},
+        headers=headers,
+        name="/v1/sessions/[id]/waitlist",
+        catch_response=True,
+    ) as r:
+        if r.status_code in answers:
+            r.success()
+        else:
+            r.failure(f"{r.status_code} {r.text[:200]}")

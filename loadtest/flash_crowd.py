@@ -20,7 +20,7 @@ from locust import LoadTestShape, events, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.exception import StopUser
 
-from loadtest.common import Acks, Tokens, target_sessions
+from loadtest.common import Acks, Tokens, join_waitlist, pay, target_sessions
 
 SPIKE_USERS = int(os.environ.get("SPIKE_USERS", "2000"))
 SPIKE_SECONDS = float(os.environ.get("SPIKE_SECONDS", "3"))
@@ -83,29 +83,11 @@ class Patient(FastHttpUser):
                 r.failure(f"{r.status_code} {body}")
 
     def pay(self, booking_id: str) -> None:
-        with self.client.post(
-            f"/v1/bookings/{booking_id}/payment",
-            headers=self.headers,
-            name="/v1/bookings/[id]/payment",
-            catch_response=True,
-        ) as r:
-            if r.status_code == 200 or r.status_code == 409:  # 409: the hold expired first
-                r.success()
-            else:
-                r.failure(f"{r.status_code} {r.text[:200]}")
+        pay(self.client, self.headers, booking_id)
 
     def join_waitlist(self) -> None:
-        with self.client.post(
-            f"/v1/sessions/{self.target}/waitlist",
-            json={"request_id": self.request_id},
-            headers=self.headers,
-            name="/v1/sessions/[id]/waitlist",
-            catch_response=True,
-        ) as r:
-            if r.status_code in (200, 201, 403, 409, 422, 429, 503):
-                r.success()
-            else:
-                r.failure(f"{r.status_code} {r.text[:200]}")
+        answers = (200, 201, 403, 409, 422, 429, 503)
+        join_waitlist(self.client, self.headers, self.target, self.request_id, answers)
 
     def wait_time(self) -> float:
         return random.uniform(0.2, 0.6)
