@@ -19,7 +19,7 @@ from datetime import date as Date
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -36,7 +36,6 @@ from engine.outcomes import (
     Created,
     Done,
     LeftWaitlist,
-    NotFound,
     Paid,
     Released,
     SessionState,
@@ -47,24 +46,27 @@ from engine.policy import Policy
 from engine.settings import Settings
 
 from . import metrics, patients
-from .admins import ROOT, AdminScope, public
-from .answers import Clock, booked_body, refusal, refusal_parts
-from .auth import bearer, check_password, hash_password, mask_id_number
+from .admins import AdminScope, public
+from .back_office import register_back_office_routes
+from .answers import Clock, booked_body, refusal
+from .auth import check_password, hash_password, mask_id_number
 from .booking import Gateway, book
+from .deps import (
+    AdminDep,
+    ApiError,
+    PatientDep,
+    ServicesDep,
+    allow,
+    entity_of,
+    error,
+    outcome_parts,
+    platform_only,
+    session_of,
+)
 from .rotas import release, release_due
 from .services import Services
 
 log = logging.getLogger(__name__)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.extra = status, code, message, extra
-
-
-def error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"code": code, "message": message, **extra}, status_code=status)
 
 
 class Loose(BaseModel):
@@ -231,48 +233,6 @@ class ClockIn(Loose):
 # ----- dependencies ----------------------------------------------------------------------------
 
 
-def services_of(request: Request) -> Services:
-    return request.app.state.services
-
-
-def patient_of(request: Request, authorization: Annotated[str | None, Header()] = None) -> int:
-    token = bearer(authorization)
-    patient = services_of(request).tokens.patient_of(token) if token else None
-    if patient is None:
-        raise ApiError(401, "unauthenticated", "A valid patient bearer token is required.")
-    return patient
-
-
-async def admin(
-    request: Request, authorization: Annotated[str | None, Header()] = None
-) -> AdminScope:
-    """The acting admin: the platform's root token, or an admin account's token."""
-    token = bearer(authorization)
-    services = services_of(request)
-    if token is not None and services.tokens.is_admin(token):
-        return ROOT
-    scope = await services.admins.scope_of(token) if token else None
-    if scope is None:
-        raise ApiError(401, "unauthenticated", "A valid admin bearer token is required.")
-    return scope
-
-
-def allow(scope: AdminScope, hospital_id: str) -> None:
-    """Refuse (and change nothing) when a hospital admin reaches into another hospital."""
-    if not scope.may(hospital_id):
-        raise ApiError(403, "forbidden", "This belongs to another hospital.")
-
-
-def platform_only(scope: AdminScope) -> None:
-    if not scope.platform:
-        raise ApiError(403, "forbidden", "Only the platform admin may do this.")
-
-
-ServicesDep = Annotated[Services, Depends(services_of)]
-PatientDep = Annotated[int, Depends(patient_of)]
-AdminDep = Annotated[AdminScope, Depends(admin)]
-
-
 def booking_body(info: BookingInfo, clock: Clock, *, owner: bool = True) -> dict[str, Any]:
     """A booking as API.md shows it; the verification code only to its patient."""
     return {
@@ -324,6 +284,7 @@ def create_app(settings: Settings | None = None) -> Gateway:
     register_errors(app)
     register_patient_routes(app)
     register_admin_routes(app)
+    register_back_office_routes(app)
     register_operations(app)
     return Gateway(app)
 
@@ -455,7 +416,7 @@ def register_patient_routes(app: FastAPI) -> None:
             return info
         if isinstance(info, BookingInfo):  # someone else's: indistinguishable from missing
             raise ApiError(404, "not_found", "No such booking.")
-        raise ApiError(*_parts(info, s.clock))
+        raise ApiError(*outcome_parts(info, s.clock))
 
     @app.get("/v1/bookings/{booking_id}", tags=["booking"])
     async def get_booking(booking_id: str, s: ServicesDep, patient: PatientDep) -> dict[str, Any]:
@@ -556,31 +517,6 @@ def register_patient_routes(app: FastAPI) -> None:
     async def my_notifications(s: ServicesDep, patient: PatientDep) -> list[dict[str, Any]]:
         """My latest notifications (confirmed, hold expiring, expired, cancelled, ...)."""
         return await patient_notices(s.engine.store.client, s.engine.store.keys, patient)
-
-
-def _parts(outcome: object, clock: Clock) -> tuple[int, str, str]:
-    status, code, message, _ = refusal_parts(outcome, clock)
-    return status, code, message
-
-
-async def session_of(s: Services, who: AdminScope, session_id: str) -> SessionState:
-    """A doctor-session the acting admin may touch (404 if none, 403 if another hospital's)."""
-    state = await s.engine.session_state(session_id)
-    if not isinstance(state, SessionState):
-        if isinstance(state, NotFound):
-            raise ApiError(404, "not_found", "No such doctor-session or booking.")
-        raise ApiError(*_parts(state, s.clock))
-    allow(who, state.hospital_id)
-    return state
-
-
-async def entity_of(s: Services, who: AdminScope, kind: str, entity_id: str) -> dict[str, Any]:
-    """A hospital, department or doctor the acting admin may touch."""
-    doc = await s.catalog.get(kind, entity_id)
-    if doc is None:
-        raise ApiError(404, "not_found", f"No such {kind}.")
-    allow(who, doc["id"] if kind == "hospital" else doc["hospital_id"])
-    return doc
 
 
 def register_catalog_entity(app: FastAPI, kind: str, patch: type[BaseModel], tags: list) -> None:

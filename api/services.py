@@ -17,9 +17,11 @@ import orjson
 import ray
 
 from engine.client import Engine
+from engine.delivery import Deliveries
 from engine.keys import Keys
 from engine.outcomes import Bookings, SessionState
 from engine.pool import find_pool
+from engine.records import RecordBook
 from engine.runtime import init_ray
 from engine.settings import Settings
 from engine.store import parse_stock_message
@@ -65,6 +67,8 @@ class Services:
     clock: Clock
     limiter: RateLimiter
     logins: RateLimiter  # per phone: against password guessing
+    records: RecordBook
+    deliveries: Deliveries
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -87,6 +91,8 @@ class Services:
             clock=clock,
             limiter=RateLimiter(settings.rate_per_second, settings.rate_burst),
             logins=RateLimiter(1.0, 10),
+            records=RecordBook(client, keys),
+            deliveries=Deliveries(client, keys, settings.redis_timeout),
         )
         await engine.load_clock()
         ready = asyncio.Event()
@@ -96,6 +102,7 @@ class Services:
         services.tasks.append(asyncio.create_task(services._resync_forever()))
         services.tasks.append(asyncio.create_task(services._fetch_holders_forever()))
         services.tasks.append(asyncio.create_task(services._release_rotas_forever()))
+        services.tasks.append(asyncio.create_task(services._pull_his_forever()))
         return services
 
     def now(self) -> float:
@@ -150,6 +157,18 @@ class Services:
             except Exception as exc:
                 log.warning("rota release failed: %s", exc)
             await asyncio.sleep(ROTA_SECONDS)
+
+    async def _pull_his_forever(self) -> None:
+        """Import schedules and suspensions from every configured HIS (idempotent, so every
+        worker may do it)."""
+        from .his_import import PULL_SECONDS, pull_all
+
+        while True:
+            await asyncio.sleep(PULL_SECONDS)
+            try:
+                await pull_all(self)
+            except Exception as exc:
+                log.warning("HIS pull failed: %s", exc)
 
     async def _fetch_holders_forever(self) -> None:
         """Learn who holds bookings in sessions that can no longer be booked (see the view)."""

@@ -53,7 +53,7 @@ from .outcomes import (
 )
 from .payments import SandboxGateway
 from .policy import PLATFORM, Conduct, Policy, judge
-from .pool import default_host, find_courier
+from .pool import default_host, find_courier, find_dispatcher
 from .session import SessionSpec
 from .settings import Settings
 from .store import Store, parse_stock_message
@@ -397,7 +397,15 @@ class Engine:
         return await find_courier(self.settings).info.remote()
 
     async def drain_outbox(self) -> dict[str, int]:
+        """Carry the outbox out now, and bring the booking records up to date."""
         return await find_courier(self.settings).drain.remote()
+
+    async def deliver(self) -> dict[str, int]:
+        """Carry out the HIS deliveries due now (the dispatcher also does every tick)."""
+        return await find_dispatcher(self.settings).run.remote()
+
+    async def dispatcher_info(self) -> dict[str, int]:
+        return await find_dispatcher(self.settings).info.remote()
 
     async def stock_updates(self) -> AsyncIterator[tuple[str, str, int, int]]:
         """(session_id, status, remaining, version) for every stock change, as published."""

@@ -1,5 +1,6 @@
 """The courier: a Ray actor that carries the outbox out — refunds to the payment gateway,
-notices to the sender, violations to the patients' conduct records and bans.
+notices to the sender, violations to the patients' conduct records and bans — and then keeps
+the booking records up to date (``records.py``), asking for HIS deliveries (``delivery.py``).
 
 Hosts never wait for any of this: their commit only appends one outbox entry (atomically with
 the snapshots that caused it). The courier reads the stream through a consumer group, handles
@@ -22,11 +23,13 @@ import msgpack
 from redis.exceptions import ResponseError
 
 from .clock import Clock, parse_offset
+from .delivery import Deliveries
 from .errors import SlotEngineError
 from .keys import Keys
 from .notices import Notice, Sender, load_sender
 from .payments import SandboxGateway
 from .policy import PLATFORM, Policy, Violation, judge
+from .records import RecordBook
 from .session import HELD_STATE
 from .settings import Settings
 from .store import Store
@@ -38,6 +41,7 @@ CONSUMER = "courier"
 BATCH = 256
 SETTLE_SECONDS = 60.0  # a charge the engine has not answered by then is looked at
 RECONCILE_LIMIT = 1000  # waiting holds looked past per round
+INDEX_ROUNDS = 20  # times 500 changed sessions indexed per round at most
 
 
 class Courier:
@@ -84,8 +88,20 @@ class Rounds:
         self.sender: Sender = load_sender(settings.notice_sender, self.store.client, self.keys)
         self.clock = Clock()
         self.counters: dict[str, int] = dict.fromkeys(
-            ("entries", "notices", "refunds", "refunded", "violations", "bans", "failures"), 0
+            (
+                "entries",
+                "notices",
+                "refunds",
+                "refunded",
+                "violations",
+                "bans",
+                "records",
+                "failures",
+            ),
+            0,
         )
+        self.records = RecordBook(self.store.client, self.keys)
+        self.deliveries = Deliveries(self.store.client, self.keys)
         self._grouped = False
         self._hosts: list | None = None
 
@@ -122,7 +138,22 @@ class Rounds:
                 if start == "0" and len(entries) < BATCH:
                     break
         await self.reconcile()  # after the outbox: its voids settle most of them first
+        await self.index()
         return dict(self.counters)
+
+    async def index(self) -> int:
+        """Bring the booking records up to date with every committed session, and ask for the
+        HIS deliveries their changes call for; how many records changed."""
+        changed = 0
+        for _ in range(INDEX_ROUNDS):
+            now = self.clock.now()
+            changes = await self.records.sync(now)
+            await self.deliveries.ask(changes, now)
+            changed += len(changes)
+            self.counters["records"] += len(changes)
+            if not await self.store.client.scard(self.keys.changed_sessions):
+                break
+        return changed
 
     async def reconcile(self, settle_seconds: float = SETTLE_SECONDS) -> int:
         """Refund payments the engine never took: charged over ``settle_seconds`` ago, never

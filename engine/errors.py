@@ -4,7 +4,11 @@ SlotEngineError
 ├── SnapshotError        a stored snapshot cannot be decoded (corrupt, unknown version)
 ├── StoreUnavailable     Redis cannot be reached or did not confirm a write
 │   └── Fenced           a newer host owns the shard; this host must not write it
-└── RedisServerError     the embedded Redis server could not be started
+├── RedisServerError     the embedded Redis server could not be started
+├── HisUnavailable       the HIS or social insurance did not answer (network, timeout, 5xx,
+│                        429): worth retrying later
+└── HisRejected          the HIS or social insurance refused the call (4xx): retrying will not
+                         help; carries the remote's code and message
 """
 
 from __future__ import annotations
@@ -28,3 +32,20 @@ class Fenced(StoreUnavailable):
 
 class RedisServerError(SlotEngineError):
     """The embedded Redis server could not be found or started."""
+
+
+class HisUnavailable(SlotEngineError):
+    """The HIS or social-insurance system could not be reached, timed out, or answered 5xx or
+    429: the call may or may not have taken effect, and is worth retrying later."""
+
+
+class HisRejected(SlotEngineError):
+    """The HIS or social-insurance system refused the call (a 4xx other than 429): sending it
+    again will not help."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(status, code, message)  # all in args, so it pickles (e.g. across Ray)
+        self.status, self.code, self.message = status, code, message
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.code}: {self.message}"

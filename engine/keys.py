@@ -159,3 +159,65 @@ class Keys:
     def api_secret(self) -> str:
         """The token-signing key, generated once and shared by every API worker."""
         return f"{self.prefix}:api-secret"
+
+    # ----- the back office's read model (engine/records.py) and deliveries (engine/delivery.py)
+
+    @property
+    def changed_sessions(self) -> str:
+        """Set of snapshot keys committed since the records last looked (written by commit)."""
+        return f"{self.prefix}:records:changed"
+
+    @property
+    def changed_claimed(self) -> str:
+        """Snapshot keys the records indexer took and has not finished (redone after a crash)."""
+        return f"{self.prefix}:records:claimed"
+
+    @property
+    def records(self) -> str:
+        """Hash: booking id → packed ``Record``."""
+        return f"{self.prefix}:records"
+
+    def record_numbers(self, system: str) -> str:
+        """Hash: booking id → the number the ``his`` or the ``insurance`` gave it."""
+        return f"{self.prefix}:records:numbers:{system}"
+
+    def record_index(self, kind: str, value: str = "") -> str:
+        """Sorted set of booking ids by slot time: kind ``all``, ``h`` (hospital), ``dep``,
+        ``doc``, ``p`` (patient) or ``hs`` (hospital and state, value ``hospital|state``)."""
+        return f"{self.prefix}:records:by:{kind}:{value}"
+
+    @property
+    def sales(self) -> str:
+        """Hash: session id → packed ``SessionSale``."""
+        return f"{self.prefix}:sales"
+
+    def sales_index(self, hospital_id: str) -> str:
+        """Sorted set of a hospital's session ids by visit time."""
+        return f"{self.prefix}:sales:by:h:{hospital_id}"
+
+    def his_config(self, hospital_id: str) -> str:
+        """JSON: a hospital's HIS and social-insurance endpoints (engine/delivery.py)."""
+        return f"{self.prefix}:hospital:{hospital_id}:his"
+
+    @property
+    def his_hospitals(self) -> str:
+        """Set of hospitals with an HIS configured."""
+        return f"{self.prefix}:his:hospitals"
+
+    @property
+    def deliveries(self) -> str:
+        """Hash: delivery id (``target:booking id``) → packed delivery."""
+        return f"{self.prefix}:deliveries"
+
+    @property
+    def deliveries_due(self) -> str:
+        """Sorted set of pending delivery ids by the time they are next tried."""
+        return f"{self.prefix}:deliveries:due"
+
+    def deliveries_failed(self, hospital_id: str) -> str:
+        """Sorted set of a hospital's deliveries that gave up, by when."""
+        return f"{self.prefix}:deliveries:failed:{hospital_id}"
+
+    def deliveries_pending(self, hospital_id: str) -> str:
+        """Sorted set of a hospital's pending deliveries, by when they were made."""
+        return f"{self.prefix}:deliveries:pending:{hospital_id}"

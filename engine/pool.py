@@ -14,11 +14,13 @@ import ray
 from ray.actor import ActorHandle
 
 from .courier import Courier
+from .delivery import Dispatcher
 from .host import Host
 from .settings import Settings
 
 RemoteHost = ray.remote(Host)
 RemoteCourier = ray.remote(Courier)
+RemoteDispatcher = ray.remote(Dispatcher)
 
 
 def host_name(settings: Settings, index: int) -> str:
@@ -72,6 +74,28 @@ def start_courier(settings: Settings) -> ActorHandle:
     return courier
 
 
+def dispatcher_name(settings: Settings) -> str:
+    return f"{settings.namespace}-dispatcher"
+
+
+def start_dispatcher(settings: Settings) -> ActorHandle:
+    """Start (or find) the dispatcher of HIS deliveries (``delivery.py``)."""
+    dispatcher = RemoteDispatcher.options(  # type: ignore[attr-defined]
+        name=dispatcher_name(settings),
+        namespace=settings.namespace,
+        get_if_exists=True,
+        max_restarts=-1,
+        max_task_retries=-1,
+        num_cpus=0,
+    ).remote(settings)
+    ray.get(dispatcher.info.remote())
+    return dispatcher
+
+
+def find_dispatcher(settings: Settings) -> ActorHandle:
+    return ray.get_actor(dispatcher_name(settings), namespace=settings.namespace)
+
+
 def find_courier(settings: Settings) -> ActorHandle:
     """The courier that carries the outbox out (started with the pool)."""
     return ray.get_actor(courier_name(settings), namespace=settings.namespace)
@@ -91,3 +115,5 @@ def stop_pool(handles: list[ActorHandle], settings: Settings | None = None) -> N
     if settings is not None:
         with contextlib.suppress(ValueError):  # never started
             ray.kill(find_courier(settings), no_restart=True)
+        with contextlib.suppress(ValueError):
+            ray.kill(find_dispatcher(settings), no_restart=True)

@@ -16,7 +16,7 @@ import ray
 from ray.actor import ActorHandle
 
 from .client import Engine
-from .pool import start_courier, start_pool, stop_pool
+from .pool import start_courier, start_dispatcher, start_pool, stop_pool
 from .redis_server import EmbeddedRedis
 from .settings import Settings
 
@@ -56,6 +56,7 @@ class Runtime:
         self.redis = redis
         self.owns_ray = owns_ray
         self.courier: ActorHandle | None = None  # carries the outbox out (see courier.py)
+        self.dispatcher: ActorHandle | None = None  # HIS deliveries (see delivery.py)
 
     @classmethod
     def start(cls, settings: Settings) -> Runtime:
@@ -70,12 +71,14 @@ class Runtime:
             owns_ray = init_ray(settings)
             hosts = start_pool(settings)
             courier = start_courier(settings)
+            dispatcher = start_dispatcher(settings)
         except BaseException:
             if redis is not None:
                 redis.stop()
             raise
         runtime = cls(settings, hosts, redis, owns_ray)
         runtime.courier = courier
+        runtime.dispatcher = dispatcher
         return runtime
 
     def engine(self, *, batched: bool = True) -> Engine:

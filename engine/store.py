@@ -2,7 +2,8 @@
 
 Only the host that holds a shard writes its snapshots, and only through ``commit``: a Lua
 script per shard that first checks the shard's epoch (fencing, invariant 7), then writes the
-changed doctor-sessions' snapshots and publishes the stock change, atomically. All shards of a
+changed doctor-sessions' snapshots (marking them changed for the records, ``records.py``),
+appends the outbox entry and publishes the stock change, atomically. All shards of a
 group commit go in one pipelined round trip. Redis failures become ``StoreUnavailable``.
 """
 
@@ -24,7 +25,7 @@ from .session import DoctorSession
 from .shard import Shard
 from .snapshot import decode_rules, decode_session, encode_rules, encode_session, legacy_bans
 
-# KEYS: epoch, sessions-set, outbox stream, snapshot keys...
+# KEYS: epoch, sessions-set, outbox stream, changed-sessions set, snapshot keys...
 # ARGV: epoch, channel, message, events, n, payloads..., new session ids...
 # (the outbox is outside the shard's hash tag: on Redis Cluster it needs a per-shard stream)
 COMMIT_SCRIPT = """
@@ -35,7 +36,8 @@ if current ~= ARGV[1] then
 end
 local n = tonumber(ARGV[5])
 for i = 1, n do
-  redis.call('SET', KEYS[3 + i], ARGV[5 + i])
+  redis.call('SET', KEYS[4 + i], ARGV[5 + i])
+  redis.call('SADD', KEYS[4], KEYS[4 + i])
 end
 for i = 6 + n, #ARGV do
   redis.call('SADD', KEYS[2], ARGV[i])
@@ -214,10 +216,11 @@ class Store:
                     events = msgpack.packb(list(w.events), use_bin_type=True) if w.events else b""
                     pipe.eval(
                         COMMIT_SCRIPT,
-                        3 + len(snap_keys),
+                        4 + len(snap_keys),
                         keys.epoch(w.shard_id),
                         keys.sessions(w.shard_id),
                         keys.outbox,
+                        keys.changed_sessions,
                         *snap_keys,
                         w.epoch,
                         keys.stock_channel,

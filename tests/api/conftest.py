@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+import subprocess
+import sys
 import time
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -11,6 +13,7 @@ import httpx
 import pytest
 
 from api.app import create_app
+from engine.redis_server import free_port
 
 ADMIN = "admin-" + secrets.token_hex(16)
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -97,3 +100,36 @@ async def new_patient(http: httpx.AsyncClient) -> tuple[int, dict[str, str]]:
     t = await http.post("/v1/auth/token", json={"phone": phone, "password": "correct horse"})
     assert t.status_code == 200, t.text
     return r.json()["id"], {"Authorization": f"Bearer {t.json()['access_token']}"}
+
+
+@pytest.fixture
+def his_sims():
+    """Start simulated HIS services (``api/his_sim.py``) as real HTTP processes; stops them."""
+    started: list[subprocess.Popen] = []
+
+    def start(hospital: str | None = None) -> str:
+        port = free_port()
+        args = [sys.executable, "-m", "api.his_sim", "--host", "127.0.0.1", "--port", str(port)]
+        if hospital:
+            args += ["--hospital", hospital]
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/his/stats", timeout=1).status_code == 200:
+                    return url
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("the simulated HIS did not start")
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def his_sim(his_sims):
+    return his_sims()

@@ -1,0 +1,339 @@
+"""The back office's routes beyond the catalog: booking records (paged, CSV), the HIS link
+(configuration, schedule push and pull, the delivery outbox), and analytics (numbers, charts,
+the admin page). A hospital admin sees and touches only its own hospital; the HIS endpoints
+are set by the platform admin only (the server calls them: no admin may point it elsewhere).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import time
+from collections.abc import AsyncIterator
+from datetime import date as Date
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, Query
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+
+from engine.analytics import Report, summarize
+from engine.errors import HisRejected, HisUnavailable
+from engine.record import STATES, Record
+from engine.records import RecordQuery
+
+from .deps import AdminDep, ApiError, ServicesDep, entity_of, platform_only
+from .his_import import import_schedules, pull
+from .services import Services
+
+PAGE_MAX = 500
+CSV_COLUMNS = (
+    "booking_id",
+    "hospital_id",
+    "department_id",
+    "doctor_id",
+    "session_id",
+    "date",
+    "period",
+    "slot_no",
+    "slot_time",
+    "patient_id",
+    "state",
+    "cancelled_by",
+    "fee",
+    "paid",
+    "refunded",
+    "made_at",
+    "changed_at",
+    "his_no",
+    "insurance_no",
+)
+REPORT_SECONDS = 60.0  # an analytics report is reused this long (its charts ask for it 8 times)
+DEFAULT_DAYS = 90
+PAGE = Path(__file__).parent / "admin_page.html"
+
+
+class HisConfigIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    his_url: HttpUrl
+    insurance_url: HttpUrl | None = None
+    pull: bool = True
+
+
+class SchedulesIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    schedules: list[dict[str, Any]] = Field(max_length=1000)
+
+
+class Filters(BaseModel):
+    """The records filters, from the query string."""
+
+    hospital: str | None = Field(default=None, max_length=80)
+    department: str | None = Field(default=None, max_length=80)
+    doctor: str | None = Field(default=None, max_length=80)
+    patient: int | None = Field(default=None, ge=0)
+    state: Literal[STATES] | None = None  # type: ignore[valid-type]
+    from_: Date | None = Field(default=None, alias="from")
+    to: Date | None = None
+
+
+async def record_query(s: Services, who: Any, f: Filters) -> RecordQuery:
+    """The query an admin may run: a hospital admin's is always about its own hospital; every
+    named department or doctor must be one the admin may see (403 otherwise, 404 unknown)."""
+    hospital = f.hospital
+    if hospital is not None:
+        await entity_of(s, who, "hospital", hospital)
+    elif not who.platform:
+        hospital = who.hospital_id
+    for kind, value in (("department", f.department), ("doctor", f.doctor)):
+        if value is not None:
+            await entity_of(s, who, kind, value)
+    if f.from_ is not None and f.to is not None and f.to < f.from_:
+        raise ApiError(422, "invalid", "to is before from.")
+    return RecordQuery(
+        hospital_id=hospital,
+        department_id=f.department,
+        doctor_id=f.doctor,
+        patient_id=f.patient,
+        state=f.state,
+        start=_midnight(s, f.from_),
+        end=_midnight(s, f.to + timedelta(days=1)) if f.to is not None else None,
+    )
+
+
+def _midnight(s: Services, day: Date | None) -> float | None:
+    if day is None:
+        return None
+    return datetime(day.year, day.month, day.day, tzinfo=s.clock.zone).timestamp()
+
+
+def record_body(s: Services, r: Record) -> dict[str, Any]:
+    body = r.to_dict()
+    body["slot_time"] = s.clock.iso(r.slot_at)
+    body["made_at"] = s.clock.iso(r.made_at)
+    body["changed_at"] = s.clock.iso(r.changed_at)
+    del body["slot_at"], body["was_confirmed"]
+    return body
+
+
+async def csv_rows(s: Services, query: RecordQuery) -> AsyncIterator[str]:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    out.write("\ufeff")  # so spreadsheet programs read the UTF-8
+    writer.writerow(CSV_COLUMNS)
+    async for chunk in s.records.scan(query):
+        for r in chunk:
+            body = record_body(s, r)
+            writer.writerow([body[c] for c in CSV_COLUMNS])
+        yield out.getvalue()
+        out.seek(0)
+        out.truncate()
+    yield out.getvalue()
+
+
+class Reports:
+    """Analytics reports, kept ``REPORT_SECONDS`` per (hospital, range)."""
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple[Any, ...], tuple[float, Report]] = {}
+        self._lock = asyncio.Lock()
+
+    async def get(self, s: Services, hospital: str | None, start: float, end: float) -> Report:
+        key = (hospital, start, end)
+        async with self._lock:
+            kept = self._kept.get(key)
+            if kept is not None and time.monotonic() - kept[0] < REPORT_SECONDS:
+                return kept[1]
+            query = RecordQuery(hospital_id=hospital, start=start, end=end)
+            records = [r async for chunk in s.records.scan(query) for r in chunk]
+            hospitals = [hospital] if hospital else [h["id"] for h in await s.catalog.hospitals()]
+            sales = [x for h in hospitals for x in await s.records.sales(h, start, end)]
+            report = await asyncio.to_thread(summarize, records, sales)
+            if len(self._kept) > 64:
+                self._kept.clear()
+            self._kept[key] = (time.monotonic(), report)
+            return report
+
+
+def register_back_office_routes(app: FastAPI) -> None:
+    tags = ["back office"]
+    reports = Reports()
+
+    @app.get("/v1/admin/records", tags=tags)
+    async def records(
+        s: ServicesDep,
+        who: AdminDep,
+        f: Annotated[Filters, Query()],
+        limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 50,
+        cursor: Annotated[str | None, Query(max_length=400)] = None,
+    ) -> dict[str, Any]:
+        """Booking records in slot-time order, filtered by hospital, department, doctor,
+        patient, state and visit dates (``from``/``to`` inclusive, local dates); ``next_cursor``
+        gives the next page. ``total`` is given when it is cheap to know."""
+        query = await record_query(s, who, f)
+        try:
+            page = await s.records.page(query, limit, cursor)
+        except ValueError as exc:
+            raise ApiError(422, "invalid_cursor", "This cursor is not for this query.") from exc
+        return {
+            "items": [record_body(s, r) for r in page.records],
+            "next_cursor": page.next_cursor,
+            "total": page.total,
+        }
+
+    @app.get("/v1/admin/records.csv", tags=tags)
+    async def records_csv(
+        s: ServicesDep, who: AdminDep, f: Annotated[Filters, Query()]
+    ) -> StreamingResponse:
+        """The same records as CSV (UTF-8 with a BOM), streamed."""
+        query = await record_query(s, who, f)
+        name = "-".join(
+            x for x in ("records", query.hospital_id, f.from_ and str(f.from_)) if x
+        )
+        return StreamingResponse(
+            csv_rows(s, query),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+        )
+
+    # ----- the HIS link --------------------------------------------------------------------
+
+    @app.put("/v1/admin/hospitals/{hospital_id}/his", tags=tags)
+    async def set_his(
+        hospital_id: str, body: HisConfigIn, s: ServicesDep, who: AdminDep
+    ) -> dict[str, Any]:
+        """Where the hospital's HIS (and its social-insurance filing) answer. Platform only."""
+        platform_only(who)
+        await entity_of(s, who, "hospital", hospital_id)
+        config = {
+            "his_url": str(body.his_url).rstrip("/"),
+            "insurance_url": str(body.insurance_url).rstrip("/") if body.insurance_url else "",
+            "pull": body.pull,
+        }
+        await s.deliveries.configure(hospital_id, config)
+        return {"hospital_id": hospital_id, **config}
+
+    @app.get("/v1/admin/hospitals/{hospital_id}/his", tags=tags)
+    async def get_his(hospital_id: str, s: ServicesDep, who: AdminDep) -> dict[str, Any]:
+        """The HIS link and its delivery counts (pending, failed)."""
+        await entity_of(s, who, "hospital", hospital_id)
+        config = await s.deliveries.config(hospital_id)
+        if config is None:
+            raise ApiError(404, "not_found", "This hospital has no HIS configured.")
+        return {
+            "hospital_id": hospital_id,
+            **config,
+            "deliveries": await s.deliveries.counts(hospital_id),
+        }
+
+    @app.delete("/v1/admin/hospitals/{hospital_id}/his", tags=tags)
+    async def drop_his(hospital_id: str, s: ServicesDep, who: AdminDep) -> dict[str, Any]:
+        platform_only(who)
+        await entity_of(s, who, "hospital", hospital_id)
+        await s.deliveries.configure(hospital_id, None)
+        return {"hospital_id": hospital_id, "his": None}
+
+    @app.post("/v1/admin/hospitals/{hospital_id}/his/schedules", tags=tags)
+    async def push_schedules(
+        hospital_id: str, body: SchedulesIn, s: ServicesDep, who: AdminDep
+    ) -> dict[str, Any]:
+        """The HIS pushes schedules (new ones are released as doctor-sessions) and
+        suspensions (停诊). Idempotent; each schedule's fate is in the answer."""
+        await entity_of(s, who, "hospital", hospital_id)
+        return await import_schedules(s, hospital_id, body.schedules)
+
+    @app.post("/v1/admin/hospitals/{hospital_id}/his/pull", tags=tags)
+    async def pull_now(hospital_id: str, s: ServicesDep, who: AdminDep) -> dict[str, Any]:
+        """Pull what changed at the HIS now (it is also pulled every 30 s)."""
+        await entity_of(s, who, "hospital", hospital_id)
+        try:
+            result = await pull(s, hospital_id)
+        except HisUnavailable as exc:
+            raise ApiError(502, "his_unavailable", f"The HIS did not answer: {exc}") from exc
+        except HisRejected as exc:
+            raise ApiError(502, "his_rejected", f"The HIS refused: {exc}") from exc
+        if result is None:
+            raise ApiError(404, "not_found", "This hospital has no HIS configured.")
+        return result
+
+    @app.get("/v1/admin/hospitals/{hospital_id}/his/deliveries", tags=tags)
+    async def deliveries(
+        hospital_id: str,
+        s: ServicesDep,
+        who: AdminDep,
+        status: Literal["pending", "failed"] = "pending",
+        limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 100,
+    ) -> dict[str, Any]:
+        """What is still to go to the HIS and the insurance, or what gave up."""
+        await entity_of(s, who, "hospital", hospital_id)
+        return {
+            "counts": await s.deliveries.counts(hospital_id),
+            "items": await s.deliveries.listing(hospital_id, status, limit),
+        }
+
+    @app.post("/v1/admin/hospitals/{hospital_id}/his/deliveries/retry", tags=tags)
+    async def retry(hospital_id: str, s: ServicesDep, who: AdminDep) -> dict[str, int]:
+        """Put every failed delivery back in line."""
+        await entity_of(s, who, "hospital", hospital_id)
+        return {"retried": await s.deliveries.retry_failed(hospital_id, s.now())}
+
+    # ----- analytics -----------------------------------------------------------------------
+
+    async def report_for(
+        s: Services, who: Any, hospital: str | None, start: Date | None, end: Date | None
+    ) -> Report:
+        if hospital is not None:
+            await entity_of(s, who, "hospital", hospital)
+        elif not who.platform:
+            hospital = who.hospital_id
+        today = datetime.fromtimestamp(s.now(), s.clock.zone).date()
+        end = end or today
+        start = start or end - timedelta(days=DEFAULT_DAYS)
+        if end < start:
+            raise ApiError(422, "invalid", "to is before from.")
+        low, high = _midnight(s, start), _midnight(s, end + timedelta(days=1))
+        return await reports.get(s, hospital, low, high)  # type: ignore[arg-type]
+
+    @app.get("/v1/admin/analytics", tags=tags)
+    async def analytics(
+        s: ServicesDep,
+        who: AdminDep,
+        hospital: Annotated[str | None, Query(max_length=80)] = None,
+        from_: Annotated[Date | None, Query(alias="from")] = None,
+        to: Date | None = None,
+    ) -> dict[str, Any]:
+        """No-show and cancellation rates by age band, department, weekday, period and lead
+        time; fill rates and time to sell out (default: the last 90 days)."""
+        return (await report_for(s, who, hospital, from_, to)).to_dict()
+
+    @app.get("/v1/admin/analytics/charts/{name}.{fmt}", tags=tags)
+    async def chart(
+        name: str,
+        fmt: Literal["svg", "png"],
+        s: ServicesDep,
+        who: AdminDep,
+        hospital: Annotated[str | None, Query(max_length=80)] = None,
+        from_: Annotated[Date | None, Query(alias="from")] = None,
+        to: Date | None = None,
+    ) -> Response:
+        from . import charts  # matplotlib: loaded when the first chart is asked for
+
+        if name not in charts.CHARTS:
+            raise ApiError(404, "not_found", f"No such chart; there are {list(charts.CHARTS)}.")
+        report = await report_for(s, who, hospital, from_, to)
+        image = await asyncio.to_thread(charts.render, report, name, fmt)
+        media = "image/svg+xml" if fmt == "svg" else "image/png"
+        return Response(image, media_type=media)
+
+    @app.get("/admin", response_class=HTMLResponse, include_in_schema=False)
+    async def admin_page() -> HTMLResponse:
+        """The back office's analytics page (it asks for an admin token itself)."""
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+
+__all__ = ["register_back_office_routes"]

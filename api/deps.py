@@ -1,0 +1,93 @@
+"""What the routes share: the error they raise, who is asking (patient or admin, and which
+hospitals an admin may reach), and the catalog lookups that check it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+from fastapi.responses import JSONResponse
+
+from engine.outcomes import NotFound, SessionState
+
+from .admins import ROOT, AdminScope
+from .answers import Clock, refusal_parts
+from .auth import bearer
+from .services import Services
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.extra = status, code, message, extra
+
+
+def error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message, **extra}, status_code=status)
+
+
+def services_of(request: Request) -> Services:
+    return request.app.state.services
+
+
+def patient_of(request: Request, authorization: Annotated[str | None, Header()] = None) -> int:
+    token = bearer(authorization)
+    patient = services_of(request).tokens.patient_of(token) if token else None
+    if patient is None:
+        raise ApiError(401, "unauthenticated", "A valid patient bearer token is required.")
+    return patient
+
+
+async def admin(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> AdminScope:
+    """The acting admin: the platform's root token, or an admin account's token."""
+    token = bearer(authorization)
+    services = services_of(request)
+    if token is not None and services.tokens.is_admin(token):
+        return ROOT
+    scope = await services.admins.scope_of(token) if token else None
+    if scope is None:
+        raise ApiError(401, "unauthenticated", "A valid admin bearer token is required.")
+    return scope
+
+
+def allow(scope: AdminScope, hospital_id: str) -> None:
+    """Refuse (and change nothing) when a hospital admin reaches into another hospital."""
+    if not scope.may(hospital_id):
+        raise ApiError(403, "forbidden", "This belongs to another hospital.")
+
+
+def platform_only(scope: AdminScope) -> None:
+    if not scope.platform:
+        raise ApiError(403, "forbidden", "Only the platform admin may do this.")
+
+
+ServicesDep = Annotated[Services, Depends(services_of)]
+PatientDep = Annotated[int, Depends(patient_of)]
+AdminDep = Annotated[AdminScope, Depends(admin)]
+
+
+def outcome_parts(outcome: object, clock: Clock) -> tuple[int, str, str]:
+    status, code, message, _ = refusal_parts(outcome, clock)
+    return status, code, message
+
+
+async def session_of(s: Services, who: AdminScope, session_id: str) -> SessionState:
+    """A doctor-session the acting admin may touch (404 if none, 403 if another hospital's)."""
+    state = await s.engine.session_state(session_id)
+    if not isinstance(state, SessionState):
+        if isinstance(state, NotFound):
+            raise ApiError(404, "not_found", "No such doctor-session or booking.")
+        raise ApiError(*outcome_parts(state, s.clock))
+    allow(who, state.hospital_id)
+    return state
+
+
+async def entity_of(s: Services, who: AdminScope, kind: str, entity_id: str) -> dict[str, Any]:
+    """A hospital, department or doctor the acting admin may touch."""
+    doc = await s.catalog.get(kind, entity_id)
+    if doc is None:
+        raise ApiError(404, "not_found", f"No such {kind}.")
+    allow(who, doc["id"] if kind == "hospital" else doc["hospital_id"])
+    return doc

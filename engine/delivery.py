@@ -1,0 +1,451 @@
+"""Deliveries to the hospitals' systems: each booking and cancellation to the HIS (which
+answers its own booking number), and each booking filed with social insurance (社保备案).
+
+An outbox of its own, kept apart from booking: the records indexer (``records.py``, run by the
+courier) asks for a delivery when a record becomes booked or cancelled, and the dispatcher (a
+Ray actor of its own, so a slow or dead HIS never delays refunds or notices) carries them out:
+
+- one Redis hash per delivery (``target:booking id``): what is *wanted* (``book`` or
+  ``cancel``, written only by the indexer) apart from what was *done* (written only by the
+  dispatcher), so a cancellation asked for while the booking is on the wire is never lost: the
+  dispatcher removes a delivery from the due set only if what it did is still what is wanted
+  (``FINISH_SCRIPT``);
+- retried with exponential backoff and jitter while the HIS is unavailable, up to
+  ``MAX_ATTEMPTS``, then kept as failed for an admin to look at and retry; a refusal (4xx) fails
+  at once;
+- idempotent: every call carries the booking id as its key, and a cancel of a booking whose
+  number never came back first re-sends the booking (the HIS answers the same number);
+- a cancellation of a booking never sent sends nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .clock import Clock, parse_offset
+from .errors import HisRejected, HisUnavailable
+from .his import His, HttpHis, HttpInsurance, Insurance
+from .keys import Keys
+from .record import CONFIRMED, Record
+from .records import RecordBook
+from .settings import Settings
+from .store import Store
+from .ticker import tick_self
+
+log = logging.getLogger(__name__)
+HIS, INSURANCE = "his", "insurance"
+BOOK, CANCEL = "book", "cancel"
+MAX_ATTEMPTS = 12  # 1 s, 2 s, 4 s ... 5 min: about half an hour of trying
+BASE_DELAY, MAX_DELAY = 1.0, 300.0
+ROUND = 256  # deliveries read per step
+PARALLEL = 32  # calls in flight
+
+# KEYS: delivery hash, due set, pending set, failed set. ARGV: wanted, hospital, now.
+WANT_SCRIPT = """
+local old = redis.call('HGET', KEYS[1], 'wanted')
+if old == ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'wanted', ARGV[1], 'hospital', ARGV[2], 'attempts', 0, 'error', '')
+redis.call('HSETNX', KEYS[1], 'made_at', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1])
+redis.call('ZADD', KEYS[3], ARGV[3], KEYS[1])
+redis.call('ZREM', KEYS[4], KEYS[1])
+return 1
+"""
+
+# KEYS: delivery hash, due set, pending set, failed set. ARGV: the wanted action acted on,
+# outcome (done | retry | failed), next time, now, then field/value pairs to set.
+FINISH_SCRIPT = """
+for i = 5, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+if redis.call('HGET', KEYS[1], 'wanted') ~= ARGV[1] then
+  redis.call('ZADD', KEYS[2], ARGV[4], KEYS[1])
+  return 0
+end
+if ARGV[2] == 'retry' then
+  redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1])
+else
+  redis.call('ZREM', KEYS[2], KEYS[1])
+  redis.call('ZREM', KEYS[3], KEYS[1])
+  if ARGV[2] == 'failed' then
+    redis.call('ZADD', KEYS[4], ARGV[4], KEYS[1])
+  end
+end
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    target: str  # HIS or INSURANCE
+    action: str  # BOOK or CANCEL
+    booking_id: str
+    hospital_id: str
+
+
+def wanted(
+    changes: Iterable[tuple[Record | None, Record]], his: set[str], insurance: set[str]
+) -> list[Wanted]:
+    """What the record changes ask of the hospitals' systems (pure). ``his``/``insurance``:
+    the hospitals that have one configured."""
+    out = []
+    for old, new in changes:
+        was = old is not None and old.state in CONFIRMED
+        if new.state in CONFIRMED and not was:
+            if new.hospital_id in his:
+                out.append(Wanted(HIS, BOOK, new.booking_id, new.hospital_id))
+            if new.hospital_id in insurance:
+                out.append(Wanted(INSURANCE, BOOK, new.booking_id, new.hospital_id))
+        elif (
+            new.state == "cancelled"
+            and (was or (old is None and new.was_confirmed))
+            and new.hospital_id in his
+        ):
+            out.append(Wanted(HIS, CANCEL, new.booking_id, new.hospital_id))
+    return out
+
+
+def backoff(attempts: int, rng: random.Random) -> float:
+    """Seconds before the next try: doubling from ``BASE_DELAY``, capped, with ±20% jitter."""
+    delay = min(MAX_DELAY, BASE_DELAY * 2 ** max(0, attempts - 1))
+    return delay * rng.uniform(0.8, 1.2)
+
+
+def his_session_id(hospital_id: str, schedule_id: str) -> str:
+    """The doctor-session made from an HIS schedule (``api/his_import.py``)."""
+    return f"his-{hospital_id}-{schedule_id}"
+
+
+def schedule_of(hospital_id: str, session_id: str) -> str:
+    """The HIS schedule id of a session imported from it ("" for any other session)."""
+    prefix = his_session_id(hospital_id, "")
+    return session_id[len(prefix) :] if session_id.startswith(prefix) else ""
+
+
+def booking_of(record: Record) -> dict[str, Any]:
+    """What the HIS and the insurance are sent (the booking id is the idempotency key)."""
+    his_schedule_id = schedule_of(record.hospital_id, record.session_id)
+    return {
+        "key": record.booking_id,
+        "hospital_id": record.hospital_id,
+        "department_id": record.department_id,
+        "doctor_id": record.doctor_id,
+        "session_id": record.session_id,
+        "his_schedule_id": his_schedule_id,
+        "date": record.date,
+        "period": record.period,
+        "slot_no": record.slot_no,
+        "slot_at": record.slot_at,
+        "patient_id": record.patient_id,
+        "fee": record.fee,
+    }
+
+
+class Deliveries:
+    """The delivery outbox in Redis: asking (``want``), carrying out (``run``), looking."""
+
+    def __init__(self, client: Any, keys: Keys, timeout: float = 2.0) -> None:
+        self.client = client
+        self.keys = keys
+        self.records = RecordBook(client, keys)
+        self.timeout = timeout
+        self.rng = random.Random()
+        self._his: dict[str, His] = {}
+        self._insurance: dict[str, Insurance] = {}
+        self.counters: dict[str, int] = dict.fromkeys(
+            ("sent", "booked", "cancelled", "filed", "retries", "failed"), 0
+        )
+
+    def key(self, target: str, booking_id: str) -> str:
+        return f"{self.keys.deliveries}:{target}:{booking_id}"
+
+    # ----- configuration ---------------------------------------------------------------------
+
+    async def configure(self, hospital_id: str, config: dict[str, str] | None) -> None:
+        """Set (or with None, remove) a hospital's endpoints: ``his_url``, ``insurance_url``."""
+        keys = self.keys
+        async with self.client.pipeline(transaction=True) as pipe:
+            if config:
+                pipe.set(keys.his_config(hospital_id), orjson.dumps(config))
+                pipe.sadd(keys.his_hospitals, hospital_id)
+            else:
+                pipe.delete(keys.his_config(hospital_id))
+                pipe.srem(keys.his_hospitals, hospital_id)
+            await pipe.execute()
+
+    async def configs(self) -> dict[str, dict[str, str]]:
+        ids = sorted(m.decode() for m in await self.client.smembers(self.keys.his_hospitals))
+        if not ids:
+            return {}
+        raws = await self.client.mget([self.keys.his_config(i) for i in ids])
+        return {i: orjson.loads(raw) for i, raw in zip(ids, raws, strict=True) if raw}
+
+    async def config(self, hospital_id: str) -> dict[str, str] | None:
+        raw = await self.client.get(self.keys.his_config(hospital_id))
+        return None if raw is None else orjson.loads(raw)
+
+    # ----- asking ------------------------------------------------------------------------------
+
+    async def ask(self, changes: list[tuple[Record | None, Record]], now: float) -> int:
+        """Turn record changes into deliveries; how many were asked for."""
+        if not changes:
+            return 0
+        configs = await self.configs()
+        his = {h for h, c in configs.items() if c.get("his_url")}
+        insurance = {h for h, c in configs.items() if c.get("insurance_url")}
+        asks = wanted(changes, his, insurance)
+        if asks:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for w in asks:
+                    pipe.eval(
+                        WANT_SCRIPT,
+                        4,
+                        self.key(w.target, w.booking_id),
+                        self.keys.deliveries_due,
+                        self.keys.deliveries_pending(w.hospital_id),
+                        self.keys.deliveries_failed(w.hospital_id),
+                        w.action,
+                        w.hospital_id,
+                        repr(now),
+                    )
+                await pipe.execute()
+        return len(asks)
+
+    # ----- carrying out -------------------------------------------------------------------------
+
+    async def run(self, now: float, limit: int = 10_000) -> int:
+        """Carry out every delivery due by ``now`` (up to ``limit``); how many were tried."""
+        tried = 0
+        configs = await self.configs()
+        down: set[str] = set()  # endpoints that failed this round: the rest of theirs wait
+        gate = asyncio.Semaphore(PARALLEL)
+        while tried < limit:
+            due = await self.client.zrangebyscore(
+                self.keys.deliveries_due, "-inf", repr(now), start=0, num=ROUND
+            )
+            if not due:
+                break
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key in due:
+                    pipe.hgetall(key)
+                states = await pipe.execute()
+
+            async def one(key: bytes, state: dict[bytes, bytes]) -> None:
+                async with gate:
+                    await self._deliver(key.decode(), state, configs, down, now)
+
+            await asyncio.gather(*(one(k, s) for k, s in zip(due, states, strict=True)))
+            tried += len(due)
+        return tried
+
+    async def _deliver(
+        self,
+        key: str,
+        state: dict[bytes, bytes],
+        configs: dict[str, dict[str, str]],
+        down: set[str],
+        now: float,
+    ) -> None:
+        fields = {k.decode(): v.decode() for k, v in state.items()}
+        target, _, booking_id = key[len(self.keys.deliveries) + 1 :].partition(":")
+        action, hospital_id = fields.get("wanted", ""), fields.get("hospital", "")
+        attempts = int(fields.get("attempts", "0")) + 1
+        config = configs.get(hospital_id, {})
+        url = config.get("his_url" if target == HIS else "insurance_url", "")
+        updates: dict[str, str] = {"attempts": str(attempts), "tried_at": repr(now)}
+        if not url:
+            return await self._finish(
+                key, hospital_id, action, "failed", now, now, error="no endpoint"
+            )
+        if url in down:
+            updates["attempts"] = str(attempts - 1)  # not tried: its endpoint is down right now
+            return await self._finish(
+                key, hospital_id, action, "retry", now + backoff(1, self.rng), now, **updates
+            )
+        record = await self.records.get(booking_id)
+        if record is None:
+            return await self._finish(
+                key, hospital_id, action, "failed", now, now, error="no such booking"
+            )
+        try:
+            self.counters["sent"] += 1
+            if target == INSURANCE:
+                number = await self._insurer(url).file(booking_of(record))
+                updates.update(number=number, done=BOOK)
+                await self.records.set_numbers(booking_id, insurance_no=number)
+                self.counters["filed"] += 1
+            elif action == BOOK:
+                await self.client.hset(key, "sent", "1")  # before the call: a cancel must follow
+                number = await self._his_for(url).book(booking_of(record))
+                updates.update(number=number, done=BOOK)
+                await self.records.set_numbers(booking_id, his_no=number)
+                self.counters["booked"] += 1
+            else:
+                number = fields.get("number", "")
+                if not number and fields.get("sent") != "1":
+                    updates.update(done="skipped")  # never sent: nothing to cancel
+                else:
+                    if not number:  # sent, answer lost: the same key gives the same number
+                        number = await self._his_for(url).book(booking_of(record))
+                        await self.records.set_numbers(booking_id, his_no=number)
+                    await self._his_for(url).cancel(number, booking_id, record.cancelled_by)
+                    updates.update(number=number, done=CANCEL)
+                    self.counters["cancelled"] += 1
+        except HisUnavailable as exc:
+            down.add(url)
+            self.counters["retries"] += 1
+            if attempts >= MAX_ATTEMPTS:
+                self.counters["failed"] += 1
+                return await self._finish(
+                    key, hospital_id, action, "failed", now, now, **updates, error=str(exc)
+                )
+            later = now + backoff(attempts, self.rng)
+            return await self._finish(
+                key, hospital_id, action, "retry", later, now, **updates, error=str(exc)
+            )
+        except HisRejected as exc:
+            self.counters["failed"] += 1
+            return await self._finish(
+                key, hospital_id, action, "failed", now, now, **updates, error=str(exc)
+            )
+        await self._finish(key, hospital_id, action, "done", now, now, **updates, error="")
+
+    async def _finish(
+        self,
+        key: str,
+        hospital: str,
+        action: str,
+        outcome: str,
+        at: float,
+        now: float,
+        **fields: str,
+    ) -> None:
+        pairs = [x for item in fields.items() for x in item]
+        pairs += ["outcome", outcome]
+        await self.client.eval(
+            FINISH_SCRIPT,
+            4,
+            key,
+            self.keys.deliveries_due,
+            self.keys.deliveries_pending(hospital),
+            self.keys.deliveries_failed(hospital),
+            action,
+            outcome,
+            repr(at),
+            repr(now),
+            *pairs,
+        )
+
+    def _his_for(self, url: str) -> His:
+        if url not in self._his:
+            self._his[url] = HttpHis(url, timeout=self.timeout)
+        return self._his[url]
+
+    def _insurer(self, url: str) -> Insurance:
+        if url not in self._insurance:
+            self._insurance[url] = HttpInsurance(url, timeout=self.timeout)
+        return self._insurance[url]
+
+    async def close(self) -> None:
+        for adapter in [*self._his.values(), *self._insurance.values()]:
+            await adapter.close()
+
+    # ----- looking -------------------------------------------------------------------------------
+
+    async def listing(self, hospital_id: str, which: str, limit: int = 100) -> list[dict[str, Any]]:
+        """A hospital's ``pending`` or ``failed`` deliveries, oldest first."""
+        index = (
+            self.keys.deliveries_pending(hospital_id)
+            if which == "pending"
+            else self.keys.deliveries_failed(hospital_id)
+        )
+        keys = await self.client.zrange(index, 0, limit - 1)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(key)
+            states = await pipe.execute()
+        out = []
+        prefix = len(self.keys.deliveries) + 1
+        for key, state in zip(keys, states, strict=True):
+            fields = {k.decode(): v.decode() for k, v in state.items()}
+            target, _, booking_id = key.decode()[prefix:].partition(":")
+            out.append(
+                {
+                    "target": target,
+                    "booking_id": booking_id,
+                    "action": fields.get("wanted"),
+                    "attempts": int(fields.get("attempts", "0")),
+                    "error": fields.get("error") or None,
+                    "made_at": float(fields.get("made_at", "0")),
+                    "tried_at": float(fields["tried_at"]) if "tried_at" in fields else None,
+                }
+            )
+        return out
+
+    async def counts(self, hospital_id: str) -> dict[str, int]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.zcard(self.keys.deliveries_pending(hospital_id))
+            pipe.zcard(self.keys.deliveries_failed(hospital_id))
+            pending, failed = await pipe.execute()
+        return {"pending": pending, "failed": failed}
+
+    async def retry_failed(self, hospital_id: str, now: float) -> int:
+        """Put a hospital's failed deliveries back in line; how many."""
+        failed = self.keys.deliveries_failed(hospital_id)
+        keys = await self.client.zrange(failed, 0, -1)
+        if not keys:
+            return 0
+        async with self.client.pipeline(transaction=True) as pipe:
+            for key in keys:
+                pipe.hset(key, mapping={"attempts": 0, "outcome": "retry"})
+                pipe.zadd(self.keys.deliveries_due, {key: now})
+                pipe.zadd(self.keys.deliveries_pending(hospital_id), {key: now})
+            pipe.zrem(failed, *keys)
+            await pipe.execute()
+        return len(keys)
+
+
+async def _round(deliveries: Deliveries, clock: Clock) -> dict[str, int]:
+    clock.set_offset(parse_offset(await deliveries.client.get(deliveries.keys.clock)))
+    await deliveries.run(clock.now())
+    return dict(deliveries.counters)
+
+
+class Dispatcher:
+    """The Ray actor (decorated by ``pool.py``): runs ``Deliveries.run`` on its own event loop
+    every tick, one call at a time (no ``async def`` here: Ray would make it an async actor)."""
+
+    def __init__(self, settings: Settings) -> None:
+        assert settings.redis_url is not None
+        self.settings = settings
+        self._loop = asyncio.new_event_loop()
+        store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout)
+        self.deliveries = Deliveries(store.client, store.keys, settings.redis_timeout)
+        self.clock = Clock()
+        self._timer: threading.Thread | None = None
+        self.start_timer()
+
+    def run(self) -> dict[str, int]:
+        """Carry out what is due now (also sent to itself every tick)."""
+        try:
+            return self._loop.run_until_complete(_round(self.deliveries, self.clock))
+        except Exception as exc:  # Redis away: everything stays due for the next round
+            log.warning("dispatcher round failed: %s", exc)
+            return dict(self.deliveries.counters)
+
+    def info(self) -> dict[str, int]:
+        return dict(self.deliveries.counters)
+
+    def start_timer(self) -> None:
+        if self._timer is None:
+            self._timer = tick_self("run", self.settings.tick_seconds, "dispatcher-timer")

@@ -1,0 +1,198 @@
+"""Booking records: the back office's flat, denormalised view of every booking, and of every
+doctor-session's sale (the read model behind records, CSV export, HIS delivery and analytics).
+
+Pure: derived from a ``DoctorSession`` and the time it was looked at. The session snapshot stays
+the truth; a record is rebuilt from it whenever the session changes (``engine/records.py``), so
+a lost record is repaired by the next change or a re-index, never the other way round.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from .session import (
+    BOOKED_STATE,
+    CANCELLED_STATE,
+    HELD_STATE,
+    REVOKED_STATE,
+    STATE_NAMES,
+    WORDS,
+    DoctorSession,
+    Extra,
+    unpack_meta,
+)
+
+# Record states: the API's booking states, except that a cancellation says who cancelled it.
+STATES = ("held", "booked", "checked_in", "cancelled", "no_show", "expired")
+BY_PATIENT = "patient"
+BY_HOSPITAL = "hospital"
+CONFIRMED = frozenset({"booked", "checked_in", "no_show"})  # a slot the patient still holds
+VISITED = frozenset({"checked_in", "no_show"})  # the visit day is over for it
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One booking as the back office sees it. Times are epoch seconds."""
+
+    booking_id: str
+    session_id: str
+    hospital_id: str
+    department_id: str
+    doctor_id: str
+    date: str  # visit date, ISO
+    period: str  # AM / PM / EVENING
+    slot_no: int
+    slot_at: float  # when the slot starts
+    patient_id: int
+    state: str  # one of STATES
+    cancelled_by: str = ""  # BY_PATIENT or BY_HOSPITAL when state == "cancelled"
+    fee: int = 0  # fen
+    paid: bool = False
+    refunded: int = 0  # fen
+    made_at: float = 0.0  # when the booking was made (first seen, or its booking time)
+    changed_at: float = 0.0  # when its state last changed
+    age: int = -1  # the patient's age in whole years on the visit date; -1 unknown
+    was_confirmed: bool = False  # it was booked at some point (a cancellation counts as one)
+    his_no: str = ""  # the HIS booking number, once the HIS answered
+    insurance_no: str = ""  # the social-insurance filing number (社保备案)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Record:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def pack(self) -> list[Any]:
+        return [getattr(self, name) for name in _FIELDS]
+
+    @classmethod
+    def unpack(cls, values: list[Any]) -> Record:
+        return cls(*values[: len(_FIELDS)])
+
+
+_FIELDS = tuple(Record.__dataclass_fields__)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSale:
+    """How one doctor-session sold: for fill rate and time-to-sell-out."""
+
+    session_id: str
+    hospital_id: str
+    department_id: str
+    doctor_id: str
+    date: str
+    period: str
+    capacity: int
+    opens_at: float
+    starts_at: float
+    taken: int  # slots occupied now (held, booked, checked in, no-show)
+    sold_out_at: float | None = None  # first time every slot was taken; None if never
+    suspended: bool = False
+
+    def pack(self) -> list[Any]:
+        return [getattr(self, name) for name in _SALE_FIELDS]
+
+    @classmethod
+    def unpack(cls, values: list[Any]) -> SessionSale:
+        return cls(*values[: len(_SALE_FIELDS)])
+
+
+_SALE_FIELDS = tuple(SessionSale.__dataclass_fields__)
+
+
+def state_of(state: int) -> tuple[str, str]:
+    """(record state, cancelled_by) of an engine booking state."""
+    if state == REVOKED_STATE:
+        return "cancelled", BY_HOSPITAL
+    if state == CANCELLED_STATE:
+        return "cancelled", BY_PATIENT
+    return STATE_NAMES[state], ""
+
+
+def records_of(session: DoctorSession, known: dict[str, Record], now: float) -> list[Record]:
+    """The records of ``session`` that are new or changed against ``known`` (by booking id).
+
+    What a record knows beyond the snapshot (when it was made, the patient's age, the HIS and
+    insurance numbers) is carried over from its known version."""
+    spec = session.spec
+    out: list[Record] = []
+    words = session.bookings
+    for number in range(session.count):
+        base = number * WORDS
+        patient, meta, extra_word = words[base], words[base + 2], words[base + 3]
+        slot_no, raw_state, at = unpack_meta(meta)
+        state, by = state_of(raw_state)
+        extra = Extra.unpack(extra_word)
+        booking_id = session.booking_id(number)
+        old = known.get(booking_id)
+        changed_at = float(at) if raw_state != HELD_STATE else now
+        if old is None:
+            made_at = float(at) if raw_state == BOOKED_STATE else now
+            record = Record(
+                booking_id=booking_id,
+                session_id=spec.id,
+                hospital_id=spec.hospital_id,
+                department_id=spec.department_id,
+                doctor_id=spec.doctor_id,
+                date=spec.date,
+                period=spec.period,
+                slot_no=slot_no,
+                slot_at=spec.slot_at(slot_no),
+                patient_id=int(patient),
+                state=state,
+                cancelled_by=by,
+                fee=spec.fee,
+                paid=extra.paid,
+                refunded=extra.refunded,
+                made_at=made_at,
+                changed_at=changed_at,
+                was_confirmed=state in CONFIRMED
+                or (state == "cancelled" and (extra.paid or spec.fee == 0)),
+            )
+            out.append(record)
+            continue
+        if (old.state, old.cancelled_by, old.paid, old.refunded) == (
+            state,
+            by,
+            extra.paid,
+            extra.refunded,
+        ):
+            continue
+        out.append(
+            replace(
+                old,
+                state=state,
+                cancelled_by=by,
+                paid=extra.paid,
+                refunded=extra.refunded,
+                changed_at=changed_at,
+                was_confirmed=old.was_confirmed or state in CONFIRMED,
+            )
+        )
+    return out
+
+
+def sale_of(session: DoctorSession, old: SessionSale | None, now: float) -> SessionSale:
+    """The session's sale now; the first sell-out time is kept once seen."""
+    spec = session.spec
+    sold_out_at = old.sold_out_at if old is not None else None
+    if sold_out_at is None and session.free == 0:
+        sold_out_at = now
+    return SessionSale(
+        session_id=spec.id,
+        hospital_id=spec.hospital_id,
+        department_id=spec.department_id,
+        doctor_id=spec.doctor_id,
+        date=spec.date,
+        period=spec.period,
+        capacity=spec.capacity,
+        opens_at=spec.opens_at,
+        starts_at=spec.visit_at,
+        taken=session.occupied,
+        sold_out_at=sold_out_at,
+        suspended=session.suspended,
+    )

@@ -1,0 +1,370 @@
+"""The record book: booking records and session sales kept in Redis for the back office.
+
+Every commit marks the snapshots it wrote as changed (``store.COMMIT_SCRIPT``). The courier
+calls ``RecordBook.sync`` each round: it claims changed snapshots (moved to a claimed set, so a
+crash half-way is redone by the next round), rebuilds their records (``record.records_of``)
+and writes what changed, with its indexes, in one pipeline. ``sync`` also returns the records
+whose state changed, for the HIS deliveries (``delivery.py``).
+
+Layout: one hash of packed records by booking id, and sorted sets of booking ids scored by slot
+time per hospital, department, doctor, patient, hospital+state and overall. A query picks the
+narrowest of the indexes its filters allow (by ``ZCOUNT`` over the date range), reads it in
+slot-time order, and checks the other filters on the records themselves.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, replace
+from itertools import islice
+from typing import Any
+
+import msgpack
+import orjson
+from redis.exceptions import RedisError
+
+from .errors import StoreUnavailable
+from .keys import Keys
+from .record import Record, SessionSale, records_of, sale_of
+from .snapshot import decode_session
+
+# KEYS: changed set, claimed set. ARGV: how many. Moves up to that many snapshot keys from
+# changed to claimed and returns the claimed set (older claims first come back too).
+CLAIM_SCRIPT = """
+local taken = redis.call('SPOP', KEYS[1], ARGV[1])
+for _, key in ipairs(taken) do
+  redis.call('SADD', KEYS[2], key)
+end
+return redis.call('SRANDMEMBER', KEYS[2], tonumber(ARGV[1]) * 2)
+"""
+
+SYNC_BATCH = 500  # snapshots per round trip
+SCAN_CHUNK = 1000  # index entries read per step of a filtered query
+SCAN_LIMIT = 200_000  # index entries one query page may look past before it answers
+
+
+@dataclass(frozen=True, slots=True)
+class RecordQuery:
+    """Filters of a records query; None = any. ``start``/``end`` bound the slot time."""
+
+    hospital_id: str | None = None
+    department_id: str | None = None
+    doctor_id: str | None = None
+    patient_id: int | None = None
+    state: str | None = None
+    start: float | None = None
+    end: float | None = None
+
+    def indexes(self, keys: Keys) -> list[str]:
+        """Every index that alone covers one filter (the query reads one of them)."""
+        out = []
+        if self.patient_id is not None:
+            out.append(keys.record_index("p", str(self.patient_id)))
+        if self.doctor_id is not None:
+            out.append(keys.record_index("doc", self.doctor_id))
+        if self.department_id is not None:
+            out.append(keys.record_index("dep", self.department_id))
+        if self.hospital_id is not None:
+            if self.state is not None:
+                out.append(keys.record_index("hs", f"{self.hospital_id}|{self.state}"))
+            out.append(keys.record_index("h", self.hospital_id))
+        out.append(keys.record_index("all"))
+        return out
+
+    def accepts(self, r: Record) -> bool:
+        return (
+            (self.hospital_id is None or r.hospital_id == self.hospital_id)
+            and (self.department_id is None or r.department_id == self.department_id)
+            and (self.doctor_id is None or r.doctor_id == self.doctor_id)
+            and (self.patient_id is None or r.patient_id == self.patient_id)
+            and (self.state is None or r.state == self.state)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    records: list[Record]
+    next_cursor: str | None  # None: nothing more
+    total: int | None  # None when counting would mean reading every candidate
+
+
+def _score(value: float | None, low: bool) -> str:
+    """A ZRANGE bound: ``start`` inclusive, ``end`` exclusive."""
+    if value is None:
+        return "-inf" if low else "+inf"
+    return repr(float(value)) if low else f"({float(value)!r}"
+
+
+def encode_cursor(index: str, offset: int) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([index, offset])).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[str, int]:
+    """(index, offset); ValueError for anything we did not make."""
+    try:
+        index, offset = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except Exception as exc:
+        raise ValueError("bad cursor") from exc
+    if not isinstance(index, str) or not isinstance(offset, int) or offset < 0:
+        raise ValueError("bad cursor")
+    return index, offset
+
+
+def age_on(birth_date: str | None, visit_date: str) -> int:
+    if not birth_date:
+        return -1
+    try:
+        born, day = dt.date.fromisoformat(birth_date), dt.date.fromisoformat(visit_date)
+    except ValueError:
+        return -1
+    return day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+
+
+class RecordBook:
+    def __init__(self, client: Any, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+
+    # ----- writing ---------------------------------------------------------------------------
+
+    async def sync(self, now: float, limit: int = SYNC_BATCH) -> list[tuple[Record | None, Record]]:
+        """Index changed sessions (up to ``limit`` snapshots); (before, after) of every record
+        that is new or changed."""
+        keys = self.keys
+        try:
+            claimed = await self.client.eval(
+                CLAIM_SCRIPT, 2, keys.changed_sessions, keys.changed_claimed, limit
+            )
+            if not claimed:
+                return []
+            raws = await self.client.mget(claimed)
+            sessions = [
+                decode_session(raw, key.decode())
+                for key, raw in zip(claimed, raws, strict=True)
+                if raw
+            ]
+            ids = [s.booking_id(n) for s in sessions for n in range(s.count)]
+            found = iter(await self._get_many(ids))
+            old_sales = await self._sales([s.id for s in sessions])
+            changes: list[tuple[Record | None, Record]] = []
+            sales = []
+            for session, old_sale in zip(sessions, old_sales, strict=True):
+                mine = {r.booking_id: r for r in islice(found, session.count) if r}
+                changes.extend((mine.get(r.booking_id), r) for r in records_of(session, mine, now))
+                sales.append(sale_of(session, old_sale, now))
+            changes = await self._with_ages(changes)
+            await self.put(changes, sales)
+            await self.client.srem(keys.changed_claimed, *claimed)
+        except RedisError as exc:
+            raise StoreUnavailable(f"records sync failed: {exc}") from exc
+        return changes
+
+    async def _with_ages(
+        self, changes: list[tuple[Record | None, Record]]
+    ) -> list[tuple[Record | None, Record]]:
+        fresh = sorted({new.patient_id for old, new in changes if old is None})
+        if not fresh:
+            return changes
+        raws = await self.client.mget([self.keys.entity("patient", p) for p in fresh])
+        births = {
+            p: orjson.loads(raw).get("birth_date") if raw else None
+            for p, raw in zip(fresh, raws, strict=True)
+        }
+        return [
+            (
+                old,
+                new
+                if old is not None
+                else replace(new, age=age_on(births[new.patient_id], new.date)),
+            )
+            for old, new in changes
+        ]
+
+    async def put(
+        self, changes: Iterable[tuple[Record | None, Record]], sales: Iterable[SessionSale] = ()
+    ) -> None:
+        """Write records (with their indexes) and sales in one round trip."""
+        keys = self.keys
+        async with self.client.pipeline(transaction=False) as pipe:
+            for old, new in changes:
+                pipe.hset(keys.records, new.booking_id, msgpack.packb(new.pack()))
+                member = {new.booking_id: new.slot_at}
+                if old is None:
+                    pipe.zadd(keys.record_index("all"), member)
+                    pipe.zadd(keys.record_index("h", new.hospital_id), member)
+                    pipe.zadd(keys.record_index("dep", new.department_id), member)
+                    pipe.zadd(keys.record_index("doc", new.doctor_id), member)
+                    pipe.zadd(keys.record_index("p", str(new.patient_id)), member)
+                elif old.state != new.state:
+                    pipe.zrem(
+                        keys.record_index("hs", f"{old.hospital_id}|{old.state}"), old.booking_id
+                    )
+                if old is None or old.state != new.state:
+                    pipe.zadd(keys.record_index("hs", f"{new.hospital_id}|{new.state}"), member)
+            for sale in sales:
+                pipe.hset(keys.sales, sale.session_id, msgpack.packb(sale.pack()))
+                pipe.zadd(keys.sales_index(sale.hospital_id), {sale.session_id: sale.starts_at})
+            await pipe.execute()
+
+    async def set_numbers(
+        self, booking_id: str, his_no: str | None = None, insurance_no: str | None = None
+    ) -> None:
+        """Store what the HIS or the insurance answered. Kept beside the record, not in it:
+        the indexer rewrites records, and the two answers arrive concurrently."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            if his_no is not None:
+                pipe.hset(self.keys.record_numbers("his"), booking_id, his_no)
+            if insurance_no is not None:
+                pipe.hset(self.keys.record_numbers("insurance"), booking_id, insurance_no)
+            await pipe.execute()
+
+    # ----- reading ---------------------------------------------------------------------------
+
+    async def get(self, booking_id: str) -> Record | None:
+        return (await self._get_many([booking_id]))[0]
+
+    async def _get_many(self, ids: Sequence[str]) -> list[Record | None]:
+        if not ids:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hmget(self.keys.records, list(ids))
+            pipe.hmget(self.keys.record_numbers("his"), list(ids))
+            pipe.hmget(self.keys.record_numbers("insurance"), list(ids))
+            raws, his, insurance = await pipe.execute()
+        out: list[Record | None] = []
+        for raw, his_no, insurance_no in zip(raws, his, insurance, strict=True):
+            if raw is None:
+                out.append(None)
+                continue
+            record = Record.unpack(msgpack.unpackb(raw))
+            if his_no or insurance_no:
+                record = replace(
+                    record,
+                    his_no=(his_no or b"").decode(),
+                    insurance_no=(insurance_no or b"").decode(),
+                )
+            out.append(record)
+        return out
+
+    async def _sales(self, session_ids: Sequence[str]) -> list[SessionSale | None]:
+        if not session_ids:
+            return []
+        raws = await self.client.hmget(self.keys.sales, list(session_ids))
+        return [None if raw is None else SessionSale.unpack(msgpack.unpackb(raw)) for raw in raws]
+
+    async def sales(
+        self, hospital_id: str, start: float | None, end: float | None
+    ) -> list[SessionSale]:
+        ids = await self.client.zrange(
+            self.keys.sales_index(hospital_id),
+            _score(start, True),
+            _score(end, False),
+            byscore=True,
+        )
+        return [s for s in await self._sales([i.decode() for i in ids]) if s is not None]
+
+    async def _plan(self, query: RecordQuery) -> tuple[str, int]:
+        """The narrowest index for the query, and how many entries it has in the range."""
+        low, high = _score(query.start, True), _score(query.end, False)
+        candidates = query.indexes(self.keys)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for index in candidates:
+                pipe.zcount(index, low, high)
+            counts = await pipe.execute()
+        best = min(range(len(candidates)), key=lambda i: counts[i])
+        return candidates[best], counts[best]
+
+    async def page(self, query: RecordQuery, limit: int, cursor: str | None = None) -> Page:
+        """One page of matching records in slot-time order. ValueError: a bad cursor."""
+        try:
+            if cursor is None:
+                index, size = await self._plan(query)
+                offset = 0
+            else:
+                index, offset = decode_cursor(cursor)
+                if index not in query.indexes(self.keys):
+                    raise ValueError("the cursor belongs to another query")
+                size = None
+            exact = self._exact(query, index)
+            found: list[Record] = []
+            scanned = 0
+            while len(found) < limit and scanned < SCAN_LIMIT:
+                step = limit - len(found) if exact else max(SCAN_CHUNK, limit)
+                ids = await self._ids(index, query, offset, step)
+                if not ids:
+                    offset = -1
+                    break
+                for position, record in enumerate(await self._get_many(ids)):
+                    if record is not None and query.accepts(record):
+                        found.append(record)
+                        if len(found) == limit:
+                            offset += position + 1
+                            break
+                else:
+                    offset += len(ids)
+                scanned += len(ids)
+                if len(ids) < step:
+                    if len(found) < limit:
+                        offset = -1
+                    break
+            if size is None and exact and cursor is not None:
+                size = await self.client.zcount(
+                    index, _score(query.start, True), _score(query.end, False)
+                )
+        except RedisError as exc:
+            raise StoreUnavailable(f"records query failed: {exc}") from exc
+        more = offset >= 0 and (not exact or size is None or offset < size)
+        return Page(
+            found,
+            encode_cursor(index, offset) if more else None,
+            size if exact else None,
+        )
+
+    def _exact(self, query: RecordQuery, index: str) -> bool:
+        """True when every record in ``index`` (in the range) matches the query."""
+        keys = self.keys
+        given = {
+            "p": query.patient_id is not None,
+            "doc": query.doctor_id is not None,
+            "dep": query.department_id is not None,
+            "h": query.hospital_id is not None,
+            "state": query.state is not None,
+        }
+        covered = {
+            keys.record_index("all"): set(),
+            keys.record_index("h", str(query.hospital_id)): {"h"},
+            keys.record_index("hs", f"{query.hospital_id}|{query.state}"): {"h", "state"},
+            keys.record_index("dep", str(query.department_id)): {"dep"},
+            keys.record_index("doc", str(query.doctor_id)): {"doc"},
+            keys.record_index("p", str(query.patient_id)): {"p"},
+        }.get(index)
+        return covered is not None and {k for k, v in given.items() if v} == covered
+
+    async def _ids(self, index: str, query: RecordQuery, offset: int, count: int) -> list[str]:
+        ids = await self.client.zrange(
+            index,
+            _score(query.start, True),
+            _score(query.end, False),
+            byscore=True,
+            offset=offset,
+            num=count,
+        )
+        return [i.decode() for i in ids]
+
+    async def scan(self, query: RecordQuery, chunk: int = 5000) -> AsyncIterator[list[Record]]:
+        """Every matching record, in slot-time order, a chunk at a time (for exports)."""
+        try:
+            index, _ = await self._plan(query)
+            offset = 0
+            while True:
+                ids = await self._ids(index, query, offset, chunk)
+                if not ids:
+                    return
+                offset += len(ids)
+                yield [r for r in await self._get_many(ids) if r is not None and query.accepts(r)]
+                if len(ids) < chunk:
+                    return
+        except RedisError as exc:
+            raise StoreUnavailable(f"records export failed: {exc}") from exc

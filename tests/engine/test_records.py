@@ -1,0 +1,219 @@
+"""The record book on a real Redis: records derived from committed sessions (ages, states,
+sales), and every query shape against a brute-force filter of the same records."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import replace
+
+import msgpack
+import pytest
+
+from engine.record import Record, SessionSale, records_of
+from engine.records import RecordBook, RecordQuery, age_on
+from engine.session import DoctorSession, SessionSpec
+from engine.shard import CodeSource
+from engine.store import ShardWrite, Store
+
+DAY = 86400.0
+
+
+@pytest.fixture
+async def store(redis_server, redis_client):
+    s = Store.from_url(redis_server.url, "rb")
+    yield s
+    await s.close()
+
+
+def spec(i: int, capacity: int = 3, fee: int = 0) -> SessionSpec:
+    return SessionSpec(
+        id=f"s{i}",
+        hospital_id="h1",
+        department_id="dep1",
+        doctor_id=f"doc{i}",
+        date="2026-12-01",
+        period="AM",
+        capacity=capacity,
+        first_slot_minute=480,
+        slot_minutes=10,
+        fee=fee,
+    )
+
+
+def test_age_on_the_visit_date():
+    assert age_on("1990-12-01", "2026-12-01") == 36
+    assert age_on("1990-12-02", "2026-12-01") == 35
+    assert age_on(None, "2026-12-01") == -1
+    assert age_on("garbage", "2026-12-01") == -1
+
+
+def test_records_of_reports_only_what_changed():
+    session = DoctorSession(spec(1, capacity=3))
+    codes = CodeSource()
+    session.take(7, 1, 100.0, 0, codes())
+    session.take(8, 1, 101.0, 0, codes())
+    first = records_of(session, {}, 200.0)
+    assert [(r.booking_id, r.patient_id, r.state, r.slot_no) for r in first] == [
+        ("s1.0", 7, "booked", 1),
+        ("s1.1", 8, "booked", 2),
+    ]
+    assert first[0].made_at == 100.0 and first[0].was_confirmed
+    known = {r.booking_id: r for r in first}
+    assert records_of(session, known, 300.0) == []  # nothing changed
+    session.move(1, 4, 400.0)  # the patient cancelled
+    (changed,) = records_of(session, known, 500.0)
+    assert (changed.booking_id, changed.state, changed.cancelled_by) == (
+        "s1.1",
+        "cancelled",
+        "patient",
+    )
+    assert changed.made_at == 101.0 and changed.changed_at == 400.0 and changed.was_confirmed
+
+
+async def test_sync_indexes_committed_sessions_with_ages_and_sales(store):
+    client, keys = store.client, store.keys
+    await client.set(keys.entity("patient", 7), b'{"birth_date": "1950-06-01"}')
+    session = DoctorSession(spec(1, capacity=2))
+    codes = CodeSource()
+    session.take(7, 1, 100.0, 0, codes())
+    session.take(8, 1, 101.0, 0, codes())  # no patient document: age unknown
+    epoch = await client.incr(keys.epoch("h1:2026-12-01"))
+    write = ShardWrite("h1:2026-12-01", "h1", epoch, [session], new_session_ids=["s1"])
+    assert await store.commit([write]) == [None]
+    book = RecordBook(client, keys)
+    changes = await book.sync(now=150.0)
+    assert [(old, new.booking_id, new.age) for old, new in changes] == [
+        (None, "s1.0", 76),
+        (None, "s1.1", -1),
+    ]
+    assert await book.sync(now=160.0) == []  # claimed and done: nothing left
+    assert await client.scard(keys.changed_sessions) == 0
+    assert await client.scard(keys.changed_claimed) == 0
+    (sale,) = await book.sales("h1", None, None)
+    assert (sale.capacity, sale.taken, sale.sold_out_at) == (2, 2, 150.0)
+
+    session.move(0, 5, 200.0)  # no-show
+    assert await store.commit([ShardWrite("h1:2026-12-01", "h1", epoch, [session])]) == [None]
+    ((old, new),) = await book.sync(now=210.0)
+    assert (old.state, new.state, new.age) == ("booked", "no_show", 76)  # the age stays
+    page = await book.page(RecordQuery(hospital_id="h1", state="no_show"), 10)
+    assert [r.booking_id for r in page.records] == ["s1.0"] and page.total == 1
+    gone = await book.page(RecordQuery(hospital_id="h1", state="booked"), 10)
+    assert [r.booking_id for r in gone.records] == ["s1.1"]
+
+
+async def test_a_claim_left_by_a_crash_is_redone(store):
+    client, keys = store.client, store.keys
+    session = DoctorSession(spec(2, capacity=2))
+    session.take(9, 1, 100.0, 0, CodeSource()())
+    snapshot_key = keys.session("h1:2026-12-01", "s2")
+    epoch = await client.incr(keys.epoch("h1:2026-12-01"))
+    assert await store.commit([ShardWrite("h1:2026-12-01", "h1", epoch, [session])]) == [None]
+    await client.smove(keys.changed_sessions, keys.changed_claimed, snapshot_key)  # taken, lost
+    changes = await RecordBook(client, keys).sync(now=120.0)
+    assert [new.booking_id for _, new in changes] == ["s2.0"]
+
+
+def random_records(rng: random.Random, n: int) -> list[Record]:
+    base = time.time()
+    out = []
+    for i in range(n):
+        hospital = rng.choice(["h1", "h2", "h3"])
+        department = f"{hospital}-dep{rng.randrange(3)}"
+        slot_at = base + rng.randrange(30) * DAY + rng.randrange(40) * 600
+        out.append(
+            Record(
+                booking_id=f"s{i // 30}.{i % 30}",
+                session_id=f"s{i // 30}",
+                hospital_id=hospital,
+                department_id=department,
+                doctor_id=f"{department}-doc{rng.randrange(4)}",
+                date="2026-12-01",
+                period="AM",
+                slot_no=i % 30 + 1,
+                slot_at=slot_at,
+                patient_id=rng.randrange(40),
+                state=rng.choice(["booked", "checked_in", "cancelled", "no_show"]),
+            )
+        )
+    return out
+
+
+async def test_every_query_shape_matches_a_brute_force_filter(store):
+    seed = random.randrange(1 << 30)
+    print("seed", seed)
+    rng = random.Random(seed)
+    records = random_records(rng, 3000)
+    book = RecordBook(store.client, store.keys)
+    await book.put([(None, r) for r in records])
+    base = min(r.slot_at for r in records)
+    for _ in range(60):
+        some = rng.choice(records)
+        query = RecordQuery(
+            hospital_id=some.hospital_id if rng.random() < 0.7 else None,
+            department_id=some.department_id if rng.random() < 0.3 else None,
+            doctor_id=some.doctor_id if rng.random() < 0.2 else None,
+            patient_id=some.patient_id if rng.random() < 0.2 else None,
+            state=some.state if rng.random() < 0.4 else None,
+            start=base + rng.randrange(10) * DAY if rng.random() < 0.5 else None,
+            end=base + rng.randrange(10, 31) * DAY if rng.random() < 0.5 else None,
+        )
+        expected = sorted(
+            (
+                r
+                for r in records
+                if query.accepts(r)
+                and (query.start is None or r.slot_at >= query.start)
+                and (query.end is None or r.slot_at < query.end)
+            ),
+            key=lambda r: (r.slot_at, r.booking_id),
+        )
+        limit = rng.choice([1, 7, 50, 500])
+        got: list[Record] = []
+        cursor = None
+        for _ in range(len(expected) // limit + 3):
+            page = await book.page(query, limit, cursor)
+            assert len(page.records) <= limit
+            assert page.total in (None, len(expected))
+            got.extend(page.records)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        assert cursor is None, query
+        assert [r.booking_id for r in got] == [r.booking_id for r in expected], query
+        exported = [r async for chunk in book.scan(query, chunk=256) for r in chunk]
+        assert exported == got
+
+
+async def test_a_cursor_for_another_query_or_made_up_is_refused(store):
+    book = RecordBook(store.client, store.keys)
+    await book.put([(None, r) for r in random_records(random.Random(1), 100)])
+    page = await book.page(RecordQuery(hospital_id="h1"), 5)
+    assert page.next_cursor is not None
+    with pytest.raises(ValueError):
+        await book.page(RecordQuery(hospital_id="h2"), 5, page.next_cursor)
+    for junk in ("", "nonsense", "W10=", "WyJ4IiwgLTFd"):
+        with pytest.raises(ValueError):
+            await book.page(RecordQuery(hospital_id="h1"), 5, junk)
+
+
+async def test_numbers_survive_the_indexer_rewriting_the_record(store):
+    book = RecordBook(store.client, store.keys)
+    record = random_records(random.Random(2), 1)[0]
+    await book.put([(None, record)])
+    await book.set_numbers(record.booking_id, his_no="H000001")
+    await book.set_numbers(record.booking_id, insurance_no="SB000001")
+    got = await book.get(record.booking_id)
+    assert got is not None and (got.his_no, got.insurance_no) == ("H000001", "SB000001")
+    assert got.state == record.state and got.slot_at == record.slot_at
+    rewritten = Record.unpack(msgpack.unpackb(msgpack.packb(record.pack())))
+    await book.put([(record, replace(rewritten, state="checked_in"))])  # as the indexer does
+    got = await book.get(record.booking_id)
+    assert got is not None and (got.his_no, got.insurance_no, got.state) == (
+        "H000001",
+        "SB000001",
+        "checked_in",
+    )
+    sale = SessionSale("s1", "h1", "d", "doc", "2026-12-01", "AM", 30, 0.0, 10.0, 30, 5.0)
+    assert SessionSale.unpack(sale.pack()) == sale
