@@ -47,9 +47,9 @@ from engine.settings import Settings
 
 from . import metrics, patients
 from .admins import AdminScope, public
-from .back_office import register_back_office_routes
 from .answers import Clock, booked_body, refusal
 from .auth import check_password, hash_password, mask_id_number
+from .back_office import register_back_office_routes
 from .booking import Gateway, book
 from .deps import (
     AdminDep,

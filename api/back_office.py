@@ -94,7 +94,7 @@ async def record_query(s: Services, who: Any, f: Filters) -> RecordQuery:
         if value is not None:
             await entity_of(s, who, kind, value)
     if f.from_ is not None and f.to is not None and f.to < f.from_:
-        raise ApiError(422, "invalid", "to is before from.")
+        raise ApiError(422, "invalid_request", "to is before from.")
     return RecordQuery(
         hospital_id=hospital,
         department_id=f.department,
@@ -192,9 +192,7 @@ def register_back_office_routes(app: FastAPI) -> None:
     ) -> StreamingResponse:
         """The same records as CSV (UTF-8 with a BOM), streamed."""
         query = await record_query(s, who, f)
-        name = "-".join(
-            x for x in ("records", query.hospital_id, f.from_ and str(f.from_)) if x
-        )
+        name = "-".join(x for x in ("records", query.hospital_id, f.from_ and str(f.from_)) if x)
         return StreamingResponse(
             csv_rows(s, query),
             media_type="text/csv; charset=utf-8",
@@ -295,7 +293,7 @@ def register_back_office_routes(app: FastAPI) -> None:
         end = end or today
         start = start or end - timedelta(days=DEFAULT_DAYS)
         if end < start:
-            raise ApiError(422, "invalid", "to is before from.")
+            raise ApiError(422, "invalid_request", "to is before from.")
         low, high = _midnight(s, start), _midnight(s, end + timedelta(days=1))
         return await reports.get(s, hospital, low, high)  # type: ignore[arg-type]
 

@@ -178,7 +178,13 @@ URL_FILE = "redis.url"
 @click.option("--port", default=8000, show_default=True)
 @click.option("--workers", default=2, show_default=True, help="uvicorn workers (Ray drivers)")
 @click.option("--demo/--no-demo", default=True, show_default=True, help="load demo data")
-def up(host: str, port: int, workers: int, demo: bool) -> None:
+@click.option(
+    "--his/--no-his",
+    default=True,
+    show_default=True,
+    help="with --demo: run the simulated HIS (port + 100) and link the demo hospitals to it",
+)
+def up(host: str, port: int, workers: int, demo: bool, his: bool) -> None:
     """Run the platform: Redis, Ray, the host pool, the API workers (Ctrl-C stops all)."""
     import os
     import secrets
@@ -210,7 +216,10 @@ def up(host: str, port: int, workers: int, demo: bool) -> None:
             import tempfile
 
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="slotengine-prom-")
-        patient_token = asyncio.run(_prepare(rt, demo))
+        his_url, his_process = None, None
+        if demo and his:
+            his_url, his_process = _start_his(host, port + 100)
+        patient_token = asyncio.run(_prepare(rt, demo, his_url))
         base = f"http://{host}:{port}"
         click.echo(f"slotengine is up at {base}  (docs: {base}/docs)")
         click.echo(f"  Redis:       {url}")
@@ -219,17 +228,52 @@ def up(host: str, port: int, workers: int, demo: bool) -> None:
         if patient_token:
             click.echo(f"  demo patient token: {patient_token}")
             click.echo(f"  try: curl {base}/v1/hospitals")
+        if his_url:
+            click.echo(f"  simulated HIS: {his_url}  (demo hospitals deliver to it)")
+        click.echo(f"  back office analytics: {base}/admin")
         click.echo("Ctrl-C stops everything")
-        _serve(host, port, workers)
+        try:
+            _serve(host, port, workers)
+        finally:
+            if his_process is not None:
+                his_process.terminate()
+                his_process.wait(10)
     click.echo("stopped everything this command started")
 
 
-async def _prepare(rt: Runtime, demo: bool) -> str | None:
+def _start_his(host: str, port: int):
+    """The simulated HIS as its own process; (url, process)."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "api.his_sim", "--host", host, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://{host}:{port}"
+    for _ in range(100):
+        try:
+            httpx.get(f"{url}/his/stats", timeout=1)
+            return url, process
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.terminate()
+    click.echo("the simulated HIS did not start; going on without it")
+    return None, None
+
+
+async def _prepare(rt: Runtime, demo: bool, his_url: str | None = None) -> str | None:
     from api.answers import Clock
     from api.auth import Tokens
     from api.catalog import Catalog
-    from api.demo_data import demo_patient, load
+    from api.demo_data import demo_patient, load, load_history
     from api.services import shared_secret
+    from engine.delivery import Deliveries
+    from engine.records import RecordBook
 
     engine = rt.engine()
     try:
@@ -238,9 +282,17 @@ async def _prepare(rt: Runtime, demo: bool) -> str | None:
         tokens = Tokens(secret, rt.settings.admin_token or "", rt.settings.token_days * 86400)
         if not demo:
             return None
-        made = await load(engine, Catalog(client, keys), Clock(rt.settings.timezone))
+        catalog, clock = Catalog(client, keys), Clock(rt.settings.timezone)
+        made = await load(engine, catalog, clock)
         if made:
             click.echo(f"demo data: {made} doctor-sessions over the next week")
+            past = await load_history(catalog, RecordBook(client, keys), clock)
+            click.echo(f"demo data: {past:,} past bookings (90 days) for the analytics")
+        if his_url:
+            deliveries = Deliveries(client, keys)
+            for hospital in await catalog.hospitals():
+                config = {"his_url": his_url, "insurance_url": his_url, "pull": True}
+                await deliveries.configure(hospital["id"], config)
         return (await demo_patient(Catalog(client, keys), tokens))[1]
     finally:
         await engine.close()

@@ -1,4 +1,5 @@
-"""Demo data for ``slotengine up``: hospitals, departments, doctors, a week of sessions.
+"""Demo data for ``slotengine up``: hospitals, departments, doctors, a week of sessions, and a
+season of past bookings for the analytics.
 
 Today's and tomorrow's sessions open at once; the rest of the week opens in two minutes, so
 the demo shows ``not_open`` turning into ``open`` on its own.
@@ -7,11 +8,14 @@ the demo shows ``not_open`` turning into ``open`` on its own.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from engine.client import Engine
+from engine.history import generate
 from engine.outcomes import Created
+from engine.records import RecordBook
 from engine.session import SessionSpec
 
 from .answers import Clock
@@ -26,6 +30,7 @@ HOSPITALS = {
 DOCTORS = [("王建国", "主任医师"), ("李秀英", "副主任医师"), ("张伟", "主治医师")]
 PERIODS = {"AM": "08:00", "PM": "13:30"}
 DEMO_PHONE, DEMO_PASSWORD = "13800000000", "demo-password"
+HISTORY_PATIENTS = 10_000_000  # history's made-up patients are numbered from here
 
 
 async def load(engine: Engine, catalog: Catalog, clock: Clock, days: int = 7) -> int:
@@ -147,3 +152,25 @@ async def seed_patients(catalog: Catalog, tokens: Tokens, count: int, prefix: st
         if patient_id is not None:
             out.append((patient_id, phone, tokens.issue(patient_id)))
     return out
+
+
+async def load_history(
+    catalog: Catalog, records: RecordBook, clock: Clock, days: int = 90, seed: int = 1
+) -> int:
+    """Past bookings of the demo doctors (``engine.history``: older patients keep their
+    appointments more often, and so on) written straight into the records, so the analytics
+    have a season to show. Their patients are made-up ids from 10,000,001 on: nobody who can
+    log in. Records made."""
+    hospitals = []
+    for hospital in await catalog.hospitals():
+        departments = []
+        for department in await catalog.children("hospital", hospital["id"], "department"):
+            doctors = await catalog.children("department", department["id"], "doctor")
+            departments.append((department["id"], [d["id"] for d in doctors]))
+        hospitals.append((hospital["id"], departments))
+    yesterday = datetime.now(clock.zone).date() - timedelta(days=1)
+    made, sales = generate(hospitals, days, yesterday, seed, clock.zone)
+    made = [replace(r, patient_id=HISTORY_PATIENTS + r.patient_id) for r in made]
+    for i in range(0, len(made), 5000):
+        await records.put([(None, r) for r in made[i : i + 5000]], sales if i == 0 else ())
+    return len(made)

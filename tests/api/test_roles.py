@@ -34,6 +34,16 @@ async def test_a_hospital_admin_cannot_reach_another_hospital(http):
     policy_path = f"/v1/admin/hospitals/{theirs['hospital']}/policy"
     policy_before = (await http.get(policy_path, headers=admin_headers())).json()
     doctor = (await http.get(f"/v1/sessions/{their_session}")).json()["doctor_id"]
+    their_his = f"/v1/admin/hospitals/{theirs['hospital']}/his"
+    schedule = {
+        "id": "X1",
+        "doctor_id": doctor,
+        "date": theirs["date"],
+        "period": "PM",
+        "capacity": 5,
+        "first_slot_at": "14:00",
+        "slot_minutes": 10,
+    }
 
     attempts = [
         http.post("/v1/admin/hospitals", json={"name": "x"}, headers=a),
@@ -80,6 +90,27 @@ async def test_a_hospital_admin_cannot_reach_another_hospital(http):
         http.delete(f"/v1/admin/departments/{theirs['department']}", headers=a),
         http.post("/v1/admin/clock", json={"advance_seconds": 1}, headers=a),
         http.get("/v1/admin/admins", headers=a),
+        http.get("/v1/admin/records", params={"hospital": theirs["hospital"]}, headers=a),
+        http.get("/v1/admin/records", params={"doctor": doctor}, headers=a),
+        http.get("/v1/admin/records.csv", params={"hospital": theirs["hospital"]}, headers=a),
+        http.put(f"{their_his}", json={"his_url": "http://127.0.0.1:9"}, headers=a),
+        http.put(  # the server calls it: platform only, even for its own hospital
+            f"/v1/admin/hospitals/{mine['hospital']}/his",
+            json={"his_url": "http://127.0.0.1:9"},
+            headers=a,
+        ),
+        http.get(their_his, headers=a),
+        http.delete(their_his, headers=a),
+        http.post(f"{their_his}/schedules", json={"schedules": [schedule]}, headers=a),
+        http.post(f"{their_his}/pull", headers=a),
+        http.get(f"{their_his}/deliveries", headers=a),
+        http.post(f"{their_his}/deliveries/retry", headers=a),
+        http.get("/v1/admin/analytics", params={"hospital": theirs["hospital"]}, headers=a),
+        http.get(
+            "/v1/admin/analytics/charts/no_show_by_age.svg",
+            params={"hospital": theirs["hospital"]},
+            headers=a,
+        ),
         http.post(
             "/v1/admin/admins",
             headers=a,
@@ -91,6 +122,8 @@ async def test_a_hospital_admin_cannot_reach_another_hospital(http):
         assert r.status_code == 403 and r.json()["code"] == "forbidden", r.text
 
     # nothing changed
+    assert (await http.get(their_his, headers=admin_headers())).status_code == 404  # no HIS set
+    assert (await http.get(f"/v1/sessions/his-{theirs['hospital']}-X1")).status_code == 404
     assert (await http.get(policy_path, headers=admin_headers())).json() == policy_before
     state = (await http.get(f"/v1/sessions/{their_session}")).json()
     assert (state["status"], state["remaining"]) == ("open", 1)
