@@ -11,7 +11,8 @@ On a real embedded Redis (AOF ``everysec``: reads do not care) in a temp folder:
 (b) times record pages (50 rows) of typical back-office filters, medians and p95 of
     ``--repeats``; the baseline, measured in the same run, is the obvious design without
     indexes: scan every record and filter (timed once);
-(c) times the full-day CSV export of the big hospital through the API's own CSV writer;
+(c) times the full-day CSV export of the big hospital through the API's own CSV writer, and
+    the analytics report of its 60 days (the records read and summarised, as the API does);
 (d) the HIS drain rate: ``--deliveries`` bookings asked of a simulated HIS (its own HTTP
     process, ``api/his_sim.py``) and carried out by ``Deliveries.run`` with 32 calls in flight,
     against one call at a time (the baseline), with the HIS answering at once and with 20 ms
@@ -45,6 +46,7 @@ from api.answers import Clock
 from api.back_office import csv_rows
 from benchmarks.engine import machine, percentile
 from engine import delivery
+from engine.analytics import summarize
 from engine.delivery import Deliveries
 from engine.keys import Keys
 from engine.record import Record
@@ -192,6 +194,17 @@ async def bench_export(book) -> tuple[float, int, int]:
     return statistics.median(times), rows, size
 
 
+async def bench_report(book) -> tuple[float, int]:
+    """The analytics report of the big hospital over all 60 days, as the API builds it."""
+    query = RecordQuery(hospital_id="h0")
+    t = time.perf_counter()
+    records = [r async for chunk in book.scan(query) for r in chunk]
+    report = summarize(records, [])
+    elapsed = time.perf_counter() - t
+    assert report.overall.records == len(records)
+    return elapsed, len(records)
+
+
 async def bench_drain(url: str, client, keys, n: int, parallel: int, delay_ms: int) -> float:
     async with httpx.AsyncClient(base_url=url) as sim:
         await sim.post("/his/admin/outage", json={"down": False, "delay_ms": delay_ms})
@@ -250,6 +263,7 @@ async def main_async(args) -> None:
         del records
         rows, baseline, typical = await bench_queries(args, client, keys, book)
         export, export_rows, export_bytes = await bench_export(book)
+        report_seconds, report_rows = await bench_report(book)
 
         port = free_port()
         sim = subprocess.Popen(
@@ -299,6 +313,10 @@ async def main_async(args) -> None:
     print(
         f"full-day CSV export of the big hospital: {export:.2f} s for {export_rows:,} rows "
         f"({export_bytes / 1e6:.1f} MB), median of 3 (target < 5 s)"
+    )
+    print(
+        f"analytics report of the big hospital, 60 days: {report_seconds:.1f} s for "
+        f"{report_rows:,} records (read + summarize, once)"
     )
     print()
     print("| HIS drain | 1 call at a time (baseline) | 32 in flight | ratio |")
