@@ -241,9 +241,18 @@ def register_back_office_routes(app: FastAPI) -> None:
         hospital_id: str, body: SchedulesIn, s: ServicesDep, who: AdminDep
     ) -> dict[str, Any]:
         """The HIS pushes schedules (new ones are released as doctor-sessions) and
-        suspensions (停诊). Idempotent; each schedule's fate is in the answer."""
+        suspensions (停诊). Idempotent; each schedule's fate is in the answer. 503 when the
+        engine could not take some of them: push them again (the rest were taken)."""
         await entity_of(s, who, "hospital", hospital_id)
-        return await import_schedules(s, hospital_id, body.schedules)
+        result = await import_schedules(s, hospital_id, body.schedules)
+        if result["failed"]:
+            raise ApiError(
+                503,
+                "unavailable",
+                "The engine could not take some schedules; push them again.",
+                result=result,
+            )
+        return result
 
     @app.post("/v1/admin/hospitals/{hospital_id}/his/pull", tags=tags)
     async def pull_now(hospital_id: str, s: ServicesDep, who: AdminDep) -> dict[str, Any]:

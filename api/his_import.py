@@ -12,20 +12,33 @@ from __future__ import annotations
 
 import logging
 from datetime import date as Date
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.delivery import his_session_id
 from engine.his import HttpHis
-from engine.outcomes import Created, SuspendDone
+from engine.outcomes import Created, SuspendDone, Unavailable
 
 from .rotas import release
 from .services import Services
 
 log = logging.getLogger(__name__)
 PULL_SECONDS = 30.0
+
+
+# KEYS: cursor. ARGV: a new cursor. Moves the cursor forward only (two pulls may race).
+ADVANCE_SCRIPT = """
+local old = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if tonumber(ARGV[1]) > old then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"""
+HORIZON_DAYS = 366  # a schedule further ahead than this is refused
+DAY = 86400.0
 
 
 class HisSchedule(BaseModel):
@@ -40,103 +53,130 @@ class HisSchedule(BaseModel):
     slot_minutes: int = Field(ge=0, le=240)
     fee: int = Field(default=0, ge=0, le=10_000_000)
     status: Literal["active", "suspended"] = "active"
-    updated_at: float = 0.0
+    updated_at: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
 
 
-async def import_schedules(
-    s: Services, hospital_id: str, schedules: list[dict[str, Any]]
-) -> dict[str, Any]:
+async def import_schedules(s: Services, hospital_id: str, schedules: list[Any]) -> dict[str, Any]:
     """Make the sessions of new active schedules and suspend the suspended ones. Returns what
-    happened to each: ``created``, ``suspended`` (ids), ``unchanged`` (count), ``rejected``."""
-    created: list[str] = []
-    suspended: list[str] = []
-    rejected: list[dict[str, str]] = []
-    unchanged = 0
-    now = s.now()
+    happened to each: ``created``, ``suspended`` (ids), ``unchanged`` (count), ``rejected``
+    (for good: bad data), ``failed`` (the engine could not answer: import them again), and
+    ``cursor``: the latest ``updated_at`` before the first failure (where a pull goes on).
+
+    A suspension is recorded before the engine is asked, and a new session checks for one
+    after it is made, so a suspension racing the schedule's creation (another worker, a push
+    during a pull, an HIS sending them out of order) is never lost: whichever comes second
+    sees the other."""
+    result: dict[str, Any] = {
+        "created": [],
+        "suspended": [],
+        "unchanged": 0,
+        "rejected": [],
+        "failed": [],
+    }
+    done: list[float] = []  # updated_at of the schedules handled for good
+    first_failure = float("inf")
+    client, keys = s.engine.store.client, s.engine.store.keys
+    await client.zremrangebyscore(keys.his_suspended(hospital_id), "-inf", repr(s.now() - 2 * DAY))
     for raw in schedules:
         try:
             schedule = HisSchedule.model_validate(raw)
         except ValidationError as exc:
             where = raw.get("id") if isinstance(raw, dict) else None
-            rejected.append({"id": str(where), "reason": "invalid", "detail": str(exc)[:300]})
-            continue
-        doctor = await s.catalog.get("doctor", schedule.doctor_id)
-        if doctor is None or doctor["hospital_id"] != hospital_id:
-            rejected.append({"id": schedule.id, "reason": "unknown_doctor"})
-            continue
-        session_id = his_session_id(hospital_id, schedule.id)
-        exists = await s.catalog.get("session", session_id) is not None
-        if schedule.status == "suspended":
-            if exists:
-                outcome = await s.engine.suspend(session_id)
-                if isinstance(outcome, SuspendDone) and not outcome.repeat:
-                    suspended.append(session_id)
-                    continue
-            unchanged += 1
-            continue
-        if exists:
-            unchanged += 1
-            continue
-        hour, minute = (int(x) for x in schedule.first_slot_at.split(":"))
-        starts = datetime(
-            schedule.date.year,
-            schedule.date.month,
-            schedule.date.day,
-            hour,
-            minute,
-            tzinfo=s.clock.zone,
-        )
-        if starts.timestamp() <= now:
-            rejected.append({"id": schedule.id, "reason": "past"})
-            continue
-        try:
-            _, outcome = await release(
-                s,
-                doctor,
-                schedule.date,
-                schedule.period,
-                schedule.capacity,
-                schedule.first_slot_at,
-                schedule.slot_minutes,
-                schedule.fee,
-                session_id=session_id,
+            result["rejected"].append(
+                {"id": str(where), "reason": "invalid", "detail": str(exc)[:300]}
             )
-        except ValueError as exc:
-            rejected.append({"id": schedule.id, "reason": "invalid", "detail": str(exc)})
             continue
-        if isinstance(outcome, Created):
-            created.append(session_id)
+        fate, detail = await _import_one(s, hospital_id, schedule)
+        if fate == "failed":
+            result["failed"].append({"id": schedule.id, "reason": detail})
+            first_failure = min(first_failure, schedule.updated_at)
+            continue
+        done.append(schedule.updated_at)
+        if fate == "rejected":
+            result["rejected"].append({"id": schedule.id, "reason": detail})
+        elif fate == "unchanged":
+            result["unchanged"] += 1
         else:
-            unchanged += 1
-    return {
-        "created": created,
-        "suspended": suspended,
-        "unchanged": unchanged,
-        "rejected": rejected,
-    }
+            result[fate].append(detail)
+    result["cursor"] = max((u for u in done if u < first_failure), default=None)
+    return result
 
 
-def _cursor_key(s: Services, hospital_id: str) -> str:
-    return f"{s.engine.store.keys.his_config(hospital_id)}:cursor"
+async def _import_one(s: Services, hospital_id: str, schedule: HisSchedule) -> tuple[str, str]:
+    """(fate, detail): ``created``/``suspended`` and the session id, ``unchanged``,
+    ``rejected`` and why, ``failed`` and why (the engine could not answer)."""
+    client, keys = s.engine.store.client, s.engine.store.keys
+    tombstones = keys.his_suspended(hospital_id)
+    now = s.now()
+    today = datetime.fromtimestamp(now, s.clock.zone).date()
+    if not today - timedelta(days=1) <= schedule.date <= today + timedelta(days=HORIZON_DAYS):
+        return "rejected", "out_of_range"
+    doctor = await s.catalog.get("doctor", schedule.doctor_id)
+    if doctor is None or doctor["hospital_id"] != hospital_id:
+        return "rejected", "unknown_doctor"
+    session_id = his_session_id(hospital_id, schedule.id)
+    hour, minute = (int(x) for x in schedule.first_slot_at.split(":"))
+    day = schedule.date
+    starts = datetime(day.year, day.month, day.day, hour, minute, tzinfo=s.clock.zone)
+    if schedule.status == "suspended":
+        await client.zadd(tombstones, {schedule.id: starts.timestamp()})
+        outcome = await s.engine.suspend(session_id)
+        if isinstance(outcome, Unavailable):
+            return "failed", outcome.reason
+        if isinstance(outcome, SuspendDone) and not outcome.repeat:
+            return "suspended", session_id
+        return "unchanged", ""  # already suspended, or never made (the tombstone stops it)
+    if (
+        await client.zscore(tombstones, schedule.id) is not None
+        or await s.catalog.get("session", session_id) is not None
+    ):
+        return "unchanged", ""
+    if starts.timestamp() <= now:
+        return "rejected", "past"
+    try:
+        _, outcome = await release(
+            s,
+            doctor,
+            schedule.date,
+            schedule.period,
+            schedule.capacity,
+            schedule.first_slot_at,
+            schedule.slot_minutes,
+            schedule.fee,
+            session_id=session_id,
+        )
+    except ValueError as exc:
+        return "rejected", f"invalid: {exc}"
+    if isinstance(outcome, Unavailable):
+        return "failed", outcome.reason
+    if not isinstance(outcome, Created):  # released before with other data: kept as it was
+        return "unchanged", ""
+    if await client.zscore(tombstones, schedule.id) is not None:
+        outcome = await s.engine.suspend(session_id)  # suspended while it was being made
+        return ("failed", outcome.reason) if isinstance(outcome, Unavailable) else ("unchanged", "")
+    return "created", session_id
 
 
 async def pull(s: Services, hospital_id: str) -> dict[str, Any] | None:
     """Ask the hospital's HIS what changed since the last pull and import it (None: no HIS).
-    ``HisUnavailable``/``HisRejected`` when the HIS cannot answer."""
+    ``HisUnavailable``/``HisRejected`` when the HIS cannot answer. The cursor moves past
+    what was imported for good, never past a schedule that failed (the next pull redoes it)."""
     config = await s.deliveries.config(hospital_id)
     if not config or not config.get("his_url"):
         return None
-    client = s.engine.store.client
-    since = float(await client.get(_cursor_key(s, hospital_id)) or 0.0)
+    client, keys = s.engine.store.client, s.engine.store.keys
+    try:
+        since = float(await client.get(keys.his_cursor(hospital_id)) or 0.0)
+    except ValueError:
+        since = 0.0
     his = HttpHis(config["his_url"], timeout=s.settings.redis_timeout)
     try:
         schedules = await his.schedules(since)
     finally:
         await his.close()
     result = await import_schedules(s, hospital_id, schedules)
-    latest = max((float(x.get("updated_at", 0.0)) for x in schedules), default=since)
-    if latest > since:
-        await client.set(_cursor_key(s, hospital_id), repr(latest))
+    if result["cursor"] is not None and result["cursor"] > since:
+        await client.eval(ADVANCE_SCRIPT, 1, keys.his_cursor(hospital_id), repr(result["cursor"]))
     result["since"] = since
     return result
 

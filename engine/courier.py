@@ -147,8 +147,9 @@ class Rounds:
         changed = 0
         for _ in range(INDEX_ROUNDS):
             now = self.clock.now()
-            changes = await self.records.sync(now)
-            await self.deliveries.ask(changes, now)
+            changes = await self.records.sync(
+                now, follow=lambda changed, now=now: self.deliveries.plan(changed, now)
+            )
             changed += len(changes)
             self.counters["records"] += len(changes)
             if not await self.store.client.scard(self.keys.changed_sessions):

@@ -35,7 +35,7 @@ from .errors import HisRejected, HisUnavailable
 from .his import His, HttpHis, HttpInsurance, Insurance
 from .keys import Keys
 from .record import CONFIRMED, Record
-from .records import RecordBook
+from .records import Change, RecordBook
 from .settings import Settings
 from .store import Store
 from .ticker import tick_self
@@ -115,6 +115,33 @@ def wanted(
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Asks:
+    """Deliveries asked for, not yet written: called with a pipeline, adds the writes to it."""
+
+    keys: Keys
+    wants: list[Wanted]
+    now: float
+
+    def __call__(self, pipe: Any) -> None:
+        for w in self.wants:
+            pipe.eval(
+                WANT_SCRIPT,
+                4,
+                delivery_key(self.keys, w.target, w.booking_id),
+                self.keys.deliveries_due,
+                self.keys.deliveries_pending(w.hospital_id),
+                self.keys.deliveries_failed(w.hospital_id),
+                w.action,
+                w.hospital_id,
+                repr(self.now),
+            )
+
+
+def delivery_key(keys: Keys, target: str, booking_id: str) -> str:
+    return f"{keys.deliveries}:{target}:{booking_id}"
+
+
 def backoff(attempts: int, rng: random.Random) -> float:
     """Seconds before the next try: doubling from ``BASE_DELAY``, capped, with ±20% jitter."""
     delay = min(MAX_DELAY, BASE_DELAY * 2 ** max(0, attempts - 1))
@@ -167,7 +194,7 @@ class Deliveries:
         )
 
     def key(self, target: str, booking_id: str) -> str:
-        return f"{self.keys.deliveries}:{target}:{booking_id}"
+        return delivery_key(self.keys, target, booking_id)
 
     # ----- configuration ---------------------------------------------------------------------
 
@@ -178,8 +205,8 @@ class Deliveries:
             if config:
                 pipe.set(keys.his_config(hospital_id), orjson.dumps(config))
                 pipe.sadd(keys.his_hospitals, hospital_id)
-            else:
-                pipe.delete(keys.his_config(hospital_id))
+            else:  # a new link later pulls from the start
+                pipe.delete(keys.his_config(hospital_id), keys.his_cursor(hospital_id))
                 pipe.srem(keys.his_hospitals, hospital_id)
             await pipe.execute()
 
@@ -196,30 +223,21 @@ class Deliveries:
 
     # ----- asking ------------------------------------------------------------------------------
 
-    async def ask(self, changes: list[tuple[Record | None, Record]], now: float) -> int:
-        """Turn record changes into deliveries; how many were asked for."""
-        if not changes:
-            return 0
-        configs = await self.configs()
+    async def plan(self, changes: list[Change], now: float) -> Asks:
+        """What the record changes ask for, to be written with them (the records indexer adds
+        it to the transaction that writes the records, so neither is lost without the other)."""
+        configs = await self.configs() if changes else {}
         his = {h for h, c in configs.items() if c.get("his_url")}
         insurance = {h for h, c in configs.items() if c.get("insurance_url")}
-        asks = wanted(changes, his, insurance)
-        if asks:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for w in asks:
-                    pipe.eval(
-                        WANT_SCRIPT,
-                        4,
-                        self.key(w.target, w.booking_id),
-                        self.keys.deliveries_due,
-                        self.keys.deliveries_pending(w.hospital_id),
-                        self.keys.deliveries_failed(w.hospital_id),
-                        w.action,
-                        w.hospital_id,
-                        repr(now),
-                    )
-                await pipe.execute()
-        return len(asks)
+        return Asks(self.keys, wanted(changes, his, insurance), now)
+
+    async def ask(self, changes: list[Change], now: float) -> int:
+        """Turn record changes into deliveries at once; how many were asked for."""
+        asks = await self.plan(changes, now)
+        async with self.client.pipeline(transaction=True) as pipe:
+            asks(pipe)
+            await pipe.execute()
+        return len(asks.wants)
 
     # ----- carrying out -------------------------------------------------------------------------
 

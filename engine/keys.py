@@ -173,6 +173,11 @@ class Keys:
         return f"{self.prefix}:records:claimed"
 
     @property
+    def changed_unreadable(self) -> str:
+        """Snapshot keys the indexer could not decode: set aside for an operator, not retried."""
+        return f"{self.prefix}:records:unreadable"
+
+    @property
     def records(self) -> str:
         """Hash: booking id → packed ``Record``."""
         return f"{self.prefix}:records"
@@ -198,6 +203,14 @@ class Keys:
     def his_config(self, hospital_id: str) -> str:
         """JSON: a hospital's HIS and social-insurance endpoints (engine/delivery.py)."""
         return f"{self.prefix}:hospital:{hospital_id}:his"
+
+    def his_cursor(self, hospital_id: str) -> str:
+        """The HIS's ``updated_at`` up to which its schedules were pulled (api/his_import.py)."""
+        return f"{self.his_config(hospital_id)}:cursor"
+
+    def his_suspended(self, hospital_id: str) -> str:
+        """Sorted set of HIS schedule ids suspended (by visit time): never released later."""
+        return f"{self.his_config(hospital_id)}:suspended"
 
     @property
     def his_hospitals(self) -> str:

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections.abc import AsyncIterator, Iterable, Sequence
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Any
@@ -25,7 +26,7 @@ import msgpack
 import orjson
 from redis.exceptions import RedisError
 
-from .errors import StoreUnavailable
+from .errors import SnapshotError, StoreUnavailable
 from .keys import Keys
 from .record import Record, SessionSale, records_of, sale_of
 from .snapshot import decode_session
@@ -39,6 +40,10 @@ for _, key in ipairs(taken) do
 end
 return redis.call('SRANDMEMBER', KEYS[2], tonumber(ARGV[1]) * 2)
 """
+
+log = logging.getLogger(__name__)
+Change = tuple[Record | None, Record]  # a record before (None: new) and after
+Follow = Callable[[list[Change]], Awaitable[Callable[[Any], None]]]
 
 SYNC_BATCH = 500  # snapshots per round trip
 SCAN_CHUNK = 1000  # index entries read per step of a filtered query
@@ -129,9 +134,13 @@ class RecordBook:
 
     # ----- writing ---------------------------------------------------------------------------
 
-    async def sync(self, now: float, limit: int = SYNC_BATCH) -> list[tuple[Record | None, Record]]:
+    async def sync(
+        self, now: float, limit: int = SYNC_BATCH, follow: Follow | None = None
+    ) -> list[Change]:
         """Index changed sessions (up to ``limit`` snapshots); (before, after) of every record
-        that is new or changed."""
+        that is new or changed. ``follow`` is given the changes and answers what else to write
+        with them (the HIS deliveries they call for): the records, their indexes, that and the
+        end of the claim are one transaction, so a crash redoes all of it or none."""
         keys = self.keys
         try:
             claimed = await self.client.eval(
@@ -140,23 +149,34 @@ class RecordBook:
             if not claimed:
                 return []
             raws = await self.client.mget(claimed)
-            sessions = [
-                decode_session(raw, key.decode())
-                for key, raw in zip(claimed, raws, strict=True)
-                if raw
-            ]
+            sessions, unreadable = [], []
+            for key, raw in zip(claimed, raws, strict=True):
+                if not raw:
+                    continue
+                try:
+                    sessions.append(decode_session(raw, key.decode()))
+                except SnapshotError as exc:  # never blocks the others: set aside, logged
+                    log.error("records: cannot read %s, set aside: %s", key.decode(), exc)
+                    unreadable.append(key)
             ids = [s.booking_id(n) for s in sessions for n in range(s.count)]
             found = iter(await self._get_many(ids))
             old_sales = await self._sales([s.id for s in sessions])
-            changes: list[tuple[Record | None, Record]] = []
+            changes: list[Change] = []
             sales = []
             for session, old_sale in zip(sessions, old_sales, strict=True):
                 mine = {r.booking_id: r for r in islice(found, session.count) if r}
                 changes.extend((mine.get(r.booking_id), r) for r in records_of(session, mine, now))
                 sales.append(sale_of(session, old_sale, now))
             changes = await self._with_ages(changes)
-            await self.put(changes, sales)
-            await self.client.srem(keys.changed_claimed, *claimed)
+            extra = await follow(changes) if follow is not None and changes else None
+            async with self.client.pipeline(transaction=True) as pipe:
+                self._write(pipe, changes, sales)
+                if extra is not None:
+                    extra(pipe)
+                if unreadable:
+                    pipe.sadd(keys.changed_unreadable, *unreadable)
+                pipe.srem(keys.changed_claimed, *claimed)
+                await pipe.execute()
         except RedisError as exc:
             raise StoreUnavailable(f"records sync failed: {exc}") from exc
         return changes
@@ -182,31 +202,30 @@ class RecordBook:
             for old, new in changes
         ]
 
-    async def put(
-        self, changes: Iterable[tuple[Record | None, Record]], sales: Iterable[SessionSale] = ()
-    ) -> None:
+    async def put(self, changes: Iterable[Change], sales: Iterable[SessionSale] = ()) -> None:
         """Write records (with their indexes) and sales in one round trip."""
-        keys = self.keys
         async with self.client.pipeline(transaction=False) as pipe:
-            for old, new in changes:
-                pipe.hset(keys.records, new.booking_id, msgpack.packb(new.pack()))
-                member = {new.booking_id: new.slot_at}
-                if old is None:
-                    pipe.zadd(keys.record_index("all"), member)
-                    pipe.zadd(keys.record_index("h", new.hospital_id), member)
-                    pipe.zadd(keys.record_index("dep", new.department_id), member)
-                    pipe.zadd(keys.record_index("doc", new.doctor_id), member)
-                    pipe.zadd(keys.record_index("p", str(new.patient_id)), member)
-                elif old.state != new.state:
-                    pipe.zrem(
-                        keys.record_index("hs", f"{old.hospital_id}|{old.state}"), old.booking_id
-                    )
-                if old is None or old.state != new.state:
-                    pipe.zadd(keys.record_index("hs", f"{new.hospital_id}|{new.state}"), member)
-            for sale in sales:
-                pipe.hset(keys.sales, sale.session_id, msgpack.packb(sale.pack()))
-                pipe.zadd(keys.sales_index(sale.hospital_id), {sale.session_id: sale.starts_at})
+            self._write(pipe, changes, sales)
             await pipe.execute()
+
+    def _write(self, pipe: Any, changes: Iterable[Change], sales: Iterable[SessionSale]) -> None:
+        keys = self.keys
+        for old, new in changes:
+            pipe.hset(keys.records, new.booking_id, msgpack.packb(new.pack()))
+            member = {new.booking_id: new.slot_at}
+            if old is None:
+                pipe.zadd(keys.record_index("all"), member)
+                pipe.zadd(keys.record_index("h", new.hospital_id), member)
+                pipe.zadd(keys.record_index("dep", new.department_id), member)
+                pipe.zadd(keys.record_index("doc", new.doctor_id), member)
+                pipe.zadd(keys.record_index("p", str(new.patient_id)), member)
+            elif old.state != new.state:
+                pipe.zrem(keys.record_index("hs", f"{old.hospital_id}|{old.state}"), old.booking_id)
+            if old is None or old.state != new.state:
+                pipe.zadd(keys.record_index("hs", f"{new.hospital_id}|{new.state}"), member)
+        for sale in sales:
+            pipe.hset(keys.sales, sale.session_id, msgpack.packb(sale.pack()))
+            pipe.zadd(keys.sales_index(sale.hospital_id), {sale.session_id: sale.starts_at})
 
     async def set_numbers(
         self, booking_id: str, his_no: str | None = None, insurance_no: str | None = None

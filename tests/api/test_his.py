@@ -5,6 +5,10 @@ retried with backoff, nothing sent twice)."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import json
+
 import httpx
 
 from .conftest import admin_headers, make_catalog, new_patient
@@ -180,3 +184,51 @@ async def test_a_refusing_his_fails_at_once_and_can_be_retried(http, app, his_si
     assert bad.status_code == 422
     missing = await http.post("/v1/admin/hospitals/nope/his/pull", headers=h)
     assert missing.status_code == 404
+
+
+async def test_a_suspension_is_never_lost_to_a_late_or_racing_schedule(http, app, his_sim):
+    """The HIS may send a suspension before its schedule, or both at once from two workers:
+    the schedule never ends up open. Odd data is refused and changes nothing."""
+    cat, doctor = await linked(http, his_sim, capacity=2, doctors=1)
+    hid, h = cat["hospital"], admin_headers()
+    url = f"/v1/admin/hospitals/{hid}/his/schedules"
+
+    def one(sid: str, status: str) -> dict:
+        return {**schedule(doctor, cat["date"], sid, "PM", "14:00"), "status": status}
+
+    early = await http.post(url, json={"schedules": [one("L1", "suspended")]}, headers=h)
+    assert early.json()["unchanged"] == 1 and early.json()["failed"] == []
+    late = await http.post(url, json={"schedules": [one("L1", "active")]}, headers=h)
+    assert late.json()["created"] == [] and late.json()["unchanged"] == 1
+    assert (await http.get(f"/v1/sessions/his-{hid}-L1")).status_code == 404
+
+    ids = [f"R{i}" for i in range(12)]
+    pushes = [
+        http.post(url, json={"schedules": [one(sid, status)]}, headers=h)
+        for sid in ids
+        for status in ("active", "suspended")
+    ]
+    answers = await asyncio.gather(*pushes)
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+    for sid in ids:
+        r = await http.get(f"/v1/sessions/his-{hid}-{sid}")
+        assert r.status_code == 404 or r.json()["status"] == "suspended", (sid, r.text)
+
+    far = (dt.date.fromisoformat(cat["date"]) + dt.timedelta(days=400)).isoformat()
+    odd = [
+        {**one("F1", "active"), "date": far},
+        {**one("F2", "active"), "updated_at": float("inf")},
+        {**one("F3", "active"), "date": "9999-12-31"},
+        {**one("F4", "active"), "doctor_id": "nobody"},
+    ]
+    r = await http.post(
+        url,
+        content=json.dumps({"schedules": odd}),
+        headers={**h, "content-type": "application/json"},
+    )
+    assert r.status_code == 200, r.text
+    reasons = [x["reason"] for x in r.json()["rejected"]]
+    assert reasons == ["out_of_range", "invalid", "out_of_range", "unknown_doctor"]
+    assert r.json()["created"] == [] and r.json()["cursor"] is not None
+    for sid in ("F1", "F2", "F3", "F4"):
+        assert (await http.get(f"/v1/sessions/his-{hid}-{sid}")).status_code == 404

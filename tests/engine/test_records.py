@@ -115,6 +115,54 @@ async def test_a_claim_left_by_a_crash_is_redone(store):
     assert [new.booking_id for _, new in changes] == ["s2.0"]
 
 
+async def test_records_and_what_they_ask_for_are_written_together_or_not_at_all(store):
+    """A failure after the records are built (the HIS asks could not be planned) writes
+    nothing and keeps the claim: the next round redoes both, so no delivery is lost."""
+    client, keys = store.client, store.keys
+    session = DoctorSession(spec(3, capacity=2))
+    session.take(9, 1, 100.0, 0, CodeSource()())
+    epoch = await client.incr(keys.epoch("h1:2026-12-01"))
+    assert await store.commit([ShardWrite("h1:2026-12-01", "h1", epoch, [session])]) == [None]
+    book = RecordBook(client, keys)
+
+    async def broken(changes):
+        raise ConnectionError("the HIS config could not be read")
+
+    with pytest.raises(ConnectionError):
+        await book.sync(now=120.0, follow=broken)
+    assert await book.get("s3.0") is None
+    assert await client.scard(keys.changed_claimed) == 1
+
+    seen = []
+
+    async def follow(changes):
+        seen.extend(new.booking_id for _, new in changes)
+        return lambda pipe: pipe.set("rb:asked", len(changes))
+
+    changes = await book.sync(now=130.0, follow=follow)
+    assert [new.booking_id for _, new in changes] == seen == ["s3.0"]
+    assert (await book.get("s3.0")).state == "booked"
+    assert await client.get("rb:asked") == b"1"
+    assert await client.scard(keys.changed_claimed) == 0
+
+
+async def test_an_unreadable_snapshot_is_set_aside_and_does_not_block_the_rest(store):
+    client, keys = store.client, store.keys
+    session = DoctorSession(spec(4, capacity=2))
+    session.take(9, 1, 100.0, 0, CodeSource()())
+    epoch = await client.incr(keys.epoch("h1:2026-12-01"))
+    assert await store.commit([ShardWrite("h1:2026-12-01", "h1", epoch, [session])]) == [None]
+    bad = keys.session("h1:2026-12-01", "s-bad")
+    await client.set(bad, b"\x00not a snapshot")
+    await client.sadd(keys.changed_sessions, bad)
+    book = RecordBook(client, keys)
+    changes = await book.sync(now=120.0)
+    assert [new.booking_id for _, new in changes] == ["s4.0"]
+    assert await client.smembers(keys.changed_unreadable) == {bad.encode()}
+    assert await client.scard(keys.changed_claimed) == 0
+    assert await book.sync(now=130.0) == []
+
+
 def random_records(rng: random.Random, n: int) -> list[Record]:
     base = time.time()
     out = []
