@@ -49,9 +49,10 @@ ROUND = 256  # deliveries read per step
 PARALLEL = 32  # calls in flight
 
 # KEYS: delivery hash, due set, pending set, failed set. ARGV: wanted, hospital, now.
+# A cancellation is final: a booking id is never booked again (a re-sold slot gets a new one).
 WANT_SCRIPT = """
 local old = redis.call('HGET', KEYS[1], 'wanted')
-if old == ARGV[1] then
+if old == ARGV[1] or old == 'cancel' then
   return 0
 end
 redis.call('HSET', KEYS[1], 'wanted', ARGV[1], 'hospital', ARGV[2], 'attempts', 0, 'error', '')
@@ -258,13 +259,47 @@ class Deliveries:
                     pipe.hgetall(key)
                 states = await pipe.execute()
 
-            async def one(key: bytes, state: dict[bytes, bytes]) -> None:
+            async def one(key: bytes, state: dict[bytes, bytes]) -> bool:
                 async with gate:
-                    await self._deliver(key.decode(), state, configs, down, now)
+                    return await self._deliver_safely(key.decode(), state, configs, down, now)
 
-            await asyncio.gather(*(one(k, s) for k, s in zip(due, states, strict=True)))
+            done = await asyncio.gather(*(one(k, s) for k, s in zip(due, states, strict=True)))
             tried += len(due)
+            if not all(done):  # Redis failed us: the rest waits for the next round
+                break
         return tried
+
+    async def _deliver_safely(
+        self,
+        key: str,
+        state: dict[bytes, bytes],
+        configs: dict[str, dict[str, str]],
+        down: set[str],
+        now: float,
+    ) -> bool:
+        """``_deliver``, with anything unexpected retried later like an HIS outage (never
+        lost, never stopping the others); False when not even that could be written."""
+        try:
+            await self._deliver(key, state, configs, down, now)
+            return True
+        except Exception as exc:
+            log.exception("delivery %s failed unexpectedly", key)
+            attempts = int(state.get(b"attempts", b"0")) + 1
+            try:
+                await self._finish(
+                    key,
+                    state.get(b"hospital", b"").decode(),
+                    state.get(b"wanted", b"").decode(),
+                    "failed" if attempts >= MAX_ATTEMPTS else "retry",
+                    now + backoff(attempts, self.rng),
+                    now,
+                    attempts=str(attempts),
+                    error=f"{type(exc).__name__}: {exc}"[:300],
+                )
+                return True
+            except Exception:  # Redis itself: the delivery stays due, tried next round
+                log.exception("cannot record the failure of delivery %s", key)
+                return False
 
     async def _deliver(
         self,

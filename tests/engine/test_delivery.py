@@ -1,0 +1,103 @@
+"""The delivery outbox on a real Redis: what record changes ask for (pure), a cancellation that
+is final, and an HIS adapter failing in an unexpected way (retried later, the others carried
+out). The HIS here is a small in-process stand-in; the real round trip with the simulated HIS
+service is in tests/api/test_his.py."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import pytest
+
+from engine.delivery import BOOK, CANCEL, HIS, INSURANCE, Deliveries, Wanted, wanted
+from engine.keys import Keys
+from engine.record import Record
+from engine.records import RecordBook
+
+URL = "http://his.invalid"
+
+
+def record(n: int, state: str = "booked", hospital: str = "h1") -> Record:
+    return Record(
+        booking_id=f"s1.{n}",
+        session_id="s1",
+        hospital_id=hospital,
+        department_id="dep1",
+        doctor_id="doc1",
+        date="2026-12-01",
+        period="AM",
+        slot_no=n + 1,
+        slot_at=time.time() + 86400,
+        patient_id=100 + n,
+        state=state,
+        was_confirmed=state != "held",
+    )
+
+
+class StandIn:
+    """Answers numbers, except for the booking ids it is told to break on."""
+
+    def __init__(self, broken: set[str]) -> None:
+        self.broken, self.booked = broken, []
+
+    async def book(self, booking: dict) -> str:
+        if booking["key"] in self.broken:
+            raise KeyError("an answer the adapter did not expect")
+        self.booked.append(booking["key"])
+        return f"H{len(self.booked)}"
+
+    async def cancel(self, number: str, key: str, by: str) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+def test_what_record_changes_ask_for():
+    booked, held = record(0), record(1, "held")
+    cancelled = record(0, "cancelled")
+    asks = wanted([(None, booked), (None, held), (booked, cancelled)], {"h1"}, {"h1"})
+    assert asks == [
+        Wanted(HIS, BOOK, "s1.0", "h1"),
+        Wanted(INSURANCE, BOOK, "s1.0", "h1"),
+        Wanted(HIS, CANCEL, "s1.0", "h1"),
+    ]
+    assert wanted([(None, booked)], set(), set()) == []  # no HIS configured: nothing
+    never_sent = replace(record(1, "cancelled"), was_confirmed=False)
+    assert wanted([(None, never_sent)], {"h1"}, set()) == []  # a hold that lapsed
+
+
+@pytest.fixture
+async def deliveries(redis_client):
+    d = Deliveries(redis_client, Keys("dl"))
+    await d.configure("h1", {"his_url": URL})
+    yield d
+
+
+async def test_a_cancellation_is_final(deliveries):
+    booked, cancelled = record(0), record(0, "cancelled")
+    assert await deliveries.ask([(None, booked)], 1.0) == 1
+    assert await deliveries.ask([(booked, cancelled)], 2.0) == 1
+    assert await deliveries.ask([(None, booked)], 3.0) == 1  # a replayed, older change
+    state = await deliveries.client.hget(deliveries.key(HIS, "s1.0"), "wanted")
+    assert state == b"cancel"
+
+
+async def test_an_unexpected_failure_is_retried_later_and_does_not_stop_the_others(deliveries):
+    records = [record(n) for n in range(5)]
+    await RecordBook(deliveries.client, deliveries.keys).put([(None, r) for r in records])
+    assert await deliveries.ask([(None, r) for r in records], 1.0) == 5
+    his = StandIn(broken={"s1.2"})
+    deliveries._his[URL] = his
+    assert await deliveries.run(10.0) == 5
+    assert sorted(his.booked) == ["s1.0", "s1.1", "s1.3", "s1.4"]
+    assert await deliveries.counts("h1") == {"pending": 1, "failed": 0}
+    (left,) = await deliveries.listing("h1", "pending")
+    assert left["booking_id"] == "s1.2" and left["attempts"] == 1
+    assert "KeyError" in left["error"]
+    assert await deliveries.run(10.5) == 0  # backed off: not due yet
+    his.broken.clear()
+    assert await deliveries.run(10.0 + 60) == 1
+    assert sorted(his.booked) == [f"s1.{n}" for n in range(5)]
+    assert await deliveries.counts("h1") == {"pending": 0, "failed": 0}
