@@ -15,8 +15,10 @@ slot-time order, and checks the other filters on the records themselves.
 from __future__ import annotations
 
 import base64
+import bisect
 import datetime as dt
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from itertools import islice
@@ -102,19 +104,28 @@ def _score(value: float | None, low: bool) -> str:
     return repr(float(value)) if low else f"({float(value)!r}"
 
 
-def encode_cursor(index: str, offset: int) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([index, offset])).decode()
+Position = tuple[float, str]  # (slot time, booking id) of the last entry a page read
 
 
-def decode_cursor(cursor: str) -> tuple[str, int]:
-    """(index, offset); ValueError for anything we did not make."""
+def encode_cursor(index: str, after: Position) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([index, after[0], after[1]])).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[str, Position]:
+    """(index, position); ValueError for anything we did not make."""
     try:
-        index, offset = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
+        index, score, member = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
     except Exception as exc:
         raise ValueError("bad cursor") from exc
-    if not isinstance(index, str) or not isinstance(offset, int) or offset < 0:
+    if (
+        not isinstance(index, str)
+        or isinstance(score, bool)
+        or not isinstance(score, int | float)
+        or not isinstance(member, str)
+        or len(member) > 200
+    ):
         raise ValueError("bad cursor")
-    return index, offset
+    return index, (float(score), member)
 
 
 def age_on(birth_date: str | None, visit_date: str) -> int:
@@ -296,48 +307,49 @@ class RecordBook:
         return candidates[best], counts[best]
 
     async def page(self, query: RecordQuery, limit: int, cursor: str | None = None) -> Page:
-        """One page of matching records in slot-time order. ValueError: a bad cursor."""
+        """One page of matching records in slot-time order. ValueError: a bad cursor.
+
+        The cursor is the position (slot time, booking id) of the last entry read, not an
+        offset: records added or leaving an index between pages never make a page skip or
+        repeat what is still there."""
         try:
+            after: Position | None = None
             if cursor is None:
                 index, size = await self._plan(query)
-                offset = 0
             else:
-                index, offset = decode_cursor(cursor)
+                index, after = decode_cursor(cursor)
                 if index not in query.indexes(self.keys):
                     raise ValueError("the cursor belongs to another query")
                 size = None
             exact = self._exact(query, index)
             found: list[Record] = []
-            scanned = 0
-            while len(found) < limit and scanned < SCAN_LIMIT:
-                step = limit - len(found) if exact else max(SCAN_CHUNK, limit)
-                ids = await self._ids(index, query, offset, step)
-                if not ids:
-                    offset = -1
-                    break
-                for position, record in enumerate(await self._get_many(ids)):
+            scanned, more = 0, True
+            while more and len(found) < limit and scanned < SCAN_LIMIT:
+                want = limit - len(found)
+                step = want + 1 if exact else max(SCAN_CHUNK, limit)  # +1: is there more?
+                entries = await self._entries(index, query, after, step)
+                scanned += len(entries)
+                reading = entries[:want] if exact else entries
+                consumed = 0
+                for (member, score), record in zip(
+                    reading, await self._get_many([m for m, _ in reading]), strict=True
+                ):
+                    consumed += 1
+                    after = (score, member)
                     if record is not None and query.accepts(record):
                         found.append(record)
                         if len(found) == limit:
-                            offset += position + 1
                             break
-                else:
-                    offset += len(ids)
-                scanned += len(ids)
-                if len(ids) < step:
-                    if len(found) < limit:
-                        offset = -1
-                    break
-            if size is None and exact and cursor is not None:
+                more = len(entries) == step or consumed < len(entries)
+            if size is None and exact:
                 size = await self.client.zcount(
                     index, _score(query.start, True), _score(query.end, False)
                 )
         except RedisError as exc:
             raise StoreUnavailable(f"records query failed: {exc}") from exc
-        more = offset >= 0 and (not exact or size is None or offset < size)
         return Page(
             found,
-            encode_cursor(index, offset) if more else None,
+            encode_cursor(index, after) if more and after is not None else None,
             size if exact else None,
         )
 
@@ -361,29 +373,54 @@ class RecordBook:
         }.get(index)
         return covered is not None and {k for k, v in given.items() if v} == covered
 
-    async def _ids(self, index: str, query: RecordQuery, offset: int, count: int) -> list[str]:
-        ids = await self.client.zrange(
-            index,
-            _score(query.start, True),
-            _score(query.end, False),
-            byscore=True,
-            offset=offset,
-            num=count,
+    async def _entries(
+        self, index: str, query: RecordQuery, after: Position | None, count: int
+    ) -> list[tuple[str, float]]:
+        """Up to ``count`` (booking id, slot time) of ``index`` in the query's range, after
+        ``after`` in (slot time, booking id) order (Redis orders equal scores by member)."""
+        high = _score(query.end, False)
+        if after is None:
+            raw = await self.client.zrange(
+                index,
+                _score(query.start, True),
+                high,
+                byscore=True,
+                offset=0,
+                num=count,
+                withscores=True,
+            )
+            return [(m.decode(), s) for m, s in raw]
+        score, member = after
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.zrank(index, member)
+            pipe.zscore(index, member)
+            rank, at = await pipe.execute()
+        if rank is not None and at == score:  # still there: read on by rank
+            raw = await self.client.zrange(index, rank + 1, rank + count, withscores=True)
+            end = math.inf if query.end is None else float(query.end)
+            return [(m.decode(), s) for m, s in raw if s < end]
+        # it left the index: skip what sorts before it at its own slot time
+        same = await self.client.zrange(index, repr(score), repr(score), byscore=True)
+        skip = bisect.bisect_right(same, member.encode())
+        raw = await self.client.zrange(
+            index, repr(score), high, byscore=True, offset=skip, num=count, withscores=True
         )
-        return [i.decode() for i in ids]
+        return [(m.decode(), s) for m, s in raw]
 
     async def scan(self, query: RecordQuery, chunk: int = 5000) -> AsyncIterator[list[Record]]:
         """Every matching record, in slot-time order, a chunk at a time (for exports)."""
         try:
             index, _ = await self._plan(query)
-            offset = 0
+            after: Position | None = None
             while True:
-                ids = await self._ids(index, query, offset, chunk)
-                if not ids:
+                entries = await self._entries(index, query, after, chunk)
+                if not entries:
                     return
-                offset += len(ids)
-                yield [r for r in await self._get_many(ids) if r is not None and query.accepts(r)]
-                if len(ids) < chunk:
+                member, score = entries[-1]
+                after = (score, member)
+                records = await self._get_many([m for m, _ in entries])
+                yield [r for r in records if r is not None and query.accepts(r)]
+                if len(entries) < chunk:
                     return
         except RedisError as exc:
             raise StoreUnavailable(f"records export failed: {exc}") from exc

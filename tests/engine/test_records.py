@@ -234,6 +234,40 @@ async def test_every_query_shape_matches_a_brute_force_filter(store):
         assert exported == got
 
 
+async def test_paging_a_changing_index_never_skips_or_repeats(store):
+    """Between pages, the last record read leaves the index (its state changed), others
+    are added before and at the cursor's slot time: the next pages go on exactly after it."""
+    book = RecordBook(store.client, store.keys)
+    base = time.time()
+    records = [
+        replace(r, hospital_id="h1", state="booked", slot_at=base + (i // 4) * 600)
+        for i, r in enumerate(random_records(random.Random(3), 200))
+    ]
+    await book.put([(None, r) for r in records])
+    query = RecordQuery(hospital_id="h1", state="booked")
+    first = await book.page(query, 10)
+    seen = [r.booking_id for r in first.records]
+    assert (
+        seen
+        == [r.booking_id for r in sorted(records, key=lambda r: (r.slot_at, r.booking_id))][:10]
+    )
+    last = first.records[-1]
+    await book.put([(last, replace(last, state="cancelled"))])  # leaves the hs index
+    await book.put(  # new ones before the cursor and tied with it: not for the next pages
+        [(None, replace(last, booking_id=f"new.{i}", slot_at=last.slot_at - i)) for i in range(3)]
+    )
+    later = sorted(
+        (r for r in records if (r.slot_at, r.booking_id) > (last.slot_at, last.booking_id)),
+        key=lambda r: (r.slot_at, r.booking_id),
+    )
+    got, cursor = [], first.next_cursor
+    while cursor is not None:
+        page = await book.page(query, 10, cursor)
+        got.extend(r.booking_id for r in page.records)
+        cursor = page.next_cursor
+    assert got == [r.booking_id for r in later] and not set(got) & set(seen)
+
+
 async def test_a_cursor_for_another_query_or_made_up_is_refused(store):
     book = RecordBook(store.client, store.keys)
     await book.put([(None, r) for r in random_records(random.Random(1), 100)])
