@@ -20,7 +20,7 @@ from fastapi import FastAPI, Query
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
-from engine.analytics import Report, summarize
+from engine.analytics import Report, Tally
 from engine.errors import HisRejected, HisUnavailable
 from engine.record import STATES, Record
 from engine.records import RecordQuery
@@ -51,6 +51,7 @@ CSV_COLUMNS = (
     "his_no",
     "insurance_no",
 )
+MAX_REPORT_DAYS = 366
 REPORT_SECONDS = 60.0  # an analytics report is reused this long (its charts ask for it 8 times)
 DEFAULT_DAYS = 90
 PAGE = Path(__file__).parent / "admin_page.html"
@@ -137,25 +138,29 @@ async def csv_rows(s: Services, query: RecordQuery) -> AsyncIterator[str]:
 
 
 class Reports:
-    """Analytics reports, kept ``REPORT_SECONDS`` per (hospital, range)."""
+    """Analytics reports, kept ``REPORT_SECONDS`` per (hospital, range); one worker builds a
+    report while the others asking for the same one wait for it (other reports go on)."""
 
     def __init__(self) -> None:
         self._kept: dict[tuple[Any, ...], tuple[float, Report]] = {}
-        self._lock = asyncio.Lock()
+        self._locks: dict[tuple[Any, ...], asyncio.Lock] = {}
 
     async def get(self, s: Services, hospital: str | None, start: float, end: float) -> Report:
         key = (hospital, start, end)
-        async with self._lock:
+        async with self._locks.setdefault(key, asyncio.Lock()):
             kept = self._kept.get(key)
             if kept is not None and time.monotonic() - kept[0] < REPORT_SECONDS:
                 return kept[1]
+            tally = Tally()
             query = RecordQuery(hospital_id=hospital, start=start, end=end)
-            records = [r async for chunk in s.records.scan(query) for r in chunk]
+            async for chunk in s.records.scan(query):
+                await asyncio.to_thread(tally.add, chunk)
             hospitals = [hospital] if hospital else [h["id"] for h in await s.catalog.hospitals()]
             sales = [x for h in hospitals for x in await s.records.sales(h, start, end)]
-            report = await asyncio.to_thread(summarize, records, sales)
+            report = await asyncio.to_thread(tally.report, sales)
             if len(self._kept) > 64:
                 self._kept.clear()
+                self._locks = {k: v for k, v in self._locks.items() if v.locked()}
             self._kept[key] = (time.monotonic(), report)
             return report
 
@@ -303,6 +308,10 @@ def register_back_office_routes(app: FastAPI) -> None:
         start = start or end - timedelta(days=DEFAULT_DAYS)
         if end < start:
             raise ApiError(422, "invalid_request", "to is before from.")
+        if (end - start).days > MAX_REPORT_DAYS:
+            raise ApiError(
+                422, "invalid_request", f"A report covers at most {MAX_REPORT_DAYS} days."
+            )
         low, high = _midnight(s, start), _midnight(s, end + timedelta(days=1))
         return await reports.get(s, hospital, low, high)  # type: ignore[arg-type]
 

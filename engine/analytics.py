@@ -176,28 +176,43 @@ class Report:
         }
 
 
+class Tally:
+    """The record side of a report, added to a chunk at a time (a long range is never held
+    in memory whole)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, dict[str, list[int]]] = {d: {} for d in DIMENSIONS}
+        self.overall = [0, 0, 0, 0, 0]
+        self._weekday_of: dict[str, str] = {}
+
+    def add(self, records: Iterable[Record]) -> None:
+        counts, overall, weekday_of = self.counts, self.overall, self._weekday_of
+        for r in records:
+            confirmed = r.was_confirmed and r.cancelled_by != BY_HOSPITAL
+            cancelled = r.state == "cancelled" and r.cancelled_by == BY_PATIENT and r.was_confirmed
+            visited = r.state in VISITED
+            row = (1, confirmed, cancelled, visited, r.state == "no_show")
+            weekday = weekday_of.get(r.date)
+            if weekday is None:
+                weekday = weekday_of[r.date] = WEEKDAYS[dt.date.fromisoformat(r.date).weekday()]
+            keys = (age_band(r.age), r.department_id, weekday, r.period, lead_band(r))
+            for dimension, key in zip(DIMENSIONS, keys, strict=True):
+                counts_ = counts[dimension].setdefault(key, [0, 0, 0, 0, 0])
+                for i, value in enumerate(row):
+                    counts_[i] += value
+            for i, value in enumerate(row):
+                overall[i] += value
+
+    def report(self, sales: Iterable[SessionSale]) -> Report:
+        rows = {d: _rows(d, self.counts[d]) for d in DIMENSIONS}
+        return Report(Group("overall", *self.overall), **rows, sales=_sales(sales))
+
+
 def summarize(records: Iterable[Record], sales: Iterable[SessionSale]) -> Report:
     """The report over ``records`` and ``sales`` (definitions in the module docstring)."""
-    counts: dict[str, dict[str, list[int]]] = {d: {} for d in DIMENSIONS}
-    overall = [0, 0, 0, 0, 0]
-    weekday_of: dict[str, str] = {}
-    for r in records:
-        confirmed = r.was_confirmed and r.cancelled_by != BY_HOSPITAL
-        cancelled = r.state == "cancelled" and r.cancelled_by == BY_PATIENT and r.was_confirmed
-        visited = r.state in VISITED
-        row = (1, confirmed, cancelled, visited, r.state == "no_show")
-        weekday = weekday_of.get(r.date)
-        if weekday is None:
-            weekday = weekday_of[r.date] = WEEKDAYS[dt.date.fromisoformat(r.date).weekday()]
-        keys = (age_band(r.age), r.department_id, weekday, r.period, lead_band(r))
-        for dimension, key in zip(DIMENSIONS, keys, strict=True):
-            counts_ = counts[dimension].setdefault(key, [0, 0, 0, 0, 0])
-            for i, value in enumerate(row):
-                counts_[i] += value
-        for i, value in enumerate(row):
-            overall[i] += value
-    rows = {d: _rows(d, counts[d]) for d in DIMENSIONS}
-    return Report(Group("overall", *overall), **rows, sales=_sales(sales))
+    tally = Tally()
+    tally.add(records)
+    return tally.report(sales)
 
 
 def _rows(dimension: str, counts: dict[str, list[int]]) -> tuple[Group, ...]:

@@ -46,6 +46,10 @@ async def test_no_shows_reach_the_figures_and_the_charts(http, app):
         "/v1/admin/analytics", params={"from": "2026-12-02", "to": "2026-12-01"}, headers=h
     )
     assert bad.status_code == 422
+    years = await http.get(
+        "/v1/admin/analytics", params={"from": "2020-01-01", "to": "2026-12-01"}, headers=h
+    )
+    assert years.status_code == 422 and years.json()["code"] == "invalid_request"
     assert (await http.get("/v1/admin/analytics")).status_code == 401
     page = await http.get("/admin")
     assert page.status_code == 200 and "Authorization" in page.text
