@@ -130,6 +130,9 @@ def records_of(session: DoctorSession, known: dict[str, Record], now: float) -> 
         booking_id = session.booking_id(number)
         old = known.get(booking_id)
         changed_at = float(at) if raw_state != HELD_STATE else now
+        # booked at some point: a cancellation of a paid (or free) booking was one too, even
+        # when it was paid and cancelled between two looks
+        confirmed = state in CONFIRMED or (state == "cancelled" and (extra.paid or spec.fee == 0))
         if old is None:
             made_at = float(at) if raw_state == BOOKED_STATE else now
             record = Record(
@@ -150,8 +153,7 @@ def records_of(session: DoctorSession, known: dict[str, Record], now: float) -> 
                 refunded=extra.refunded,
                 made_at=made_at,
                 changed_at=changed_at,
-                was_confirmed=state in CONFIRMED
-                or (state == "cancelled" and (extra.paid or spec.fee == 0)),
+                was_confirmed=confirmed,
             )
             out.append(record)
             continue
@@ -170,7 +172,7 @@ def records_of(session: DoctorSession, known: dict[str, Record], now: float) -> 
                 paid=extra.paid,
                 refunded=extra.refunded,
                 changed_at=changed_at,
-                was_confirmed=old.was_confirmed or state in CONFIRMED,
+                was_confirmed=old.was_confirmed or confirmed,
             )
         )
     return out

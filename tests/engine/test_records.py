@@ -12,7 +12,7 @@ import pytest
 
 from engine.record import Record, SessionSale, records_of
 from engine.records import RecordBook, RecordQuery, age_on
-from engine.session import DoctorSession, SessionSpec
+from engine.session import DoctorSession, Extra, SessionSpec
 from engine.shard import CodeSource
 from engine.store import ShardWrite, Store
 
@@ -69,6 +69,20 @@ def test_records_of_reports_only_what_changed():
         "patient",
     )
     assert changed.made_at == 101.0 and changed.changed_at == 400.0 and changed.was_confirmed
+
+
+def test_a_booking_paid_and_cancelled_between_two_looks_was_confirmed():
+    session = DoctorSession(spec(5, capacity=2, fee=500))
+    session.take(7, 1, 100.0, 900, 0)  # held
+    session.take(8, 1, 101.0, 900, 0)  # held, then its payment window passes
+    known = {r.booking_id: r for r in records_of(session, {}, 110.0)}
+    assert [(r.state, r.was_confirmed) for r in known.values()] == [("held", False)] * 2
+    session.move(0, 2, 120.0, Extra(code=12345678, paid=True))  # paid: booked
+    session.move(0, 4, 130.0)  # cancelled by the patient before the indexer looked again
+    session.move(1, 6, 1100.0)  # expired unpaid
+    paid, lapsed = records_of(session, known, 1200.0)
+    assert (paid.state, paid.was_confirmed) == ("cancelled", True)
+    assert (lapsed.state, lapsed.was_confirmed) == ("expired", False)
 
 
 async def test_sync_indexes_committed_sessions_with_ages_and_sales(store):
