@@ -122,6 +122,14 @@ def record_body(s: Services, r: Record) -> dict[str, Any]:
     return body
 
 
+def _cell(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (e.g. an HIS number "=HYPERLINK(..)")
+    is written with a leading apostrophe."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 async def csv_rows(s: Services, query: RecordQuery) -> AsyncIterator[str]:
     out = io.StringIO()
     writer = csv.writer(out)
@@ -130,7 +138,7 @@ async def csv_rows(s: Services, query: RecordQuery) -> AsyncIterator[str]:
     async for chunk in s.records.scan(query):
         for r in chunk:
             body = record_body(s, r)
-            writer.writerow([body[c] for c in CSV_COLUMNS])
+            writer.writerow([_cell(body[c]) for c in CSV_COLUMNS])
         yield out.getvalue()
         out.seek(0)
         out.truncate()

@@ -218,7 +218,7 @@ def up(host: str, port: int, workers: int, demo: bool, his: bool) -> None:
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="slotengine-prom-")
         his_url, his_process = None, None
         if demo and his:
-            his_url, his_process = _start_his(host, port + 100)
+            his_url, his_process = _start_his("127.0.0.1", port + 100)  # never exposed
         patient_token = asyncio.run(_prepare(rt, demo, his_url))
         base = f"http://{host}:{port}"
         click.echo(f"slotengine is up at {base}  (docs: {base}/docs)")
@@ -255,13 +255,22 @@ def _start_his(host: str, port: int):
         stderr=subprocess.DEVNULL,
     )
     url = f"http://{host}:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(f"{url}/his/stats", timeout=1)
-            return url, process
-        except httpx.HTTPError:
+    try:
+        for _ in range(100):
+            if process.poll() is not None:  # it exited (e.g. the port is taken)
+                break
+            try:
+                answer = httpx.get(f"{url}/his/stats", timeout=1)
+                if answer.status_code == 200 and "calls" in answer.json():
+                    process, started = None, process
+                    return url, started
+            except (httpx.HTTPError, ValueError):
+                pass
             time.sleep(0.1)
-    process.terminate()
+    finally:
+        if process is not None:  # not started: leave nothing behind
+            process.terminate()
+            process.wait(timeout=10)
     click.echo("the simulated HIS did not start; going on without it")
     return None, None
 

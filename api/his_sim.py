@@ -42,7 +42,7 @@ class BookingIn(Loose):
     department_id: str = Field(min_length=1, max_length=80)
     doctor_id: str = Field(min_length=1, max_length=80)
     session_id: str = Field(min_length=1, max_length=80)
-    his_schedule_id: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]{0,40}$")
+    his_schedule_id: str = Field(default="", pattern=r"^[A-Za-z0-9_-]{0,40}$")
     date: Date
     period: Period
     slot_no: int = Field(ge=1, le=1000)
@@ -57,7 +57,9 @@ class CancelIn(Loose):
 
 
 class ScheduleIn(Loose):
-    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$", description="the HIS schedule id")
+    id: str = Field(
+        pattern=r"^[A-Za-z0-9_-]{1,40}$", description="the HIS schedule id (no dots: ours)"
+    )
     doctor_id: str = Field(min_length=1, max_length=80)
     date: Date
     period: Period
