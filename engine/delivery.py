@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -160,11 +161,14 @@ def schedule_of(hospital_id: str, session_id: str) -> str:
     return session_id[len(prefix) :] if session_id.startswith(prefix) else ""
 
 
-def booking_of(record: Record) -> dict[str, Any]:
-    """What the HIS and the insurance are sent (the booking id is the idempotency key)."""
+def booking_of(record: Record, install: str = "") -> dict[str, Any]:
+    """What the HIS and the insurance are sent. The idempotency key is the booking id under
+    this installation's id: another platform sending to the same HIS, or this one after its
+    data was reset, never meets an old booking's number."""
     his_schedule_id = schedule_of(record.hospital_id, record.session_id)
     return {
-        "key": record.booking_id,
+        "key": f"{install}:{record.booking_id}" if install else record.booking_id,
+        "booking_id": record.booking_id,
         "hospital_id": record.hospital_id,
         "department_id": record.department_id,
         "doctor_id": record.doctor_id,
@@ -189,6 +193,7 @@ class Deliveries:
         self.timeout = timeout
         self.rng = random.Random()
         self._his: dict[str, His] = {}
+        self._install: str | None = None
         self._insurance: dict[str, Insurance] = {}
         self.counters: dict[str, int] = dict.fromkeys(
             ("sent", "booked", "cancelled", "filed", "retries", "failed"), 0
@@ -221,6 +226,13 @@ class Deliveries:
     async def config(self, hospital_id: str) -> dict[str, str] | None:
         raw = await self.client.get(self.keys.his_config(hospital_id))
         return None if raw is None else orjson.loads(raw)
+
+    async def install_id(self) -> str:
+        """This installation's id, made once (it prefixes the keys the HIS is sent)."""
+        if self._install is None:
+            await self.client.set(self.keys.install_id, secrets.token_hex(6), nx=True)
+            self._install = (await self.client.get(self.keys.install_id)).decode()
+        return self._install
 
     # ----- asking ------------------------------------------------------------------------------
 
@@ -326,6 +338,7 @@ class Deliveries:
                 key, hospital_id, action, "retry", now + backoff(1, self.rng), now, **updates
             )
         record = await self.records.get(booking_id)
+        install = await self.install_id()
         if record is None:
             return await self._finish(
                 key, hospital_id, action, "failed", now, now, error="no such booking"
@@ -333,13 +346,13 @@ class Deliveries:
         try:
             self.counters["sent"] += 1
             if target == INSURANCE:
-                number = await self._insurer(url).file(booking_of(record))
+                number = await self._insurer(url).file(booking_of(record, install))
                 updates.update(number=number, done=BOOK)
                 await self.records.set_numbers(booking_id, insurance_no=number)
                 self.counters["filed"] += 1
             elif action == BOOK:
                 await self.client.hset(key, "sent", "1")  # before the call: a cancel must follow
-                number = await self._his_for(url).book(booking_of(record))
+                number = await self._his_for(url).book(booking_of(record, install))
                 updates.update(number=number, done=BOOK)
                 await self.records.set_numbers(booking_id, his_no=number)
                 self.counters["booked"] += 1
@@ -349,9 +362,11 @@ class Deliveries:
                     updates.update(done="skipped")  # never sent: nothing to cancel
                 else:
                     if not number:  # sent, answer lost: the same key gives the same number
-                        number = await self._his_for(url).book(booking_of(record))
+                        number = await self._his_for(url).book(booking_of(record, install))
                         await self.records.set_numbers(booking_id, his_no=number)
-                    await self._his_for(url).cancel(number, booking_id, record.cancelled_by)
+                    await self._his_for(url).cancel(
+                        number, booking_of(record, install)["key"], record.cancelled_by
+                    )
                     updates.update(number=number, done=CANCEL)
                     self.counters["cancelled"] += 1
         except HisUnavailable as exc:

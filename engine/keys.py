@@ -213,6 +213,11 @@ class Keys:
         return f"{self.his_config(hospital_id)}:suspended"
 
     @property
+    def install_id(self) -> str:
+        """This installation's random id, made once: it keeps HIS idempotency keys apart."""
+        return f"{self.prefix}:install-id"
+
+    @property
     def his_hospitals(self) -> str:
         """Set of hospitals with an HIS configured."""
         return f"{self.prefix}:his:hospitals"

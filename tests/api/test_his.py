@@ -51,7 +51,8 @@ async def settle(app) -> None:
 
 async def his_bookings(url: str) -> dict[str, dict]:
     async with httpx.AsyncClient(base_url=url) as his:
-        return {b["key"]: b for b in (await his.get("/his/bookings")).json()}
+        # keyed by our booking id (the key sent is it under the installation's id)
+        return {b["key"].rpartition(":")[2]: b for b in (await his.get("/his/bookings")).json()}
 
 
 async def test_schedules_bookings_cancellations_and_suspensions_round_trip(http, app, his_sim):

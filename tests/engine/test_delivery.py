@@ -42,9 +42,10 @@ class StandIn:
         self.broken, self.booked = broken, []
 
     async def book(self, booking: dict) -> str:
-        if booking["key"] in self.broken:
+        assert booking["key"].endswith(":" + booking["booking_id"])  # under the install id
+        if booking["booking_id"] in self.broken:
             raise KeyError("an answer the adapter did not expect")
-        self.booked.append(booking["key"])
+        self.booked.append(booking["booking_id"])
         return f"H{len(self.booked)}"
 
     async def cancel(self, number: str, key: str, by: str) -> None:
