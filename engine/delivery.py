@@ -25,6 +25,7 @@ import logging
 import random
 import secrets
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +58,7 @@ if old == ARGV[1] or old == 'cancel' then
   return 0
 end
 redis.call('HSET', KEYS[1], 'wanted', ARGV[1], 'hospital', ARGV[2], 'attempts', 0, 'error', '')
+redis.call('PERSIST', KEYS[1])
 redis.call('HSETNX', KEYS[1], 'made_at', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1])
 redis.call('ZADD', KEYS[3], ARGV[3], KEYS[1])
@@ -65,9 +67,10 @@ return 1
 """
 
 # KEYS: delivery hash, due set, pending set, failed set. ARGV: the wanted action acted on,
-# outcome (done | retry | failed), next time, now, then field/value pairs to set.
+# outcome (done | retry | failed), next time, now, keep until (epoch seconds: a delivery done
+# is forgotten then), then field/value pairs to set.
 FINISH_SCRIPT = """
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 if redis.call('HGET', KEYS[1], 'wanted') ~= ARGV[1] then
@@ -81,10 +84,13 @@ else
   redis.call('ZREM', KEYS[3], KEYS[1])
   if ARGV[2] == 'failed' then
     redis.call('ZADD', KEYS[4], ARGV[4], KEYS[1])
+  else
+    redis.call('EXPIREAT', KEYS[1], math.floor(tonumber(ARGV[5])))
   end
 end
 return 1
 """
+KEEP_DONE = 2 * 86400.0  # a delivery done is kept this long after the visit (or from now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,7 +363,7 @@ class Deliveries:
                 await self.records.set_numbers(booking_id, his_no=number)
                 self.counters["booked"] += 1
             else:
-                number = fields.get("number", "")
+                number = fields.get("number", "") or record.his_no  # (a delivery done expires)
                 if not number and fields.get("sent") != "1":
                     updates.update(done="skipped")  # never sent: nothing to cancel
                 else:
@@ -386,7 +392,9 @@ class Deliveries:
             return await self._finish(
                 key, hospital_id, action, "failed", now, now, **updates, error=str(exc)
             )
-        await self._finish(key, hospital_id, action, "done", now, now, **updates, error="")
+        await self._finish(
+            key, hospital_id, action, "done", now, now, keep=record.slot_at, **updates, error=""
+        )
 
     async def _finish(
         self,
@@ -396,8 +404,12 @@ class Deliveries:
         outcome: str,
         at: float,
         now: float,
+        keep: float = 0.0,
         **fields: str,
     ) -> None:
+        """Record what was done; a delivery done is forgotten ``KEEP_DONE`` after ``keep``
+        (the visit) or from now (Redis expires by its own clock, not the engine's)."""
+        keep_until = max(keep, time.time()) + KEEP_DONE
         pairs = [x for item in fields.items() for x in item]
         pairs += ["outcome", outcome]
         await self.client.eval(
@@ -411,6 +423,7 @@ class Deliveries:
             outcome,
             repr(at),
             repr(now),
+            repr(keep_until),
             *pairs,
         )
 

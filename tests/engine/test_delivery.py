@@ -39,7 +39,7 @@ class StandIn:
     """Answers numbers, except for the booking ids it is told to break on."""
 
     def __init__(self, broken: set[str]) -> None:
-        self.broken, self.booked = broken, []
+        self.broken, self.booked, self.cancelled = broken, [], []
 
     async def book(self, booking: dict) -> str:
         assert booking["key"].endswith(":" + booking["booking_id"])  # under the install id
@@ -49,7 +49,7 @@ class StandIn:
         return f"H{len(self.booked)}"
 
     async def cancel(self, number: str, key: str, by: str) -> None:
-        pass
+        self.cancelled.append(number)
 
     async def close(self) -> None:
         pass
@@ -101,4 +101,24 @@ async def test_an_unexpected_failure_is_retried_later_and_does_not_stop_the_othe
     his.broken.clear()
     assert await deliveries.run(10.0 + 60) == 1
     assert sorted(his.booked) == [f"s1.{n}" for n in range(5)]
+    assert await deliveries.counts("h1") == {"pending": 0, "failed": 0}
+
+
+async def test_a_delivery_done_expires_and_a_later_cancellation_still_reaches_the_his(deliveries):
+    booked = record(0)
+    book = RecordBook(deliveries.client, deliveries.keys)
+    await book.put([(None, booked)])
+    await deliveries.ask([(None, booked)], 1.0)
+    his = StandIn(broken=set())
+    deliveries._his[URL] = his
+    assert await deliveries.run(2.0) == 1
+    key = deliveries.key(HIS, "s1.0")
+    assert 86400 < await deliveries.client.ttl(key) <= 4 * 86400  # the visit + 2 days
+    await deliveries.client.delete(key)  # as if it expired
+    cancelled = replace(booked, state="cancelled")
+    await book.put([(booked, cancelled)])
+    await deliveries.ask([(booked, cancelled)], 3.0)
+    assert await deliveries.client.ttl(key) == -1  # asked again: kept until done
+    assert await deliveries.run(4.0) == 1
+    assert his.cancelled == ["H1"]  # the number kept with the record
     assert await deliveries.counts("h1") == {"pending": 0, "failed": 0}
