@@ -11,6 +11,7 @@ edit of the HIS (its slots may be sold); suspend it and publish a new one instea
 from __future__ import annotations
 
 import logging
+import math
 from datetime import date as Date
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -85,6 +86,9 @@ async def import_schedules(s: Services, hospital_id: str, schedules: list[Any]) 
             result["rejected"].append(
                 {"id": str(where), "reason": "invalid", "detail": str(exc)[:300]}
             )
+            stamp = raw.get("updated_at") if isinstance(raw, dict) else None
+            if isinstance(stamp, int | float) and 0 <= stamp < math.inf:  # rejected for good
+                done.append(float(stamp))
             continue
         fate, detail = await _import_one(s, hospital_id, schedule)
         if fate == "failed":
@@ -120,16 +124,11 @@ async def _import_one(s: Services, hospital_id: str, schedule: HisSchedule) -> t
     starts = datetime(day.year, day.month, day.day, hour, minute, tzinfo=s.clock.zone)
     if schedule.status == "suspended":
         await client.zadd(tombstones, {schedule.id: starts.timestamp()})
-        outcome = await s.engine.suspend(session_id)
-        if isinstance(outcome, Unavailable):
-            return "failed", outcome.reason
-        if isinstance(outcome, SuspendDone) and not outcome.repeat:
-            return "suspended", session_id
-        return "unchanged", ""  # already suspended, or never made (the tombstone stops it)
-    if (
-        await client.zscore(tombstones, schedule.id) is not None
-        or await s.catalog.get("session", session_id) is not None
-    ):
+        return await _suspend(s, session_id)
+    if await client.zscore(tombstones, schedule.id) is not None:
+        # suspended at the HIS: make sure it is here too (a racing release may have made it)
+        return await _suspend(s, session_id)
+    if await s.catalog.get("session", session_id) is not None:
         return "unchanged", ""
     if starts.timestamp() <= now:
         return "rejected", "past"
@@ -152,9 +151,17 @@ async def _import_one(s: Services, hospital_id: str, schedule: HisSchedule) -> t
     if not isinstance(outcome, Created):  # released before with other data: kept as it was
         return "unchanged", ""
     if await client.zscore(tombstones, schedule.id) is not None:
-        outcome = await s.engine.suspend(session_id)  # suspended while it was being made
-        return ("failed", outcome.reason) if isinstance(outcome, Unavailable) else ("unchanged", "")
+        return await _suspend(s, session_id)  # suspended while it was being made
     return "created", session_id
+
+
+async def _suspend(s: Services, session_id: str) -> tuple[str, str]:
+    outcome = await s.engine.suspend(session_id)
+    if isinstance(outcome, Unavailable):
+        return "failed", outcome.reason
+    if isinstance(outcome, SuspendDone) and not outcome.repeat:
+        return "suspended", session_id
+    return "unchanged", ""  # already suspended, or never made (its tombstone stops it)
 
 
 async def pull(s: Services, hospital_id: str) -> dict[str, Any] | None:

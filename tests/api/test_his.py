@@ -11,6 +11,8 @@ import json
 
 import httpx
 
+from api.rotas import release
+
 from .conftest import admin_headers, make_catalog, new_patient
 from .test_lifecycle import book
 from .test_roles import hospital_admin
@@ -202,6 +204,27 @@ async def test_a_suspension_is_never_lost_to_a_late_or_racing_schedule(http, app
     late = await http.post(url, json={"schedules": [one("L1", "active")]}, headers=h)
     assert late.json()["created"] == [] and late.json()["unchanged"] == 1
     assert (await http.get(f"/v1/sessions/his-{hid}-L1")).status_code == 404
+
+    # a release that raced the suspension and was left open (its worker died before it could
+    # look again): the next import of either kind suspends it
+    services = app.app.state.services
+    doctor_doc = await services.catalog.get("doctor", doctor)
+    _, made = await release(
+        services,
+        doctor_doc,
+        dt.date.fromisoformat(cat["date"]),
+        "PM",
+        2,
+        "14:00",
+        10,
+        0,
+        session_id=f"his-{hid}-L1",
+    )
+    assert type(made).__name__ == "Created"
+    assert (await http.get(f"/v1/sessions/his-{hid}-L1")).json()["status"] == "open"
+    again = await http.post(url, json={"schedules": [one("L1", "active")]}, headers=h)
+    assert again.json()["suspended"] == [f"his-{hid}-L1"]
+    assert (await http.get(f"/v1/sessions/his-{hid}-L1")).json()["status"] == "suspended"
 
     ids = [f"R{i}" for i in range(12)]
     pushes = [
