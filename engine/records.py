@@ -15,7 +15,6 @@ slot-time order, and checks the other filters on the records themselves.
 from __future__ import annotations
 
 import base64
-import bisect
 import datetime as dt
 import logging
 import math
@@ -46,6 +45,38 @@ return redis.call('SRANDMEMBER', KEYS[2], tonumber(ARGV[1]) * 2)
 log = logging.getLogger(__name__)
 Change = tuple[Record | None, Record]  # a record before (None: new) and after
 Follow = Callable[[list[Change]], Awaitable[Callable[[Any], None]]]
+
+# KEYS: index. ARGV: score and member of the last entry read, the upper bound (ZRANGE BYSCORE
+# syntax), how many. The entries after (score, member) in one step, so the index cannot move
+# between finding the place and reading on: by rank while the member is still there at that
+# score, else after what sorts before it at its score (members compared byte by byte, as
+# Redis orders equal scores).
+ENTRIES_SCRIPT = """
+local count = tonumber(ARGV[4])
+local rank = redis.call('ZRANK', KEYS[1], ARGV[2])
+if rank and tonumber(redis.call('ZSCORE', KEYS[1], ARGV[2])) == tonumber(ARGV[1]) then
+  return redis.call('ZRANGE', KEYS[1], rank + 1, rank + count, 'WITHSCORES')
+end
+local function not_after(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then
+      return x < y
+    end
+  end
+  return #a <= #b
+end
+local skip = 0
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[1], 'BYSCORE')) do
+  if not_after(m, ARGV[2]) then
+    skip = skip + 1
+  else
+    break
+  end
+end
+return redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[3], 'BYSCORE', 'LIMIT', skip, count,
+  'WITHSCORES')
+"""
 
 SYNC_BATCH = 500  # snapshots per round trip
 SCAN_CHUNK = 1000  # index entries read per step of a filtered query
@@ -107,14 +138,17 @@ def _score(value: float | None, low: bool) -> str:
 Position = tuple[float, str]  # (slot time, booking id) of the last entry a page read
 
 
-def encode_cursor(index: str, after: Position) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([index, after[0], after[1]])).decode()
+def encode_cursor(query: RecordQuery, index: str, after: Position) -> str:
+    """The query's range, the index it reads and where it stopped."""
+    return base64.urlsafe_b64encode(
+        orjson.dumps([index, query.start, query.end, after[0], after[1]])
+    ).decode()
 
 
-def decode_cursor(cursor: str) -> tuple[str, Position]:
-    """(index, position); ValueError for anything we did not make."""
+def decode_cursor(query: RecordQuery, keys: Keys, cursor: str) -> tuple[str, Position]:
+    """(index, position) for ``query``; ValueError for anything we did not make for it."""
     try:
-        index, score, member = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
+        index, start, end, score, member = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
     except Exception as exc:
         raise ValueError("bad cursor") from exc
     if (
@@ -125,6 +159,8 @@ def decode_cursor(cursor: str) -> tuple[str, Position]:
         or len(member) > 200
     ):
         raise ValueError("bad cursor")
+    if index not in query.indexes(keys) or [start, end] != [query.start, query.end]:
+        raise ValueError("the cursor belongs to another query")
     return index, (float(score), member)
 
 
@@ -317,9 +353,7 @@ class RecordBook:
             if cursor is None:
                 index, size = await self._plan(query)
             else:
-                index, after = decode_cursor(cursor)
-                if index not in query.indexes(self.keys):
-                    raise ValueError("the cursor belongs to another query")
+                index, after = decode_cursor(query, self.keys, cursor)
                 size = None
             exact = self._exact(query, index)
             found: list[Record] = []
@@ -349,7 +383,7 @@ class RecordBook:
             raise StoreUnavailable(f"records query failed: {exc}") from exc
         return Page(
             found,
-            encode_cursor(index, after) if more and after is not None else None,
+            encode_cursor(query, index, after) if more and after is not None else None,
             size if exact else None,
         )
 
@@ -391,21 +425,10 @@ class RecordBook:
             )
             return [(m.decode(), s) for m, s in raw]
         score, member = after
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.zrank(index, member)
-            pipe.zscore(index, member)
-            rank, at = await pipe.execute()
-        if rank is not None and at == score:  # still there: read on by rank
-            raw = await self.client.zrange(index, rank + 1, rank + count, withscores=True)
-            end = math.inf if query.end is None else float(query.end)
-            return [(m.decode(), s) for m, s in raw if s < end]
-        # it left the index: skip what sorts before it at its own slot time
-        same = await self.client.zrange(index, repr(score), repr(score), byscore=True)
-        skip = bisect.bisect_right(same, member.encode())
-        raw = await self.client.zrange(
-            index, repr(score), high, byscore=True, offset=skip, num=count, withscores=True
-        )
-        return [(m.decode(), s) for m, s in raw]
+        raw = await self.client.eval(ENTRIES_SCRIPT, 1, index, repr(score), member, high, count)
+        end = math.inf if query.end is None else float(query.end)
+        pairs = zip(raw[::2], raw[1::2], strict=True)
+        return [(m.decode(), float(s)) for m, s in pairs if float(s) < end]
 
     async def scan(self, query: RecordQuery, chunk: int = 5000) -> AsyncIterator[list[Record]]:
         """Every matching record, in slot-time order, a chunk at a time (for exports)."""

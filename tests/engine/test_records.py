@@ -289,6 +289,8 @@ async def test_a_cursor_for_another_query_or_made_up_is_refused(store):
     assert page.next_cursor is not None
     with pytest.raises(ValueError):
         await book.page(RecordQuery(hospital_id="h2"), 5, page.next_cursor)
+    with pytest.raises(ValueError):  # the same index over another range
+        await book.page(RecordQuery(hospital_id="h1", start=0.0), 5, page.next_cursor)
     for junk in ("", "nonsense", "W10=", "WyJ4IiwgLTFd"):
         with pytest.raises(ValueError):
             await book.page(RecordQuery(hospital_id="h1"), 5, junk)
