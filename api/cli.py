@@ -270,7 +270,11 @@ def _start_his(host: str, port: int):
     finally:
         if process is not None:  # not started: leave nothing behind
             process.terminate()
-            process.wait(timeout=10)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
     click.echo("the simulated HIS did not start; going on without it")
     return None, None
 

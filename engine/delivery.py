@@ -302,7 +302,10 @@ class Deliveries:
             return True
         except Exception as exc:
             log.exception("delivery %s failed unexpectedly", key)
-            attempts = int(state.get(b"attempts", b"0")) + 1
+            try:
+                attempts = int(state.get(b"attempts", b"0")) + 1
+            except ValueError:
+                attempts = 1
             try:
                 await self._finish(
                     key,
@@ -357,8 +360,10 @@ class Deliveries:
                 await self.records.set_numbers(booking_id, insurance_no=number)
                 self.counters["filed"] += 1
             elif action == BOOK:
-                await self.client.hset(key, "sent", "1")  # before the call: a cancel must follow
-                number = await self._his_for(url).book(booking_of(record, install))
+                booking = booking_of(record, install)
+                # before the call: a cancel must follow, with the key the HIS was given
+                await self.client.hset(key, mapping={"sent": "1", "idem": booking["key"]})
+                number = await self._his_for(url).book(booking)
                 updates.update(number=number, done=BOOK)
                 await self.records.set_numbers(booking_id, his_no=number)
                 self.counters["booked"] += 1
@@ -367,12 +372,12 @@ class Deliveries:
                 if not number and fields.get("sent") != "1":
                     updates.update(done="skipped")  # never sent: nothing to cancel
                 else:
+                    booking = booking_of(record, install)
+                    booking["key"] = fields.get("idem") or booking["key"]
                     if not number:  # sent, answer lost: the same key gives the same number
-                        number = await self._his_for(url).book(booking_of(record, install))
+                        number = await self._his_for(url).book(booking)
                         await self.records.set_numbers(booking_id, his_no=number)
-                    await self._his_for(url).cancel(
-                        number, booking_of(record, install)["key"], record.cancelled_by
-                    )
+                    await self._his_for(url).cancel(number, booking["key"], record.cancelled_by)
                     updates.update(number=number, done=CANCEL)
                     self.counters["cancelled"] += 1
         except HisUnavailable as exc:

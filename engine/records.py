@@ -79,6 +79,7 @@ return redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[3], 'BYSCORE', 'LIMIT', skip,
 """
 
 SYNC_BATCH = 500  # snapshots per round trip
+TX_SESSIONS = 25  # sessions whose records (and deliveries) are written in one transaction
 SCAN_CHUNK = 1000  # index entries read per step of a filtered query
 SCAN_LIMIT = 200_000  # index entries one query page may look past before it answers
 
@@ -186,8 +187,8 @@ class RecordBook:
     ) -> list[Change]:
         """Index changed sessions (up to ``limit`` snapshots); (before, after) of every record
         that is new or changed. ``follow`` is given the changes and answers what else to write
-        with them (the HIS deliveries they call for): the records, their indexes, that and the
-        end of the claim are one transaction, so a crash redoes all of it or none."""
+        with them (the HIS deliveries they call for): a session's records, their indexes, that
+        and the end of its claim are one transaction, so a crash redoes all of it or none."""
         keys = self.keys
         try:
             claimed = await self.client.eval(
@@ -196,37 +197,49 @@ class RecordBook:
             if not claimed:
                 return []
             raws = await self.client.mget(claimed)
-            sessions, unreadable = [], []
+            readable, unreadable, gone = [], [], []
             for key, raw in zip(claimed, raws, strict=True):
                 if not raw:
+                    gone.append(key)
                     continue
                 try:
-                    sessions.append(decode_session(raw, key.decode()))
+                    readable.append((key, decode_session(raw, key.decode())))
                 except SnapshotError as exc:  # never blocks the others: set aside, logged
                     log.error("records: cannot read %s, set aside: %s", key.decode(), exc)
                     unreadable.append(key)
+            sessions = [session for _, session in readable]
             ids = [s.booking_id(n) for s in sessions for n in range(s.count)]
             found = iter(await self._get_many(ids))
-            old_sales = await self._sales([s.id for s in sessions])
-            changes: list[Change] = []
-            sales = []
-            for session, old_sale in zip(sessions, old_sales, strict=True):
-                mine = {r.booking_id: r for r in islice(found, session.count) if r}
-                changes.extend((mine.get(r.booking_id), r) for r in records_of(session, mine, now))
-                sales.append(sale_of(session, old_sale, now))
-            changes = await self._with_ages(changes)
-            extra = await follow(changes) if follow is not None and changes else None
-            async with self.client.pipeline(transaction=True) as pipe:
-                self._write(pipe, changes, sales)
-                if extra is not None:
-                    extra(pipe)
-                if unreadable:
-                    pipe.sadd(keys.changed_unreadable, *unreadable)
-                pipe.srem(keys.changed_claimed, *claimed)
-                await pipe.execute()
+            old_sales = iter(await self._sales([s.id for s in sessions]))
+            every: list[Change] = []
+            # one transaction per few sessions: all of a session's writes or none, without
+            # holding Redis (and the bookings behind it) for one huge EXEC
+            for start in range(0, max(len(readable), 1), TX_SESSIONS):
+                group = readable[start : start + TX_SESSIONS]
+                changes: list[Change] = []
+                sales = []
+                for _, session in group:
+                    mine = {r.booking_id: r for r in islice(found, session.count) if r}
+                    changes.extend(
+                        (mine.get(r.booking_id), r) for r in records_of(session, mine, now)
+                    )
+                    sales.append(sale_of(session, next(old_sales), now))
+                changes = await self._with_ages(changes)
+                extra = await follow(changes) if follow is not None and changes else None
+                done = [key for key, _ in group] + (gone + unreadable if start == 0 else [])
+                async with self.client.pipeline(transaction=True) as pipe:
+                    self._write(pipe, changes, sales)
+                    if extra is not None:
+                        extra(pipe)
+                    if unreadable and start == 0:
+                        pipe.sadd(keys.changed_unreadable, *unreadable)
+                    if done:
+                        pipe.srem(keys.changed_claimed, *done)
+                    await pipe.execute()
+                every.extend(changes)
         except RedisError as exc:
             raise StoreUnavailable(f"records sync failed: {exc}") from exc
-        return changes
+        return every
 
     async def _with_ages(
         self, changes: list[tuple[Record | None, Record]]

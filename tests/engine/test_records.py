@@ -117,6 +117,27 @@ async def test_sync_indexes_committed_sessions_with_ages_and_sales(store):
     assert [r.booking_id for r in gone.records] == ["s1.1"]
 
 
+async def test_a_round_of_many_sessions_is_written_in_several_transactions(store):
+    client, keys = store.client, store.keys
+    sessions = [DoctorSession(replace(spec(100 + i, capacity=2), id=f"m{i}")) for i in range(60)]
+    codes = CodeSource()
+    for i, session in enumerate(sessions):
+        session.take(1000 + i, 1, 100.0, 0, codes())
+    epoch = await client.incr(keys.epoch("h1:2026-12-01"))
+    write = ShardWrite("h1:2026-12-01", "h1", epoch, sessions, new_session_ids=[])
+    assert await store.commit([write]) == [None]
+    groups = []
+
+    async def follow(changes):
+        groups.append(len(changes))
+        return lambda pipe: None
+
+    changes = await RecordBook(client, keys).sync(now=120.0, follow=follow)
+    assert len(changes) == 60 and groups == [25, 25, 10]
+    assert await client.hlen(keys.records) == 60
+    assert await client.scard(keys.changed_claimed) == 0
+
+
 async def test_a_claim_left_by_a_crash_is_redone(store):
     client, keys = store.client, store.keys
     session = DoctorSession(spec(2, capacity=2))
