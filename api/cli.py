@@ -324,6 +324,10 @@ def _serve(host: str, port: int, workers: int) -> None:
         http="httptools",
         log_level="warning",
         timeout_graceful_shutdown=5,
+        # longer than the idle timeout of the proxies and pooled clients in front (60 s is
+        # common): with uvicorn's 5 s, a client reusing a connection the server is closing
+        # gets a reset instead of an answer
+        timeout_keep_alive=65,
     )
 
 

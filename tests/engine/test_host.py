@@ -301,7 +301,10 @@ async def test_timers_expire_holds_and_announce_opening(runtime):
     )
     state = await engine.session_state(spec.id)
     assert (state.remaining, state.held, state.ended, state.status) == (1, 0, 1, "open")
-    again = await engine.book(spec.id, 2, "c")  # the returned slot sells again
+    # the returned slot sells again, held long enough not to expire before the test ends
+    # (a 1 s hold may last ~0 s: expiry is counted in whole seconds)
+    assert isinstance(await engine.set_policy("tm", Policy(hold_seconds=60)), Done)
+    again = await engine.book(spec.id, 2, "c")
     assert isinstance(again, Booked) and again.slot_no == 1 and not again.repeat
     await asyncio.sleep(0.3)
     listener.cancel()
