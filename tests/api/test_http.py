@@ -89,7 +89,7 @@ async def patients(runtime, count: int) -> list[tuple[int, str]]:
 
 
 @pytest.mark.timeout(600)
-async def test_flash_crowd_over_http_is_audited(runtime, workers):
+async def test_flash_crowd_over_http_is_audited(runtime, workers, tmp_path):
     seed = random.randrange(1 << 30)
     print(f"seed {seed}")
     rng = random.Random(seed)
@@ -117,7 +117,11 @@ async def test_flash_crowd_over_http_is_audited(runtime, workers):
                 answers.append((r.status_code, patient, r.json()))
 
         started = time.perf_counter()
-        await asyncio.gather(*(submitter(plan[i::200]) for i in range(200)))
+        try:
+            await asyncio.gather(*(submitter(plan[i::200]) for i in range(200)))
+        except httpx.TransportError as exc:  # say what the servers saw
+            logs = [(tmp_path / f"worker{i}.log").read_text()[-3000:] for i in range(2)]
+            raise AssertionError(f"{exc!r} after {len(answers)} answers; {logs}") from exc
         seconds = time.perf_counter() - started
     codes = Counter((status, body.get("code")) for status, _, body in answers)
     print(f"{len(answers)} answers in {seconds:.1f}s: {dict(codes)}")
