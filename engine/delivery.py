@@ -27,7 +27,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -99,6 +99,21 @@ class Wanted:
     action: str  # BOOK or CANCEL
     booking_id: str
     hospital_id: str
+
+
+@dataclass(slots=True)
+class Finish:
+    """What came of one delivery, written with the rest of its round (``Deliveries._finish``)."""
+
+    key: str
+    hospital: str
+    action: str  # the wanted action acted on
+    outcome: str  # done | retry | failed
+    at: float  # when to try again (retry)
+    keep: float = 0.0  # done: kept until this (the visit) + KEEP_DONE
+    fields: dict[str, str] = field(default_factory=dict)
+    numbers: dict[str, str] = field(default_factory=dict)  # HIS / INSURANCE → number answered
+    record: Record | None = None
 
 
 def wanted(
@@ -261,103 +276,114 @@ class Deliveries:
     # ----- carrying out -------------------------------------------------------------------------
 
     async def run(self, now: float, limit: int = 10_000) -> int:
-        """Carry out every delivery due by ``now`` (up to ``limit``); how many were tried."""
+        """Carry out every delivery due by ``now`` (up to ``limit``); how many were tried.
+
+        A round reads its deliveries and their records at once, makes the calls (``PARALLEL``
+        in flight) and writes what came of them at once; a crash in between redoes the round's
+        calls, which the HIS answers as before (the same idempotency keys)."""
         tried = 0
         configs = await self.configs()
+        install = await self.install_id()
         down: set[str] = set()  # endpoints that failed this round: the rest of theirs wait
         gate = asyncio.Semaphore(PARALLEL)
+        prefix = len(self.keys.deliveries) + 1
         while tried < limit:
-            due = await self.client.zrangebyscore(
-                self.keys.deliveries_due, "-inf", repr(now), start=0, num=ROUND
-            )
+            due = [
+                k.decode()
+                for k in await self.client.zrangebyscore(
+                    self.keys.deliveries_due, "-inf", repr(now), start=0, num=ROUND
+                )
+            ]
             if not due:
                 break
             async with self.client.pipeline(transaction=False) as pipe:
                 for key in due:
                     pipe.hgetall(key)
                 states = await pipe.execute()
+            records = await self.records.get_many([k[prefix:].partition(":")[2] for k in due])
 
-            async def one(key: bytes, state: dict[bytes, bytes]) -> bool:
+            async def one(key: str, state: dict[bytes, bytes], record: Record | None) -> Finish:
                 async with gate:
-                    return await self._deliver_safely(key.decode(), state, configs, down, now)
+                    return await self._decide_safely(
+                        key, state, record, configs, down, now, install
+                    )
 
-            done = await asyncio.gather(*(one(k, s) for k, s in zip(due, states, strict=True)))
+            finishes = await asyncio.gather(
+                *(one(*x) for x in zip(due, states, records, strict=True))
+            )
             tried += len(due)
-            if not all(done):  # Redis failed us: the rest waits for the next round
+            try:
+                await self._finish(finishes, now)
+            except Exception:  # Redis itself: they stay due, tried again next round
+                log.exception("cannot record %d deliveries; they are tried again", len(due))
                 break
         return tried
 
-    async def _deliver_safely(
+    async def _decide_safely(
         self,
         key: str,
         state: dict[bytes, bytes],
+        record: Record | None,
         configs: dict[str, dict[str, str]],
         down: set[str],
         now: float,
-    ) -> bool:
-        """``_deliver``, with anything unexpected retried later like an HIS outage (never
-        lost, never stopping the others); False when not even that could be written."""
+        install: str,
+    ) -> Finish:
+        """``_decide``, with anything unexpected retried later like an HIS outage (never
+        lost, never stopping the others)."""
         try:
-            await self._deliver(key, state, configs, down, now)
-            return True
+            return await self._decide(key, state, record, configs, down, now, install)
         except Exception as exc:
             log.exception("delivery %s failed unexpectedly", key)
             try:
                 attempts = int(state.get(b"attempts", b"0")) + 1
             except ValueError:
                 attempts = 1
-            try:
-                await self._finish(
-                    key,
-                    state.get(b"hospital", b"").decode(),
-                    state.get(b"wanted", b"").decode(),
-                    "failed" if attempts >= MAX_ATTEMPTS else "retry",
-                    now + backoff(attempts, self.rng),
-                    now,
-                    attempts=str(attempts),
-                    error=f"{type(exc).__name__}: {exc}"[:300],
-                )
-                return True
-            except Exception:  # Redis itself: the delivery stays due, tried next round
-                log.exception("cannot record the failure of delivery %s", key)
-                return False
+            return Finish(
+                key,
+                state.get(b"hospital", b"").decode(),
+                state.get(b"wanted", b"").decode(),
+                "failed" if attempts >= MAX_ATTEMPTS else "retry",
+                now + backoff(attempts, self.rng),
+                fields={"attempts": str(attempts), "error": f"{type(exc).__name__}: {exc}"[:300]},
+            )
 
-    async def _deliver(
+    async def _decide(
         self,
         key: str,
         state: dict[bytes, bytes],
+        record: Record | None,
         configs: dict[str, dict[str, str]],
         down: set[str],
         now: float,
-    ) -> None:
+        install: str,
+    ) -> Finish:
+        """Make the call a delivery wants; what came of it (written by ``_finish``)."""
         fields = {k.decode(): v.decode() for k, v in state.items()}
-        target, _, booking_id = key[len(self.keys.deliveries) + 1 :].partition(":")
+        target = key[len(self.keys.deliveries) + 1 :].partition(":")[0]
         action, hospital_id = fields.get("wanted", ""), fields.get("hospital", "")
         attempts = int(fields.get("attempts", "0")) + 1
         config = configs.get(hospital_id, {})
         url = config.get("his_url" if target == HIS else "insurance_url", "")
         updates: dict[str, str] = {"attempts": str(attempts), "tried_at": repr(now)}
         if not url:
-            return await self._finish(
-                key, hospital_id, action, "failed", now, now, error="no endpoint"
-            )
+            return Finish(key, hospital_id, action, "failed", now, fields={"error": "no endpoint"})
         if url in down:
             updates["attempts"] = str(attempts - 1)  # not tried: its endpoint is down right now
-            return await self._finish(
-                key, hospital_id, action, "retry", now + backoff(1, self.rng), now, **updates
+            return Finish(
+                key, hospital_id, action, "retry", now + backoff(1, self.rng), fields=updates
             )
-        record = await self.records.get(booking_id)
-        install = await self.install_id()
         if record is None:
-            return await self._finish(
-                key, hospital_id, action, "failed", now, now, error="no such booking"
+            return Finish(
+                key, hospital_id, action, "failed", now, fields={"error": "no such booking"}
             )
+        numbers: dict[str, str] = {}
         try:
             self.counters["sent"] += 1
             if target == INSURANCE:
                 number = await self._insurer(url).file(booking_of(record, install))
                 updates.update(number=number, done=BOOK)
-                await self.records.set_numbers(booking_id, insurance_no=number)
+                numbers[INSURANCE] = number
                 self.counters["filed"] += 1
             elif action == BOOK:
                 booking = booking_of(record, install)
@@ -365,7 +391,7 @@ class Deliveries:
                 await self.client.hset(key, mapping={"sent": "1", "idem": booking["key"]})
                 number = await self._his_for(url).book(booking)
                 updates.update(number=number, done=BOOK)
-                await self.records.set_numbers(booking_id, his_no=number)
+                numbers[HIS] = number
                 self.counters["booked"] += 1
             else:
                 number = fields.get("number", "") or record.his_no  # (a delivery done expires)
@@ -376,61 +402,57 @@ class Deliveries:
                     booking["key"] = fields.get("idem") or booking["key"]
                     if not number:  # sent, answer lost: the same key gives the same number
                         number = await self._his_for(url).book(booking)
-                        await self.records.set_numbers(booking_id, his_no=number)
+                        numbers[HIS] = number
                     await self._his_for(url).cancel(number, booking["key"], record.cancelled_by)
                     updates.update(number=number, done=CANCEL)
                     self.counters["cancelled"] += 1
         except HisUnavailable as exc:
             down.add(url)
             self.counters["retries"] += 1
+            updates["error"] = str(exc)
             if attempts >= MAX_ATTEMPTS:
                 self.counters["failed"] += 1
-                return await self._finish(
-                    key, hospital_id, action, "failed", now, now, **updates, error=str(exc)
-                )
+                return Finish(key, hospital_id, action, "failed", now, fields=updates)
             later = now + backoff(attempts, self.rng)
-            return await self._finish(
-                key, hospital_id, action, "retry", later, now, **updates, error=str(exc)
-            )
+            return Finish(key, hospital_id, action, "retry", later, fields=updates)
         except HisRejected as exc:
             self.counters["failed"] += 1
-            return await self._finish(
-                key, hospital_id, action, "failed", now, now, **updates, error=str(exc)
-            )
-        await self._finish(
-            key, hospital_id, action, "done", now, now, keep=record.slot_at, **updates, error=""
+            updates["error"] = str(exc)
+            return Finish(key, hospital_id, action, "failed", now, fields=updates)
+        updates["error"] = ""
+        return Finish(
+            key, hospital_id, action, "done", now, record.slot_at, updates, numbers, record
         )
 
-    async def _finish(
-        self,
-        key: str,
-        hospital: str,
-        action: str,
-        outcome: str,
-        at: float,
-        now: float,
-        keep: float = 0.0,
-        **fields: str,
-    ) -> None:
-        """Record what was done; a delivery done is forgotten ``KEEP_DONE`` after ``keep``
-        (the visit) or from now (Redis expires by its own clock, not the engine's)."""
-        keep_until = max(keep, time.time()) + KEEP_DONE
-        pairs = [x for item in fields.items() for x in item]
-        pairs += ["outcome", outcome]
-        await self.client.eval(
-            FINISH_SCRIPT,
-            4,
-            key,
-            self.keys.deliveries_due,
-            self.keys.deliveries_pending(hospital),
-            self.keys.deliveries_failed(hospital),
-            action,
-            outcome,
-            repr(at),
-            repr(now),
-            repr(keep_until),
-            *pairs,
-        )
+    async def _finish(self, finishes: Iterable[Finish], now: float) -> None:
+        """Write what came of a round's deliveries in one round trip: the numbers answered
+        (beside the records), then each delivery's state (``FINISH_SCRIPT``). A delivery done
+        is forgotten ``KEEP_DONE`` after the visit, or from now (Redis expires by its own
+        clock, not the engine's)."""
+        floor = time.time()
+        async with self.client.pipeline(transaction=False) as pipe:
+            for f in finishes:
+                for system, number in f.numbers.items():
+                    if f.record is not None:
+                        pipe.hset(self.keys.record_numbers(system), f.record.booking_id, number)
+                pairs = [x for item in f.fields.items() for x in item]
+                pipe.eval(
+                    FINISH_SCRIPT,
+                    4,
+                    f.key,
+                    self.keys.deliveries_due,
+                    self.keys.deliveries_pending(f.hospital),
+                    self.keys.deliveries_failed(f.hospital),
+                    f.action,
+                    f.outcome,
+                    repr(f.at),
+                    repr(now),
+                    repr(max(f.keep, floor) + KEEP_DONE),
+                    *pairs,
+                    "outcome",
+                    f.outcome,
+                )
+            await pipe.execute()
 
     def _his_for(self, url: str) -> His:
         if url not in self._his:

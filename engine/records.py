@@ -209,7 +209,7 @@ class RecordBook:
                     unreadable.append(key)
             sessions = [session for _, session in readable]
             ids = [s.booking_id(n) for s in sessions for n in range(s.count)]
-            found = iter(await self._get_many(ids))
+            found = iter(await self.get_many(ids))
             old_sales = iter(await self._sales([s.id for s in sessions]))
             every: list[Change] = []
             # one transaction per few sessions: all of a session's writes or none, without
@@ -302,9 +302,9 @@ class RecordBook:
     # ----- reading ---------------------------------------------------------------------------
 
     async def get(self, booking_id: str) -> Record | None:
-        return (await self._get_many([booking_id]))[0]
+        return (await self.get_many([booking_id]))[0]
 
-    async def _get_many(self, ids: Sequence[str]) -> list[Record | None]:
+    async def get_many(self, ids: Sequence[str]) -> list[Record | None]:
         if not ids:
             return []
         async with self.client.pipeline(transaction=False) as pipe:
@@ -379,7 +379,7 @@ class RecordBook:
                 reading = entries[:want] if exact else entries
                 consumed = 0
                 for (member, score), record in zip(
-                    reading, await self._get_many([m for m, _ in reading]), strict=True
+                    reading, await self.get_many([m for m, _ in reading]), strict=True
                 ):
                     consumed += 1
                     after = (score, member)
@@ -454,7 +454,7 @@ class RecordBook:
                     return
                 member, score = entries[-1]
                 after = (score, member)
-                records = await self._get_many([m for m, _ in entries])
+                records = await self.get_many([m for m, _ in entries])
                 yield [r for r in records if r is not None and query.accepts(r)]
                 if len(entries) < chunk:
                     return
