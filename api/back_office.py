@@ -20,7 +20,7 @@ from fastapi import FastAPI, Query
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
-from engine.analytics import Report, Tally
+from engine.analytics import Report
 from engine.errors import HisRejected, HisUnavailable
 from engine.record import STATES, Record
 from engine.records import RecordQuery
@@ -153,18 +153,19 @@ class Reports:
         self._kept: dict[tuple[Any, ...], tuple[float, Report]] = {}
         self._locks: dict[tuple[Any, ...], asyncio.Lock] = {}
 
-    async def get(self, s: Services, hospital: str | None, start: float, end: float) -> Report:
+    async def get(self, s: Services, hospital: str | None, start: Date, end: Date) -> Report:
+        """The report of visit dates ``start`` to ``end`` (inclusive): the records' side from
+        the daily tallies the indexer keeps, the sales from the sessions of those dates."""
         key = (hospital, start, end)
         async with self._locks.setdefault(key, asyncio.Lock()):
             kept = self._kept.get(key)
             if kept is not None and time.monotonic() - kept[0] < REPORT_SECONDS:
                 return kept[1]
-            tally = Tally()
-            query = RecordQuery(hospital_id=hospital, start=start, end=end)
-            async for chunk in s.records.scan(query):
-                await asyncio.to_thread(tally.add, chunk)
+            dates = [(start + timedelta(days=n)).isoformat() for n in range((end - start).days + 1)]
+            tally = await s.records.tally(hospital, dates)
+            low, high = _midnight(s, start), _midnight(s, end + timedelta(days=1))
             hospitals = [hospital] if hospital else [h["id"] for h in await s.catalog.hospitals()]
-            sales = [x for h in hospitals for x in await s.records.sales(h, start, end)]
+            sales = [x for h in hospitals for x in await s.records.sales(h, low, high)]
             report = await asyncio.to_thread(tally.report, sales)
             if len(self._kept) > 64:
                 self._kept.clear()
@@ -320,8 +321,7 @@ def register_back_office_routes(app: FastAPI) -> None:
             raise ApiError(
                 422, "invalid_request", f"A report covers at most {MAX_REPORT_DAYS} days."
             )
-        low, high = _midnight(s, start), _midnight(s, end + timedelta(days=1))
-        return await reports.get(s, hospital, low, high)  # type: ignore[arg-type]
+        return await reports.get(s, hospital, start, end)
 
     @app.get("/v1/admin/analytics", tags=tags)
     async def analytics(

@@ -176,9 +176,44 @@ class Report:
         }
 
 
+OVERALL = "overall"
+SEP = "\t"  # in a daily tally's field names: dimension, key, metric index
+
+
+def row_of(r: Record) -> tuple[int, int, int, int, int]:
+    """A record's counts: (records, confirmed, cancelled by the patient, visited, no_show)."""
+    confirmed = r.was_confirmed and r.cancelled_by != BY_HOSPITAL
+    cancelled = r.state == "cancelled" and r.cancelled_by == BY_PATIENT and r.was_confirmed
+    return (1, int(confirmed), int(cancelled), int(r.state in VISITED), int(r.state == "no_show"))
+
+
+def groups_of(r: Record, weekday: str | None = None) -> tuple[str, ...]:
+    """The record's group in each of ``DIMENSIONS``."""
+    if weekday is None:
+        weekday = WEEKDAYS[dt.date.fromisoformat(r.date).weekday()]
+    return (age_band(r.age), r.department_id, weekday, r.period, lead_band(r))
+
+
+def tally_delta(old: Record | None, new: Record) -> dict[str, int]:
+    """What a record's change adds to its day's tally (field → increment; none are 0). The
+    fields are ``dimension<TAB>key<TAB>metric``, with dimension ``overall`` for the total."""
+    out: dict[str, int] = {}
+    for record, sign in ((new, 1), (old, -1)):
+        if record is None:
+            continue
+        row = row_of(record)
+        pairs = zip(DIMENSIONS, groups_of(record), strict=True)
+        for dimension, key in ((OVERALL, OVERALL), *pairs):
+            for i, value in enumerate(row):
+                if value:
+                    name = f"{dimension}{SEP}{key}{SEP}{i}"
+                    out[name] = out.get(name, 0) + sign * value
+    return {name: value for name, value in out.items() if value}
+
+
 class Tally:
-    """The record side of a report, added to a chunk at a time (a long range is never held
-    in memory whole)."""
+    """The record side of a report: added to a chunk of records at a time, or from the
+    daily tallies the records indexer keeps (``tally_delta``)."""
 
     def __init__(self) -> None:
         self.counts: dict[str, dict[str, list[int]]] = {d: {} for d in DIMENSIONS}
@@ -188,24 +223,31 @@ class Tally:
     def add(self, records: Iterable[Record]) -> None:
         counts, overall, weekday_of = self.counts, self.overall, self._weekday_of
         for r in records:
-            confirmed = r.was_confirmed and r.cancelled_by != BY_HOSPITAL
-            cancelled = r.state == "cancelled" and r.cancelled_by == BY_PATIENT and r.was_confirmed
-            visited = r.state in VISITED
-            row = (1, confirmed, cancelled, visited, r.state == "no_show")
+            row = row_of(r)
             weekday = weekday_of.get(r.date)
             if weekday is None:
                 weekday = weekday_of[r.date] = WEEKDAYS[dt.date.fromisoformat(r.date).weekday()]
-            keys = (age_band(r.age), r.department_id, weekday, r.period, lead_band(r))
-            for dimension, key in zip(DIMENSIONS, keys, strict=True):
+            for dimension, key in zip(DIMENSIONS, groups_of(r, weekday), strict=True):
                 counts_ = counts[dimension].setdefault(key, [0, 0, 0, 0, 0])
                 for i, value in enumerate(row):
                     counts_[i] += value
             for i, value in enumerate(row):
                 overall[i] += value
 
+    def add_tally(self, fields: dict[str, int]) -> None:
+        """Add one day's tally (field → count, as ``tally_delta`` names them)."""
+        for name, value in fields.items():
+            dimension, key, metric = name.split(SEP)
+            i = int(metric)
+            if dimension == OVERALL:
+                self.overall[i] += value
+            elif dimension in self.counts:
+                self.counts[dimension].setdefault(key, [0, 0, 0, 0, 0])[i] += value
+
     def report(self, sales: Iterable[SessionSale]) -> Report:
-        rows = {d: _rows(d, self.counts[d]) for d in DIMENSIONS}
-        return Report(Group("overall", *self.overall), **rows, sales=_sales(sales))
+        counts = {d: {k: v for k, v in c.items() if v[0]} for d, c in self.counts.items()}
+        rows = {d: _rows(d, counts[d]) for d in DIMENSIONS}
+        return Report(Group(OVERALL, *self.overall), **rows, sales=_sales(sales))
 
 
 def summarize(records: Iterable[Record], sales: Iterable[SessionSale]) -> Report:

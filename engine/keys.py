@@ -191,6 +191,15 @@ class Keys:
         ``doc``, ``p`` (patient) or ``hs`` (hospital and state, value ``hospital|state``)."""
         return f"{self.prefix}:records:by:{kind}:{value}"
 
+    def record_tally(self, hospital_id: str, date: str) -> str:
+        """Hash: a hospital's analytics counts of one visit date (``analytics.tally_delta``)."""
+        return f"{self.prefix}:records:tally:{hospital_id}:{date}"
+
+    @property
+    def tallied_hospitals(self) -> str:
+        """Set of the hospitals that have daily tallies (the platform's report reads them all)."""
+        return f"{self.prefix}:records:tally:hospitals"
+
     @property
     def sales(self) -> str:
         """Hash: session id → packed ``SessionSale``."""

@@ -27,6 +27,7 @@ import msgpack
 import orjson
 from redis.exceptions import RedisError
 
+from .analytics import Tally, tally_delta
 from .errors import SnapshotError, StoreUnavailable
 from .keys import Keys
 from .record import Record, SessionSale, records_of, sale_of
@@ -269,8 +270,15 @@ class RecordBook:
             await pipe.execute()
 
     def _write(self, pipe: Any, changes: Iterable[Change], sales: Iterable[SessionSale]) -> None:
+        """Records, their indexes, the daily analytics tallies (one increment per field and
+        day, summed over the changes: exact because one indexer writes, and a round's writes
+        commit with the end of its claim) and sales."""
         keys = self.keys
+        tallies: dict[tuple[str, str], dict[str, int]] = {}
         for old, new in changes:
+            day = tallies.setdefault((new.hospital_id, new.date), {})
+            for name, value in tally_delta(old, new).items():
+                day[name] = day.get(name, 0) + value
             pipe.hset(keys.records, new.booking_id, msgpack.packb(new.pack()))
             member = {new.booking_id: new.slot_at}
             if old is None:
@@ -283,6 +291,12 @@ class RecordBook:
                 pipe.zrem(keys.record_index("hs", f"{old.hospital_id}|{old.state}"), old.booking_id)
             if old is None or old.state != new.state:
                 pipe.zadd(keys.record_index("hs", f"{new.hospital_id}|{new.state}"), member)
+        for (hospital_id, date), fields in tallies.items():
+            for name, value in fields.items():
+                if value:
+                    pipe.hincrby(keys.record_tally(hospital_id, date), name, value)
+        if tallies:
+            pipe.sadd(keys.tallied_hospitals, *{h for h, _ in tallies})
         for sale in sales:
             pipe.hset(keys.sales, sale.session_id, msgpack.packb(sale.pack()))
             pipe.zadd(keys.sales_index(sale.hospital_id), {sale.session_id: sale.starts_at})
@@ -332,6 +346,27 @@ class RecordBook:
             return []
         raws = await self.client.hmget(self.keys.sales, list(session_ids))
         return [None if raw is None else SessionSale.unpack(msgpack.unpackb(raw)) for raw in raws]
+
+    async def tally(self, hospital_id: str | None, dates: Sequence[str]) -> Tally:
+        """The analytics counts of a hospital (None: every hospital) over visit ``dates``,
+        from the daily tallies: a read per hospital and day, whatever the bookings."""
+        if hospital_id is None:
+            members = await self.client.smembers(self.keys.tallied_hospitals)
+            hospitals = sorted(m.decode() for m in members)
+        else:
+            hospitals = [hospital_id]
+        tally = Tally()
+        pairs = [(h, d) for h in hospitals for d in dates]
+        try:
+            for start in range(0, len(pairs), 1000):
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for h, d in pairs[start : start + 1000]:
+                        pipe.hgetall(self.keys.record_tally(h, d))
+                    for day in await pipe.execute():
+                        tally.add_tally({k.decode(): int(v) for k, v in day.items()})
+        except RedisError as exc:
+            raise StoreUnavailable(f"analytics read failed: {exc}") from exc
+        return tally
 
     async def sales(
         self, hospital_id: str, start: float | None, end: float | None

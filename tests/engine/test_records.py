@@ -10,6 +10,7 @@ from dataclasses import replace
 import msgpack
 import pytest
 
+from engine.analytics import summarize
 from engine.record import Record, SessionSale, records_of
 from engine.records import RecordBook, RecordQuery, age_on
 from engine.session import DoctorSession, Extra, SessionSpec
@@ -301,6 +302,51 @@ async def test_paging_a_changing_index_never_skips_or_repeats(store):
         got.extend(r.booking_id for r in page.records)
         cursor = page.next_cursor
     assert got == [r.booking_id for r in later] and not set(got) & set(seen)
+
+
+async def test_daily_tallies_match_a_report_over_the_records_themselves(store):
+    """The analytics counts the indexer keeps day by day equal ``summarize`` over the final
+    records, after records are added and then change state (some several times)."""
+    seed = random.randrange(1 << 30)
+    print("seed", seed)
+    rng = random.Random(seed)
+    book = RecordBook(store.client, store.keys)
+    states = ["held", "booked", "checked_in", "cancelled", "no_show", "expired"]
+    records = [
+        replace(
+            r,
+            state=rng.choice(states[:2]),
+            age=rng.randrange(-1, 95),
+            made_at=r.slot_at - rng.randrange(0, 10 * 86400) if rng.random() < 0.9 else 0.0,
+            was_confirmed=False,
+            date=f"2026-12-{1 + int(r.slot_at // DAY) % 28:02d}",
+        )
+        for r in random_records(rng, 1500)
+    ]
+    await book.put([(None, r) for r in records])
+    current = {r.booking_id: r for r in records}
+    for _ in range(3):
+        changes = []
+        for r in rng.sample(list(current.values()), 500):
+            state = rng.choice(states)
+            new = replace(
+                r,
+                state=state,
+                cancelled_by=rng.choice(["patient", "hospital"]) if state == "cancelled" else "",
+                was_confirmed=r.was_confirmed or state in ("booked", "checked_in", "no_show"),
+            )
+            changes.append((r, new))
+            current[r.booking_id] = new
+        await book.put(changes)
+    dates = sorted({r.date for r in current.values()})
+    for hospital in ("h1", "h2", None):
+        mine = [r for r in current.values() if hospital is None or r.hospital_id == hospital]
+        got = (await book.tally(hospital, dates)).report([])
+        assert got == summarize(mine, []), hospital
+    some = dates[:5]
+    got = (await book.tally("h1", some)).report([])
+    expected = [r for r in current.values() if r.hospital_id == "h1" and r.date in some]
+    assert got == summarize(expected, []) and got.overall.records == len(expected) > 0
 
 
 async def test_a_cursor_for_another_query_or_made_up_is_refused(store):
