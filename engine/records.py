@@ -79,6 +79,14 @@ return redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[3], 'BYSCORE', 'LIMIT', skip,
   'WITHSCORES')
 """
 
+# KEYS: a day's tally. ARGV: field, increment, field, increment ...
+TALLY_SCRIPT = """
+for i = 1, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+return 0
+"""
+
 SYNC_BATCH = 500  # snapshots per round trip
 TX_SESSIONS = 25  # sessions whose records (and deliveries) are written in one transaction
 SCAN_CHUNK = 1000  # index entries read per step of a filtered query
@@ -292,9 +300,9 @@ class RecordBook:
             if old is None or old.state != new.state:
                 pipe.zadd(keys.record_index("hs", f"{new.hospital_id}|{new.state}"), member)
         for (hospital_id, date), fields in tallies.items():
-            for name, value in fields.items():
-                if value:
-                    pipe.hincrby(keys.record_tally(hospital_id, date), name, value)
+            pairs = [x for name, value in fields.items() if value for x in (name, value)]
+            if pairs:  # one command a day, not one an increment
+                pipe.eval(TALLY_SCRIPT, 1, keys.record_tally(hospital_id, date), *pairs)
         if tallies:
             pipe.sadd(keys.tallied_hospitals, *{h for h, _ in tallies})
         for sale in sales:
