@@ -299,7 +299,9 @@ async def _prepare(rt: Runtime, demo: bool, his_url: str | None = None) -> str |
         made = await load(engine, catalog, clock)
         if made:
             click.echo(f"demo data: {made} doctor-sessions over the next week")
-            past = await load_history(catalog, RecordBook(client, keys), clock)
+            book = RecordBook(client, keys)
+            await book.ensure_tallies()  # new data: the tallies are ours before history is put
+            past = await load_history(catalog, book, clock)
             click.echo(f"demo data: {past:,} past bookings (90 days) for the analytics")
         if his_url:
             deliveries = Deliveries(client, keys)

@@ -103,6 +103,7 @@ class Rounds:
         self.records = RecordBook(self.store.client, self.keys)
         self.deliveries = Deliveries(self.store.client, self.keys)
         self._grouped = False
+        self._tallied = False
         self._hosts: list | None = None
 
     async def drain(self) -> dict[str, int]:
@@ -145,6 +146,9 @@ class Rounds:
         """Bring the booking records up to date with every committed session, and ask for the
         HIS deliveries their changes call for; how many records changed."""
         changed = 0
+        if not self._tallied:  # once: records from before the tallies get theirs
+            await self.records.ensure_tallies()
+            self._tallied = True
         for _ in range(INDEX_ROUNDS):
             now = self.clock.now()
             changes = await self.records.sync(

@@ -196,6 +196,11 @@ class Keys:
         return f"{self.prefix}:records:tally:{hospital_id}:{date}"
 
     @property
+    def tally_version(self) -> str:
+        """The layout of the daily tallies kept (made from the records when it is not ours)."""
+        return f"{self.prefix}:records:tally-version"
+
+    @property
     def tallied_hospitals(self) -> str:
         """Set of the hospitals that have daily tallies (the platform's report reads them all)."""
         return f"{self.prefix}:records:tally:hospitals"

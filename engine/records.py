@@ -87,6 +87,7 @@ end
 return 0
 """
 
+TALLY_VERSION = "1"  # the daily tallies' layout (``analytics.tally_delta``)
 SYNC_BATCH = 500  # snapshots per round trip
 TX_SESSIONS = 25  # sessions whose records (and deliveries) are written in one transaction
 SCAN_CHUNK = 1000  # index entries read per step of a filtered query
@@ -278,15 +279,10 @@ class RecordBook:
             await pipe.execute()
 
     def _write(self, pipe: Any, changes: Iterable[Change], sales: Iterable[SessionSale]) -> None:
-        """Records, their indexes, the daily analytics tallies (one increment per field and
-        day, summed over the changes: exact because one indexer writes, and a round's writes
-        commit with the end of its claim) and sales."""
+        """Records, their indexes, the daily analytics tallies and sales."""
         keys = self.keys
-        tallies: dict[tuple[str, str], dict[str, int]] = {}
+        changes = list(changes)
         for old, new in changes:
-            day = tallies.setdefault((new.hospital_id, new.date), {})
-            for name, value in tally_delta(old, new).items():
-                day[name] = day.get(name, 0) + value
             pipe.hset(keys.records, new.booking_id, msgpack.packb(new.pack()))
             member = {new.booking_id: new.slot_at}
             if old is None:
@@ -299,15 +295,56 @@ class RecordBook:
                 pipe.zrem(keys.record_index("hs", f"{old.hospital_id}|{old.state}"), old.booking_id)
             if old is None or old.state != new.state:
                 pipe.zadd(keys.record_index("hs", f"{new.hospital_id}|{new.state}"), member)
-        for (hospital_id, date), fields in tallies.items():
-            pairs = [x for name, value in fields.items() if value for x in (name, value)]
-            if pairs:  # one command a day, not one an increment
-                pipe.eval(TALLY_SCRIPT, 1, keys.record_tally(hospital_id, date), *pairs)
-        if tallies:
-            pipe.sadd(keys.tallied_hospitals, *{h for h, _ in tallies})
+        self._write_tallies(pipe, changes)
         for sale in sales:
             pipe.hset(keys.sales, sale.session_id, msgpack.packb(sale.pack()))
             pipe.zadd(keys.sales_index(sale.hospital_id), {sale.session_id: sale.starts_at})
+
+    def _write_tallies(self, pipe: Any, changes: Iterable[Change]) -> None:
+        """The daily analytics tallies: one command per hospital and day, the changes'
+        increments summed. Exact because one indexer writes (the courier), and a round's writes
+        commit with the end of its claim (never twice, never half)."""
+        keys = self.keys
+        tallies: dict[tuple[str, str], dict[str, int]] = {}
+        for old, new in changes:
+            day = tallies.setdefault((new.hospital_id, new.date), {})
+            for name, value in tally_delta(old, new).items():
+                day[name] = day.get(name, 0) + value
+        for (hospital_id, date), fields in tallies.items():
+            pairs = [x for name, value in fields.items() if value for x in (name, value)]
+            if pairs:
+                pipe.eval(TALLY_SCRIPT, 1, keys.record_tally(hospital_id, date), *pairs)
+        if tallies:
+            pipe.sadd(keys.tallied_hospitals, *{h for h, _ in tallies})
+
+    async def ensure_tallies(self, chunk: int = 5000) -> int:
+        """Make the daily tallies from the records if they were not kept (records written by a
+        version without them), once; how many records were tallied (0: nothing to do). Run by
+        the indexer (the courier) before it writes, so nothing else writes meanwhile."""
+        client, keys = self.client, self.keys
+        if await client.get(keys.tally_version) == TALLY_VERSION.encode():
+            return 0
+        try:
+            stale = [k async for k in client.scan_iter(match=keys.record_tally("*", "*"))]
+            for start in range(0, len(stale), 1000):
+                await client.delete(*stale[start : start + 1000])
+            await client.delete(keys.tallied_hospitals)
+            done = 0
+            while ids := [
+                i.decode()
+                for i in await client.zrange(keys.record_index("all"), done, done + chunk - 1)
+            ]:
+                records = [r for r in await self.get_many(ids) if r is not None]
+                async with client.pipeline(transaction=False) as pipe:
+                    self._write_tallies(pipe, [(None, r) for r in records])
+                    await pipe.execute()
+                done += len(ids)
+            await client.set(keys.tally_version, TALLY_VERSION)
+        except RedisError as exc:
+            raise StoreUnavailable(f"analytics tallies not made: {exc}") from exc
+        if done:
+            log.warning("records: made the analytics tallies of %d records", done)
+        return done
 
     async def set_numbers(
         self, booking_id: str, his_no: str | None = None, insurance_no: str | None = None

@@ -349,6 +349,22 @@ async def test_daily_tallies_match_a_report_over_the_records_themselves(store):
     assert got == summarize(expected, []) and got.overall.records == len(expected) > 0
 
 
+async def test_tallies_are_made_once_for_records_written_without_them(store):
+    client, keys = store.client, store.keys
+    book = RecordBook(client, keys)
+    records = [replace(r, date="2026-12-02") for r in random_records(random.Random(4), 300)]
+    await book.put([(None, r) for r in records])
+    expected = summarize([r for r in records if r.hospital_id == "h1"], [])
+    for key in [k async for k in client.scan_iter(match=keys.record_tally("*", "*"))]:
+        await client.delete(key)  # as a version without tallies left them
+    await client.hset(keys.record_tally("h1", "2026-12-02"), "overall\toverall\t0", 999)
+    assert (await book.tally("h1", ["2026-12-02"])).report([]) != expected
+    assert await book.ensure_tallies(chunk=64) == 300
+    assert (await book.tally("h1", ["2026-12-02"])).report([]) == expected
+    assert await book.ensure_tallies() == 0  # once
+    assert (await book.tally("h1", ["2026-12-02"])).report([]) == expected
+
+
 async def test_a_cursor_for_another_query_or_made_up_is_refused(store):
     book = RecordBook(store.client, store.keys)
     await book.put([(None, r) for r in random_records(random.Random(1), 100)])
