@@ -350,13 +350,15 @@ async def test_corrupt_snapshot_fails_only_its_shard(runtime, redis_client):
     # a restarted host meets the corrupt snapshot when it reloads
     await redis_client.set(engine.store.keys.session(bad.shard_id, bad.id), b"\x93garbage")
     host = runtime.hosts[engine.host_of(bad.shard_id)]
+    before = (await host.info.remote())["started_at"]
     ray.kill(host, no_restart=False)
-    for _ in range(100):
+    for _ in range(200):  # until the restarted host answers (ray.kill does not wait)
         try:
-            await host.info.remote()
-            break
+            if (await host.info.remote())["started_at"] != before:
+                break
         except ray.exceptions.RayError:
-            await asyncio.sleep(0.1)
+            pass
+        await asyncio.sleep(0.1)
     refused = await engine.book(bad.id, 1, "a")
     assert isinstance(refused, Unavailable) and "corrupt" in refused.reason
     assert isinstance(await engine.book(good.id, 1, "a"), Booked)
