@@ -20,7 +20,7 @@ from fastapi import FastAPI, Query
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
-from engine.analytics import Report
+from engine.analytics import Report, Tally
 from engine.errors import HisRejected, HisUnavailable
 from engine.record import STATES, Record
 from engine.records import RecordQuery
@@ -162,8 +162,14 @@ class Reports:
             if kept is not None and time.monotonic() - kept[0] < REPORT_SECONDS:
                 return kept[1]
             dates = [(start + timedelta(days=n)).isoformat() for n in range((end - start).days + 1)]
-            tally = await s.records.tally(hospital, dates)
             low, high = _midnight(s, start), _midnight(s, end + timedelta(days=1))
+            if await s.records.tallies_ready():
+                tally = await s.records.tally(hospital, dates)
+            else:  # being made after an upgrade: read the records themselves meanwhile
+                tally = Tally()
+                query = RecordQuery(hospital_id=hospital, start=low, end=high)
+                async for chunk in s.records.scan(query):
+                    await asyncio.to_thread(tally.add, chunk)
             hospitals = [hospital] if hospital else [h["id"] for h in await s.catalog.hospitals()]
             sales = [x for h in hospitals for x in await s.records.sales(h, low, high)]
             report = await asyncio.to_thread(tally.report, sales)

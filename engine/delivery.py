@@ -70,12 +70,19 @@ return 1
 # outcome (done | retry | failed), next time, now, keep until (epoch seconds: a delivery done
 # is forgotten then), then field/value pairs to set.
 FINISH_SCRIPT = """
-for i = 6, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-end
 if redis.call('HGET', KEYS[1], 'wanted') ~= ARGV[1] then
+  -- asked for something else meanwhile: keep only the number answered (the next action,
+  -- a cancel, needs it) and carry that out next, from its own first attempt
+  for i = 6, #ARGV, 2 do
+    if ARGV[i] == 'number' then
+      redis.call('HSET', KEYS[1], 'number', ARGV[i + 1])
+    end
+  end
   redis.call('ZADD', KEYS[2], ARGV[4], KEYS[1])
   return 0
+end
+for i = 6, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 if ARGV[2] == 'retry' then
   redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1])

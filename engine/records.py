@@ -14,7 +14,9 @@ slot-time order, and checks the other filters on the records themselves.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import datetime as dt
 import logging
 import math
@@ -303,7 +305,8 @@ class RecordBook:
     def _write_tallies(self, pipe: Any, changes: Iterable[Change]) -> None:
         """The daily analytics tallies: one command per hospital and day, the changes'
         increments summed. Exact because one indexer writes (the courier), and a round's writes
-        commit with the end of its claim (never twice, never half)."""
+        commit with the end of its claim (never twice, never half). The only writes here that
+        must not be repeated: never let the Redis client re-send a transaction on a timeout."""
         keys = self.keys
         tallies: dict[tuple[str, str], dict[str, int]] = {}
         for old, new in changes:
@@ -317,13 +320,22 @@ class RecordBook:
         if tallies:
             pipe.sadd(keys.tallied_hospitals, *{h for h, _ in tallies})
 
+    async def tallies_ready(self) -> bool:
+        """True when the daily tallies hold every record (else read the records themselves)."""
+        return await self.client.get(self.keys.tally_version) == TALLY_VERSION.encode()
+
     async def ensure_tallies(self, chunk: int = 5000) -> int:
         """Make the daily tallies from the records if they were not kept (records written by a
         version without them), once; how many records were tallied (0: nothing to do). Run by
         the indexer (the courier) before it writes, so nothing else writes meanwhile."""
         client, keys = self.client, self.keys
-        if await client.get(keys.tally_version) == TALLY_VERSION.encode():
+        if await self.tallies_ready():
             return 0
+        lock = f"{keys.tally_version}:lock"
+        while not await client.set(lock, "1", nx=True, px=600_000):
+            await asyncio.sleep(0.2)  # another is making them: wait for it, write nothing
+            if await self.tallies_ready():
+                return 0
         try:
             stale = [k async for k in client.scan_iter(match=keys.record_tally("*", "*"))]
             for start in range(0, len(stale), 1000):
@@ -342,6 +354,9 @@ class RecordBook:
             await client.set(keys.tally_version, TALLY_VERSION)
         except RedisError as exc:
             raise StoreUnavailable(f"analytics tallies not made: {exc}") from exc
+        finally:
+            with contextlib.suppress(RedisError):
+                await client.delete(lock)
         if done:
             log.warning("records: made the analytics tallies of %d records", done)
         return done
