@@ -120,7 +120,17 @@ class Finish:
     keep: float = 0.0  # done: kept until this (the visit) + KEEP_DONE
     fields: dict[str, str] = field(default_factory=dict)
     numbers: dict[str, str] = field(default_factory=dict)  # HIS / INSURANCE → number answered
-    record: Record | None = None
+    booking_id: str = ""  # whose record the numbers go with
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    """What the deliveries of one ``Deliveries.run`` share."""
+
+    configs: dict[str, dict[str, str]]
+    down: set[str]  # endpoints that failed this round: the rest of theirs wait
+    now: float
+    install: str
 
 
 def wanted(
@@ -289,9 +299,7 @@ class Deliveries:
         in flight) and writes what came of them at once; a crash in between redoes the round's
         calls, which the HIS answers as before (the same idempotency keys)."""
         tried = 0
-        configs = await self.configs()
-        install = await self.install_id()
-        down: set[str] = set()  # endpoints that failed this round: the rest of theirs wait
+        round_ = Round(await self.configs(), set(), now, await self.install_id())
         gate = asyncio.Semaphore(PARALLEL)
         prefix = len(self.keys.deliveries) + 1
         while tried < limit:
@@ -311,9 +319,7 @@ class Deliveries:
 
             async def one(key: str, state: dict[bytes, bytes], record: Record | None) -> Finish:
                 async with gate:
-                    return await self._decide_safely(
-                        key, state, record, configs, down, now, install
-                    )
+                    return await self._decide_safely(key, state, record, round_)
 
             finishes = await asyncio.gather(
                 *(one(*x) for x in zip(due, states, records, strict=True))
@@ -327,19 +333,12 @@ class Deliveries:
         return tried
 
     async def _decide_safely(
-        self,
-        key: str,
-        state: dict[bytes, bytes],
-        record: Record | None,
-        configs: dict[str, dict[str, str]],
-        down: set[str],
-        now: float,
-        install: str,
+        self, key: str, state: dict[bytes, bytes], record: Record | None, round_: Round
     ) -> Finish:
         """``_decide``, with anything unexpected retried later like an HIS outage (never
         lost, never stopping the others)."""
         try:
-            return await self._decide(key, state, record, configs, down, now, install)
+            return await self._decide(key, state, record, round_)
         except Exception as exc:
             log.exception("delivery %s failed unexpectedly", key)
             try:
@@ -351,21 +350,15 @@ class Deliveries:
                 state.get(b"hospital", b"").decode(),
                 state.get(b"wanted", b"").decode(),
                 "failed" if attempts >= MAX_ATTEMPTS else "retry",
-                now + backoff(attempts, self.rng),
+                round_.now + backoff(attempts, self.rng),
                 fields={"attempts": str(attempts), "error": f"{type(exc).__name__}: {exc}"[:300]},
             )
 
     async def _decide(
-        self,
-        key: str,
-        state: dict[bytes, bytes],
-        record: Record | None,
-        configs: dict[str, dict[str, str]],
-        down: set[str],
-        now: float,
-        install: str,
+        self, key: str, state: dict[bytes, bytes], record: Record | None, round_: Round
     ) -> Finish:
         """Make the call a delivery wants; what came of it (written by ``_finish``)."""
+        configs, down, now, install = round_.configs, round_.down, round_.now, round_.install
         fields = {k.decode(): v.decode() for k, v in state.items()}
         target = key[len(self.keys.deliveries) + 1 :].partition(":")[0]
         action, hospital_id = fields.get("wanted", ""), fields.get("hospital", "")
@@ -428,7 +421,15 @@ class Deliveries:
             return Finish(key, hospital_id, action, "failed", now, fields=updates)
         updates["error"] = ""
         return Finish(
-            key, hospital_id, action, "done", now, record.slot_at, updates, numbers, record
+            key,
+            hospital_id,
+            action,
+            "done",
+            now,
+            keep=record.slot_at,
+            fields=updates,
+            numbers=numbers,
+            booking_id=record.booking_id,
         )
 
     async def _finish(self, finishes: Iterable[Finish], now: float) -> None:
@@ -440,8 +441,7 @@ class Deliveries:
         async with self.client.pipeline(transaction=False) as pipe:
             for f in finishes:
                 for system, number in f.numbers.items():
-                    if f.record is not None:
-                        pipe.hset(self.keys.record_numbers(system), f.record.booking_id, number)
+                    pipe.hset(self.keys.record_numbers(system), f.booking_id, number)
                 pairs = [x for item in f.fields.items() for x in item]
                 pipe.eval(
                     FINISH_SCRIPT,
