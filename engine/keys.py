@@ -60,6 +60,31 @@ class Keys:
         return f"{self.prefix}:outbox"
 
     @property
+    def outbox_dead(self) -> str:
+        """Stream of outbox entries that failed ``outbox_max_tries`` times (dead letters): kept
+        for the platform admin to retry or drop, so that everything behind them flows on."""
+        return f"{self.prefix}:outbox:dead"
+
+    def commit_seq(self, shard_id: str) -> str:
+        """The shard's commit counter, bumped by every commit script: read back after a round
+        trip that failed, it tells whether the commit happened."""
+        return f"{self.prefix}:{{{shard_id}}}:seq"
+
+    def hold_releases(self, scope: str, patient_id: int, date: str) -> str:
+        """Sorted set: booking id → time, the holds a patient let go (expired or cancelled
+        unpaid) in one scope on one local day; past the policy's free ones, each is abuse."""
+        return f"{self.prefix}:hold-releases:{scope}:{patient_id}:{date}"
+
+    def limit(self, name: str, subject: str) -> str:
+        """A shared rate limit's state (GCRA: the theoretical arrival time) for one subject."""
+        return f"{self.prefix}:limit:{name}:{subject}"
+
+    @property
+    def upgrades(self) -> str:
+        """Hash: upgrade step name → when it ran (steps run once per installation)."""
+        return f"{self.prefix}:upgrades"
+
+    @property
     def clock(self) -> str:
         """Seconds added to the wall clock (a movable clock for tests and demos)."""
         return f"{self.prefix}:clock-offset"
@@ -154,6 +179,17 @@ class Keys:
     def catalog_channel(self) -> str:
         """Pub/sub channel: a doctor-session was added to the catalog."""
         return f"{self.prefix}:catalog-events"
+
+    @property
+    def token_versions(self) -> str:
+        """Hash: patient id → token version; a logout or a new password bumps it, and every
+        token issued with an older version stops working (patients not in it are at 1)."""
+        return f"{self.prefix}:patient-token-versions"
+
+    @property
+    def token_channel(self) -> str:
+        """Pub/sub channel: ``<patient>:<version>`` when a patient's tokens were revoked."""
+        return f"{self.prefix}:token-versions"
 
     @property
     def api_secret(self) -> str:

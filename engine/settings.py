@@ -21,6 +21,17 @@
 | SLOTENGINE_TOKEN_DAYS       | lifetime of a patient's bearer token                           |
 | SLOTENGINE_NOTICE_SENDER    | ``module:Class`` that delivers notifications (default: Redis)  |
 | SLOTENGINE_MOVABLE_CLOCK    | ``1`` lets the admin API move the clock (tests and demos only) |
+| SLOTENGINE_ADDRESS_LIMITS   | ``off`` turns the per-client-address limits off (load tests)   |
+| SLOTENGINE_TRUSTED_PROXIES  | networks whose ``X-Forwarded-For`` is believed (comma list)    |
+| SLOTENGINE_LIMIT_*          | ``N/S``: N requests per S seconds (see ``Limit`` below)        |
+| SLOTENGINE_ARGON2_CONCURRENCY | password hashes computed at once per worker                  |
+| SLOTENGINE_HIS_ALLOW_NETWORKS | private networks an HIS URL may point into (comma list)      |
+| SLOTENGINE_HIS_MAX_BYTES    | largest HIS answer read                                        |
+| SLOTENGINE_METRICS_PUBLIC   | ``1`` serves ``/metrics`` without a bearer token               |
+| SLOTENGINE_DOCS             | ``0`` turns ``/docs``, ``/redoc`` and ``/openapi.json`` off    |
+| SLOTENGINE_ENDED_KEPT       | ended bookings a doctor-session keeps whole before compacting  |
+| SLOTENGINE_IDEMPOTENCY_KEPT | request keys of compacted bookings kept per doctor-session     |
+| SLOTENGINE_OUTBOX_MAX_TRIES | deliveries of an outbox entry before it goes to the dead letters |
 
 Ray's own token authentication is configured by Ray's variables (``RAY_AUTH_MODE``,
 ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``); a driver joining a cluster started on this
@@ -29,14 +40,51 @@ machine finds the token at ``~/.ray/auth_token`` by itself.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 PREFIX = "SLOTENGINE_"
+_LIMIT = re.compile(r"^([0-9]+)/([0-9]+(?:\.[0-9]+)?)$")
+
+
+class Limit(BaseModel):
+    """``count`` requests per ``seconds`` (a GCRA: one every ``seconds / count``, with a burst
+    of ``count``), written ``N/S`` in the environment, e.g. ``10/60``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    count: int = Field(ge=1)
+    seconds: float = Field(gt=0)
+
+    @classmethod
+    def parse(cls, value: object) -> object:
+        if isinstance(value, str):
+            match = _LIMIT.match(value.strip())
+            if match is None:
+                raise ValueError(f"a limit is N/S (N requests per S seconds), got {value!r}")
+            return {"count": int(match[1]), "seconds": float(match[2])}
+        return value
+
+    @property
+    def rate(self) -> float:
+        """Requests per second, sustained."""
+        return self.count / self.seconds
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.seconds:g}"
+
+
+def _networks(value: object) -> object:
+    """A comma (or space) separated list of networks, as a tuple of strings."""
+    if isinstance(value, str):
+        return tuple(x for x in re.split(r"[,\s]+", value) if x)
+    return value
 
 
 class Settings(BaseModel):
@@ -62,6 +110,43 @@ class Settings(BaseModel):
     token_days: int = Field(default=7, ge=1)
     notice_sender: str = Field(default="engine.notices:NoticeBoard", pattern=r"^[\w.]+:\w+$")
     movable_clock: bool = False
+    # security and abuse (issue 11)
+    address_limits: bool = True
+    trusted_proxies: tuple[str, ...] = ()
+    limit_register_address: Limit = Limit(count=20, seconds=3600)
+    limit_register_phone: Limit = Limit(count=3, seconds=3600)
+    limit_login_address: Limit = Limit(count=60, seconds=60)
+    limit_login_phone: Limit = Limit(count=10, seconds=300)
+    limit_pay_patient: Limit = Limit(count=20, seconds=60)
+    limit_cancel_patient: Limit = Limit(count=10, seconds=60)
+    limit_book_address: Limit = Limit(count=200, seconds=1)
+    argon2_concurrency: int = Field(default=2, ge=1, le=64)
+    his_allow_networks: tuple[str, ...] = ()
+    his_max_bytes: int = Field(default=4 << 20, ge=1024)
+    metrics_public: bool = False
+    docs: bool = True
+    ended_kept: int = Field(default=256, ge=1, le=2048)
+    idempotency_kept: int = Field(default=4096, ge=0, le=1_000_000)
+    outbox_max_tries: int = Field(default=5, ge=1, le=1000)
+
+    _limits = field_validator(
+        "limit_register_address",
+        "limit_register_phone",
+        "limit_login_address",
+        "limit_login_phone",
+        "limit_pay_patient",
+        "limit_cancel_patient",
+        "limit_book_address",
+        mode="before",
+    )(lambda value: Limit.parse(value))
+
+    @field_validator("trusted_proxies", "his_allow_networks", mode="before")
+    @classmethod
+    def _split_networks(cls, value: object) -> object:
+        networks = _networks(value)
+        for network in networks if isinstance(networks, tuple) else ():
+            ipaddress.ip_network(network, strict=False)  # ValueError: not a network
+        return networks
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

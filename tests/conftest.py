@@ -50,6 +50,8 @@ def settings_for(tmp_path):
             namespace=f"t{next(_names)}",
             tick_seconds=0.2,
             redis_timeout=1.0,
+            movable_clock=True,  # tests move the one clock (never on in production)
+            his_allow_networks=("127.0.0.0/8",),  # the simulated HIS runs on loopback
         )
         base.update(kw)
         return Settings.from_env({}, **base)
