@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from engine.errors import StoreUnavailable
 from engine.keys import Keys
 
-from .auth import ALGORITHM
+from .auth import ALGORITHM, derive_key
 
 AUDIENCE = "admin"
 
@@ -51,7 +51,7 @@ class Admins:
     def __init__(self, client: aioredis.Redis, keys: Keys, secret: str, lifetime: int) -> None:
         self.client = client
         self.keys = keys
-        self._secret = secret
+        self._secret = derive_key(secret, "admin tokens")  # never a patient token's key
         self._lifetime = lifetime
 
     async def create(self, doc: dict[str, Any]) -> str | None:
@@ -114,9 +114,15 @@ class Admins:
     async def scope_of(self, token: str) -> AdminScope | None:
         """The scope of a valid admin token of an active account, else None."""
         try:
-            claims = jwt.decode(token, self._secret, algorithms=[ALGORITHM], audience=AUDIENCE)
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                audience=AUDIENCE,
+                options={"require": ["sub", "aud", "exp", "ver"]},
+            )
             admin_id = str(claims["sub"])
-        except (jwt.PyJWTError, KeyError, ValueError, TypeError):
+        except (jwt.PyJWTError, KeyError, ValueError, TypeError, OverflowError):
             return None
         doc = await self.get(admin_id)
         if doc is None or doc["disabled"] or doc["version"] != claims.get("ver"):

@@ -25,6 +25,7 @@ from engine.outcomes import (
     NotPayable,
     NotSoldOut,
     NotVisitDay,
+    OutcomeUnknown,
     SoldOut,
     Suspended,
     TooLate,
@@ -50,7 +51,18 @@ REFUSALS: dict[type, tuple[int, str, str]] = {
     NotFound: (404, "not_found", "No such {what}."),
     Forbidden: (404, "not_found", "No such booking."),  # another's booking: do not confirm it
     Conflict: (409, "conflict", "It exists already, with different details."),
-    Unavailable: (503, "unavailable", "The booking store cannot confirm right now; retry."),
+    Unavailable: (
+        503,
+        "unavailable",
+        "The booking store cannot confirm right now; nothing was booked. Retry with the same "
+        "request_id.",
+    ),
+    OutcomeUnknown: (
+        503,
+        "outcome_unknown",
+        "The booking store may have booked it but cannot confirm right now; retry with the "
+        "same request_id to learn the outcome.",
+    ),
     NotPayable: (409, "not_payable", "This booking cannot be paid; any payment was refunded."),
     TooLate: (409, "cancel_closed", "The deadline for this has passed."),
     WrongState: (409, "invalid_state", "The booking's state does not allow this."),

@@ -8,18 +8,15 @@ in the OpenAPI document.
 from __future__ import annotations
 
 import asyncio
-import csv
 import html
-import io
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import date as Date
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -42,27 +39,33 @@ from engine.outcomes import (
     SuspendDone,
     Waitlisted,
 )
-from engine.policy import Policy
+from engine.policy import MAX_BAN_DAYS, MAX_RETURN_JITTER, PLATFORM, Policy
 from engine.settings import Settings
 
 from . import metrics, patients
 from .admins import AdminScope, public
 from .answers import Clock, booked_body, refusal
-from .auth import check_password, hash_password, mask_id_number
+from .auth import check_password, hash_password
 from .back_office import register_back_office_routes
 from .booking import Gateway, book
+from .csv_export import csv_text
 from .deps import (
     AdminDep,
     ApiError,
     PatientDep,
     ServicesDep,
+    admin,
     allow,
     entity_of,
     error,
+    limit,
+    limit_address,
     outcome_parts,
     platform_only,
     session_of,
 )
+from .identity import ID_TYPES, check_document, mask_document, normalize_document, normalize_phone
+from .limits import client_address
 from .rotas import release, release_due
 from .services import Services
 
@@ -75,15 +78,31 @@ class Loose(BaseModel):
 
 # ----- bodies ----------------------------------------------------------------------------------
 
-Phone = Annotated[str, Field(pattern=r"^\+?[0-9]{5,20}$")]
+Phone = Annotated[
+    str,
+    Field(
+        pattern=r"^\+?[0-9][0-9 ()-]{4,24}$",
+        description="a phone number, stored and compared in E.164 (+86... by default)",
+    ),
+]
 
 
 class PatientIn(Loose):
     name: str = Field(min_length=1, max_length=64)
     phone: Phone
-    id_number: str = Field(pattern=r"^[0-9A-Za-z]{6,32}$")
+    id_type: Literal[ID_TYPES] = Field(  # type: ignore[valid-type]
+        default="resident",
+        description="resident (居民身份证, checked by GB 11643 and against birth_date), "
+        "passport, hk_macau_permit or taiwan_permit (format only)",
+    )
+    id_number: str = Field(pattern=r"^[0-9A-Za-z ]{6,32}$")
     birth_date: Date
     password: str = Field(min_length=8, max_length=128)
+
+
+class PasswordChangeIn(Loose):
+    current_password: str = Field(min_length=1, max_length=128)
+    new_password: str = Field(min_length=8, max_length=128)
 
 
 class Credentials(Loose):
@@ -195,9 +214,9 @@ class FeeTierIn(BaseModel):
 
 
 class BanRuleIn(BaseModel):
-    kind: Literal["no_show", "cancel", "same_day_cancel"]
+    kind: Literal["no_show", "cancel", "same_day_cancel", "hold_abuse"]
     count: int = Field(ge=1, le=100)
-    window_days: int = Field(ge=1, le=3660)
+    window_days: int = Field(ge=1, le=MAX_BAN_DAYS)
 
 
 HHMM = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
@@ -218,12 +237,23 @@ class PolicyIn(Loose):
     no_show_grace_minutes: int | None = Field(default=None, ge=0, le=1440)
     no_show_refund: bool | None = None
     ban_rules: list[BanRuleIn] | None = Field(default=None, max_length=10)
-    ban_days: list[Annotated[int, Field(ge=1, le=3660)]] | None = Field(
+    ban_days: list[Annotated[int, Field(ge=1, le=MAX_BAN_DAYS)]] | None = Field(
         default=None, min_length=1, max_length=10
     )
-    ban_scope: Literal["hospital", "platform"] | None = None
+    ban_scope: Literal["hospital", "platform"] | None = Field(
+        default=None, description="platform: a ban here bars everywhere (platform admin only)"
+    )
     check_in_max_tries: int | None = Field(default=None, ge=1, le=15)
     waitlist_limit: int | None = Field(default=None, ge=1, le=10_000)
+    free_hold_releases: int | None = Field(
+        default=None, ge=0, le=100, description="holds let go a day before each is hold_abuse"
+    )
+    return_jitter_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_RETURN_JITTER,
+        description="a freed slot nobody waits for returns to the pool within this, at random",
+    )
 
 
 class ClockIn(Loose):
@@ -257,6 +287,27 @@ def engine_answer(outcome: object, clock: Clock) -> Response:
 
 
 DUMMY_HASH = hash_password("no such patient")
+SHED_WAITING = 64  # password checks queued in one worker before it answers 503 at once
+
+
+def invalid_field(field: str, message: str) -> ApiError:
+    return ApiError(
+        422,
+        "invalid_request",
+        "The request is malformed.",
+        errors=[{"loc": ["body", field], "msg": message}],
+    )
+
+
+def shed(s: Services) -> None:
+    """Answer 503 at once rather than queue a flood of password checks behind each other."""
+    if s.passwords.waiting >= SHED_WAITING:
+        raise ApiError(
+            503,
+            "unavailable",
+            "Too many logins at once; retry in a moment.",
+            headers={"Retry-After": "1"},
+        )
 
 
 # ----- the app ---------------------------------------------------------------------------------
@@ -274,25 +325,27 @@ def create_app(settings: Settings | None = None) -> Gateway:
         finally:
             await app.state.services.stop()
 
+    docs = {} if settings.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(
         title="slotengine",
         version="1",
         summary="Booking core of an internet hospital appointment platform (互联网预约挂号)",
         lifespan=lifespan,
+        **docs,
     )
     app.state.services = None
     register_errors(app)
     register_patient_routes(app)
     register_admin_routes(app)
     register_back_office_routes(app)
-    register_operations(app)
+    register_operations(app, settings)
     return Gateway(app)
 
 
 def register_errors(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error(exc.status, exc.code, exc.message, **exc.extra)
+        return error(exc.status, exc.code, exc.message, exc.headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -312,16 +365,31 @@ def register_errors(app: FastAPI) -> None:
 
 def register_patient_routes(app: FastAPI) -> None:
     @app.post("/v1/patients", status_code=201, tags=["patients"])
-    async def register(body: PatientIn, s: ServicesDep) -> dict[str, int]:
-        """Register a patient (实名: the ID number is kept only hashed and masked)."""
+    async def register(body: PatientIn, request: Request, s: ServicesDep) -> dict[str, int]:
+        """Register a patient (实名). A resident ID number must carry a valid GB 11643 check
+        character and the birth date given; other documents are format-checked. The phone is
+        kept in E.164, so one number is one account however it is typed; the document is kept
+        only as a keyed hash (one account per document) and a mask that hides the birth date.
+        Limited per client address and per phone before any password is hashed."""
+        await limit_address(s, request, "register", s.settings.limit_register_address)
+        phone = normalize_phone(body.phone)
+        if phone is None:
+            raise invalid_field("phone", "not a valid phone number")
+        problem = check_document(body.id_type, body.id_number, body.birth_date)
+        if problem is not None:
+            raise invalid_field("id_number", problem)
+        await limit(s, "register-phone", phone, s.settings.limit_register_phone)
+        number = normalize_document(body.id_type, body.id_number)
+        hashed_id = number if body.id_type == "resident" else f"{body.id_type}:{number}"
         patient_id = await s.catalog.register_patient(
             {
                 "name": body.name,
-                "phone": body.phone,
-                "id_hash": s.tokens.hash_id(body.id_number),
-                "id_masked": mask_id_number(body.id_number),
+                "phone": phone,
+                "id_type": body.id_type,
+                "id_hash": s.tokens.hash_id(hashed_id),
+                "id_masked": mask_document(body.id_type, number),
                 "birth_date": body.birth_date.isoformat(),
-                "password_hash": await asyncio.to_thread(hash_password, body.password),
+                "password_hash": await s.passwords.run(hash_password, body.password),
             }
         )
         if patient_id is None:
@@ -329,15 +397,46 @@ def register_patient_routes(app: FastAPI) -> None:
         return {"id": patient_id}
 
     @app.post("/v1/auth/token", tags=["patients"])
-    async def token(body: Credentials, s: ServicesDep) -> dict[str, str]:
-        if not s.logins.allow(hash(body.phone), time.monotonic()):
-            raise ApiError(429, "rate_limited", "Too many attempts for this phone; wait.")
-        patient = await s.catalog.patient_by_phone(body.phone)
+    async def token(body: Credentials, request: Request, s: ServicesDep) -> dict[str, str]:
+        """A bearer token for a patient (limited per client address and per phone)."""
+        await limit_address(s, request, "login", s.settings.limit_login_address)
+        phone = normalize_phone(body.phone) or body.phone  # as stored (E.164), else as typed
+        await limit(s, "login-phone", phone, s.settings.limit_login_phone)
+        shed(s)
+        patient = await s.catalog.patient_by_phone(phone)
         hashed = patient["password_hash"] if patient else DUMMY_HASH  # same work either way
-        ok = await asyncio.to_thread(check_password, hashed, body.password)
+        ok = await s.passwords.run(check_password, hashed, body.password)
         if patient is None or not ok:
             raise ApiError(401, "unauthenticated", "Wrong phone or password.")
-        return {"access_token": s.tokens.issue(patient["id"]), "token_type": "bearer"}
+        version = await s.token_version(patient["id"])
+        return {
+            "access_token": s.tokens.issue(patient["id"], version=version),
+            "token_type": "bearer",
+        }
+
+    @app.post("/v1/auth/logout", tags=["patients"])
+    async def logout(s: ServicesDep, patient: PatientDep) -> dict[str, Any]:
+        """Revoke every token of the caller (on every device), at once on every worker."""
+        await s.revoke_tokens(patient)
+        return {"patient_id": patient, "revoked": True}
+
+    @app.post("/v1/me/password", tags=["patients"])
+    async def change_password(
+        body: PasswordChangeIn, s: ServicesDep, patient: PatientDep
+    ) -> dict[str, str]:
+        """A new password: every older token stops working; the answer carries a new one."""
+        await limit(s, "password", str(patient), s.settings.limit_login_phone)
+        shed(s)
+        doc = await s.catalog.get("patient", str(patient))
+        if doc is None:
+            raise ApiError(401, "unauthenticated", "A valid patient bearer token is required.")
+        if not await s.passwords.run(check_password, doc["password_hash"], body.current_password):
+            raise ApiError(403, "wrong_password", "The current password is wrong.")
+        await s.catalog.set_password(
+            patient, await s.passwords.run(hash_password, body.new_password)
+        )
+        version = await s.revoke_tokens(patient)
+        return {"access_token": s.tokens.issue(patient, version=version), "token_type": "bearer"}
 
     @app.get("/v1/hospitals", tags=["browse"])
     async def hospitals(s: ServicesDep) -> list[dict[str, Any]]:
@@ -395,7 +494,11 @@ def register_patient_routes(app: FastAPI) -> None:
             413: {"description": "payload_too_large"},
             422: {"description": "invalid_request, hospital_day_limit, department_day_limit"},
             429: {"description": "rate_limited"},
-            503: {"description": "unavailable: nothing was booked"},
+            503: {
+                "description": "unavailable: the store cannot confirm and nothing was booked; "
+                "outcome_unknown: the store may have booked it (retry with the same request_id "
+                "to learn the outcome)"
+            },
         },
     )
     async def take_slot(
@@ -407,8 +510,12 @@ def register_patient_routes(app: FastAPI) -> None:
     ) -> Response:
         """Take the next free slot for the caller. Served by the gateway's fast path; this
         route is its twin for any mount without the gateway."""
-        status, answer = await book(s, session_id, authorization, await request.body())
-        return Response(answer, status_code=status, media_type="application/json")
+        address = client_address(request.scope, s.proxies)
+        status, answer, *extra = await book(
+            s, session_id, authorization, await request.body(), address
+        )
+        headers = {k.decode(): v.decode() for k, v in extra[0]} if extra else None
+        return Response(answer, status_code=status, media_type="application/json", headers=headers)
 
     async def own_booking(s: Services, patient: int, booking_id: str) -> BookingInfo:
         info = await s.engine.booking(booking_id)
@@ -436,6 +543,7 @@ def register_patient_routes(app: FastAPI) -> None:
     async def pay(booking_id: str, s: ServicesDep, patient: PatientDep) -> Any:
         """Pay a held booking (sandbox gateway). Paying again takes no more money and answers
         the same code; a payment that arrives after the hold expired is refunded in full."""
+        await limit(s, "pay", str(patient), s.settings.limit_pay_patient)
         outcome = await s.engine.pay(booking_id, patient)
         if isinstance(outcome, Paid):
             payment = await s.engine.gateway.payment(booking_id)
@@ -450,7 +558,10 @@ def register_patient_routes(app: FastAPI) -> None:
 
     @app.post("/v1/bookings/{booking_id}/cancel", tags=["booking"])
     async def cancel(booking_id: str, s: ServicesDep, patient: PatientDep) -> Any:
-        """退号: give the slot back before the hospital's cutoff; refunded by its fee tiers."""
+        """退号: give the slot back before the hospital's cutoff; refunded by its fee tiers.
+        A slot nobody waits for goes back to the pool after a random delay (the policy's
+        return_jitter_seconds), so it cannot be handed to someone on cue."""
+        await limit(s, "cancel", str(patient), s.settings.limit_cancel_patient)
         outcome = await s.engine.release(booking_id, patient)
         if isinstance(outcome, Released):
             return {
@@ -606,24 +717,26 @@ def register_admin_routes(app: FastAPI) -> None:
     async def hospital_patient(
         s: Services, who: AdminScope, hospital_id: str, patient_id: int
     ) -> dict[str, Any]:
+        """A patient the acting admin may see at this hospital: the platform admin sees every
+        patient; a hospital admin only those with a booking there, past or present (anyone
+        else is 404, indistinguishable from no such patient, and nothing changes)."""
         await entity_of(s, who, "hospital", hospital_id)
         patient = await s.catalog.get("patient", str(patient_id))
-        if patient is None:
-            raise ApiError(404, "not_found", "No such patient.")
+        if patient is None or not (
+            who.platform or await patients.booked_at(s, hospital_id, patient_id)
+        ):
+            raise ApiError(404, "not_found", "No such patient at this hospital.")
         return patient
 
     base = "/v1/admin/hospitals/{hospital_id}/patients/{patient_id}"
 
     @app.get(base, tags=tags)
     async def patient_view(hospital_id: str, patient_id: int, s: ServicesDep, who: AdminDep) -> Any:
-        """A patient as this hospital may see them: masked identity, bookings and conduct here,
-        the hospital's list entries and tags. A hospital admin sees only its own patients."""
+        """A patient as this hospital may see them: name, masked document, birth year,
+        bookings and conduct here, the hospital's list entries and tags. A hospital admin sees
+        only patients with a booking there."""
         patient = await hospital_patient(s, who, hospital_id, patient_id)
-        seen = await patients.view(s, hospital_id, patient)
-        known = seen["bookings"] or seen["blacklist"] or seen["whitelist"] or seen["tags"]
-        if not who.platform and not known:
-            raise ApiError(404, "not_found", "No such patient at this hospital.")
-        return seen
+        return await patients.view(s, hospital_id, patient)
 
     @app.put(base + "/tags", tags=tags)
     async def put_tags(
@@ -700,7 +813,7 @@ def register_admin_routes(app: FastAPI) -> None:
                 "login": body.login,
                 "name": body.name,
                 "hospital_id": body.hospital_id,
-                "password_hash": await asyncio.to_thread(hash_password, body.password),
+                "password_hash": await s.passwords.run(hash_password, body.password),
             }
         )
         if admin_id is None:
@@ -721,12 +834,16 @@ def register_admin_routes(app: FastAPI) -> None:
         return public(await s.admins.get(admin_id) or {})
 
     @app.post("/v1/admin/auth/token", tags=tags)
-    async def admin_token(body: AdminCredentials, s: ServicesDep) -> dict[str, Any]:
-        if not s.logins.allow(hash(("admin", body.login)), time.monotonic()):
-            raise ApiError(429, "rate_limited", "Too many attempts for this login; wait.")
+    async def admin_token(
+        body: AdminCredentials, request: Request, s: ServicesDep
+    ) -> dict[str, Any]:
+        """An admin account's bearer token (limited per client address and per login)."""
+        await limit_address(s, request, "login", s.settings.limit_login_address)
+        await limit(s, "admin-login", body.login, s.settings.limit_login_phone)
+        shed(s)
         doc = await s.admins.by_login(body.login)
         hashed = doc["password_hash"] if doc else DUMMY_HASH  # same work either way
-        ok = await asyncio.to_thread(check_password, hashed, body.password)
+        ok = await s.passwords.run(check_password, hashed, body.password)
         if doc is None or not ok or doc["disabled"]:
             raise ApiError(401, "unauthenticated", "Wrong login or password.")
         return {
@@ -824,12 +941,8 @@ def register_admin_routes(app: FastAPI) -> None:
                 f"<h1>{html.escape(title)}</h1><table border=1><tr>{head}</tr>{cells}</table>"
             )
             return Response(page, media_type="text/html; charset=utf-8")
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=patients.DAY_LIST_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
         return Response(
-            "\ufeff" + out.getvalue(),
+            csv_text(patients.DAY_LIST_COLUMNS, rows),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{session_id}.csv"'},
         )
@@ -874,8 +987,16 @@ def register_admin_routes(app: FastAPI) -> None:
     @app.put("/v1/admin/hospitals/{hospital_id}/policy", tags=tags)
     async def put_policy(hospital_id: str, body: PolicyIn, s: ServicesDep, who: AdminDep) -> Any:
         """Change a hospital's rules (only the fields given); every host applies them at once.
-        The platform admin and that hospital's admins may."""
+        The platform admin and that hospital's admins may; ``ban_scope: platform`` (a ban here
+        bars the patient everywhere) only the platform admin. Ban lengths and rule windows are
+        at most 365 days."""
         await entity_of(s, who, "hospital", hospital_id)
+        if body.ban_scope == PLATFORM and not who.platform:
+            raise ApiError(
+                403,
+                "forbidden",
+                "Only the platform admin may make a hospital's bans platform-wide.",
+            )
         current = await s.engine.policy(hospital_id)
         try:
             policy = Policy.from_dict(body.model_dump(exclude_none=True), base=current)
@@ -885,6 +1006,57 @@ def register_admin_routes(app: FastAPI) -> None:
         if not isinstance(outcome, Done):
             return engine_answer(outcome, s.clock)
         return policy.to_dict()
+
+    @app.get("/v1/admin/platform/bans", tags=tags)
+    async def platform_bans(s: ServicesDep, who: AdminDep) -> list[dict[str, Any]]:
+        """Patients barred on the whole platform (by a hospital whose ban scope is platform, or
+        by hand), with until when. Platform admin only."""
+        platform_only(who)
+        now = s.now()
+        raw = await s.engine.store.client.hgetall(s.engine.store.keys.bans(PLATFORM))
+        bans = sorted((int(k), float(v)) for k, v in raw.items() if float(v) > now)
+        return [{"patient_id": p, "until": s.clock.iso(u)} for p, u in bans]
+
+    @app.delete("/v1/admin/platform/bans/{patient_id}", tags=tags)
+    async def lift_platform_ban(patient_id: int, s: ServicesDep, who: AdminDep) -> Any:
+        """Lift a platform-wide ban (the record's violations stay; only a new one bans again).
+        Platform admin only."""
+        platform_only(who)
+        until = await s.engine.bans(PLATFORM, patient_id)
+        if until is None or until <= s.now():
+            raise ApiError(404, "not_found", "This patient is not banned on the platform.")
+        outcome = await s.engine.set_blacklist(PLATFORM, patient_id, None)
+        if not isinstance(outcome, Done):
+            return engine_answer(outcome, s.clock)
+        return {"patient_id": patient_id, "banned_until": None}
+
+    @app.get("/v1/admin/outbox/dead-letters", tags=tags)
+    async def dead_letters(
+        s: ServicesDep, who: AdminDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    ) -> dict[str, Any]:
+        """Outbox entries the courier gave up on after SLOTENGINE_OUTBOX_MAX_TRIES deliveries
+        (refunds, notices, violations behind them went on), newest first. Platform only."""
+        platform_only(who)
+        return {
+            "count": await s.dead_letters.count(),
+            "items": await s.dead_letters.list(limit),
+        }
+
+    @app.post("/v1/admin/outbox/dead-letters/{dead_id}/retry", tags=tags)
+    async def retry_dead_letter(dead_id: str, s: ServicesDep, who: AdminDep) -> dict[str, Any]:
+        """Put a dead letter back into the outbox (once what made it fail is fixed)."""
+        platform_only(who)
+        if not await s.dead_letters.retry(dead_id):
+            raise ApiError(404, "not_found", "No such dead letter.")
+        return {"id": dead_id, "retried": True}
+
+    @app.delete("/v1/admin/outbox/dead-letters/{dead_id}", tags=tags)
+    async def drop_dead_letter(dead_id: str, s: ServicesDep, who: AdminDep) -> dict[str, Any]:
+        """Drop a dead letter for good (what it asked for is not done)."""
+        platform_only(who)
+        if not await s.dead_letters.drop(dead_id):
+            raise ApiError(404, "not_found", "No such dead letter.")
+        return {"id": dead_id, "dropped": True}
 
     @app.get("/v1/admin/notifications", tags=tags)
     async def notifications(
@@ -905,41 +1077,32 @@ def register_admin_routes(app: FastAPI) -> None:
         return {"now": s.clock.iso(now), "offset_seconds": s.engine.clock.offset}
 
 
-def register_operations(app: FastAPI) -> None:
+def register_operations(app: FastAPI, settings: Settings) -> None:
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["operations"])
     async def readyz(s: ServicesDep) -> Any:
-        checks: dict[str, str] = {}
-        try:
-            await asyncio.wait_for(s.engine.store.client.ping(), 2)
-            checks["redis"] = "ok"
-        except Exception as exc:
-            checks["redis"] = f"unreachable: {type(exc).__name__}"
-        try:
-            await asyncio.wait_for(asyncio.gather(*(h.info.remote() for h in s.engine.hosts)), 5)
-            checks["ray"] = "ok"
-        except Exception as exc:
-            checks["ray"] = f"unreachable: {type(exc).__name__}"
+        """Redis and every host reachable, as a background check found them (every second);
+        a probe never sends a call of its own into the hosts."""
+        checks = {k: v for k, v in s.health.items() if k in ("redis", "ray")}
         ready = all(v == "ok" for v in checks.values())
         body = {"status": "ready" if ready else "unavailable", **checks}
+        body["checked_at"] = s.clock.iso(s.health.get("checked_at"))
         if not ready:
             body = {"code": "unavailable", "message": "Not ready.", **body}
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    @app.get("/metrics", tags=["operations"])
+    async def metrics_reader(
+        request: Request, authorization: Annotated[str | None, Header()] = None
+    ) -> None:
+        if not settings.metrics_public:  # refund totals and ban counts are not for anyone
+            platform_only(await admin(request, authorization))
+
+    @app.get("/metrics", tags=["operations"], dependencies=[Depends(metrics_reader)])
     async def prometheus(s: ServicesDep) -> Response:
-        courier: dict[str, float] = {}
-        try:  # the outbox's backlog and the courier's work, for alerts
-            client, keys = s.engine.store.client, s.engine.store.keys
-            courier["outbox_pending"] = await client.xlen(keys.outbox)
-            courier["unsettled_payments"] = await client.zcard(keys.pending_payments)
-            counters = await asyncio.wait_for(s.engine.courier_info(), 2)
-            courier.update({k: v for k, v in counters.items() if k != "entries"})
-            courier["entries"] = counters.get("entries", 0)
-        except Exception as exc:  # metrics never fail the scrape
-            log.warning("courier figures unavailable: %s", exc)
-        body, content_type = metrics.render(courier)
+        """Prometheus text (the platform admin's bearer token unless SLOTENGINE_METRICS_PUBLIC);
+        the courier's figures as a background task last read them."""
+        body, content_type = metrics.render(s.figures)
         return Response(body, media_type=content_type)

@@ -1,8 +1,14 @@
 """Credentials: patients' passwords and bearer tokens, the admin token, ID numbers.
 
-Passwords are hashed with Argon2 (argon2-cffi); tokens are HS256 JWTs (PyJWT) signed with a key
-every worker shares; the admin token is compared in constant time; a patient's ID number is
-kept only as a keyed hash (for uniqueness) and a masked form (for display).
+Passwords are hashed with Argon2 (argon2-cffi). Tokens are HS256 JWTs (PyJWT); patient tokens and
+admin tokens are signed with two different keys, both derived with HKDF (``cryptography``) from
+the one secret every worker shares, so neither kind can ever pass for the other. A patient token
+carries ``aud`` (``patient``), ``exp`` and ``ver``, the patient's token version: a logout or a new
+password bumps the version (``Keys.token_versions``, pushed to every worker by pub/sub), which
+voids every older token at once without a Redis read on the booking path. A token missing any of
+these claims is simply not valid. The platform admin's token is compared in constant time. A
+patient's ID number is kept only as a keyed hash (with the secret itself: stored hashes cannot be
+recomputed under a new key) and a masked form (``identity.py``).
 """
 
 from __future__ import annotations
@@ -17,9 +23,24 @@ import jwt
 import orjson
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 _hasher = PasswordHasher(time_cost=2, memory_cost=19_456, parallelism=1)
 ALGORITHM = "HS256"
+PATIENT_AUDIENCE = "patient"
+PATIENT_CLAIMS = ("sub", "aud", "exp", "iat", "ver")
+
+
+def derive_key(secret: str, purpose: str) -> bytes:
+    """A 32-byte key for one purpose (``patient tokens``, ``admin tokens``), derived from the
+    shared secret with HKDF-SHA256: one secret to keep and rotate, keys that never overlap."""
+    return HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=b"slotengine",
+        info=f"slotengine {purpose}".encode(),
+    ).derive(secret.encode())
 
 
 def hash_password(password: str) -> str:
@@ -39,48 +60,79 @@ def hash_id_number(secret: str, id_number: str) -> str:
     return hmac.new(secret.encode(), normalized.encode(), hashlib.sha256).hexdigest()
 
 
-def mask_id_number(id_number: str) -> str:
-    """110101********1234: enough for a person to recognise, useless to anyone else."""
-    n = id_number.strip()
-    return n[:6] + "*" * max(0, len(n) - 10) + n[-4:] if len(n) > 10 else "*" * len(n)
-
-
 class Tokens:
-    """Issue and read patients' bearer tokens; check the platform admin's token."""
+    """Issue and read patients' bearer tokens; check the platform admin's token.
+
+    ``versions`` holds the token version of every patient whose tokens were ever revoked
+    (everyone else is at 1); the worker keeps it current from pub/sub (``set_version``)."""
 
     CACHE_SIZE = 100_000
 
     def __init__(self, secret: str, admin_token: str, lifetime_seconds: int) -> None:
-        self._secret = secret
+        self._secret = secret  # only for the ID-number hash, which must stay stable
+        self._key = derive_key(secret, "patient tokens")
         self._admin = admin_token.encode()
         self._lifetime = lifetime_seconds
-        self._verified: dict[str, tuple[int, float]] = {}  # token → (patient, expires at)
+        self._verified: dict[str, tuple[int, float, int]] = {}  # token → (patient, exp, ver)
+        self.versions: dict[int, int] = {}
 
-    def issue(self, patient_id: int, now: float | None = None) -> str:
+    def issue(self, patient_id: int, now: float | None = None, version: int | None = None) -> str:
         now = time.time() if now is None else now
-        claims = {"sub": str(patient_id), "iat": int(now), "exp": int(now) + self._lifetime}
-        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+        claims = {
+            "sub": str(patient_id),
+            "aud": PATIENT_AUDIENCE,
+            "iat": int(now),
+            "exp": int(now) + self._lifetime,
+            "ver": self.versions.get(patient_id, 1) if version is None else version,
+        }
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM)
+
+    def set_version(self, patient_id: int, version: int) -> None:
+        """A patient's tokens below ``version`` stop working (versions only grow)."""
+        if version > self.versions.get(patient_id, 1):
+            self.versions[patient_id] = version
 
     def patient_of(self, token: str) -> int | None:
-        """The patient id a valid, unexpired token names; None for anything else.
+        """The patient id a valid, unexpired, unrevoked token names; None for anything else
+        (a forged or foreign signature, another audience, a missing claim, an old version).
 
         A verified token is remembered until it expires, so a patient pressing "book" again
-        and again costs one signature check, not one per press.
+        and again costs one signature check, not one per press; the version is checked on
+        every use, so a revocation takes effect at once.
         """
         known = self._verified.get(token)
         if known is not None and known[1] > time.time():
-            return known[0]
+            patient, _, version = known
+            return patient if version >= self.versions.get(patient, 1) else None
         try:
-            claims = jwt.decode(token, self._secret, algorithms=[ALGORITHM])
-            patient = int(claims["sub"])
-        except (jwt.PyJWTError, KeyError, ValueError, TypeError):
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[ALGORITHM],
+                audience=PATIENT_AUDIENCE,
+                options={"require": list(PATIENT_CLAIMS)},
+            )
+            patient, version, expires = int(claims["sub"]), claims["ver"], float(claims["exp"])
+        except (jwt.PyJWTError, KeyError, ValueError, TypeError, OverflowError):
             return None
-        if patient <= 0:
+        if patient <= 0 or type(version) is not int:
+            return None
+        if version < self.versions.get(patient, 1):
             return None
         if len(self._verified) >= self.CACHE_SIZE:
             self._verified.clear()
-        self._verified[token] = (patient, float(claims["exp"]))
+        self._verified[token] = (patient, expires, version)
         return patient
+
+    def holder_of(self, token: str | None, holders: frozenset[int]) -> int | None:
+        """The fast path's question: is the caller one of ``holders``? Reads the claimed
+        subject cheaply and verifies the token (cached) only when that subject is a holder, so
+        a stranger costs no signature check and a forged token naming a holder gains nothing:
+        None unless the token is valid and its patient holds a booking."""
+        claimed = claimed_patient(token)
+        if claimed is None or claimed not in holders:
+            return None
+        return claimed if self.patient_of(token) == claimed else None  # type: ignore[arg-type]
 
     def hash_id(self, id_number: str) -> str:
         return hash_id_number(self._secret, id_number)
@@ -90,10 +142,8 @@ class Tokens:
 
 
 def claimed_patient(token: str | None) -> int | None:
-    """The patient a token *claims* to be, signature unchecked (cheap).
-
-    Only for routing: the fast path sends a claimed holder of a booking on to the engine,
-    where the token is verified like any other; a forged claim gains nothing.
+    """The patient a token *claims* to be, signature unchecked (cheap). Never an answer by
+    itself: ``Tokens.holder_of`` verifies the token before anything depends on the claim.
     """
     if not token:
         return None

@@ -139,10 +139,15 @@ class Availability:
         )
 
     def fast_refusal(
-        self, session_id: str, now: float, caller: Callable[[], int | None] = lambda: None
+        self,
+        session_id: str,
+        now: float,
+        holder: Callable[[frozenset[int]], int | None] = lambda holders: None,
     ) -> tuple[int, bytes, str] | None:
         """(HTTP status, body, code) when this worker knows the session cannot be booked now
-        and the caller (``caller()``: the patient the token claims) holds no booking in it."""
+        and the caller holds no booking in it. ``holder(holders)``: the caller's patient if
+        their token is valid and they are one of ``holders``, else None (see
+        ``Tokens.holder_of``: a forged token naming a holder is a stranger)."""
         view = self.sessions.get(session_id)
         if view is None:
             return None
@@ -153,7 +158,7 @@ class Availability:
             if view.holders is None:
                 self.missing_holders.add(session_id)
                 return None
-            if view.holders and caller() in view.holders:
+            if view.holders and holder(view.holders) is not None:
                 return None
         return self.answer(view, status, now)
 

@@ -7,8 +7,6 @@ are set by the platform admin only (the server calls them: no admin may point it
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 import time
 from collections.abc import AsyncIterator
 from datetime import date as Date
@@ -21,10 +19,12 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 from engine.analytics import Report, Tally
-from engine.errors import HisRejected, HisUnavailable
+from engine.egress import Egress
+from engine.errors import EgressRefused, HisRejected, HisUnavailable
 from engine.record import STATES, Record
 from engine.records import RecordQuery
 
+from .csv_export import csv_stream
 from .deps import AdminDep, ApiError, ServicesDep, entity_of, platform_only
 from .his_import import import_schedules, pull
 from .services import Services
@@ -114,35 +114,26 @@ def _midnight(s: Services, day: Date | None) -> float | None:
 
 
 def record_body(s: Services, r: Record) -> dict[str, Any]:
+    """A record as an admin sees it. The patient's age stays inside (the analytics use it):
+    ages on several visit dates would narrow the birth date down, and with it the ID number
+    behind its mask."""
     body = r.to_dict()
     body["slot_time"] = s.clock.iso(r.slot_at)
     body["made_at"] = s.clock.iso(r.made_at)
     body["changed_at"] = s.clock.iso(r.changed_at)
-    del body["slot_at"], body["was_confirmed"]
+    del body["slot_at"], body["was_confirmed"], body["age"]
     return body
 
 
-def _cell(value: Any) -> Any:
-    """A text cell a spreadsheet would run as a formula (e.g. an HIS number "=HYPERLINK(..)")
-    is written with a leading apostrophe."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
 async def csv_rows(s: Services, query: RecordQuery) -> AsyncIterator[str]:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    out.write("\ufeff")  # so spreadsheet programs read the UTF-8
-    writer.writerow(CSV_COLUMNS)
-    async for chunk in s.records.scan(query):
-        for r in chunk:
-            body = record_body(s, r)
-            writer.writerow([_cell(body[c]) for c in CSV_COLUMNS])
-        yield out.getvalue()
-        out.seek(0)
-        out.truncate()
-    yield out.getvalue()
+    """The records of ``query`` as CSV, through the one CSV writer (``csv_export``)."""
+
+    async def chunks() -> AsyncIterator[list[dict[str, Any]]]:
+        async for chunk in s.records.scan(query):
+            yield [record_body(s, r) for r in chunk]
+
+    async for text in csv_stream(CSV_COLUMNS, chunks()):
+        yield text
 
 
 class Reports:
@@ -178,6 +169,16 @@ class Reports:
                 self._locks = {k: v for k, v in self._locks.items() if v.locked()}
             self._kept[key] = (time.monotonic(), report)
             return report
+
+
+def not_allowed(exc: EgressRefused) -> ApiError:
+    """The answer to a link the server may not call."""
+    return ApiError(
+        422,
+        "address_not_allowed",
+        f"The server may not call {exc.host}: it {exc.reason}. HIS links must point to public "
+        "addresses (or into the networks the operator allows).",
+    )
 
 
 def register_back_office_routes(app: FastAPI) -> None:
@@ -225,7 +226,9 @@ def register_back_office_routes(app: FastAPI) -> None:
     async def set_his(
         hospital_id: str, body: HisConfigIn, s: ServicesDep, who: AdminDep
     ) -> dict[str, Any]:
-        """Where the hospital's HIS (and its social-insurance filing) answer. Platform only."""
+        """Where the hospital's HIS (and its social-insurance filing) answer. Platform only.
+        422 ``address_not_allowed`` (and nothing changed) when the server may not call one of
+        them: loopback, private, link-local (cloud metadata) ... outside ``his_allow_networks``."""
         platform_only(who)
         await entity_of(s, who, "hospital", hospital_id)
         config = {
@@ -233,6 +236,13 @@ def register_back_office_routes(app: FastAPI) -> None:
             "insurance_url": str(body.insurance_url).rstrip("/") if body.insurance_url else "",
             "pull": body.pull,
         }
+        egress = Egress.from_settings(s.settings)
+        for url in (config["his_url"], config["insurance_url"]):
+            if url:
+                try:
+                    await egress.check_url(url)
+                except EgressRefused as exc:
+                    raise not_allowed(exc) from exc
         await s.deliveries.configure(hospital_id, config)
         return {"hospital_id": hospital_id, **config}
 
@@ -284,6 +294,8 @@ def register_back_office_routes(app: FastAPI) -> None:
             raise ApiError(502, "his_unavailable", f"The HIS did not answer: {exc}") from exc
         except HisRejected as exc:
             raise ApiError(502, "his_rejected", f"The HIS refused: {exc}") from exc
+        except EgressRefused as exc:  # e.g. its name now resolves to a private address
+            raise not_allowed(exc) from exc
         if result is None:
             raise ApiError(404, "not_found", "This hospital has no HIS configured.")
         return result
@@ -308,6 +320,28 @@ def register_back_office_routes(app: FastAPI) -> None:
         """Put every failed delivery back in line."""
         await entity_of(s, who, "hospital", hospital_id)
         return {"retried": await s.deliveries.retry_failed(hospital_id, s.now())}
+
+    @app.delete("/v1/admin/hospitals/{hospital_id}/his/deliveries/{target}/{booking_id}", tags=tags)
+    async def drop_delivery(
+        hospital_id: str,
+        target: Literal["his", "insurance"],
+        booking_id: str,
+        s: ServicesDep,
+        who: AdminDep,
+    ) -> dict[str, Any]:
+        """Forget one failed delivery (it will not be sent); only a failed one."""
+        await entity_of(s, who, "hospital", hospital_id)
+        if not await s.deliveries.drop(hospital_id, target, booking_id):
+            raise ApiError(404, "not_found", "No such failed delivery of this hospital.")
+        return {"hospital_id": hospital_id, "target": target, "booking_id": booking_id}
+
+    @app.get("/v1/admin/his/deliveries/failed", tags=tags)
+    async def failed_everywhere(
+        s: ServicesDep, who: AdminDep, limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 100
+    ) -> dict[str, Any]:
+        """Failed HIS and insurance deliveries of every hospital, newest first. Platform only."""
+        platform_only(who)
+        return {"items": await s.deliveries.failed_everywhere(limit)}
 
     # ----- analytics -----------------------------------------------------------------------
 

@@ -4,9 +4,11 @@
 before FastAPI's routing and validation (which alone cost 4–9× a raw ASGI answer here):
 
 1. if this worker knows the session is sold out, not open yet, closed or suspended, it sends
-   pre-built bytes, touching neither Ray nor Redis (the fast path);
-2. otherwise it checks the token, the body and the patient's rate, and books through the
-   engine's mailbox.
+   pre-built bytes, touching neither Ray nor Redis (the fast path). The answer never depends on
+   an unverified claim: only a caller whose token is valid and whose patient holds a booking
+   there goes on (to get that booking back); anyone else gets the same bytes;
+2. otherwise it checks the client address's and the patient's rate (in this worker's memory),
+   the token and the body, and books through the engine's mailbox.
 
 Every other request passes to FastAPI, with bodies larger than the limit refused first.
 """
@@ -20,11 +22,12 @@ from typing import Any
 
 import orjson
 
-from engine.outcomes import Booked, SoldOut, Unavailable
+from engine.outcomes import Booked, OutcomeUnknown, SoldOut, Unavailable
 
 from . import metrics
 from .answers import HEADERS, booked_body, error_body, refusal
-from .auth import bearer, claimed_patient
+from .auth import bearer
+from .limits import UNKNOWN, client_address, retry_after_header
 from .services import Services
 
 log = logging.getLogger(__name__)
@@ -39,10 +42,23 @@ def invalid(message: str) -> tuple[int, bytes]:
     return 422, error_body("invalid_request", message)
 
 
+def too_many(wait: float) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    seconds = retry_after_header(wait)
+    body = error_body("rate_limited", "Too many requests; slow down.", retry_after=int(seconds))
+    return 429, body, [(b"retry-after", seconds.encode())]
+
+
 async def book(
-    services: Services, session_id: str, authorization: str | None, body: bytes
-) -> tuple[int, bytes]:
-    """Decide one booking request; (HTTP status, JSON body)."""
+    services: Services,
+    session_id: str,
+    authorization: str | None,
+    body: bytes,
+    address: str = UNKNOWN,
+) -> tuple[int, bytes] | tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """Decide one booking request; (HTTP status, JSON body[, extra headers])."""
+    now = time.monotonic()
+    if services.settings.address_limits and (wait := services.addresses.hit(address, now)):
+        return too_many(wait)
     token = bearer(authorization)
     patient = services.tokens.patient_of(token) if token else None
     if patient is None:
@@ -54,16 +70,20 @@ async def book(
     request_id = data.get("request_id") if isinstance(data, dict) else None
     if not isinstance(request_id, str) or not 1 <= len(request_id) <= MAX_REQUEST_ID:
         return invalid(f"request_id must be a string of 1 to {MAX_REQUEST_ID} characters.")
-    if not services.limiter.allow(patient, time.monotonic()):
-        return 429, error_body("rate_limited", "Too many requests; slow down.")
+    if wait := services.limiter.hit(patient, now):
+        return too_many(wait)
     metrics.ENGINE_CALLS.inc()
     outcome = await services.engine.book(session_id, patient, request_id)
     metrics.OUTCOMES.labels(type(outcome).__name__).inc()
     if isinstance(outcome, Booked):  # the host indexed it for "my bookings" in its commit
         return (200 if outcome.repeat else 201), booked_body(outcome, services.clock)
-    if isinstance(outcome, Unavailable):
+    if isinstance(outcome, Unavailable | OutcomeUnknown):
         log.warning(
-            "booking %s for patient %s unavailable: %s", session_id, patient, outcome.reason
+            "booking %s for patient %s: %s: %s",
+            session_id,
+            patient,
+            type(outcome).__name__,
+            outcome.reason,
         )
     elif isinstance(outcome, SoldOut):  # with the alternatives this worker knows of
         view = services.availability.sessions.get(session_id)
@@ -73,14 +93,13 @@ async def book(
     return refusal(outcome, services.clock)
 
 
-async def respond(send: Send, status: int, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*HEADERS, (b"content-length", str(len(body)).encode())],
-        }
-    )
+async def respond(
+    send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    headers = [*HEADERS, (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers += extra
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -107,6 +126,43 @@ def header(scope: Scope, name: bytes) -> str | None:
 
 TOO_LARGE = error_body("payload_too_large", "The request body is too large.")
 
+_SECURITY = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=()"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
+_CSP = (
+    b"default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+    b"script-src 'self' 'unsafe-inline'; connect-src 'self'; object-src 'none'; "
+    b"base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
+_DOCS_CSP = (  # FastAPI's Swagger UI and ReDoc pages load their code from jsDelivr
+    b"default-src 'self'; img-src 'self' data: https://fastapi.tiangolo.com; "
+    b"style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    b"script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; worker-src blob:; "
+    b"connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+PAGE_HEADERS = [*_SECURITY, (b"content-security-policy", _CSP)]
+DOCS_HEADERS = [*_SECURITY, (b"content-security-policy", _DOCS_CSP)]
+
+
+def with_page_headers(send: Send, docs: bool) -> Send:
+    """``send`` that adds the security headers to an HTML page (CSP, no framing, no sniffing,
+    no referrer); every other answer passes as it is."""
+    extra = DOCS_HEADERS if docs else PAGE_HEADERS
+
+    async def wrapped(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            kind = next((v for k, v in headers if k.lower() == b"content-type"), b"")
+            if kind.startswith(b"text/html"):
+                message = {**message, "headers": headers + extra}
+        await send(message)
+
+    return wrapped
+
 
 class Gateway:
     """ASGI app: the booking fast path and body limits in front of the FastAPI app."""
@@ -130,8 +186,11 @@ class Gateway:
             session_id = path[len(PREFIX) : -len(SUFFIX)]
             if session_id and "/" not in session_id:
                 authorization = header(scope, b"authorization")
+                tokens = services.tokens
                 fast = services.availability.fast_refusal(
-                    session_id, services.now(), lambda: claimed_patient(bearer(authorization))
+                    session_id,
+                    services.now(),
+                    lambda holders: tokens.holder_of(bearer(authorization), holders),
                 )
                 if fast is not None:
                     metrics.FAST_PATH_BY_CODE[fast[2]].inc()
@@ -141,10 +200,14 @@ class Gateway:
                 if body is None:
                     await respond(send, 413, TOO_LARGE)
                     return
-                status, answer = await book(services, session_id, authorization, body)
+                address = client_address(scope, services.proxies)
+                status, answer, *extra = await book(
+                    services, session_id, authorization, body, address
+                )
                 metrics.REQUESTS.labels("book", str(status)).inc()
-                await respond(send, status, answer)
+                await respond(send, status, answer, extra[0] if extra else None)
                 return
+        send = with_page_headers(send, path in ("/docs", "/redoc"))
         length = header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             await respond(send, 413, TOO_LARGE)

@@ -181,6 +181,24 @@ class Catalog:
             return None
         return await self.get("patient", raw_id.decode())
 
+    async def set_password(self, patient_id: int, password_hash: str) -> None:
+        key = self.keys.entity("patient", patient_id)
+        raw = await self.client.get(key)
+        if raw is not None:
+            doc = {**orjson.loads(raw), "password_hash": password_hash}
+            await self.client.set(key, orjson.dumps(doc))
+
+    async def booked_at(self, patient_id: int, hospital_id: str) -> bool:
+        """Whether the patient has (or had) a booking at the hospital, from their own list of
+        bookings and the catalog's doctor-sessions."""
+        sessions = sorted(
+            {b.rpartition(".")[0] for b in await self.patient_booking_ids(patient_id)}
+        )
+        for doc in await self._many("session", [x for x in sessions if ID.fullmatch(x)]):
+            if doc.get("hospital_id") == hospital_id:
+                return True
+        return False
+
     async def patient_booking_ids(self, patient_id: int) -> list[str]:
         members = await self.client.smembers(self.keys.patient_bookings(patient_id))
         return sorted(m.decode() for m in members)

@@ -22,6 +22,7 @@ from engine.audit import audit
 from engine.crowd import catalog, plan, play
 from engine.notices import patient_notices, recent_notices
 from engine.outcomes import Booked
+from engine.redis_server import masked_url, private_file
 from engine.runtime import Runtime
 from engine.settings import Settings
 from engine.store import Store
@@ -61,7 +62,8 @@ def demo(
     started = time.perf_counter()
     with Runtime.start(settings) as rt:
         click.echo(
-            f"ready in {time.perf_counter() - started:.1f}s; Redis at {rt.settings.redis_url}"
+            f"ready in {time.perf_counter() - started:.1f}s; "
+            f"Redis at {masked_url(rt.settings.redis_url or '')}"
         )
         asyncio.run(_demo(rt, requests, patients, submitters, hospitals, sessions, capacity, seed))
     click.echo("stopped everything this command started")
@@ -194,15 +196,24 @@ def up(host: str, port: int, workers: int, demo: bool, his: bool) -> None:
     settings = Settings.from_env()
     generated = settings.admin_token is None
     admin_token = settings.admin_token or secrets.token_urlsafe(24)
-    settings = settings.model_copy(update={"admin_token": admin_token})
+    update: dict[str, object] = {"admin_token": admin_token}
+    if demo and his:  # the simulated HIS runs on loopback, where HIS links may not point
+        update["his_allow_networks"] = (*settings.his_allow_networks, "127.0.0.1/32")
+    settings = settings.model_copy(update=update)
+    if not settings.address_limits:
+        click.echo(
+            "WARNING: SLOTENGINE_ADDRESS_LIMITS=off: no per-client-address limits "
+            "(for capacity tests from one machine; never in production)",
+            err=True,
+        )
+    if settings.movable_clock:
+        click.echo("WARNING: SLOTENGINE_MOVABLE_CLOCK is on (tests and demos only)", err=True)
     click.echo("starting Redis, Ray and the host pool ...")
     with Runtime.start(settings) as rt:
         url = rt.settings.redis_url
         assert url is not None
         if rt.redis is not None:  # for seed/loadtest/audit; it holds the password: owner only
-            url_file = rt.redis.data_dir / URL_FILE
-            url_file.touch(mode=0o600)
-            url_file.write_text(url)
+            private_file(rt.redis.data_dir / URL_FILE, url)
         os.environ.update(
             {
                 "SLOTENGINE_REDIS_URL": url,
@@ -210,6 +221,7 @@ def up(host: str, port: int, workers: int, demo: bool, his: bool) -> None:
                 "SLOTENGINE_ADMIN_TOKEN": admin_token,
                 "SLOTENGINE_HOSTS": str(rt.settings.hosts),
                 "SLOTENGINE_NAMESPACE": rt.settings.namespace,
+                "SLOTENGINE_HIS_ALLOW_NETWORKS": ",".join(rt.settings.his_allow_networks),
             }
         )
         if workers > 1:
@@ -222,7 +234,8 @@ def up(host: str, port: int, workers: int, demo: bool, his: bool) -> None:
         patient_token = asyncio.run(_prepare(rt, demo, his_url))
         base = f"http://{host}:{port}"
         click.echo(f"slotengine is up at {base}  (docs: {base}/docs)")
-        click.echo(f"  Redis:       {url}")
+        where = f" (full URL in {rt.redis.data_dir / URL_FILE})" if rt.redis is not None else ""
+        click.echo(f"  Redis:       {masked_url(url)}{where}")
         if generated:  # one the operator chose is not echoed to logs
             click.echo(f"  admin token: {admin_token}  (generated)")
         if patient_token:
@@ -388,8 +401,7 @@ def _seed(settings: Settings, patients: int, out: str) -> int:
         try:
             secret = await shared_secret(settings, client, keys)
             tokens = Tokens(secret, "unused-admin-token", settings.token_days * 86400)
-            prefix = f"19{int(time.time()) % 1_000_000:06d}"
-            return await seed_patients(Catalog(client, keys), tokens, patients, prefix)
+            return await seed_patients(Catalog(client, keys), tokens, patients)
         finally:
             await client.aclose()
 

@@ -7,9 +7,10 @@ the demo shows ``not_open`` turning into ``open`` on its own.
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from engine.client import Engine
@@ -19,8 +20,9 @@ from engine.records import RecordBook
 from engine.session import SessionSpec
 
 from .answers import Clock
-from .auth import Tokens, hash_password, mask_id_number
+from .auth import Tokens, hash_password
 from .catalog import Catalog
+from .identity import mask_document, resident_check_character
 
 HOSPITALS = {
     "北京协和医院": ["心内科", "消化内科", "内分泌科", "皮肤科"],
@@ -29,7 +31,8 @@ HOSPITALS = {
 }
 DOCTORS = [("王建国", "主任医师"), ("李秀英", "副主任医师"), ("张伟", "主治医师")]
 PERIODS = {"AM": "08:00", "PM": "13:30"}
-DEMO_PHONE, DEMO_PASSWORD = "13800000000", "demo-password"
+DEMO_PHONE, DEMO_PASSWORD = "+8613800000000", "demo-password"
+SEED_PHONES = 10**8  # seeded patients' phones: +86 199 and 8 digits
 HISTORY_PATIENTS = 10_000_000  # history's made-up patients are numbered from here
 
 
@@ -113,16 +116,30 @@ async def _session(engine, catalog, clock, doctor, date, period, first, opens_at
     return 1
 
 
+def resident_id(birth: date, seq: int, region: str = "110101") -> str:
+    """A well-formed (made-up) resident ID number: region, birth date, sequence, check."""
+    first17 = f"{region}{birth:%Y%m%d}{seq % 1000:03d}"
+    return first17 + resident_check_character(first17)
+
+
+def _seed_identity(k: int) -> tuple[str, str]:
+    """(phone, resident ID number) of the k-th seeded patient: distinct for k < 10**8."""
+    birth = date(1950, 1, 1) + timedelta(days=k % 20_000)
+    return f"+86199{k:08d}", resident_id(birth, k // 20_000, region="110108")
+
+
 async def demo_patient(catalog: Catalog, tokens: Tokens) -> tuple[int, str]:
     """The demo patient (created once) and a fresh token for them."""
     patient = await catalog.patient_by_phone(DEMO_PHONE)
     if patient is None:
+        number = resident_id(date(1990, 1, 1), 123)
         patient_id = await catalog.register_patient(
             {
                 "name": "演示患者",
                 "phone": DEMO_PHONE,
-                "id_hash": tokens.hash_id("110101199001011234"),
-                "id_masked": mask_id_number("110101199001011234"),
+                "id_type": "resident",
+                "id_hash": tokens.hash_id(number),
+                "id_masked": mask_document("resident", number),
                 "birth_date": "1990-01-01",
                 "password_hash": hash_password(DEMO_PASSWORD),
             }
@@ -133,23 +150,31 @@ async def demo_patient(catalog: Catalog, tokens: Tokens) -> tuple[int, str]:
     return patient_id, tokens.issue(patient_id)
 
 
-async def seed_patients(catalog: Catalog, tokens: Tokens, count: int, prefix: str):
-    """``count`` new patients (one shared password hash: these are load-test accounts)."""
+async def seed_patients(
+    catalog: Catalog, tokens: Tokens, count: int, start: int | None = None
+) -> list[tuple[int, str, str]]:
+    """``count`` new patients (one shared password hash: these are load-test accounts), with
+    valid phones (+86 199...) and resident ID numbers; (patient id, phone, token). ``start``:
+    the first seed number (random by default, so runs do not collide)."""
     hashed = hash_password(DEMO_PASSWORD)
+    start = random.randrange(SEED_PHONES - 4 * count) if start is None else start
     out = []
-    for n in range(count):
-        phone = f"{prefix}{n:07d}"
+    k = start
+    while len(out) < count and k < SEED_PHONES:
+        phone, number = _seed_identity(k)
+        k += 1
         patient_id = await catalog.register_patient(
             {
-                "name": f"压测{n}",
+                "name": f"压测{k}",
                 "phone": phone,
-                "id_hash": tokens.hash_id(f"SEED{phone}"),
-                "id_masked": mask_id_number(f"SEED{phone}"),
-                "birth_date": "1990-01-01",
+                "id_type": "resident",
+                "id_hash": tokens.hash_id(number),
+                "id_masked": mask_document("resident", number),
+                "birth_date": number[6:10] + "-" + number[10:12] + "-" + number[12:14],
                 "password_hash": hashed,
             }
         )
-        if patient_id is not None:
+        if patient_id is not None:  # taken by an earlier run: try the next number
             out.append((patient_id, phone, tokens.issue(patient_id)))
     return out
 

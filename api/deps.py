@@ -9,21 +9,59 @@ from fastapi import Depends, Header, Request
 from fastapi.responses import JSONResponse
 
 from engine.outcomes import NotFound, SessionState
+from engine.settings import Limit
 
 from .admins import ROOT, AdminScope
 from .answers import Clock, refusal_parts
 from .auth import bearer
+from .limits import client_address, retry_after_header
 from .services import Services
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.extra = status, code, message, extra
+        self.headers = headers
 
 
-def error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"code": code, "message": message, **extra}, status_code=status)
+def error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    return JSONResponse(
+        {"code": code, "message": message, **extra}, status_code=status, headers=headers
+    )
+
+
+def rate_limited(retry_after: float, message: str = "Too many requests; slow down.") -> ApiError:
+    """429 with ``Retry-After`` (whole seconds) and ``retry_after`` in the body."""
+    seconds = retry_after_header(retry_after)
+    return ApiError(
+        429, "rate_limited", message, headers={"Retry-After": seconds}, retry_after=int(seconds)
+    )
+
+
+async def limit(s: Services, name: str, subject: str, rule: Limit) -> None:
+    """Count one request of ``subject`` against a limit every worker shares (Redis); 429 when
+    over it. Call it before any expensive work."""
+    wait = await s.shared.hit(name, subject, rule)
+    if wait > 0:
+        raise rate_limited(wait)
+
+
+async def limit_address(s: Services, request: Request, name: str, rule: Limit) -> str:
+    """The same, per client address (unless ``SLOTENGINE_ADDRESS_LIMITS=off``); the address."""
+    address = client_address(request.scope, s.proxies)
+    if s.settings.address_limits:
+        await limit(s, name, address, rule)
+    return address
 
 
 def services_of(request: Request) -> Services:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.delivery import his_session_id
+from engine.egress import Egress
 from engine.his import HttpHis
 from engine.outcomes import Created, SuspendDone, Unavailable
 
@@ -166,7 +167,8 @@ async def _suspend(s: Services, session_id: str) -> tuple[str, str]:
 
 async def pull(s: Services, hospital_id: str) -> dict[str, Any] | None:
     """Ask the hospital's HIS what changed since the last pull and import it (None: no HIS).
-    ``HisUnavailable``/``HisRejected`` when the HIS cannot answer. The cursor moves past
+    ``HisUnavailable``/``HisRejected`` when the HIS cannot answer, ``EgressRefused`` when its
+    address may not be called (``engine/egress.py``). The cursor moves past
     what was imported for good, never past a schedule that failed (the next pull redoes it)."""
     config = await s.deliveries.config(hospital_id)
     if not config or not config.get("his_url"):
@@ -176,7 +178,12 @@ async def pull(s: Services, hospital_id: str) -> dict[str, Any] | None:
         since = float(await client.get(keys.his_cursor(hospital_id)) or 0.0)
     except ValueError:
         since = 0.0
-    his = HttpHis(config["his_url"], timeout=s.settings.redis_timeout)
+    his = HttpHis(
+        config["his_url"],
+        timeout=s.settings.redis_timeout,
+        egress=Egress.from_settings(s.settings),
+        max_bytes=s.settings.his_max_bytes,
+    )
     try:
         schedules = await his.schedules(since)
     finally:

@@ -38,6 +38,9 @@ HOST_CALL = Histogram(
 )
 
 
+GAUGES = ("outbox_pending", "unsettled_payments", "dead_letters_waiting")
+
+
 def render(courier: dict[str, float] | None = None) -> tuple[bytes, str]:
     """The worker's (or all workers') metrics, plus the courier's figures read at scrape time
     (``outbox_pending``, ``unsettled_payments`` and its counters), which no worker owns."""
@@ -48,7 +51,7 @@ def render(courier: dict[str, float] | None = None) -> tuple[bytes, str]:
     else:
         body = generate_latest()
     for name, value in sorted((courier or {}).items()):
-        kind = "counter" if name not in ("outbox_pending", "unsettled_payments") else "gauge"
+        kind = "gauge" if name in GAUGES else "counter"
         metric = f"slotengine_courier_{name}"
         body += f"# TYPE {metric} {kind}\n{metric} {value}\n".encode()
     return body, CONTENT_TYPE_LATEST

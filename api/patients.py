@@ -3,7 +3,13 @@ blacklist and whitelist entries (with reasons and expiry), and tags (groups).
 
 A manual blacklist entry is a ban set by hand (it replaces the rules' ban until it ends or is
 lifted). A whitelist entry lifts any current ban and spares the patient the rules' bans at this
-hospital until it ends (the courier checks it before it bans). Identity is shown masked only.
+hospital until it ends (the courier checks it before it bans).
+
+Who may be seen: a hospital sees (and tags, lists) only patients with a booking there, past or
+present (``booked_at``); anyone else does not exist for it. What is seen of identity: the name,
+the masked document (the region and the check character: the birth digits stay hidden,
+``identity.mask_document``), the birth *year*, a masked phone; nothing that, put together,
+narrows an ID number to fewer than ~16,000 candidates.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from typing import Any
 import orjson
 
 from engine.outcomes import BookingInfo, Done, SessionState
+from engine.records import RecordQuery
 
+from .identity import mask_phone
 from .services import Services
 
 KINDS = ("blacklist", "whitelist")
@@ -91,6 +99,20 @@ DAY_LIST_COLUMNS = (
 OCCUPYING = ("held", "booked", "checked_in", "no_show")
 
 
+async def booked_at(s: Services, hospital_id: str, patient_id: int) -> bool:
+    """The patient has, or had, a booking at this hospital: in their own bookings (as the
+    engine committed them) or in the hospital's booking records (history included)."""
+    if await s.catalog.booked_at(patient_id, hospital_id):
+        return True
+    page = await s.records.page(RecordQuery(hospital_id=hospital_id, patient_id=patient_id), 1)
+    return bool(page.records)
+
+
+def birth_year(patient: dict[str, Any]) -> int | None:
+    born = patient.get("birth_date")
+    return int(born[:4]) if isinstance(born, str) and born[:4].isdigit() else None
+
+
 async def day_list(s: Services, bookings: list[BookingInfo]) -> list[dict[str, Any]]:
     """The desk's list for one doctor-session (打印): every slot that is taken, in slot order,
     with the patient's name and masked identity (never the code)."""
@@ -109,7 +131,7 @@ async def day_list(s: Services, bookings: list[BookingInfo]) -> list[dict[str, A
                 "patient_id": b.patient_id,
                 "name": patient.get("name", ""),
                 "id_number": patient.get("id_masked", ""),
-                "phone": phone[:3] + "****" + phone[-4:] if len(phone) > 7 else "****",
+                "phone": mask_phone(phone) if phone else "",
                 "paid": b.paid,
             }
         )
@@ -148,8 +170,9 @@ async def view(s: Services, hospital_id: str, patient: dict[str, Any]) -> dict[s
     return {
         "patient_id": patient_id,
         "name": patient["name"],
+        "id_type": patient.get("id_type", "resident"),
         "id_number": patient["id_masked"],
-        "birth_date": patient["birth_date"],
+        "birth_year": birth_year(patient),
         "bookings": bookings,
         "violations": [
             {"kind": v.kind, "booking_id": v.booking_id, "at": v.at}

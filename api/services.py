@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import datetime
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,8 @@ import orjson
 import ray
 
 from engine.client import Engine
+from engine.clock import usable_offset
+from engine.dead_letters import DeadLetters
 from engine.delivery import Deliveries
 from engine.keys import Keys
 from engine.outcomes import Bookings, SessionState
@@ -32,14 +35,16 @@ from .answers import Clock
 from .auth import Tokens, new_secret
 from .availability import Availability
 from .catalog import Catalog
-from .limits import RateLimiter
+from .limits import PasswordWork, Proxies, RateLimiter, SharedLimiter
+from .upgrades import run_upgrades
 
 log = logging.getLogger(__name__)
 ROTA_SECONDS = 60.0  # how often each worker releases rota sessions that came due
-FREED = ("cancelled", "expired")  # booking states whose slot went back (they count in versions)
 RESYNC_SECONDS = 60.0  # a safety net: pub/sub keeps the view fresh
 RESYNC_CHUNK = 256  # state requests per step, so a resync never stalls the booking path
 HOLDERS_SECONDS = 0.05
+HEALTH_SECONDS = 1.0  # /readyz answers from a state refreshed this often
+FIGURES_SECONDS = 2.0  # /metrics' courier and outbox figures, likewise
 
 
 async def shared_secret(settings: Settings, client: Any, keys: Keys) -> str:
@@ -65,10 +70,16 @@ class Services:
     tokens: Tokens
     admins: Admins
     clock: Clock
-    limiter: RateLimiter
-    logins: RateLimiter  # per phone: against password guessing
+    limiter: RateLimiter  # booking requests per patient, in this worker's memory
+    addresses: RateLimiter  # booking requests per client address, likewise
+    shared: SharedLimiter  # the other limits, shared by every worker (Redis)
+    passwords: PasswordWork  # Argon2, on a few threads of its own
+    proxies: Proxies  # whose X-Forwarded-For is believed
     records: RecordBook
     deliveries: Deliveries
+    dead_letters: DeadLetters
+    health: dict[str, Any] = field(default_factory=lambda: {"redis": "unknown", "ray": "unknown"})
+    figures: dict[str, float] = field(default_factory=dict)  # the courier's, for /metrics
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -90,20 +101,97 @@ class Services:
             admins=Admins(client, keys, secret, settings.token_days * 86400),
             clock=clock,
             limiter=RateLimiter(settings.rate_per_second, settings.rate_burst),
-            logins=RateLimiter(1.0, 10),
+            addresses=RateLimiter.of(settings.limit_book_address),
+            shared=SharedLimiter(client, keys),
+            passwords=PasswordWork(settings.argon2_concurrency),
+            proxies=Proxies(settings.trusted_proxies),
             records=RecordBook(client, keys),
-            deliveries=Deliveries(client, keys, settings.redis_timeout),
+            deliveries=Deliveries.from_settings(client, keys, settings),
+            dead_letters=DeadLetters(client, keys),
         )
+        await run_upgrades(client, keys)
         await engine.load_clock()
         ready = asyncio.Event()
         services.tasks.append(asyncio.create_task(services._listen(ready)))
         await asyncio.wait_for(ready.wait(), 10)
+        await services.load_token_versions()  # after subscribing: no revocation falls between
         await services.resync()
         services.tasks.append(asyncio.create_task(services._resync_forever()))
         services.tasks.append(asyncio.create_task(services._fetch_holders_forever()))
         services.tasks.append(asyncio.create_task(services._release_rotas_forever()))
         services.tasks.append(asyncio.create_task(services._pull_his_forever()))
+        await services.check_health()
+        services.tasks.append(
+            asyncio.create_task(services._every(HEALTH_SECONDS, services.check_health))
+        )
+        services.tasks.append(
+            asyncio.create_task(services._every(FIGURES_SECONDS, services.read_figures))
+        )
         return services
+
+    async def load_token_versions(self) -> None:
+        """Every revoked patient's token version (pub/sub keeps them current afterwards)."""
+        raw = await self.engine.store.client.hgetall(self.engine.store.keys.token_versions)
+        for patient, revoked in raw.items():
+            self.tokens.set_version(int(patient), int(revoked) + 1)
+
+    async def revoke_tokens(self, patient_id: int) -> int:
+        """Void every token the patient holds (logout, new password); the new version, which
+        every worker learns by pub/sub."""
+        client, keys = self.engine.store.client, self.engine.store.keys
+        version = int(await client.hincrby(keys.token_versions, str(patient_id), 1)) + 1
+        self.tokens.set_version(patient_id, version)
+        await client.publish(keys.token_channel, f"{patient_id}:{version}")
+        return version
+
+    async def token_version(self, patient_id: int) -> int:
+        """The patient's current token version, from Redis (for issuing a token)."""
+        client, keys = self.engine.store.client, self.engine.store.keys
+        revoked = await client.hget(keys.token_versions, str(patient_id))
+        version = 1 if revoked is None else int(revoked) + 1
+        self.tokens.set_version(patient_id, version)
+        return version
+
+    async def check_health(self) -> None:
+        """Is Redis reachable, does every host answer? Kept for /readyz, which never sends a
+        call of its own (a scrape storm must not queue behind bookings in the hosts)."""
+        health: dict[str, Any] = {}
+        try:
+            await asyncio.wait_for(self.engine.store.client.ping(), 2)
+            health["redis"] = "ok"
+        except Exception as exc:
+            health["redis"] = f"unreachable: {type(exc).__name__}"
+        try:
+            calls = [h.info.remote() for h in self.engine.hosts]
+            await asyncio.wait_for(asyncio.gather(*calls), 5)
+            health["ray"] = "ok"
+        except Exception as exc:
+            health["ray"] = f"unreachable: {type(exc).__name__}"
+        health["checked_at"] = time.time()
+        self.health = health
+
+    async def read_figures(self) -> None:
+        """The outbox's backlog, the dead letters and the courier's counters, for /metrics."""
+        client, keys = self.engine.store.client, self.engine.store.keys
+        figures: dict[str, float] = {}
+        try:
+            figures["outbox_pending"] = await client.xlen(keys.outbox)
+            figures["unsettled_payments"] = await client.zcard(keys.pending_payments)
+            figures["dead_letters_waiting"] = await self.dead_letters.count()
+            counters = await asyncio.wait_for(self.engine.courier_info(), 2)
+            figures.update({k: float(v) for k, v in counters.items()})
+        except Exception as exc:  # metrics never fail the scrape: the last figures stay
+            log.warning("courier figures unavailable: %s", exc)
+            return
+        self.figures = figures
+
+    async def _every(self, seconds: float, job: Any) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await job()
+            except Exception as exc:
+                log.warning("%s failed: %s", getattr(job, "__name__", job), exc)
 
     def now(self) -> float:
         """The one clock (wall time unless a test or demo moved it)."""
@@ -115,6 +203,7 @@ class Services:
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        self.passwords.close()
         await self.engine.close()
 
     async def resync(self) -> None:
@@ -182,10 +271,8 @@ class Services:
                 for session_id in wanted:
                     listed = await self.engine.session_bookings(session_id)
                     if isinstance(listed, Bookings):
-                        made = len(listed.bookings)
-                        ended = sum(1 for b in listed.bookings if b.status in FREED)
                         patients = frozenset(b.patient_id for b in listed.bookings)
-                        self.availability.set_holders(session_id, made + ended, patients)
+                        self.availability.set_holders(session_id, listed.version, patients)
             except Exception as exc:  # keep the loop alive; the fast path waits meanwhile
                 log.warning("fetching holders failed: %s", exc)
                 self.availability.missing_holders |= wanted
@@ -197,10 +284,13 @@ class Services:
         while True:
             pubsub = self.engine.store.client.pubsub()
             try:
-                await pubsub.subscribe(keys.stock_channel, keys.catalog_channel, keys.clock_channel)
+                await pubsub.subscribe(
+                    keys.stock_channel, keys.catalog_channel, keys.clock_channel, keys.token_channel
+                )
                 ready.set()
                 if not first:  # subscribed again: now catch up on what was missed meanwhile
                     self.tasks.append(asyncio.create_task(self._resync_once()))
+                    self.tasks.append(asyncio.create_task(self.load_token_versions()))
                 first = False
                 async for message in pubsub.listen():
                     if message["type"] != "message":
@@ -209,7 +299,11 @@ class Services:
                     if channel == keys.catalog_channel:
                         self.availability.add(orjson.loads(message["data"]))
                     elif channel == keys.clock_channel:
-                        self.engine.clock.set_offset(float(message["data"]))
+                        offset = usable_offset(message["data"], self.settings.movable_clock)
+                        self.engine.clock.set_offset(offset)
+                    elif channel == keys.token_channel:
+                        patient, _, version = message["data"].decode().partition(":")
+                        self.tokens.set_version(int(patient), int(version))
                     else:
                         for session_id, status, left, version in parse_stock_message(
                             message["data"]

@@ -198,7 +198,7 @@ def main() -> None:
             client, keys = engine.store.client, engine.store.keys
             secret = await shared_secret(rt.settings, client, keys)
             rows_ = await seed_patients(
-                Catalog(client, keys), Tokens(secret, ADMIN, 86400), PATIENTS, "16000"
+                Catalog(client, keys), Tokens(secret, ADMIN, 86400), PATIENTS
             )
             await engine.close()
             return [t for _, _, t in rows_], secret, Catalog(client, keys)
@@ -212,6 +212,7 @@ def main() -> None:
             "SLOTENGINE_HOSTS": "1",
             "SLOTENGINE_RATE_PER_SECOND": "1000000",
             "SLOTENGINE_RATE_BURST": "1000000",
+            "SLOTENGINE_ADDRESS_LIMITS": "off",  # wrk is one client address
             "BENCH_REDIS_URL": url,
             "BENCH_PG_DSN": pg_dsn,
             "BENCH_SECRET": secret,

@@ -49,6 +49,7 @@ from benchmarks.engine import machine, percentile
 from engine import delivery
 from engine.analytics import summarize
 from engine.delivery import Deliveries
+from engine.egress import Egress
 from engine.keys import Keys
 from engine.record import Record
 from engine.records import RecordBook, RecordQuery
@@ -215,7 +216,7 @@ async def bench_report(book) -> tuple[float, float, int]:
 async def bench_drain(url: str, client, keys, n: int, parallel: int, delay_ms: int) -> float:
     async with httpx.AsyncClient(base_url=url) as sim:
         await sim.post("/his/admin/outage", json={"down": False, "delay_ms": delay_ms})
-    deliveries = Deliveries(client, keys, timeout=5.0)
+    deliveries = Deliveries(client, keys, timeout=5.0, egress=Egress(("127.0.0.0/8",)))
     await deliveries.configure("h0", {"his_url": url, "insurance_url": ""})
     book = RecordBook(client, keys)
     run = random.randrange(1 << 30)

@@ -18,7 +18,7 @@ from typing import Any
 from ray.actor import ActorHandle
 from ray.exceptions import RayError
 
-from .clock import Clock, parse_offset
+from .clock import Clock, usable_offset
 from .courier import parse_conduct
 from .errors import StoreUnavailable
 from .host import (
@@ -46,6 +46,7 @@ from .outcomes import (
     NotFound,
     NotPayable,
     Outcome,
+    OutcomeUnknown,
     Paid,
     Released,
     SessionState,
@@ -71,11 +72,22 @@ def parse_booking_id(booking_id: str) -> tuple[str, int] | None:
     """(session id, booking number) of a canonical booking id; None for anything else (also
     ``s1.01``: one booking has exactly one id, which the payment records are keyed by)."""
     session_id, sep, number = booking_id.rpartition(".")
-    if not sep or not session_id or not (number.isascii() and number.isdigit()) or len(number) > 6:
+    if not sep or not session_id or not (number.isascii() and number.isdigit()) or len(number) > 12:
         return None
     if number != str(int(number)):
         return None
     return session_id, int(number)
+
+
+READS = frozenset({STATE, LOOKUP, LIST})  # request kinds that change nothing
+
+
+def lost(batch: list[tuple[Request, Any]], reason: str) -> list[Outcome]:
+    """The answers of a batch whose host call failed once sent: it may have reached the host
+    and been committed, so a request that changes something is ``OutcomeUnknown`` (retrying
+    with the same request id tells); a read is merely ``Unavailable``."""
+    unknown, unavailable = OutcomeUnknown(reason), Unavailable(reason)
+    return [unavailable if request[1] in READS else unknown for request, _ in batch]
 
 
 class Mailbox:
@@ -119,10 +131,10 @@ class Mailbox:
                         self.observe(len(batch), time.perf_counter() - started)
                 except RayError as exc:
                     log.warning("host call failed: %s", exc)
-                    outcomes = [Unavailable(f"host: {type(exc).__name__}")] * len(batch)
+                    outcomes = lost(batch, f"host: {type(exc).__name__}")
                 except Exception as exc:  # never leave a caller waiting
                     log.exception("host call failed")
-                    outcomes = [Unavailable(f"host: {type(exc).__name__}")] * len(batch)
+                    outcomes = lost(batch, f"host: {type(exc).__name__}")
                 for (_, future), outcome in zip(batch, outcomes, strict=True):
                     if not future.done():
                         future.set_result(outcome)
@@ -198,7 +210,7 @@ class Engine:
         try:
             return await self.hosts[index].submit_unbatched.remote(request)
         except RayError as exc:
-            return Unavailable(f"host: {type(exc).__name__}")
+            return lost([(request, None)], f"host: {type(exc).__name__}")[0]
 
     async def _routed(self, kind: int, session_id: str, b: Any, c: Any, stamp: int) -> Outcome:
         try:
@@ -373,12 +385,15 @@ class Engine:
     # ----- time ----------------------------------------------------------------------------
 
     async def load_clock(self) -> Clock:
-        self.clock.set_offset(parse_offset(await self.store.client.get(self.store.keys.clock)))
+        raw = await self.store.client.get(self.store.keys.clock)
+        self.clock.set_offset(usable_offset(raw, self.settings.movable_clock))
         return self.clock
 
     async def advance_clock(self, seconds: float) -> float:
-        """Move the one clock forward (tests and demos), then run every timer at the new time
-        and carry the outbox out. Returns the new ``now``."""
+        """Move the one clock forward (tests and demos, ``movable_clock`` only), then run every
+        timer at the new time and carry the outbox out. Returns the new ``now``."""
+        if not self.settings.movable_clock:
+            raise RuntimeError("the clock is not movable here (SLOTENGINE_MOVABLE_CLOCK is off)")
         keys = self.store.keys
         offset = float(await self.store.client.incrbyfloat(keys.clock, seconds))
         self.clock.set_offset(offset)

@@ -6,8 +6,17 @@ Hosts never wait for any of this: their commit only appends one outbox entry (at
 the snapshots that caused it). The courier reads the stream through a consumer group, handles
 each entry, then acknowledges and deletes it. Every step is idempotent (refunds are keyed,
 notices carry stable ids, violations are keyed by booking and kind, bans only grow), so an entry
-replayed after a crash or a Redis outage does nothing twice. A failed entry stays pending and is
-retried on the next round (every ``tick_seconds``).
+replayed after a crash or a Redis outage does nothing twice.
+
+One bad entry holds up nothing behind it: a read of the outbox is handled together, and if that
+fails, one entry at a time, so the good ones go through. A failed entry stays pending and is
+retried on the next round (every ``tick_seconds``); once it has failed on its
+``outbox_max_tries``-th delivery (the stream's own count, which every read of it raises by one)
+it is moved to the dead letters (``dead_letters.py``) for the platform admin. An entry that
+finds a service unreachable (Redis, the payment gateway, a notice provider) ends the outbox part
+of the round, rather than have every entry behind it wait for the same timeout; it is counted
+all the same, so not even an entry that always times out holds the others up for long.
+Reconciliation and the records indexer run every round, whatever became of the outbox part.
 """
 
 from __future__ import annotations
@@ -20,15 +29,18 @@ import time
 from typing import Any
 
 import msgpack
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .clock import Clock, parse_offset
+from .clock import Clock, usable_offset
+from .dead_letters import DeadLetters, describe
 from .delivery import Deliveries
-from .errors import SlotEngineError
+from .errors import HisUnavailable, SlotEngineError
 from .keys import Keys
 from .notices import Notice, Sender, load_sender
 from .payments import SandboxGateway
-from .policy import PLATFORM, Policy, Violation, judge
+from .policy import HOLD_ABUSE, PLATFORM, Policy, Violation, judge
 from .records import RecordBook
 from .session import HELD_STATE
 from .settings import Settings
@@ -42,6 +54,17 @@ BATCH = 256
 SETTLE_SECONDS = 60.0  # a charge the engine has not answered by then is looked at
 RECONCILE_LIMIT = 1000  # waiting holds looked past per round
 INDEX_ROUNDS = 20  # times 500 changed sessions indexed per round at most
+# failures that say a service could not be reached (most likely not the entry's fault)
+UNREACHABLE: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    TimeoutError,  # asyncio's too
+    RedisConnectionError,
+    RedisTimeoutError,
+    HisUnavailable,
+)
+Entry = tuple[bytes, dict[bytes, bytes]]  # an outbox entry as read: id, fields
+Failed = tuple[bytes, dict[bytes, bytes], Exception]  # ... and why its handling failed
+Exhausted = tuple[bytes, dict[bytes, bytes], Exception, int]  # ... on its last delivery (count)
 
 
 class Courier:
@@ -96,17 +119,46 @@ class Rounds:
                 "violations",
                 "bans",
                 "records",
-                "failures",
+                "failures",  # parts of rounds, and outbox entries, that failed
+                "dead_letters",  # outbox entries moved to the dead letters
             ),
             0,
         )
         self.records = RecordBook(self.store.client, self.keys)
         self.deliveries = Deliveries(self.store.client, self.keys)
+        self.dead_letters = DeadLetters(self.store.client, self.keys)
         self._grouped = False
         self._tallied = False
         self._hosts: list | None = None
 
     async def drain(self) -> dict[str, int]:
+        """One round: carry the outbox out, then reconcile the payments and index the records.
+        Each part runs whatever became of the one before; a failure of reconciliation or of
+        the indexer is counted and logged here, a failure of the outbox part (Redis or a
+        service away: its entries wait) is raised once the others have run."""
+        outbox_failure: Exception | None = None
+        try:
+            await self.carry()
+        except Exception as exc:
+            outbox_failure = exc
+        for part in (self.reconcile, self.index):  # after the outbox: its voids settle most
+            try:
+                await part()
+            except Exception as exc:
+                self.counters["failures"] += 1
+                log.warning(
+                    "courier: %s failed: %s",
+                    part.__name__,
+                    describe(exc),
+                    exc_info=not isinstance(exc, SlotEngineError),  # a bug: show where
+                )
+        if outbox_failure is not None:
+            raise outbox_failure
+        return dict(self.counters)
+
+    async def carry(self) -> None:
+        """Carry the outbox out: first what earlier rounds left pending (reading on past each
+        read, so an entry that fails again is delivered once a round), then new entries."""
         client = self.store.client
         if not self._grouped:
             try:
@@ -115,32 +167,136 @@ class Rounds:
                 if "BUSYGROUP" not in str(exc):
                     raise
             self._grouped = True
-        self.clock.set_offset(parse_offset(await client.get(self.keys.clock)))
-        for start in ("0", ">"):  # first what an earlier round left pending, then new entries
-            while True:
-                reply = await client.xreadgroup(
-                    GROUP, CONSUMER, {self.keys.outbox: start}, count=BATCH
+        self.clock.set_offset(
+            usable_offset(await client.get(self.keys.clock), self.settings.movable_clock)
+        )
+        after = "0"
+        while entries := await self._read(after):
+            await self._carry(entries)
+            if len(entries) < BATCH:
+                break
+            after = entries[-1][0].decode()
+        while entries := await self._read(">"):
+            await self._carry(entries)
+
+    async def _read(self, start: str) -> list[Entry]:
+        reply = await self.store.client.xreadgroup(
+            GROUP, CONSUMER, {self.keys.outbox: start}, count=BATCH
+        )
+        return reply[0][1] if reply else []
+
+    async def _carry(self, entries: list[Entry]) -> None:
+        """Handle one read of the outbox and settle it (``_settle``). The entries are handled
+        together; if that fails, one at a time, so that no bad entry holds up a good one. An
+        entry that finds a service unreachable ends that (the others would most likely find
+        it so too, each after a timeout) and is raised once the rest is settled; it is counted
+        like any failure, so an entry that always times out still reaches the dead letters,
+        and the entries behind it flow on."""
+        done: list[bytes] = []
+        failed: list[Failed] = []
+        readable: list[tuple[bytes, dict[bytes, bytes], str, list[list[Any]]]] = []
+        for entry_id, fields in entries:
+            if not fields:  # deleted while pending
+                done.append(entry_id)
+                continue
+            try:
+                readable.append((entry_id, fields, _origin(entry_id, fields), _events(fields)))
+            except Exception as exc:
+                failed.append((entry_id, fields, exc))
+        outage: Exception | None = None
+        error = await self._attempt([(origin, events) for _, _, origin, events in readable])
+        if error is None:
+            done += [entry_id for entry_id, *_ in readable]
+        else:
+            for entry_id, fields, origin, events in readable:
+                one = error if len(readable) == 1 else await self._attempt([(origin, events)])
+                if one is None:
+                    done.append(entry_id)
+                    continue
+                failed.append((entry_id, fields, one))
+                if unreachable(one):  # likely away for all: the others wait for the next round
+                    outage = one
+                    break
+        await self._settle(done, failed)
+        if outage is not None:
+            raise outage
+
+    async def _attempt(self, batch: list[tuple[str, list[list[Any]]]]) -> Exception | None:
+        """``_handle_batch``, answering its failure instead of raising it."""
+        try:
+            await self._handle_batch(batch)
+        except Exception as exc:
+            return exc
+        return None
+
+    async def _settle(self, done: list[bytes], failed: list[Failed]) -> None:
+        """Acknowledge and delete the entries done, and the failed ones whose delivery count
+        has reached ``outbox_max_tries`` once they are in the dead letters (``_bury``); the
+        other failed entries stay pending for the next round."""
+        client, keys = self.store.client, self.keys
+        last: list[Exhausted] = []
+        if failed:
+            async with client.pipeline(transaction=False) as pipe:
+                for entry_id, _, _ in failed:
+                    pipe.xpending_range(keys.outbox, GROUP, entry_id, entry_id, 1)
+                pending = await pipe.execute()
+            limit = self.settings.outbox_max_tries
+            for (entry_id, fields, exc), found in zip(failed, pending, strict=True):
+                tries = int(found[0]["times_delivered"]) if found else 0
+                self.counters["failures"] += 1
+                if tries >= limit:
+                    last.append((entry_id, fields, exc, tries))
+                else:
+                    log.warning(
+                        "outbox entry %s failed (delivery %d of %d): %s",
+                        _origin(entry_id, fields),
+                        tries,
+                        limit,
+                        describe(exc),
+                    )
+        buried = await self._bury(last) if last else []
+        settled = done + buried
+        if not settled:
+            return
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.xack(keys.outbox, GROUP, *settled)
+            pipe.xdel(keys.outbox, *settled)
+            await pipe.execute()
+        self.counters["entries"] += len(done)
+        self.counters["dead_letters"] += len(buried)
+
+    async def _bury(self, last: list[Exhausted]) -> list[bytes]:
+        """Move to the dead letters the entries that failed their last delivery; the ids of
+        those moved. Their dead letters are written, and confirmed, before the entries are
+        acknowledged: a crash in between at worst writes one twice, and an entry whose dead
+        letter could not be written stays pending."""
+        origins = [_origin(entry_id, fields) for entry_id, fields, _, _ in last]
+        dead_ids = await self.dead_letters.bury(
+            [
+                (origin, fields.get(b"e", b""), exc, tries)
+                for origin, (_, fields, exc, tries) in zip(origins, last, strict=True)
+            ]
+        )
+        buried = []
+        for origin, (entry_id, _, exc, tries), dead_id in zip(origins, last, dead_ids, strict=True):
+            if dead_id is None:
+                log.error(
+                    "outbox entry %s failed %d times but could not be moved to the dead "
+                    "letters: it stays pending",
+                    origin,
+                    tries,
                 )
-                entries = reply[0][1] if reply else []
-                if not entries:
-                    break
-                batch = [
-                    (entry_id.decode(), msgpack.unpackb(fields[b"e"], raw=False))
-                    for entry_id, fields in entries
-                    if fields  # an entry deleted while pending has no fields
-                ]
-                await self._handle_batch(batch)
-                done = [entry_id for entry_id, _ in entries]
-                async with client.pipeline(transaction=False) as pipe:
-                    pipe.xack(self.keys.outbox, GROUP, *done)
-                    pipe.xdel(self.keys.outbox, *done)
-                    await pipe.execute()
-                self.counters["entries"] += len(done)
-                if start == "0" and len(entries) < BATCH:
-                    break
-        await self.reconcile()  # after the outbox: its voids settle most of them first
-        await self.index()
-        return dict(self.counters)
+                continue
+            buried.append(entry_id)
+            log.error(
+                "outbox entry %s failed %d times, moved to the dead letters as %s: %s",
+                origin,
+                tries,
+                dead_id,
+                describe(exc),
+                exc_info=exc,
+            )
+        return buried
 
     async def index(self) -> int:
         """Bring the booking records up to date with every committed session, and ask for the
@@ -185,11 +341,12 @@ class Rounds:
     async def _reconcile_one(self, booking_id: str) -> str:
         session_id, _, number = booking_id.rpartition(".")
         session = await self.store.read_session(session_id)
-        if session is not None and number.isdigit() and int(number) < session.count:
-            _, _, state, _ = session.booking(int(number))
+        row = session.row_of(int(number)) if session is not None and number.isdigit() else -1
+        if row >= 0:
+            _, _, state, _ = session.booking(row)  # type: ignore[union-attr]
             if state == HELD_STATE:
                 return "skipped"
-            if session.extra(int(number)).paid:
+            if session.extra(row).paid:  # type: ignore[union-attr]
                 await self.gateway.settled(booking_id)
                 return "settled"
         refund = await self.gateway.refund(booking_id, None, f"{booking_id}:void")
@@ -204,11 +361,14 @@ class Rounds:
         await self._handle_batch([(entry_id, events)])
 
     async def _handle_batch(self, batch: list[tuple[str, list[list[Any]]]]) -> None:
-        """Several outbox entries at once, each kind of work in one pipelined round trip;
-        raises (and the whole batch is retried, idempotently) if any part fails."""
+        """Several outbox entries (named by their origin) at once, each kind of work in one
+        pipelined round trip; raises (and every entry is retried, idempotently) if any part
+        fails. Counted only once it all went through."""
+        tally: dict[str, int] = dict.fromkeys(self.counters, 0)
         notices: list[Notice] = []
         refunds: list[tuple[str, int | None, str]] = []
         violations: list[tuple[str, str, int, str, str, float, str]] = []
+        releases: list[tuple[str, str, int, str, float, str, str]] = []
         for entry_id, events in batch:
             for index, event in enumerate(events):
                 kind = event[0]
@@ -232,31 +392,82 @@ class Rounds:
                     refunds.append((event[1], None, f"{event[1]}:void"))
                 elif kind == "violation":
                     violations.append((*event[1:], f"{entry_id}:{index}:ban"))
+                elif kind == "hold_release":
+                    _, scope, hospital_id, patient, booking_id, at, day = event
+                    releases.append(
+                        (scope, hospital_id, patient, booking_id, at, day, f"{entry_id}:{index}")
+                    )
                 else:
                     log.error("unknown outbox event %r", event)
         if refunds:
             for refund in await self.gateway.refund_many(refunds):
                 if refund is not None and refund.amount:
-                    self.counters["refunds"] += 1
-                    self.counters["refunded"] += refund.amount
+                    tally["refunds"] += 1
+                    tally["refunded"] += refund.amount
+        if releases:
+            abuse, warnings = await self._hold_releases(releases)
+            violations += abuse
+            notices += warnings
         if violations:
-            notices += await self._violations(violations)
+            notices += await self._violations(violations, tally)
         if notices:
             await self.sender.send(notices)
-            self.counters["notices"] += len(notices)
+            tally["notices"] += len(notices)
+        for name, count in tally.items():
+            self.counters[name] += count
+
+    async def _hold_releases(
+        self, releases: list[tuple[str, str, int, str, float, str, str]]
+    ) -> tuple[list[tuple[str, str, int, str, str, float, str]], list[Notice]]:
+        """Count the holds each patient let go per scope and local day; past the hospital's
+        ``free_hold_releases``, each is a ``hold_abuse`` violation (the ban rules count them)
+        and the patient is told. Replay-safe: a release is a member of the day's sorted set,
+        its place in the day decided by when it happened."""
+        client, keys = self.store.client, self.keys
+        async with client.pipeline(transaction=False) as pipe:
+            for scope, _, patient, booking_id, at, day, _ in releases:
+                key = keys.hold_releases(scope, patient, day)
+                pipe.zadd(key, {booking_id: at}, nx=True)
+                pipe.expire(key, 3 * 86400)
+            await pipe.execute()
+            for scope, _, patient, booking_id, _, day, _ in releases:
+                pipe.zrank(keys.hold_releases(scope, patient, day), booking_id)
+            ranks = await pipe.execute()
+        policies: dict[str, Policy] = {}
+        abuse, warnings = [], []
+        for release, rank in zip(releases, ranks, strict=True):
+            scope, hospital_id, patient, booking_id, at, _, notice_id = release
+            if hospital_id not in policies:
+                policies[hospital_id] = await self.store.policy(hospital_id)
+            free = policies[hospital_id].free_hold_releases
+            if rank is None or rank < free:
+                continue
+            abuse.append((scope, hospital_id, patient, HOLD_ABUSE, booking_id, at, notice_id))
+            warnings.append(
+                Notice(
+                    f"{notice_id}:abuse",
+                    "hold_abuse",
+                    patient,
+                    booking_id,
+                    booking_id.rpartition(".")[0],
+                    at,
+                    {"released_today": rank + 1, "free": free},
+                )
+            )
+        return abuse, warnings
 
     async def _violations(
-        self, violations: list[tuple[str, str, int, str, str, float, str]]
+        self, violations: list[tuple[str, str, int, str, str, float, str]], tally: dict[str, int]
     ) -> list[Notice]:
         """Record violations and apply each hospital's blacklist rules to the patients' whole
-        records; one refresh of the hosts per scope whose bans changed."""
+        records (counted in ``tally``); one refresh of the hosts per scope whose bans changed."""
         client, keys = self.store.client, self.keys
         async with client.pipeline(transaction=False) as pipe:
             for scope, _, patient, kind, booking_id, at, _ in violations:
                 pipe.hsetnx(keys.conduct(scope, patient), f"{booking_id}:{kind}", repr(at))
                 pipe.sadd(keys.conduct_scopes(patient), scope)
             await pipe.execute()
-        self.counters["violations"] += len(violations)
+        tally["violations"] += len(violations)
         last: dict[tuple[str, int], tuple[str, str, float, str]] = {}
         for scope, hospital_id, patient, _, booking_id, at, notice_id in violations:
             last[scope, patient] = (hospital_id, booking_id, at, notice_id)
@@ -296,7 +507,7 @@ class Rounds:
         for (scope, patient, until), grew in zip(bans, changed, strict=True):
             hospital_id, booking_id, at, notice_id = last[scope, patient]
             if grew:
-                self.counters["bans"] += 1
+                tally["bans"] += 1
                 refresh.add(scope if scope == PLATFORM else hospital_id)
             if (scope, patient) in new_bans:  # also on a replay: the notice id is stable
                 notices.append(
@@ -330,6 +541,32 @@ class Rounds:
         except Exception as exc:
             self._hosts = None
             log.warning("could not reach every host to refresh bans: %s", exc)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """True when a failure, or one that caused it, says a service could not be reached."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, UNREACHABLE):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+    return False
+
+
+def _origin(entry_id: bytes, fields: dict[bytes, bytes]) -> str:
+    """The id an outbox entry was first written with (a retried dead letter keeps it): its
+    notices are named after it, so a notice already delivered is not delivered again."""
+    return fields.get(b"origin", entry_id).decode(errors="replace")
+
+
+def _events(fields: dict[bytes, bytes]) -> list[list[Any]]:
+    """The events of an outbox entry; raises on one that is not readable."""
+    events = msgpack.unpackb(fields[b"e"], raw=False)
+    if not isinstance(events, list):
+        raise TypeError(f"an outbox entry holds a list of events, not {type(events).__name__}")
+    return events
 
 
 def _spared(raw: bytes | None, now: float) -> bool:

@@ -11,8 +11,9 @@ Ray actor of its own, so a slow or dead HIS never delays refunds or notices) car
   dispatcher removes a delivery from the due set only if what it did is still what is wanted
   (``FINISH_SCRIPT``);
 - retried with exponential backoff and jitter while the HIS is unavailable, up to
-  ``MAX_ATTEMPTS``, then kept as failed for an admin to look at and retry; a refusal (4xx) fails
-  at once;
+  ``MAX_ATTEMPTS``, then kept as failed for an admin to look at and retry (or drop); a refusal
+  (4xx) fails at once, and so does a link to an address the egress policy refuses
+  (``egress.py``: no call is made, and none would succeed until an admin changes the link);
 - idempotent: every call carries the booking id as its key, and a cancel of a booking whose
   number never came back first re-sends the booking (the HIS answers the same number);
 - a cancellation of a booking never sent sends nothing.
@@ -32,9 +33,10 @@ from typing import Any
 
 import orjson
 
-from .clock import Clock, parse_offset
-from .errors import HisRejected, HisUnavailable
-from .his import His, HttpHis, HttpInsurance, Insurance
+from .clock import Clock, usable_offset
+from .egress import Egress
+from .errors import EgressRefused, HisRejected, HisUnavailable
+from .his import MAX_BYTES, His, HttpHis, HttpInsurance, Insurance
 from .keys import Keys
 from .record import CONFIRMED, Record
 from .records import Change, RecordBook
@@ -98,6 +100,17 @@ end
 return 1
 """
 KEEP_DONE = 2 * 86400.0  # a delivery done is kept this long after the visit (or from now)
+
+# KEYS: delivery hash, the hospital's failed set. Only a failed delivery is forgotten: one
+# pending may be on the wire, and one asked for again meanwhile has left the failed set.
+DROP_SCRIPT = """
+if not redis.call('ZSCORE', KEYS[2], KEYS[1]) then
+  return 0
+end
+redis.call('ZREM', KEYS[2], KEYS[1])
+redis.call('DEL', KEYS[1])
+return 1
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,19 +235,42 @@ def booking_of(record: Record, install: str = "") -> dict[str, Any]:
 
 
 class Deliveries:
-    """The delivery outbox in Redis: asking (``want``), carrying out (``run``), looking."""
+    """The delivery outbox in Redis: asking (``want``), carrying out (``run``), looking.
 
-    def __init__(self, client: Any, keys: Keys, timeout: float = 2.0) -> None:
+    Calls go only where ``egress`` allows (default: public addresses only) and read at most
+    ``max_bytes`` of an answer; ``from_settings`` takes both from the settings."""
+
+    def __init__(
+        self,
+        client: Any,
+        keys: Keys,
+        timeout: float = 2.0,
+        egress: Egress | None = None,
+        max_bytes: int = MAX_BYTES,
+    ) -> None:
         self.client = client
         self.keys = keys
         self.records = RecordBook(client, keys)
         self.timeout = timeout
+        self.egress = Egress() if egress is None else egress
+        self.max_bytes = max_bytes
         self.rng = random.Random()
         self._his: dict[str, His] = {}
         self._install: str | None = None
         self._insurance: dict[str, Insurance] = {}
         self.counters: dict[str, int] = dict.fromkeys(
             ("sent", "booked", "cancelled", "filed", "retries", "failed"), 0
+        )
+
+    @classmethod
+    def from_settings(cls, client: Any, keys: Keys, settings: Settings) -> Deliveries:
+        """The outbox with the settings' timeout, egress policy and answer size limit."""
+        return cls(
+            client,
+            keys,
+            settings.redis_timeout,
+            Egress.from_settings(settings),
+            settings.his_max_bytes,
         )
 
     def key(self, target: str, booking_id: str) -> str:
@@ -415,7 +451,7 @@ class Deliveries:
                 return Finish(key, hospital_id, action, "failed", now, fields=updates)
             later = now + backoff(attempts, self.rng)
             return Finish(key, hospital_id, action, "retry", later, fields=updates)
-        except HisRejected as exc:
+        except (HisRejected, EgressRefused) as exc:  # final: sending again will not help
             self.counters["failed"] += 1
             updates["error"] = str(exc)
             return Finish(key, hospital_id, action, "failed", now, fields=updates)
@@ -463,12 +499,16 @@ class Deliveries:
 
     def _his_for(self, url: str) -> His:
         if url not in self._his:
-            self._his[url] = HttpHis(url, timeout=self.timeout)
+            self._his[url] = HttpHis(
+                url, timeout=self.timeout, egress=self.egress, max_bytes=self.max_bytes
+            )
         return self._his[url]
 
     def _insurer(self, url: str) -> Insurance:
         if url not in self._insurance:
-            self._insurance[url] = HttpInsurance(url, timeout=self.timeout)
+            self._insurance[url] = HttpInsurance(
+                url, timeout=self.timeout, egress=self.egress, max_bytes=self.max_bytes
+            )
         return self._insurance[url]
 
     async def close(self) -> None:
@@ -484,7 +524,40 @@ class Deliveries:
             if which == "pending"
             else self.keys.deliveries_failed(hospital_id)
         )
-        keys = await self.client.zrange(index, 0, limit - 1)
+        keys = [k.decode() for k in await self.client.zrange(index, 0, limit - 1)]
+        return await self._items(keys)
+
+    async def failed_everywhere(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The failed deliveries of every hospital (those of the catalog and those linked to
+        an HIS), newest failure first, up to ``limit``: the items of ``listing`` and each's
+        ``hospital_id``."""
+        members = [self.keys.all("hospital"), self.keys.his_hospitals]
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in members:
+                pipe.smembers(key)
+            found = await pipe.execute()
+        hospitals = sorted({m.decode() for ids in found for m in ids})
+        if not hospitals or limit < 1:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for hospital_id in hospitals:
+                pipe.zrevrange(
+                    self.keys.deliveries_failed(hospital_id), 0, limit - 1, withscores=True
+                )
+            newest = await pipe.execute()
+        failed = sorted(
+            (
+                (at, key.decode(), h)
+                for h, pairs in zip(hospitals, newest, strict=True)
+                for key, at in pairs
+            ),
+            reverse=True,
+        )[:limit]
+        items = await self._items([key for _, key, _ in failed])
+        return [{**item, "hospital_id": h} for (_, _, h), item in zip(failed, items, strict=True)]
+
+    async def _items(self, keys: list[str]) -> list[dict[str, Any]]:
+        """What ``listing`` shows of each delivery key, in order."""
         async with self.client.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.hgetall(key)
@@ -493,7 +566,7 @@ class Deliveries:
         prefix = len(self.keys.deliveries) + 1
         for key, state in zip(keys, states, strict=True):
             fields = {k.decode(): v.decode() for k, v in state.items()}
-            target, _, booking_id = key.decode()[prefix:].partition(":")
+            target, _, booking_id = key[prefix:].partition(":")
             out.append(
                 {
                     "target": target,
@@ -529,9 +602,18 @@ class Deliveries:
             await pipe.execute()
         return len(keys)
 
+    async def drop(self, hospital_id: str, target: str, booking_id: str) -> bool:
+        """Forget one failed delivery of a hospital (out of the failed set, deleted): whether
+        it was one. A delivery that is not failed (pending, done, unknown, or asked for again
+        meanwhile) is left as it is (False)."""
+        key = self.key(target, booking_id)
+        return bool(
+            await self.client.eval(DROP_SCRIPT, 2, key, self.keys.deliveries_failed(hospital_id))
+        )
 
-async def _round(deliveries: Deliveries, clock: Clock) -> dict[str, int]:
-    clock.set_offset(parse_offset(await deliveries.client.get(deliveries.keys.clock)))
+
+async def _round(deliveries: Deliveries, clock: Clock, movable: bool) -> dict[str, int]:
+    clock.set_offset(usable_offset(await deliveries.client.get(deliveries.keys.clock), movable))
     await deliveries.run(clock.now())
     return dict(deliveries.counters)
 
@@ -545,7 +627,7 @@ class Dispatcher:
         self.settings = settings
         self._loop = asyncio.new_event_loop()
         store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout)
-        self.deliveries = Deliveries(store.client, store.keys, settings.redis_timeout)
+        self.deliveries = Deliveries.from_settings(store.client, store.keys, settings)
         self.clock = Clock()
         self._timer: threading.Thread | None = None
         self.start_timer()
@@ -553,7 +635,9 @@ class Dispatcher:
     def run(self) -> dict[str, int]:
         """Carry out what is due now (also sent to itself every tick)."""
         try:
-            return self._loop.run_until_complete(_round(self.deliveries, self.clock))
+            return self._loop.run_until_complete(
+                _round(self.deliveries, self.clock, self.settings.movable_clock)
+            )
         except Exception as exc:  # Redis away: everything stays due for the next round
             log.warning("dispatcher round failed: %s", exc)
             return dict(self.deliveries.counters)

@@ -3,12 +3,15 @@
 SlotEngineError
 ├── SnapshotError        a stored snapshot cannot be decoded (corrupt, unknown version)
 ├── StoreUnavailable     Redis cannot be reached or did not confirm a write
-│   └── Fenced           a newer host owns the shard; this host must not write it
+│   ├── Fenced           a newer host owns the shard; this host must not write it
+│   └── CommitUncertain  a commit's round trip failed after it may have been sent
 ├── RedisServerError     the embedded Redis server could not be started
 ├── HisUnavailable       the HIS or social insurance did not answer (network, timeout, 5xx,
 │                        429): worth retrying later
-└── HisRejected          the HIS or social insurance refused the call (4xx): retrying will not
-                         help; carries the remote's code and message
+├── HisRejected          the HIS or social insurance refused the call (4xx): retrying will not
+│                        help; carries the remote's code and message
+└── EgressRefused        we refuse to call an address (loopback, private, link-local, ...; see
+                         ``egress.py``): final until an admin changes the link or the allow list
 """
 
 from __future__ import annotations
@@ -30,6 +33,11 @@ class Fenced(StoreUnavailable):
     """A write was refused because a newer epoch owns the shard."""
 
 
+class CommitUncertain(StoreUnavailable):
+    """A commit's round trip failed once it may have been sent: Redis may or may not have run
+    it. ``Store.settle`` finds out (and fences the shard so that it cannot run later)."""
+
+
 class RedisServerError(SlotEngineError):
     """The embedded Redis server could not be found or started."""
 
@@ -49,3 +57,19 @@ class HisRejected(SlotEngineError):
 
     def __str__(self) -> str:
         return f"{self.status} {self.code}: {self.message}"
+
+
+class EgressRefused(SlotEngineError):
+    """The server will not call this address: not http(s), no host, or a name or address in a
+    network it must not reach (loopback, private, link-local such as the cloud metadata
+    service, ...) and not allowed by ``his_allow_networks``. Not the remote's answer (no call
+    was made); sending again will not help until an admin changes the link or the allow list."""
+
+    code = "address_not_allowed"
+
+    def __init__(self, host: str, reason: str) -> None:
+        super().__init__(host, reason)  # all in args, so it pickles
+        self.host, self.reason = host, reason
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.host} {self.reason}"

@@ -17,17 +17,19 @@ movable clock (engine/clock.py), so a restarted host fires them as if it had nev
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import pickle
+import secrets
 import threading
 import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from .clock import Clock, parse_offset
-from .errors import Fenced, SlotEngineError
-from .outcomes import Conflict, NotFound, Outcome, Unavailable
+from .clock import Clock, usable_offset
+from .errors import CommitUncertain, Fenced, SlotEngineError, StoreUnavailable
+from .outcomes import Conflict, NotFound, Outcome, OutcomeUnknown, Unavailable
 from .policy import PLATFORM
 from .settings import Settings
 from .shard import Shard
@@ -91,7 +93,8 @@ def split_shard_id(shard_id: str) -> tuple[str, str]:
 class Host:
     """One host of the pool. Decorated with ``ray.remote`` by ``pool.py``."""
 
-    def __init__(self, index: int, settings: Settings) -> None:
+    def __init__(self, index: int, settings: Settings, *, timer: bool = True) -> None:
+        """``timer`` False: no ticks sent to itself (a host driven by hand, outside Ray)."""
         assert settings.redis_url is not None, "a host needs a resolved Redis URL"
         self.index = index
         self.settings = settings
@@ -104,6 +107,9 @@ class Host:
         self._timer: threading.Thread | None = None
         self._warm = False
         self._reload: set[str] = set()  # shards dropped after a failure, to load again
+        self._clock_checked = False  # a fixed clock reads the stored offset once (to warn)
+        self._tokens = itertools.count()  # commit tokens: unique to this incarnation
+        self._incarnation = secrets.token_hex(6)
         self._ban_versions: dict[str, bytes | None] = {}  # scope → bans version applied
         self.started_at = time.time()
         self.counters: dict[str, float] = {
@@ -114,7 +120,8 @@ class Host:
             "decide_seconds": 0.0,
             "commit_seconds": 0.0,
         }
-        self.start_timer()
+        if timer:
+            self.start_timer()
 
     # ----- Ray methods ---------------------------------------------------------------------
 
@@ -146,8 +153,9 @@ class Host:
         return count
 
     def set_clock(self, offset: float) -> float:
-        """Move this host's clock (the offset is also in Redis for restarts)."""
-        self.clock.set_offset(offset)
+        """Move this host's clock (the offset is also in Redis for restarts); only a movable
+        clock moves."""
+        self.clock.set_offset(usable_offset(repr(offset), self.settings.movable_clock))
         return self.clock.now()
 
     def tick(self) -> None:
@@ -156,12 +164,13 @@ class Host:
         The first tick of a (re)started host also loads every current shard placed on it, so
         its holds expire on time even before a request for that shard arrives.
         """
-        try:
-            self.clock.set_offset(
-                parse_offset(self._run(self._store.client.get(self._store.keys.clock)))
-            )
-        except Exception as exc:
-            log.warning("tick could not read the clock: %s", exc)
+        if self.settings.movable_clock or not self._clock_checked:
+            try:
+                raw = self._run(self._store.client.get(self._store.keys.clock))
+                self.clock.set_offset(usable_offset(raw, self.settings.movable_clock))
+                self._clock_checked = True
+            except Exception as exc:
+                log.warning("tick could not read the clock: %s", exc)
         now = self.clock.now()
         try:
             if not self._warm:
@@ -294,7 +303,13 @@ class Host:
             hospital_id, date = split_shard_id(shard_id)
             try:
                 self.shards[shard_id] = self._run(
-                    self._store.activate(shard_id, hospital_id, date, self.zone)
+                    self._store.activate(
+                        shard_id,
+                        hospital_id,
+                        date,
+                        self.zone,
+                        keep=(self.settings.ended_kept, self.settings.idempotency_kept),
+                    )
                 )
                 self._reload.discard(shard_id)
             except SlotEngineError as exc:  # unreachable store, or a corrupt snapshot
@@ -326,25 +341,54 @@ class Host:
                     new_bookings=changes.new_bookings,
                     events=changes.events,
                     stock=stock,
+                    token=f"{self._incarnation}-{next(self._tokens)}",
                 )
             )
         return writes
 
-    def _commit(self, writes: list[ShardWrite]) -> dict[str, Unavailable]:
-        """Write; on failure drop the shard from memory so it reloads from Redis."""
+    def _commit(self, writes: list[ShardWrite]) -> dict[str, Unavailable | OutcomeUnknown]:
+        """Write; answer a shard's requests only with what is known (invariant 3).
+
+        A commit known not to have run (refused by the script, fenced, or never sent) answers
+        ``Unavailable``: nothing was booked. One whose round trip failed after it may have been
+        sent is settled first (``Store.settle`` fences the shard and reads its commit token
+        back): if it ran, the answers stand; if not, ``Unavailable``; if Redis cannot say,
+        ``OutcomeUnknown``. Any failure drops the shard from memory so it reloads from Redis,
+        except a commit settled as run (memory is then exactly what Redis holds)."""
         if not writes:
             return {}
         self.counters["commits"] += 1
         results = self._run(self._store.commit(writes))
-        failures: dict[str, Unavailable] = {}
+        failures: dict[str, Unavailable | OutcomeUnknown] = {}
         for w, error in zip(writes, results, strict=True):
+            if isinstance(error, CommitUncertain):
+                error = self._settle(w)
             if error is None:
                 for session_id, status, _, _ in w.stock:
                     self.published[session_id] = status
                 continue
             self.counters["failed_commits"] += 1
+            self._drop(w.shard_id)
+            if isinstance(error, CommitUncertain):
+                log.warning("commit of %s: outcome unknown: %s", w.shard_id, error)
+                failures[w.shard_id] = OutcomeUnknown(str(error))
+                continue
             kind = "fenced" if isinstance(error, Fenced) else "store"
             log.warning("commit of %s failed (%s): %s", w.shard_id, kind, error)
-            self._drop(w.shard_id)
             failures[w.shard_id] = Unavailable(f"{kind}: {error}")
         return failures
+
+    def _settle(self, w: ShardWrite) -> BaseException | None:
+        """Did the uncertain commit ``w`` run? None: yes (the shard stays, under its new
+        epoch); ``StoreUnavailable``: no, and it never will; ``CommitUncertain``: unknown."""
+        try:
+            epoch, committed = self._run(self._store.settle(w.shard_id, w.token))
+        except StoreUnavailable as exc:
+            self.counters["unknown_commits"] = self.counters.get("unknown_commits", 0) + 1
+            return CommitUncertain(f"{w.shard_id}: not settled: {exc}")
+        held = self.shards.get(w.shard_id)
+        if committed and held is not None:
+            self.shards[w.shard_id] = (epoch, held[1])
+            log.info("commit of %s settled: it ran", w.shard_id)
+            return None
+        return StoreUnavailable(f"{w.shard_id}: settled: it did not run (now fenced)")

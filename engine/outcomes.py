@@ -250,10 +250,12 @@ class BookingInfo:
 
 @dataclass(slots=True)
 class Bookings:
-    """Every booking of a doctor-session, in booking order."""
+    """Every booking of a doctor-session kept (compacted ones while their request keys are
+    kept), in booking order, as of the session's ``version``."""
 
     session_id: str
     bookings: list[BookingInfo]
+    version: int = -1
 
 
 @dataclass(slots=True)
@@ -263,7 +265,17 @@ class Done:
 
 @dataclass(slots=True)
 class Unavailable:
-    """The store could not confirm: nothing was changed, the caller may retry."""
+    """The store could not confirm, and it is known that nothing was changed: the caller may
+    retry (with the same request id)."""
+
+    reason: str
+
+
+@dataclass(slots=True)
+class OutcomeUnknown:
+    """The store may or may not have committed it (the round trip failed after the write may
+    have been sent, and it could not be read back yet): the caller must not be told "nothing
+    was booked"; retrying with the same request id tells the outcome."""
 
     reason: str
 
@@ -278,7 +290,7 @@ Refusal = (
     | DepartmentDayLimit
     | NotFound
 )
-BookOutcome = Booked | Refusal | Unavailable
+BookOutcome = Booked | Refusal | Unavailable | OutcomeUnknown
 Outcome = (
     BookOutcome
     | Released

@@ -14,9 +14,12 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 MAX_HOLD_SECONDS = 7 * 86400
+MAX_BAN_DAYS = 365  # the longest ban, and the longest window a ban rule looks back over
+MAX_RETURN_JITTER = 3600
 DAY = 86400.0
 NO_SHOW, CANCEL, SAME_DAY_CANCEL = "no_show", "cancel", "same_day_cancel"
-VIOLATION_KINDS = (NO_SHOW, CANCEL, SAME_DAY_CANCEL)
+HOLD_ABUSE = "hold_abuse"  # a hold let go (expired or cancelled unpaid) past the free ones a day
+VIOLATION_KINDS = (NO_SHOW, CANCEL, SAME_DAY_CANCEL, HOLD_ABUSE)
 PLATFORM = "platform"  # the scope key of platform-wide bans
 
 
@@ -53,8 +56,8 @@ class BanRule:
     def __post_init__(self) -> None:
         if self.kind not in VIOLATION_KINDS:
             raise ValueError(f"kind must be one of {VIOLATION_KINDS}")
-        if not 1 <= self.count <= 100 or not 1 <= self.window_days <= 3660:
-            raise ValueError("a ban rule needs count 1..100 and window_days 1..3660")
+        if not 1 <= self.count <= 100 or not 1 <= self.window_days <= MAX_BAN_DAYS:
+            raise ValueError(f"a ban rule needs count 1..100 and window_days 1..{MAX_BAN_DAYS}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +75,13 @@ class Policy:
     fee_tiers: tuple[FeeTier, ...] = (FeeTier(0, 0),)
     no_show_grace_minutes: int = 30  # after the session's last slot ends
     no_show_refund: bool = True  # the seed: a no-show's fee is refunded on the visit day
-    ban_rules: tuple[BanRule, ...] = (BanRule(NO_SHOW, 1, 365),)
+    ban_rules: tuple[BanRule, ...] = (BanRule(NO_SHOW, 1, 365), BanRule(HOLD_ABUSE, 3, 30))
     ban_days: tuple[int, ...] = (30, 60, 90)  # the 1st, 2nd, 3rd... ban within a year
-    ban_scope: Literal["hospital", "platform"] = "hospital"
+    ban_scope: Literal["hospital", "platform"] = "hospital"  # platform: set by the platform only
     check_in_max_tries: int = 5  # wrong verification codes before a booking is locked
     waitlist_limit: int = 500  # patients on one session's waitlist
+    free_hold_releases: int = 2  # holds a patient may let go a day before each is hold_abuse
+    return_jitter_seconds: int = 60  # a freed slot nobody waits for returns within this, at random
 
     def __post_init__(self) -> None:
         # tiers are read largest threshold first, however they were given
@@ -99,14 +104,18 @@ class Policy:
             raise ValueError("fee_tiers needs 1..20 tiers")
         if not 0 <= self.no_show_grace_minutes <= 1440:
             raise ValueError("no_show_grace_minutes must be 0..1440")
-        if not self.ban_days or any(not 1 <= d <= 3660 for d in self.ban_days):
-            raise ValueError("ban_days needs at least one length of 1..3660 days")
+        if not self.ban_days or any(not 1 <= d <= MAX_BAN_DAYS for d in self.ban_days):
+            raise ValueError(f"ban_days needs at least one length of 1..{MAX_BAN_DAYS} days")
         if len(self.ban_rules) > 10 or len(self.ban_days) > 10:
             raise ValueError("at most 10 ban rules and 10 ban lengths")
         if self.ban_scope not in ("hospital", PLATFORM):
             raise ValueError("ban_scope must be hospital or platform")
         if not 1 <= self.check_in_max_tries <= 15 or not 1 <= self.waitlist_limit <= 10_000:
             raise ValueError("check_in_max_tries must be 1..15, waitlist_limit 1..10000")
+        if not 0 <= self.free_hold_releases <= 100:
+            raise ValueError("free_hold_releases must be 0..100")
+        if not 0 <= self.return_jitter_seconds <= MAX_RETURN_JITTER:
+            raise ValueError(f"return_jitter_seconds must be 0..{MAX_RETURN_JITTER}")
 
     # ----- data in and out -----------------------------------------------------------------
 
@@ -118,13 +127,19 @@ class Policy:
         return out
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], base: Policy | None = None) -> Policy:
+    def from_dict(
+        cls, values: dict[str, Any], base: Policy | None = None, *, stored: bool = False
+    ) -> Policy:
         """A policy from (part of) a dict; missing fields keep ``base``'s (or the default).
-        Anything of the wrong shape or type raises ``ValueError``."""
+        Anything of the wrong shape or type raises ``ValueError``. ``stored``: a policy read
+        back from Redis, written before the caps of today (ban lengths and windows over
+        ``MAX_BAN_DAYS`` are cut to it rather than refused, so the shard still loads)."""
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown policy fields: {sorted(unknown)}")
+        if stored:
+            values = _capped(values)
         merged = {**(base or cls()).to_dict(), **values}
         try:
             tiers = tuple(
@@ -179,6 +194,23 @@ class Policy:
         return local_epoch(
             visit - dt.timedelta(days=self.cancel_days_before), self.cancel_until, zone
         )
+
+
+def _capped(values: dict[str, Any]) -> dict[str, Any]:
+    """Ban lengths and rule windows cut to ``MAX_BAN_DAYS`` (for policies stored before it)."""
+    out = dict(values)
+    days = out.get("ban_days")
+    if isinstance(days, list | tuple):
+        out["ban_days"] = [min(d, MAX_BAN_DAYS) if type(d) is int else d for d in days]
+    rules = out.get("ban_rules")
+    if isinstance(rules, list | tuple):
+        out["ban_rules"] = [
+            {**r, "window_days": min(r["window_days"], MAX_BAN_DAYS)}
+            if isinstance(r, dict) and type(r.get("window_days")) is int
+            else r
+            for r in rules
+        ]
+    return out
 
 
 def _int(value: Any, name: str = "a value") -> int:

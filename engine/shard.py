@@ -57,7 +57,9 @@ from .session import (
     CLOSED,
     ENDED_STATES,
     EXPIRED_STATE,
+    FORGOTTEN_WORDS,
     HELD_STATE,
+    NO_BOOKING,
     NO_SHOW_STATE,
     OPEN,
     REVOKED_STATE,
@@ -78,7 +80,16 @@ WARN_SECONDS = 300  # "hold expiring" goes out this long before expiry (a third 
 #   ["refund", booking_id, patient, amount, reason]      amount in fen, from the payment
 #   ["void", booking_id, patient]                        refund any payment the engine never took
 #   ["violation", scope, hospital_id, patient, kind, booking_id, at]
+#   ["hold_release", scope, hospital_id, patient, booking_id, at, local date]
+#       a hold let go unpaid (expired, or cancelled by the patient): past the policy's
+#       ``free_hold_releases`` a day, the courier records it as a ``hold_abuse`` violation
 Event = list[Any]
+KEEP_ENDED, KEEP_FORGOTTEN = 256, 4096  # defaults of Settings.ended_kept / idempotency_kept
+
+
+def random_delay(most: int) -> int:
+    """Seconds a freed slot is held back: uniform in 0..most (``secrets``: not guessable)."""
+    return secrets.randbelow(most + 1) if most > 0 else 0
 
 
 class CodeSource:
@@ -126,8 +137,10 @@ class Shard:
         "_changes",
         "blacklist",
         "date",
+        "delay",
         "hospital_id",
         "id",
+        "keep",
         "live",
         "new_code",
         "platform_blacklist",
@@ -146,8 +159,14 @@ class Shard:
         platform_blacklist: dict[int, float] | None = None,
         zone: dt.tzinfo = dt.UTC,
         new_code: Callable[[], int] = new_code,
+        keep: tuple[int, int] = (KEEP_ENDED, KEEP_FORGOTTEN),
+        delay: Callable[[int], int] = random_delay,
     ) -> None:
+        """``keep``: (ended bookings a session keeps whole, compacted request keys it keeps);
+        ``delay(most)``: the seconds a freed slot nobody waits for is held back."""
         self.id = shard_id
+        self.keep = keep
+        self.delay = delay
         self.hospital_id = hospital_id
         self.date = date
         self.policy = policy or Policy()
@@ -176,6 +195,8 @@ class Shard:
         booking_no = session.find(patient, request)
         if booking_no >= 0:
             return session.answer(booking_no, repeat=True)
+        if session.forgotten and (forgotten := session.find_forgotten(patient, request)) >= 0:
+            return session.forgotten_answer(forgotten)
         status = session.status(now)
         if status != OPEN:
             return session.refusal(status)
@@ -216,6 +237,8 @@ class Shard:
             self.live[patient] = (*(mine if type(mine) is tuple else (mine,)), session)
         changes = self._changes
         changes.sessions[session.id] = session
+        if session.count >= session.spec.capacity + 16 * self.keep[0]:  # never fills up
+            session.compact(now, self.keep[0], self.keep[1], force=True)
         hold, code = self.policy.hold_seconds, 0
         if session.spec.fee == 0:
             code = self.new_code()  # booked at once; a hold gets its code when paid
@@ -240,15 +263,18 @@ class Shard:
     # ----- the lifecycle -------------------------------------------------------------------
 
     def _own(
-        self, session_id: str, booking_no: int, patient: int | None
-    ) -> tuple[DoctorSession, int, int, int, int] | NotFound | Forbidden:
+        self, session_id: str, number: int, patient: int | None
+    ) -> tuple[DoctorSession, int, int, int, int, int] | NotFound | Forbidden:
+        """(session, row, owner, slot_no, state, time) of booking ``number``, if the patient
+        (None: the hospital) may act on it."""
         session = self.sessions.get(session_id)
-        if session is None or not 0 <= booking_no < session.count:
+        row = -1 if session is None else session.row_of(number)
+        if row < 0:
             return _NO_BOOKING
-        owner, slot_no, state, at = session.booking(booking_no)
+        owner, slot_no, state, at = session.booking(row)  # type: ignore[union-attr]
         if patient is not None and owner != patient:
-            return Forbidden(session.booking_id(booking_no))
-        return session, owner, slot_no, state, at
+            return Forbidden(session.booking_id(row))  # type: ignore[union-attr]
+        return session, row, owner, slot_no, state, at  # type: ignore[return-value]
 
     def pay(self, session_id: str, booking_no: int, patient: int | None, now: float) -> Any:
         """A payment arrived for a booking: a live hold becomes booked and gets its code.
@@ -258,7 +284,7 @@ class Shard:
         own = self._own(session_id, booking_no, patient)
         if not isinstance(own, tuple):
             return own
-        session, owner, _, state, expires = own
+        session, booking_no, owner, _, state, expires = own
         booking_id = session.booking_id(booking_no)
         extra = session.extra(booking_no)
         if state in (BOOKED_STATE, CHECKED_IN_STATE, NO_SHOW_STATE):
@@ -296,7 +322,7 @@ class Shard:
         own = self._own(session_id, booking_no, patient)
         if not isinstance(own, tuple):
             return own
-        session, owner, slot_no, state, _ = own
+        session, booking_no, owner, slot_no, state, _ = own
         booking_id = session.booking_id(booking_no)
         extra = session.extra(booking_no)
         if state in ENDED_STATES and state != EXPIRED_STATE:
@@ -317,11 +343,13 @@ class Shard:
             self._end(
                 session, booking_no, owner, CANCELLED_STATE, now, refund, "cancelled", by="patient"
             )
-            if state == BOOKED_STATE:  # letting an unpaid hold go is not held against anyone
+            if state == BOOKED_STATE:
                 self._violation(owner, CANCEL, booking_id, now)
                 if local_date(now, self.zone) == spec.date:
                     self._violation(owner, SAME_DAY_CANCEL, booking_id, now)
-        self._promote(session, now)
+            else:  # a hold let go: free a few times a day, then hold_abuse (the courier counts)
+                self._hold_release(owner, booking_id, now)
+        self._freed(session, slot_no, now)
         return Released(booking_id, slot_no, False, refund)
 
     def check_in(self, session_id: str, booking_no: int, code: str, now: float) -> Any:
@@ -331,7 +359,7 @@ class Shard:
         own = self._own(session_id, booking_no, None)
         if not isinstance(own, tuple):
             return own
-        session, owner, slot_no, state, _ = own
+        session, booking_no, owner, slot_no, state, _ = own
         booking_id = session.booking_id(booking_no)
         if state == CHECKED_IN_STATE:
             return CheckedIn(booking_id, slot_no, session.slot_time(slot_no), owner, repeat=True)
@@ -388,6 +416,8 @@ class Shard:
         booking_no = session.find(patient, request)
         if booking_no >= 0:
             return session.answer(booking_no, repeat=True)
+        if session.forgotten and (forgotten := session.find_forgotten(patient, request)) >= 0:
+            return session.forgotten_answer(forgotten)
         position = session.waitlist_position(patient)
         if position:
             return Waitlisted(session_id, position, repeat=True)
@@ -418,7 +448,11 @@ class Shard:
             patient, request = session.next_waiting()  # type: ignore[misc]
             self._touch(session)
             refusal = self._refusal(session, patient, now)
-            if refusal is not None or session.find(patient, request) >= 0:
+            if (
+                refusal is not None
+                or session.find(patient, request) >= 0
+                or session.find_forgotten(patient, request) >= 0
+            ):
                 reason = type(refusal).__name__ if refusal is not None else "already_booked"
                 self._notice("waitlist_skipped", patient, "", session, now, reason=reason)
                 continue
@@ -467,9 +501,15 @@ class Shard:
                         extra = replace(extra, warned=True)
                     due = min(due, expires if extra.warned else expires - warn)
                 session.due = due
+            if session.returning and session.next_return <= now:
+                session.return_due(now)  # held-back slots come back: the waitlist first
+                self._touch(session)
+                self._promote(session, now)
             if session.waitlist and session.status(now) == CLOSED:
                 while (waiting := session.next_waiting()) is not None:
                     self._notice("waitlist_ended", waiting[0], "", session, now)
+                self._touch(session)
+            if session.compactable(self.keep[0]) and session.compact(now, *self.keep):
                 self._touch(session)
 
     def sweep(self, session: DoctorSession, now: float) -> int:
@@ -497,13 +537,44 @@ class Shard:
         return count
 
     def _expire(self, session: DoctorSession, booking_no: int, owner: int, now: float) -> None:
+        slot_no = session.booking(booking_no)[1]
         session.move(booking_no, EXPIRED_STATE, now)
         self._drop_live(owner, session)
         self._touch(session)
         booking_id = session.booking_id(booking_no)
         self._changes.events.append(["void", booking_id, owner])
         self._notice("expired", owner, booking_id, session, now)
+        self._hold_release(owner, booking_id, now)
+        self._freed(session, slot_no, now)
+
+    def _freed(self, session: DoctorSession, slot_no: int, now: float) -> None:
+        """A slot came free: the waitlist gets it at once; if nobody takes it, it goes back to
+        the pool after a random delay, so a patient giving it up cannot hand it to someone
+        waiting for that moment (a scalper's handover)."""
         self._promote(session, now)
+        most = self.policy.return_jitter_seconds
+        if (
+            most > 0
+            and session.holders[slot_no - 1] == NO_BOOKING
+            and not session.suspended
+            and not session.swept
+        ):
+            session.hold_back(slot_no, int(now) + self.delay(most))
+            self._touch(session)
+
+    def _hold_release(self, patient: int, booking_id: str, now: float) -> None:
+        scope = PLATFORM if self.policy.ban_scope == PLATFORM else self.hospital_id
+        self._changes.events.append(
+            [
+                "hold_release",
+                scope,
+                self.hospital_id,
+                patient,
+                booking_id,
+                float(now),
+                local_date(now, self.zone),
+            ]
+        )
 
     def _end(
         self,
@@ -550,15 +621,22 @@ class Shard:
 
     def lookup(self, session_id: str, booking_no: int) -> BookingInfo | NotFound:
         session = self.sessions.get(session_id)
-        if session is None or not 0 <= booking_no < session.count:
+        if session is None:
             return _NO_BOOKING
-        return session.info(booking_no)
+        row = session.row_of(booking_no)
+        if row >= 0:
+            return session.info(row)
+        index = session.forgotten_index(booking_no) if session.forgotten else -1
+        return session.forgotten_info(index) if index >= 0 else _NO_BOOKING
 
     def bookings_of(self, session_id: str) -> Bookings | NotFound:
+        """Every booking kept (compacted ones too, while their keys are kept), oldest first."""
         session = self.sessions.get(session_id)
         if session is None:
             return _NO_SESSION
-        return Bookings(session_id, [session.info(n) for n in range(session.count)])
+        kept = [session.forgotten_info(i) for i in range(len(session.forgotten) // FORGOTTEN_WORDS)]
+        kept += [session.info(n) for n in range(session.count)]
+        return Bookings(session_id, kept, session.version)
 
     def create(self, spec: SessionSpec) -> Created | Conflict:
         existing = self.sessions.get(spec.id)

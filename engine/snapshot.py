@@ -1,9 +1,13 @@
 """Versioned msgpack snapshots of a doctor-session and of a hospital's policy.
 
 A session snapshot is one msgpack array: the catalog facts, the flags (suspended, swept), then
-the booking words (four int64 per booking) and the waitlist (two int64 per waiting patient) as
-raw little-endian int64 bytes. Every timer's due time is in here (hold expiry, the no-show
-cutoff, opening and closing), so timers survive a host restart. Strings
+the booking words (four int64 per row) and the waitlist (two int64 per waiting patient) as
+raw little-endian int64 bytes; since version 3 also the number of bookings ever made, the
+booking number of each row (empty: row i is booking i), the compacted bookings kept for
+idempotency (five int64 each) and the freed slots held back from the pool (slot, return time),
+and how many came back. Versions 1 and 2 are upgraded on load. Every timer's due time is in
+here (hold expiry, the no-show cutoff, opening and closing, slots held back), so timers survive
+a host restart. Strings
 shared by many sessions (hospital, department, date, period) are interned on load.
 Anything that does not decode to exactly this shape raises
 ``SnapshotError`` naming the key and the reason; a snapshot is never half-loaded.
@@ -21,9 +25,10 @@ from .errors import SnapshotError
 from .policy import Policy
 from .session import CANCELLED_STATE, DoctorSession, SessionSpec, pack_meta, unpack_meta
 
-SESSION_VERSION = 2
+SESSION_VERSION = 3
 RULES_VERSION = 2
-SESSION_FIELDS = 18
+SESSION_FIELDS = 23
+V2_FIELDS = 18
 _LITTLE = sys.byteorder == "little"
 
 
@@ -67,6 +72,11 @@ def encode_session(session: DoctorSession) -> bytes:
             session.swept,
             _int64_bytes(session.bookings),
             _int64_bytes(session.waitlist),
+            session.made,
+            b"" if session.numbers is None else _int64_bytes(session.numbers),
+            _int64_bytes(session.forgotten),
+            _int64_bytes(session.returning),
+            session.returned,
         ],
         use_bin_type=True,
     )
@@ -80,6 +90,9 @@ def decode_session(raw: bytes, where: str = "session snapshot") -> DoctorSession
             raise ValueError("not a msgpack array")
         if fields[0] == 1 and len(fields) == 15:  # before the lifecycle: upgrade in memory
             fields = _upgrade_v1(fields)
+        if fields[0] == 2 and len(fields) == V2_FIELDS:  # before compaction: no numbers
+            rows = len(fields[16]) // 32 if isinstance(fields[16], bytes) else 0
+            fields = [SESSION_VERSION, *fields[1:], rows, b"", b"", b"", 0]
         if fields[0] != SESSION_VERSION:
             raise ValueError(f"unknown snapshot version {fields[0]!r}")
         if len(fields) != SESSION_FIELDS:
@@ -103,6 +116,11 @@ def decode_session(raw: bytes, where: str = "session snapshot") -> DoctorSession
             swept,
             bookings,
             waitlist,
+            made,
+            numbers,
+            forgotten,
+            returning,
+            returned,
         ) = fields
         names = ("id", "hospital", "department", "doctor", "date", "period")
         values = (sid, hospital, department, doctor, date, period)
@@ -134,18 +152,30 @@ def decode_session(raw: bytes, where: str = "session snapshot") -> DoctorSession
             closes_at=None if closes_at is None else float(closes_at),
             starts_at=None if starts_at is None else float(starts_at),
         )
-        if not isinstance(bookings, bytes) or not isinstance(waitlist, bytes):
-            raise ValueError("booking or waitlist words are not bytes")
+        words = (bookings, waitlist, numbers, forgotten, returning)
+        if not all(isinstance(w, bytes) for w in words):
+            raise ValueError("booking, waitlist, number or slot words are not bytes")
+        if type(made) is not int or type(returned) is not int or returned < 0:
+            raise ValueError("made or returned is not a non-negative integer")
         session = DoctorSession(spec, suspended=suspended)
         session.swept = swept
-        session.restore(_int64_array(bookings), _int64_array(waitlist))
+        session.restore(
+            _int64_array(bookings),
+            _int64_array(waitlist),
+            made=made,
+            numbers=_int64_array(numbers) if numbers else None,
+            forgotten=_int64_array(forgotten),
+            returning=_int64_array(returning),
+            returned=returned,
+        )
         return session
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise SnapshotError(f"corrupt {where}: {exc}") from exc
 
 
 def _upgrade_v1(fields: list) -> list:
-    """Version 1 (three words per booking, one "ended" state, no waitlist) → version 2.
+    """Version 1 (three words per booking, one "ended" state, no waitlist) → version 2 (then
+    version 3, like any version 2 snapshot).
 
     Ended bookings become cancelled; bookings get an empty fourth word (no verification code
     yet: the shard gives one when it loads them, ``Shard.add_restored``); the session is
@@ -165,7 +195,7 @@ def _upgrade_v1(fields: list) -> list:
         new.extend((old[i], old[i + 1], pack_meta(slot_no, state, at), 0))
     # starts_at: v1 closed bookings at the first slot. swept: pre-lifecycle bookings were never
     # told about no-show rules, so their sessions are never swept (codes come at first load)
-    return [SESSION_VERSION, *fields[1:13], fields[12], fields[13], True, _int64_bytes(new), b""]
+    return [2, *fields[1:13], fields[12], fields[13], True, _int64_bytes(new), b""]
 
 
 def encode_rules(policy: Policy) -> bytes:
@@ -192,6 +222,6 @@ def decode_rules(raw: bytes, where: str = "policy") -> Policy:
             raise ValueError("unknown policy shape or version")
         if not isinstance(fields[1], dict):
             raise ValueError("policy is not a map")
-        return Policy.from_dict(fields[1])
+        return Policy.from_dict(fields[1], stored=True)
     except (ValueError, TypeError, KeyError, AttributeError, msgpack.UnpackException) as exc:
         raise SnapshotError(f"corrupt {where}: {exc}") from exc

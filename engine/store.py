@@ -3,8 +3,14 @@
 Only the host that holds a shard writes its snapshots, and only through ``commit``: a Lua
 script per shard that first checks the shard's epoch (fencing, invariant 7), then writes the
 changed doctor-sessions' snapshots (marking them changed for the records, ``records.py``),
-appends the outbox entry and publishes the stock change, atomically. All shards of a
-group commit go in one pipelined round trip. Redis failures become ``StoreUnavailable``.
+appends the outbox entry, sets the shard's commit token and publishes the stock change,
+atomically. All shards of a group commit go in one pipelined round trip. Redis failures become
+``StoreUnavailable``; a round trip that failed after it may have been sent becomes
+``CommitUncertain``, which ``settle`` resolves: it fences the shard (so the commit can no longer
+happen later) and reads the token back.
+
+The client never resends a command by itself (redis-py would, ten times by default): a commit
+resent blindly could run twice, and a caller must learn what happened, not guess.
 """
 
 from __future__ import annotations
@@ -16,17 +22,19 @@ from typing import Any
 
 import msgpack
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
-from .errors import Fenced, SnapshotError, StoreUnavailable
+from .errors import CommitUncertain, Fenced, SnapshotError, StoreUnavailable
 from .keys import Keys
 from .policy import PLATFORM, Policy
 from .session import DoctorSession
-from .shard import Shard
+from .shard import KEEP_ENDED, KEEP_FORGOTTEN, Shard
 from .snapshot import decode_rules, decode_session, encode_rules, encode_session, legacy_bans
 
-# KEYS: epoch, sessions-set, outbox stream, changed-sessions set, snapshot keys...
-# ARGV: epoch, channel, message, events, n, payloads..., new session ids...
+# KEYS: epoch, sessions-set, outbox stream, changed-sessions set, commit token, snapshot keys...
+# ARGV: epoch, channel, message, events, n, token, payloads..., new session ids...
 # (the outbox is outside the shard's hash tag: on Redis Cluster it needs a per-shard stream)
 COMMIT_SCRIPT = """
 local current = redis.call('GET', KEYS[1])
@@ -36,19 +44,27 @@ if current ~= ARGV[1] then
 end
 local n = tonumber(ARGV[5])
 for i = 1, n do
-  redis.call('SET', KEYS[4 + i], ARGV[5 + i])
-  redis.call('SADD', KEYS[4], KEYS[4 + i])
+  redis.call('SET', KEYS[5 + i], ARGV[6 + i])
+  redis.call('SADD', KEYS[4], KEYS[5 + i])
 end
-for i = 6 + n, #ARGV do
+for i = 7 + n, #ARGV do
   redis.call('SADD', KEYS[2], ARGV[i])
 end
 if ARGV[4] ~= '' then
   redis.call('XADD', KEYS[3], '*', 'e', ARGV[4])
 end
+redis.call('SET', KEYS[5], ARGV[6])
 if ARGV[3] ~= '' then
   redis.call('PUBLISH', ARGV[2], ARGV[3])
 end
 return n
+"""
+
+# KEYS: epoch, commit token. Fence the shard (no commit of an older epoch can run from now on,
+# even one still on its way) and read the token of the last commit that did run.
+SETTLE_SCRIPT = """
+local epoch = redis.call('INCR', KEYS[1])
+return {epoch, redis.call('GET', KEYS[2])}
 """
 
 # KEYS: bans hash. ARGV: patient, until. Bans only grow: a replayed or late judgement never
@@ -96,6 +112,7 @@ class ShardWrite:
     events: Sequence[list[Any]] = ()  # outbox events, written atomically with the snapshots
     # (session, status, remaining, version) of every session whose stock or status changed
     stock: list[tuple[str, str, int, int]] = field(default_factory=list)
+    token: str = ""  # unique to this commit: read back by ``settle`` after a failed round trip
 
 
 def stock_message(stock: Iterable[tuple[str, str, int, int]]) -> bytes:
@@ -110,6 +127,13 @@ def parse_stock_message(raw: bytes) -> list[tuple[str, str, int, int]]:
 
 def _bans(raw: dict[bytes, bytes]) -> dict[int, float]:
     return {int(k): float(v) for k, v in raw.items()}
+
+
+def never_sent(exc: BaseException) -> bool:
+    """The command never left this process: the connection could not be made (redis-py raises
+    these from ``connect``, before anything is written)."""
+    text = str(exc)
+    return "connecting to" in text or "Timeout connecting" in text
 
 
 class Store:
@@ -129,6 +153,7 @@ class Store:
             socket_connect_timeout=timeout,
             health_check_interval=0,
             retry_on_timeout=False,
+            retry=Retry(NoBackoff(), 0),  # never resend: see the module's docstring
         )
         return cls(aioredis.Redis(connection_pool=pool), Keys(prefix))
 
@@ -139,7 +164,12 @@ class Store:
     # ----- the host's side -----------------------------------------------------------------
 
     async def activate(
-        self, shard_id: str, hospital_id: str, date: str, zone: dt.tzinfo = dt.UTC
+        self,
+        shard_id: str,
+        hospital_id: str,
+        date: str,
+        zone: dt.tzinfo = dt.UTC,
+        keep: tuple[int, int] = (KEEP_ENDED, KEEP_FORGOTTEN),
     ) -> tuple[int, Shard]:
         """Take ownership of a shard and load it: bump the epoch first, then read.
 
@@ -167,7 +197,14 @@ class Store:
         for patient, until in (legacy or {}).items():
             hospital_bans[patient] = max(hospital_bans.get(patient, 0.0), until)
         shard = Shard(
-            shard_id, hospital_id, date, policy, hospital_bans, _bans(platform_bans), zone=zone
+            shard_id,
+            hospital_id,
+            date,
+            policy,
+            hospital_bans,
+            _bans(platform_bans),
+            zone=zone,
+            keep=keep,
         )
         for session_id, raw in zip(ids, raws, strict=True):
             if raw is None:
@@ -202,8 +239,10 @@ class Store:
     async def commit(self, writes: Sequence[ShardWrite]) -> list[BaseException | None]:
         """Write every shard's changes in one round trip; one result per write (None = ok).
 
-        A connection failure fails every write (``StoreUnavailable``); a fenced shard fails
-        alone (``Fenced``).
+        A failure known to have written nothing fails every write with ``StoreUnavailable``
+        (the connection could not be made); a round trip that failed once it may have been
+        sent fails them with ``CommitUncertain`` (``settle`` tells); a fenced shard fails alone
+        (``Fenced``).
         """
         keys = self.keys
         try:
@@ -216,17 +255,19 @@ class Store:
                     events = msgpack.packb(list(w.events), use_bin_type=True) if w.events else b""
                     pipe.eval(
                         COMMIT_SCRIPT,
-                        4 + len(snap_keys),
+                        5 + len(snap_keys),
                         keys.epoch(w.shard_id),
                         keys.sessions(w.shard_id),
                         keys.outbox,
                         keys.changed_sessions,
+                        keys.commit_seq(w.shard_id),
                         *snap_keys,
                         w.epoch,
                         keys.stock_channel,
                         message,
                         events,
                         len(payloads),
+                        w.token,
                         *payloads,
                         *w.new_session_ids,
                     )
@@ -240,9 +281,10 @@ class Store:
                         pipe.sadd(keys.patient_bookings(patient), booking_id)
                         count += 1
                     extras.append(count)
-                results = await pipe.execute(raise_on_error=False)
+                results = await self._execute(pipe)
         except RedisError as exc:
-            failure = StoreUnavailable(f"commit failed: {exc}")
+            kind = StoreUnavailable if never_sent(exc) else CommitUncertain
+            failure = kind(f"commit failed: {type(exc).__name__}: {exc}")
             return [failure for _ in writes]
         out: list[BaseException | None] = []
         results_iter = iter(results)
@@ -252,11 +294,28 @@ class Store:
                 next(results_iter)
             if isinstance(result, ResponseError) and "FENCED" in str(result):
                 out.append(Fenced(f"{w.shard_id}: {result}"))
-            elif isinstance(result, BaseException):
+            elif isinstance(result, BaseException):  # the script refused before writing
                 out.append(StoreUnavailable(f"{w.shard_id}: {result}"))
             else:
                 out.append(None)
         return out
+
+    async def _execute(self, pipe: Any) -> list[Any]:
+        """Send a commit's pipeline (a seam for the tests that inject failures)."""
+        return await pipe.execute(raise_on_error=False)
+
+    async def settle(self, shard_id: str, token: str) -> tuple[int, bool]:
+        """After a commit of ``shard_id`` with ``token`` failed uncertainly: fence the shard and
+        tell whether that commit ran. (new epoch, committed). From here on the old epoch can
+        write nothing, so "not committed" stays true. ``StoreUnavailable`` if Redis does not
+        answer: then it is still unknown."""
+        try:
+            epoch, stored = await self.client.eval(
+                SETTLE_SCRIPT, 2, self.keys.epoch(shard_id), self.keys.commit_seq(shard_id)
+            )
+        except RedisError as exc:
+            raise StoreUnavailable(f"cannot settle {shard_id}: {exc}") from exc
+        return int(epoch), stored is not None and stored.decode() == token
 
     # ----- the clients' side ---------------------------------------------------------------
 

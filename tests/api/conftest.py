@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+import random
 import secrets
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -14,6 +16,7 @@ import pytest
 
 from api.app import create_app
 from engine.redis_server import free_port
+from tests.helpers import resident_id
 
 ADMIN = "admin-" + secrets.token_hex(16)
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -42,12 +45,21 @@ def iso_in(seconds: float) -> str:
     return datetime.fromtimestamp(time.time() + seconds, ZONE).isoformat()
 
 
-async def make_catalog(http: httpx.AsyncClient, *, capacity=3, fee=0, opens_in=-1.0, doctors=2):
+async def make_catalog(
+    http: httpx.AsyncClient, *, capacity=3, fee=0, opens_in=-1.0, doctors=2, jitter=0
+):
     """A hospital, a department, ``doctors`` doctors with one open session each, three days
-    ahead (inside the default 7-day window, before the default cancellation cutoff)."""
+    ahead (inside the default 7-day window, before the default cancellation cutoff). ``jitter``
+    is the policy's return_jitter_seconds: 0 by default, so a freed slot returns at once."""
     h = await http.post("/v1/admin/hospitals", json={"name": "协和"}, headers=admin_headers())
     assert h.status_code == 201, h.text
     hospital = h.json()["id"]
+    p = await http.put(
+        f"/v1/admin/hospitals/{hospital}/policy",
+        json={"return_jitter_seconds": jitter},
+        headers=admin_headers(),
+    )
+    assert p.status_code == 200, p.text
     d = await http.post(
         "/v1/admin/departments",
         json={"hospital_id": hospital, "name": "心内科"},
@@ -81,20 +93,29 @@ async def make_catalog(http: httpx.AsyncClient, *, capacity=3, fee=0, opens_in=-
     return {"hospital": hospital, "department": department, "sessions": sessions, "date": tomorrow}
 
 
-_phones = iter(range(13_800_000_000, 13_900_000_000))
+_serials = itertools.count(random.randrange(10**6))
 
 
-async def new_patient(http: httpx.AsyncClient) -> tuple[int, dict[str, str]]:
-    phone = str(next(_phones))
+def identity(birth: date | None = None) -> dict[str, str]:
+    """A fresh phone and a valid resident ID number with its birth date (``birth``, else one
+    of many), unique in this run."""
+    n = next(_serials)
+    if birth is None:
+        birth = date(1950, 1, 1) + timedelta(days=n % 20_000)
+        number = resident_id(birth, seq=n // 20_000 % 1000, region="110102")
+    else:
+        number = resident_id(birth, seq=n % 1000, region=f"{110_000 + n // 1000 % 10_000}")
+    return {"phone": f"138{n % 10**8:08d}", "id_number": number, "birth_date": birth.isoformat()}
+
+
+async def new_patient(
+    http: httpx.AsyncClient, birth: date | None = None
+) -> tuple[int, dict[str, str]]:
+    who = identity(birth)
+    phone = who["phone"]
     r = await http.post(
         "/v1/patients",
-        json={
-            "name": "李雷",
-            "phone": phone,
-            "id_number": f"11010119900101{phone[-4:]}",
-            "birth_date": "1990-01-01",
-            "password": "correct horse",
-        },
+        json={"name": "李雷", **who, "password": "correct horse"},
     )
     assert r.status_code == 201, r.text
     t = await http.post("/v1/auth/token", json={"phone": phone, "password": "correct horse"})

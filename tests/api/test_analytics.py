@@ -3,6 +3,8 @@ the figures (by age band, with the sale's fill rate), as charts, and on the admi
 
 from __future__ import annotations
 
+from datetime import date
+
 from .conftest import admin_headers, make_catalog, new_patient
 from .test_lifecycle import book, move_clock_to, visit
 
@@ -10,7 +12,7 @@ from .test_lifecycle import book, move_clock_to, visit
 async def test_no_shows_reach_the_figures_and_the_charts(http, app):
     cat = await make_catalog(http, capacity=3, doctors=2)
     hid, h = cat["hospital"], admin_headers()
-    people = [await new_patient(http) for _ in range(3)]  # born 1990-01-01
+    people = [await new_patient(http, birth=date(1990, 1, 1)) for _ in range(3)]
     ids = []
     for _, auth in people[:2]:
         r = await book(http, cat["sessions"][0], auth)

@@ -29,19 +29,24 @@ def test_older_news_never_overwrites_newer():
     assert (av.sessions["s1"].status, av.sessions["s1"].remaining) == ("open", 1)
 
 
+def caller(patient: int):
+    """The fast path's check for a caller whose token is valid: a holder or not."""
+    return lambda holders: patient if patient in holders else None
+
+
 def test_a_holder_is_sent_to_the_engine_and_stale_holder_lists_are_refused():
     av = view_with(("s1", "2030-01-01", "open", 2), ("s2", "2030-01-02", "open", 2))
     av.update("s1", "sold_out", 0, 2)
-    assert av.fast_refusal("s1", 1.0, lambda: 7) is None  # holders not known yet: engine
+    assert av.fast_refusal("s1", 1.0, caller(7)) is None  # holders not known yet: engine
     assert "s1" in av.missing_holders
     av.set_holders("s1", 1, frozenset({7}))  # a list from an older version: refused
     assert av.sessions["s1"].holders is None
     av.set_holders("s1", 2, frozenset({7, 8}))
-    assert av.fast_refusal("s1", 1.0, lambda: 7) is None  # a holder: to the engine
-    code, body, kind = av.fast_refusal("s1", 1.0, lambda: 9)
+    assert av.fast_refusal("s1", 1.0, caller(7)) is None  # a holder: to the engine
+    code, body, kind = av.fast_refusal("s1", 1.0, caller(9))
     assert (code, kind) == (409, "sold_out") and b'"session_id":"s2"' in body
     av.update("s1", "sold_out", 0, 4)  # a cancel and a booking in one commit: new holders
-    assert av.sessions["s1"].holders is None and av.fast_refusal("s1", 1.0, lambda: 9) is None
+    assert av.sessions["s1"].holders is None and av.fast_refusal("s1", 1.0, caller(9)) is None
 
 
 def test_alternatives_prefer_the_same_date_then_the_nearest():

@@ -11,9 +11,10 @@ import json
 
 import httpx
 
+from api.app import create_app
 from api.rotas import release
 
-from .conftest import admin_headers, make_catalog, new_patient
+from .conftest import ADMIN, admin_headers, make_catalog, new_patient
 from .test_lifecycle import book
 from .test_roles import hospital_admin
 
@@ -256,3 +257,47 @@ async def test_a_suspension_is_never_lost_to_a_late_or_racing_schedule(http, app
     assert r.json()["created"] == [] and r.json()["cursor"] is not None
     for sid in ("F1", "F2", "F3", "F4"):
         assert (await http.get(f"/v1/sessions/his-{hid}-{sid}")).status_code == 404
+
+
+async def test_an_his_link_to_a_forbidden_address_is_refused_and_changes_nothing(http):
+    """Even with loopback allowed (the tests' settings), the cloud metadata address is not."""
+    cat = await make_catalog(http, doctors=1)
+    hid, h = cat["hospital"], admin_headers()
+    for body in (
+        {"his_url": "http://169.254.169.254/latest/"},
+        {"his_url": "http://93.184.216.34/his", "insurance_url": "http://10.0.0.1/"},
+    ):
+        r = await http.put(f"/v1/admin/hospitals/{hid}/his", json=body, headers=h)
+        assert r.status_code == 422, r.text
+        assert r.json()["code"] == "address_not_allowed"
+        assert "may not call" in r.json()["message"]
+    assert (await http.get(f"/v1/admin/hospitals/{hid}/his", headers=h)).status_code == 404
+
+
+async def test_loopback_is_refused_when_the_settings_do_not_allow_it(runtime):
+    """An app whose settings allow no private network: a loopback link is refused when set,
+    and one stored before (or whose name now resolves there) is refused when pulled."""
+    settings = runtime.settings.model_copy(
+        update={"admin_token": ADMIN, "movable_clock": True, "his_allow_networks": ()}
+    )
+    gateway = create_app(settings)
+    async with (
+        gateway.app.router.lifespan_context(gateway.app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=gateway.app), base_url="http://test"
+        ) as http,
+    ):
+        cat = await make_catalog(http, doctors=1)
+        hid, h = cat["hospital"], admin_headers()
+        for url in ("http://127.0.0.1:1/", "http://localhost:1/", "http://[::1]:1/"):
+            r = await http.put(f"/v1/admin/hospitals/{hid}/his", json={"his_url": url}, headers=h)
+            assert r.status_code == 422, r.text
+            assert r.json()["code"] == "address_not_allowed", r.text
+            assert "loopback" in r.json()["message"]
+        assert (await http.get(f"/v1/admin/hospitals/{hid}/his", headers=h)).status_code == 404
+
+        services = gateway.app.state.services
+        await services.deliveries.configure(hid, {"his_url": "http://127.0.0.1:1", "pull": True})
+        pulled = await http.post(f"/v1/admin/hospitals/{hid}/his/pull", headers=h)
+        assert pulled.status_code == 422, pulled.text
+        assert pulled.json()["code"] == "address_not_allowed"

@@ -298,8 +298,8 @@ async def test_metrics_show_the_courier(http):
     cat = await make_catalog(http, capacity=1, doctors=1)
     _, auth = await new_patient(http)
     assert (await book(http, cat["sessions"][0], auth)).status_code == 201
-    for _ in range(50):
-        text = (await http.get("/metrics")).text
+    for _ in range(100):  # the figures are read every FIGURES_SECONDS in the background
+        text = (await http.get("/metrics", headers=admin_headers())).text
         lines = dict(
             line.split(" ", 1)
             for line in text.splitlines()

@@ -3,12 +3,15 @@ changes nothing and the server keeps serving."""
 
 import asyncio
 import time
+from datetime import date
 
+import orjson
 import pytest
 
 from api import metrics
+from tests.helpers import resident_id
 
-from .conftest import admin_headers, iso_in, make_catalog, new_patient
+from .conftest import admin_headers, identity, iso_in, make_catalog, new_patient
 
 
 async def remaining(http, sid):
@@ -19,7 +22,7 @@ async def test_registration_and_login_errors(http):
     body = {
         "name": "韩梅梅",
         "phone": "13912345678",
-        "id_number": "110101199202021234",
+        "id_number": resident_id(date(1992, 2, 2), 123),
         "birth_date": "1992-02-02",
         "password": "s3cret-pass",
     }
@@ -29,6 +32,11 @@ async def test_registration_and_login_errors(http):
     assert again.status_code == 409 and again.json()["code"] == "conflict"
     same_person = await http.post("/v1/patients", json={**body, "phone": "13912345679"})
     assert same_person.status_code == 409  # one real-name ID, one account
+    same_phone = await http.post(
+        "/v1/patients",
+        json={**body, "phone": "+86 139 1234 5678", "id_number": resident_id(date(1992, 2, 2), 7)},
+    )
+    assert same_phone.status_code == 409, "one number, however it is typed, is one account"
     for bad in ({**body, "phone": "x"}, {**body, "birth_date": "yesterday"}, {"name": 5}):
         r = await http.post("/v1/patients", json=bad)
         assert r.status_code == 422 and r.json()["code"] == "invalid_request", r.text
@@ -44,15 +52,24 @@ async def test_registration_and_login_errors(http):
         "/v1/auth/token", json={"phone": body["phone"], "password": body["password"]}
     )
     assert ok.json()["token_type"] == "bearer"
+    typed_otherwise = await http.post(
+        "/v1/auth/token", json={"phone": "+8613912345678", "password": body["password"]}
+    )
+    assert typed_otherwise.status_code == 200
 
 
 async def test_id_numbers_are_never_stored_in_the_clear(http, redis_client):
-    await new_patient(http)
-    dump = b"".join(
-        [await redis_client.get(k) or b"" for k in await redis_client.keys("*patient:*")]
-    )
-    assert b"11010119900101" not in dump and b"correct horse" not in dump
-    assert b"110101********" in dump
+    who = identity()
+    r = await http.post("/v1/patients", json={"name": "x", **who, "password": "correct horse"})
+    assert r.status_code == 201
+    keys = await redis_client.keys("*patient:*")
+    dump = b"".join([await redis_client.get(k) or b"" for k in keys])
+    assert who["id_number"].encode() not in dump
+    assert b"correct horse" not in dump
+    for doc in [orjson.loads(v) for v in [await redis_client.get(k) for k in keys] if v]:
+        if "id_masked" in doc:
+            assert doc["birth_date"].replace("-", "") not in doc["id_masked"]
+            assert doc["id_masked"][6:17] == "*" * 11, "the birth digits stay hidden"
 
 
 async def test_browse(http):
@@ -309,7 +326,7 @@ async def test_operations(http):
     assert (
         ready.status_code == 200 and ready.json()["redis"] == "ok" and ready.json()["ray"] == "ok"
     )
-    text = (await http.get("/metrics")).text
+    text = (await http.get("/metrics", headers=admin_headers())).text
     assert "slotengine_fast_path_answers" in text and "slotengine_mailbox_batch_size" in text
 
 

@@ -8,8 +8,9 @@ refusal or a repeated answer must change nothing), and after every step:
 
 - only the lifecycle's transitions happened (held → booked | cancelled | expired | revoked;
   booked → checked_in | cancelled | no_show | revoked; nothing leaves the other states);
-- stock is conserved (free + occupying == capacity, occupying counted from the bookings) and
-  no slot is held by two occupying bookings (DESIGN.md invariants 1 and 6);
+- stock is conserved (free + held back + occupying == capacity, occupying counted from the
+  bookings) and no slot is held by two occupying bookings (DESIGN.md invariants 1 and 6); a
+  freed slot nobody waits for is held back (policy ``return_jitter_seconds``) and comes back;
 - the per-patient day limits hold (invariant 5);
 - money is conserved per booking and in total: what was paid is refunded (the outbox's
   ``refund`` events, which agree with the booking's ``refunded``) or kept, never more;
@@ -65,10 +66,10 @@ from engine.session import (
     CLOSED,
     EXPIRED_STATE,
     HELD_STATE,
-    NO_BOOKING,
     NO_SHOW_STATE,
     OCCUPYING,
     OPEN,
+    RETURNING,
     REVOKED_STATE,
     SOLD_OUT,
     STATE_NAMES,
@@ -276,6 +277,12 @@ class Lifecycle(RuleBasedStateMachine):
                     promoted.add(booking_id)
                 case ["notice", "confirmed" | "no_show", *_]:
                     pass
+                case ["hold_release", _, "h", patient, booking_id, _, day]:
+                    sid, _, n = booking_id.rpartition(".")
+                    owner, _, state, _ = self.session(sid).booking(int(n))
+                    assert owner == patient and not self.session(sid).extra(int(n)).paid
+                    assert state in (EXPIRED_STATE, CANCELLED_STATE), "only a hold let go"
+                    assert day == local_date(self.now, ZONE)
                 case _:
                     raise AssertionError(f"unexpected outbox event {outbox_event!r}")
         for sid in SIDS:
@@ -314,7 +321,7 @@ class Lifecycle(RuleBasedStateMachine):
         mine = [r for r in self.rows(sid) if (r[1], r[2]) == (patient, request)]
         status = self.status(sid)
         refusal = self.refusal(sid, patient, self.occupying())
-        taken = {r[3] for r in self.rows(sid) if r[4] in OCCUPYING}
+        taken = {r[3] for r in self.rows(sid) if r[4] in OCCUPYING} | set(s.returning[0::2])
         got, _ = self.step(lambda: self.shard.book(sid, patient, request, self.now))
         if mine:
             [(n, _, _, slot, state, at, extra)] = mine
@@ -591,11 +598,12 @@ class Lifecycle(RuleBasedStateMachine):
             occupying = [r for r in self.rows(sid) if r[4] in OCCUPYING]
             slots = [r[3] for r in occupying]
             assert len(slots) == len(set(slots)), "a slot held by two bookings"
-            assert s.free + len(occupying) == s.spec.capacity
+            assert s.free + s.held_back + len(occupying) == s.spec.capacity
             assert s.held == sum(r[4] == HELD_STATE for r in occupying)
             for r in occupying:
                 assert s.holders[r[3] - 1] == r[0]
-            assert sum(h != NO_BOOKING for h in s.holders) == len(occupying)
+            assert sum(h < RETURNING for h in s.holders) == len(occupying)
+            assert sum(h == RETURNING for h in s.holders) == s.held_back
             # a free slot is never left while someone waits for it
             if self.status(sid) == OPEN:
                 assert s.waiting == 0
@@ -814,7 +822,7 @@ def test_suspension_revokes_refunds_and_empties_the_waitlist():
 
 
 def test_a_hold_paid_after_its_window_is_not_payable_and_expires():
-    shard = one_session()
+    shard = one_session(return_jitter_seconds=0)
     shard.book("s0", 1, 1, T0)
     shard.take_changes()
     assert shard.pay("s0", 0, 1, T0 + 900) == NotPayable("s0.0", "expired")

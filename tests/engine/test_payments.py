@@ -61,7 +61,7 @@ async def test_the_notice_board_delivers_a_replayed_notice_once(redis_client):
 
 
 async def test_courier_rounds_are_idempotent_and_judge_bans(redis_server, redis_client):
-    settings = Settings.from_env({}, redis_url=redis_server.url, namespace="cr")
+    settings = Settings.from_env({}, redis_url=redis_server.url, namespace="cr", movable_clock=True)
     rounds = Rounds(settings)
     store: Store = rounds.store
     await store.write_policy("h1", Policy(ban_days=(10,)))

@@ -4,7 +4,7 @@ Covers DESIGN.md invariants 1 (no oversell), 2 (first N in order), 4 (idempotenc
 5 (patient rules) and 6 (stock conservation): every outcome must equal the model's.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from hypothesis import given, settings
@@ -31,8 +31,10 @@ CUTOFF = 1_796_054_400.0  # 2026-11-30T16:00:00Z
 DEPARTMENTS = ["d0", "d0", "d1", "d2"]  # sessions 0 and 1 share a department
 
 
-def make_shard(capacities, fee=0, policy=None, blacklist=None):
-    shard = Shard("h:2026-12-01", "h", "2026-12-01", policy or Policy(), blacklist or {})
+def make_shard(capacities, fee=0, policy=None, blacklist=None, jitter=0):
+    # jitter 0: a freed slot returns to the pool at once (held-back slots: their own tests)
+    policy = replace(policy or Policy(), return_jitter_seconds=jitter)
+    shard = Shard("h:2026-12-01", "h", "2026-12-01", policy, blacklist or {})
     for i, cap in enumerate(capacities):
         spec = SessionSpec(
             id=f"s{i}",

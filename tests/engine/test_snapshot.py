@@ -116,7 +116,8 @@ def word(x: int) -> bytes:
         (msgpack.packb({"v": 1}), "not a msgpack array"),
         (msgpack.packb([99, "x"]), "unknown snapshot version 99"),
         (msgpack.packb([1, "x", "h"]), "unknown snapshot version 1"),  # the 3-word format
-        (msgpack.packb([2, "x", "h"]), f"expected {SESSION_FIELDS} fields, got 3"),
+        (msgpack.packb([2, "x", "h"]), "unknown snapshot version 2"),  # v2 has 18 fields
+        (msgpack.packb([3, "x", "h"]), f"expected {SESSION_FIELDS} fields, got 3"),
         (GOOD.replace(b"2026-12-01", b"2026-12-0\xff"), "corrupt"),
     ],
 )

@@ -149,6 +149,9 @@ async def test_expiry_and_cancellation_return_slots_to_the_waitlist_in_order(run
     await engine.advance_clock(601)  # patient 4 lets the hold go; nobody waits any more
     state = await engine.session_state("w1")
     assert isinstance(state, SessionState)
+    assert (state.status, state.remaining, state.waiting) == ("sold_out", 0, 0), "held back"
+    await engine.advance_clock(60)  # within the policy's return_jitter_seconds it comes back
+    state = await engine.session_state("w1")
     assert (state.status, state.remaining, state.waiting) == ("open", 1, 0)
 
     await engine.drain_outbox()

@@ -1,0 +1,125 @@
+"""Upgrade steps over stored data, run once per installation by the first API worker to start.
+
+Each step is named and recorded in ``Keys.upgrades`` when done; workers starting together take
+a lock so one of them runs the steps while the others wait for it. Every step is idempotent, so
+a step cut off half way is simply run again.
+
+- ``remask-ids``: the masked ID numbers stored before the security review showed the birth
+  digits; each is re-masked in place (``identity.remask``: it never reveals more than today's
+  mask), and the staff views show a birth year instead of the birth date.
+- ``e164-phones``: phones were stored as typed (``13912345678`` and ``+8613912345678`` were two
+  accounts); each is rewritten to E.164 with its index entry. Two accounts whose phones turn out
+  to be the same number are a collision: the first keeps the number, the other keeps its old
+  form (it can still log in as typed before) and the collision is logged for an operator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from engine.keys import Keys
+
+from .identity import normalize_phone, remask
+
+log = logging.getLogger(__name__)
+LOCK_SECONDS = 300
+WAIT_SECONDS = 120.0
+
+
+async def _patients(client: aioredis.Redis, keys: Keys) -> list[tuple[str, int]]:
+    """(phone as stored, patient id) of every patient."""
+    raw = await client.hgetall(keys.patient_by("phone"))
+    return sorted((k.decode(), int(v)) for k, v in raw.items())
+
+
+async def _doc(client: aioredis.Redis, keys: Keys, patient_id: int) -> dict[str, Any] | None:
+    raw = await client.get(keys.entity("patient", patient_id))
+    return None if raw is None else orjson.loads(raw)
+
+
+async def remask_ids(client: aioredis.Redis, keys: Keys) -> int:
+    """Re-mask every stored masked ID number in place; how many changed."""
+    changed = 0
+    for _, patient_id in await _patients(client, keys):
+        doc = await _doc(client, keys, patient_id)
+        if doc is None or "id_masked" not in doc:
+            continue
+        masked = remask(doc["id_masked"])
+        if masked != doc["id_masked"]:
+            doc["id_masked"] = masked
+            await client.set(keys.entity("patient", patient_id), orjson.dumps(doc))
+            changed += 1
+    return changed
+
+
+async def e164_phones(client: aioredis.Redis, keys: Keys) -> int:
+    """Rewrite every stored phone to E.164 (doc and index); how many changed."""
+    index = keys.patient_by("phone")
+    changed = 0
+    for stored, patient_id in await _patients(client, keys):
+        phone = normalize_phone(stored)
+        if phone is None:
+            log.warning("patient %s: stored phone is not a valid number; left as it is", patient_id)
+            continue
+        if phone == stored:
+            continue
+        owner = await client.hget(index, phone)
+        if owner is not None and int(owner) != patient_id:
+            log.warning(
+                "patients %s and %s have the same phone (%s and %s as stored): %s keeps it, "
+                "the other keeps its old form; an operator should merge or contact them",
+                int(owner),
+                patient_id,
+                "the E.164 form",
+                "another form",
+                int(owner),
+            )
+            continue
+        doc = await _doc(client, keys, patient_id)
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.hset(index, phone, patient_id)
+            pipe.hdel(index, stored)
+            if doc is not None:
+                doc["phone"] = phone
+                pipe.set(keys.entity("patient", patient_id), orjson.dumps(doc))
+            await pipe.execute()
+        changed += 1
+    return changed
+
+
+STEPS: tuple[tuple[str, Callable[[aioredis.Redis, Keys], Awaitable[int]]], ...] = (
+    ("remask-ids", remask_ids),
+    ("e164-phones", e164_phones),
+)
+
+
+async def run_upgrades(client: aioredis.Redis, keys: Keys) -> dict[str, int]:
+    """Run every step not yet recorded (one worker at a time); what each changed."""
+    done = {k.decode() for k in await client.hkeys(keys.upgrades)}
+    if all(name in done for name, _ in STEPS):
+        return {}
+    lock = f"{keys.upgrades}:lock"
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not await client.set(lock, "1", nx=True, ex=LOCK_SECONDS):
+        if time.monotonic() > deadline:
+            raise TimeoutError("another worker has held the upgrade lock too long")
+        await asyncio.sleep(0.2)  # another worker runs them: wait, then find them done
+    try:
+        done = {k.decode() for k in await client.hkeys(keys.upgrades)}
+        out = {}
+        for name, step in STEPS:
+            if name in done:
+                continue
+            out[name] = await step(client, keys)
+            await client.hset(keys.upgrades, name, repr(time.time()))
+            log.info("upgrade %s: %d changed", name, out[name])
+        return out
+    finally:
+        await client.delete(lock)

@@ -1,0 +1,211 @@
+"""A commit whose round trip failed is answered only with what is known (invariant 3).
+
+Real Redis (the session's embedded server, and a private one that is paused with SIGSTOP); the
+host is the real ``Host`` class, driven in this process (no timer) for the injected failures, and
+a real host pool on the local Ray for the paused server and for a dead host.
+
+- known not to have run (the connection could not be made, or the settle read-back shows the
+  commit never ran and fences it) → ``Unavailable``: "nothing was booked" is true;
+- it ran, though the round trip failed → the booking is answered (read back and confirmed);
+- cannot be known (Redis does not answer the read-back either) → ``OutcomeUnknown``, and the
+  same request id later answers the booking that was in fact made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import signal
+import time
+
+import pytest
+import ray
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from engine.client import Mailbox, request_key
+from engine.host import BOOK, LOOKUP, Host
+from engine.outcomes import Booked, OutcomeUnknown, Unavailable
+from engine.redis_server import EmbeddedRedis
+from engine.runtime import Runtime
+from engine.session import SessionSpec
+from engine.store import Store
+
+NOW = time.time()
+
+
+def spec(session_id: str = "c1", capacity: int = 3) -> SessionSpec:
+    return SessionSpec(
+        id=session_id,
+        hospital_id="hc",
+        department_id="d",
+        doctor_id="doc",
+        date=time.strftime("%Y-%m-%d", time.gmtime(NOW + 5 * 86400)),
+        period="AM",
+        capacity=capacity,
+        first_slot_minute=8 * 60,
+        slot_minutes=10,
+        fee=0,
+        opens_at=NOW - 60,
+    )
+
+
+class Faulty(Store):
+    """The real store with one seam: how a commit's pipeline is sent."""
+
+    mode = "ok"  # ok | refused (never sent) | lost (sent, answer lost) | dropped (not sent)
+    settle_fails = False
+
+    async def _execute(self, pipe):
+        if self.mode == "refused":
+            raise RedisConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
+        if self.mode == "dropped":  # the write never reached Redis, but we cannot tell
+            raise RedisTimeoutError("Timeout reading from socket")
+        results = await super()._execute(pipe)
+        if self.mode == "lost":
+            raise RedisTimeoutError("Timeout reading from socket")
+        return results
+
+    async def settle(self, shard_id, token):
+        if self.settle_fails:
+            from engine.errors import StoreUnavailable
+
+            raise StoreUnavailable("Redis does not answer")
+        return await super().settle(shard_id, token)
+
+
+@pytest.fixture
+def host(redis_server, redis_client, settings_for):
+    settings = settings_for(redis_server.url)
+    made = Host(0, settings, timer=False)
+    store = made._store
+    made._store = Faulty(store.client, store.keys)
+    yield made
+
+
+def book(host: Host, patient: int, request: str, session_id: str = "c1"):
+    shard_id = spec(session_id).shard_id
+    request_tuple = (time.time_ns(), BOOK, shard_id, session_id, patient, request_key(request))
+    return pickle.loads(host.submit([request_tuple]))[0]
+
+
+def create(host: Host, session: SessionSpec) -> None:
+    from engine.host import CREATE
+
+    host._run(host._store.claim_session(session.id, session.shard_id))
+    outcome = pickle.loads(host.submit([(time.time_ns(), CREATE, session.shard_id, session, 0, 0)]))
+    assert outcome[0].session_id == session.id
+
+
+def stored_bookings(host: Host, session_id: str = "c1") -> int:
+    session = host._run(host._store.read_session(session_id))
+    return session.made
+
+
+def test_a_commit_that_could_not_be_sent_is_unavailable_and_booked_nothing(host):
+    create(host, spec())
+    host._store.mode = "refused"
+    assert isinstance(book(host, 1, "r1"), Unavailable)
+    host._store.mode = "ok"
+    assert stored_bookings(host) == 0
+
+
+def test_a_commit_that_ran_but_lost_its_answer_is_settled_and_answered_booked(host):
+    create(host, spec())
+    host._store.mode = "lost"
+    got = book(host, 1, "r1")
+    assert isinstance(got, Booked) and not got.repeat
+    host._store.mode = "ok"
+    assert stored_bookings(host) == 1
+    again = book(host, 1, "r1")
+    assert (again.booking_id, again.repeat) == (got.booking_id, True)
+
+
+def test_a_commit_that_never_arrived_is_settled_as_not_run_and_fenced(host):
+    create(host, spec())
+    epoch_before = host.shards[spec().shard_id][0]
+    host._store.mode = "dropped"
+    assert isinstance(book(host, 1, "r1"), Unavailable)
+    host._store.mode = "ok"
+    assert stored_bookings(host) == 0
+    epoch = int(host._run(host._store.client.get(host._store.keys.epoch(spec().shard_id))))
+    assert epoch > epoch_before, "the settle read-back fenced the old epoch"
+    assert isinstance(book(host, 2, "r2"), Booked), "the shard reloads and books again"
+
+
+def test_a_commit_that_cannot_be_settled_is_outcome_unknown_never_unavailable(host):
+    create(host, spec())
+    host._store.mode = "lost"
+    host._store.settle_fails = True
+    assert isinstance(book(host, 1, "r1"), OutcomeUnknown)
+    host._store.mode, host._store.settle_fails = "ok", False
+    assert stored_bookings(host) == 1, "it was in fact booked"
+    again = book(host, 1, "r1")
+    assert isinstance(again, Booked) and again.repeat, "the same request id tells the outcome"
+
+
+# ----- the client's mailbox ------------------------------------------------------------------
+
+
+async def test_a_host_call_that_fails_after_it_was_sent_is_unknown_for_writes_only():
+    from ray.exceptions import RayActorError
+
+    async def send(batch):
+        raise RayActorError()
+
+    mailbox = Mailbox(send, max_batch=10)
+    write = mailbox.put((1, BOOK, "h:d", "s", 1, 1))
+    read = mailbox.put((2, LOOKUP, "h:d", "s", 0, None))
+    assert isinstance(await write, OutcomeUnknown)
+    assert isinstance(await read, Unavailable)
+
+
+async def test_a_booking_sent_to_a_dead_host_is_outcome_unknown(runtime):
+    engine = runtime.engine()
+    session = spec("dead1")
+    assert (await engine.create_session(session)).session_id == "dead1"
+    index = engine.host_of(session.shard_id)
+    ray.kill(runtime.hosts[index], no_restart=True)
+    got = await engine.book("dead1", 1, "r1")
+    assert isinstance(got, OutcomeUnknown), got
+    await engine.close()
+
+
+# ----- Redis paused mid-commit ---------------------------------------------------------------
+
+
+@pytest.fixture
+def paused_redis(tmp_path):
+    with EmbeddedRedis(tmp_path / "paused") as server:
+        yield server
+        os.kill(server.process.pid, signal.SIGCONT)  # never leave it stopped
+
+
+async def test_a_booking_while_redis_is_paused_is_outcome_unknown_then_found(
+    ray_local, paused_redis, settings_for
+):
+    rt = Runtime.start(settings_for(paused_redis.url, redis_timeout=0.5, hosts=1))
+    try:
+        engine = rt.engine()
+        assert (await engine.create_session(spec("p1"))).session_id == "p1"
+        assert isinstance(await engine.book("p1", 1, "warm"), Booked)  # the route is known
+        os.kill(paused_redis.process.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            got = await engine.book("p1", 2, "r-paused")
+            took = time.monotonic() - started
+        finally:
+            os.kill(paused_redis.process.pid, signal.SIGCONT)
+        assert isinstance(got, OutcomeUnknown), got
+        assert took < 10, "a deadline, not a hang"
+        for _ in range(50):  # the host reloads the shard from Redis once it answers again
+            again = await engine.book("p1", 2, "r-paused")
+            if not isinstance(again, Unavailable | OutcomeUnknown):
+                break
+            await asyncio.sleep(0.2)
+        assert isinstance(again, Booked), again
+        assert again.repeat, "the paused commit had in fact booked it; the retry tells"
+        await engine.close()
+    finally:
+        rt.stop()

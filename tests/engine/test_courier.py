@@ -1,0 +1,308 @@
+"""The courier's rounds and the dead letters, on a real Redis (the embedded server; no Ray).
+
+Bad outbox entries are written straight to the outbox stream, as a host with a bug would; a
+refund is made to fail for a while by breaking the sandbox gateway's record of that booking's
+refunds (a key of the wrong type) and then repairing it; a notice provider that cannot be
+reached is a sender of its own (senders are pluggable, ``notices.Sender``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import msgpack
+import pytest
+import redis.asyncio as aioredis
+
+from engine.courier import GROUP, Rounds
+from engine.dead_letters import DeadLetters
+from engine.keys import Keys
+from engine.notices import Notice, NoticeBoard, patient_notices
+from engine.session import DoctorSession, SessionSpec
+from engine.settings import Settings
+from engine.shard import CodeSource
+from engine.store import ShardWrite
+
+POISON = [["refund", "x"]]  # a malformed event: handling it always raises
+NOTICE = ["notice", "confirmed", 5, "s1.0", "s1", 1000.0, {"slot_no": 1}]
+REFUND = ["refund", "s1.0", 3, 900, "cancelled"]
+
+
+@pytest.fixture
+async def make_rounds(
+    redis_server: Any, redis_client: aioredis.Redis, settings_for: Callable[..., Settings]
+) -> AsyncIterator[Callable[..., Rounds]]:
+    """Courier rounds on the test's Redis (its own namespace), closed after the test."""
+    made: list[Rounds] = []
+
+    def make(**kw: Any) -> Rounds:
+        made.append(Rounds(settings_for(redis_server.url, **kw)))
+        return made[-1]
+
+    yield make
+    for rounds in made:
+        await rounds.store.close()
+
+
+@pytest.fixture
+def rounds(make_rounds: Callable[..., Rounds]) -> Rounds:
+    return make_rounds(outbox_max_tries=3)
+
+
+async def put(client: aioredis.Redis, keys: Keys, events: list[Any]) -> str:
+    """Append one outbox entry, as a host's commit does."""
+    return (await client.xadd(keys.outbox, {"e": msgpack.packb(events)})).decode()
+
+
+async def pending(client: aioredis.Redis, keys: Keys) -> int:
+    return (await client.xpending(keys.outbox, GROUP))["pending"]
+
+
+async def kinds(client: aioredis.Redis, keys: Keys, patient: int) -> list[str]:
+    return [n["kind"] for n in await patient_notices(client, keys, patient)]
+
+
+async def break_refunds(client: aioredis.Redis, keys: Keys, booking_id: str) -> None:
+    """Make every refund of the booking fail until repaired (WRONGTYPE in the gateway)."""
+    await client.set(keys.refunds(booking_id), "not a hash")
+
+
+async def test_a_poison_entry_does_not_hold_up_the_notice_behind_it(rounds, redis_client):
+    keys = rounds.keys
+    await put(redis_client, keys, POISON)
+    await put(redis_client, keys, [NOTICE])
+    counters = await rounds.drain()
+    assert await kinds(redis_client, keys, 5) == ["confirmed"]
+    assert await pending(redis_client, keys) == 1  # only the poison waits
+    assert (counters["entries"], counters["failures"], counters["dead_letters"]) == (1, 1, 0)
+
+
+async def test_a_poison_entry_is_moved_to_the_dead_letters_on_its_last_delivery(
+    rounds, redis_client
+):
+    keys = rounds.keys
+    poison_id = await put(redis_client, keys, POISON)
+    for _ in range(rounds.settings.outbox_max_tries - 1):
+        await rounds.drain()
+    assert await pending(redis_client, keys) == 1
+    assert await DeadLetters(redis_client, keys).count() == 0
+    counters = await rounds.drain()
+    (letter,) = await DeadLetters(redis_client, keys).list()
+    assert (letter["origin"], letter["events"], letter["tries"]) == (poison_id, POISON, 3)
+    assert letter["error"].startswith("ValueError: not enough values to unpack")
+    assert await redis_client.xlen(keys.outbox) == 0
+    assert await pending(redis_client, keys) == 0
+    assert (counters["failures"], counters["dead_letters"], counters["entries"]) == (3, 1, 0)
+
+
+async def test_an_entry_whose_dead_letter_cannot_be_written_stays_pending(
+    make_rounds, redis_client
+):
+    rounds = make_rounds(outbox_max_tries=1)
+    keys = rounds.keys
+    poison_id = await put(redis_client, keys, POISON)
+    await put(redis_client, keys, [NOTICE])
+    await redis_client.set(keys.outbox_dead, "not a stream")
+    counters = await rounds.drain()
+    assert await kinds(redis_client, keys, 5) == ["confirmed"]  # the others still flow
+    assert await pending(redis_client, keys) == 1 and counters["dead_letters"] == 0
+    await redis_client.delete(keys.outbox_dead)  # repaired
+    await rounds.drain()
+    (letter,) = await DeadLetters(redis_client, keys).list()
+    assert letter["origin"] == poison_id and letter["tries"] == 2
+    assert await pending(redis_client, keys) == 0
+
+
+async def test_an_entry_that_recovers_before_its_last_delivery_is_not_dead_lettered(
+    rounds, redis_client
+):
+    keys = rounds.keys
+    await rounds.gateway.charge("s1.0", 3, 900)
+    await break_refunds(redis_client, keys, "s1.0")
+    await put(redis_client, keys, [REFUND])
+    for _ in range(rounds.settings.outbox_max_tries - 1):
+        await rounds.drain()
+    assert (await rounds.gateway.payment("s1.0")).refunded == 0
+    await redis_client.delete(keys.refunds("s1.0"))  # repaired
+    counters = await rounds.drain()
+    assert (await rounds.gateway.payment("s1.0")).refunded == 900
+    assert await DeadLetters(redis_client, keys).count() == 0
+    assert await redis_client.xlen(keys.outbox) == 0
+    assert (counters["refunded"], counters["failures"], counters["dead_letters"]) == (900, 2, 0)
+
+
+class RefusingSender:
+    """A notice sender whose provider refuses the connection (for everyone, or for the
+    patients named): counts how often it was asked."""
+
+    def __init__(self, patients: set[int] | None = None) -> None:
+        self.patients = patients
+        self.calls = 0
+        self.board: NoticeBoard | None = None
+
+    async def send(self, notices: list[Notice]) -> None:
+        self.calls += 1
+        if self.patients is None or any(n.patient_id in self.patients for n in notices):
+            raise ConnectionRefusedError("sms provider refused the connection")
+        assert self.board is not None
+        await self.board.send(notices)
+
+
+async def test_a_service_that_cannot_be_reached_ends_the_outbox_part_of_the_round(
+    rounds, redis_client
+):
+    keys = rounds.keys
+    await put(redis_client, keys, [NOTICE])
+    await put(redis_client, keys, [NOTICE])
+    rounds.sender = sender = RefusingSender()
+    with pytest.raises(ConnectionRefusedError):
+        await rounds.drain()
+    assert sender.calls == 2  # both together, then the first alone: the second was not tried
+    assert rounds.counters["failures"] == 1
+    assert await pending(redis_client, keys) == 2
+    rounds.sender = NoticeBoard(redis_client, keys)  # the provider is back
+    await rounds.drain()
+    assert await kinds(redis_client, keys, 5) == ["confirmed", "confirmed"]
+
+
+async def test_an_entry_that_always_finds_a_service_unreachable_holds_up_the_others_briefly(
+    rounds, redis_client
+):
+    keys = rounds.keys
+    timeouts = await put(redis_client, keys, [[*NOTICE[:2], 6, *NOTICE[3:]]])  # patient 6
+    await put(redis_client, keys, [NOTICE])
+    rounds.sender = sender = RefusingSender({6})
+    sender.board = NoticeBoard(redis_client, keys)
+    for _ in range(rounds.settings.outbox_max_tries):
+        with pytest.raises(ConnectionRefusedError):
+            await rounds.drain()
+    (letter,) = await DeadLetters(redis_client, keys).list()
+    assert letter["origin"] == timeouts
+    assert letter["error"] == "ConnectionRefusedError: sms provider refused the connection"
+    await rounds.drain()
+    assert await kinds(redis_client, keys, 5) == ["confirmed"]
+    assert await pending(redis_client, keys) == 0
+
+
+async def test_retry_puts_a_dead_letter_back_and_the_next_round_handles_it(
+    make_rounds, redis_client
+):
+    rounds = make_rounds(outbox_max_tries=1)
+    keys = rounds.keys
+    await rounds.gateway.charge("s1.0", 3, 900)
+    await break_refunds(redis_client, keys, "s1.0")
+    await put(redis_client, keys, [REFUND])
+    await rounds.drain()
+    dead = DeadLetters(redis_client, keys)
+    (letter,) = await dead.list()
+    assert letter["error"].startswith("StoreUnavailable: ")
+    await redis_client.delete(keys.refunds("s1.0"))  # what made it fail is fixed
+    assert await dead.retry(letter["id"]) is True
+    assert await dead.count() == 0 and await redis_client.xlen(keys.outbox) == 1
+    await rounds.drain()
+    assert (await rounds.gateway.payment("s1.0")).refunded == 900
+    assert await redis_client.xlen(keys.outbox) == 0 and await dead.count() == 0
+
+
+async def test_a_retried_dead_letter_names_its_notices_after_the_first_entry(
+    make_rounds, redis_client
+):
+    """So a notice delivered before the entry failed is not delivered again on a retry."""
+    rounds = make_rounds(outbox_max_tries=1)
+    keys = rounds.keys
+    await rounds.gateway.charge("s1.0", 3, 900)
+    await break_refunds(redis_client, keys, "s1.0")
+    first = await put(redis_client, keys, [REFUND, NOTICE])
+    await rounds.drain()
+    await redis_client.delete(keys.refunds("s1.0"))
+    dead = DeadLetters(redis_client, keys)
+    (letter,) = await dead.list()
+    await dead.retry(letter["id"])
+    await rounds.drain()
+    assert [n["id"] for n in await patient_notices(redis_client, keys, 5)] == [f"{first}:1"]
+
+
+async def test_drop_removes_a_dead_letter_for_good(make_rounds, redis_client):
+    rounds = make_rounds(outbox_max_tries=1)
+    await put(redis_client, rounds.keys, POISON)
+    await rounds.drain()
+    dead = DeadLetters(redis_client, rounds.keys)
+    (letter,) = await dead.list()
+    assert await dead.drop(letter["id"]) is True
+    assert await dead.count() == 0 and await dead.list() == []
+    assert await redis_client.xlen(rounds.keys.outbox) == 0
+
+
+@pytest.mark.parametrize("dead_id", ["1-0", "garbage", ""])
+async def test_retry_and_drop_answer_false_for_an_unknown_dead_letter(redis_client, dead_id):
+    dead = DeadLetters(redis_client, Keys("dl"))
+    assert await dead.retry(dead_id) is False
+    assert await dead.drop(dead_id) is False
+    assert await redis_client.xlen(Keys("dl").outbox) == 0
+
+
+async def test_dead_letters_are_listed_newest_first(make_rounds, redis_client):
+    rounds = make_rounds(outbox_max_tries=1)
+    older = await put(redis_client, rounds.keys, POISON)
+    await rounds.drain()
+    newer = await put(redis_client, rounds.keys, [["violation"]])
+    await rounds.drain()
+    dead = DeadLetters(redis_client, rounds.keys)
+    assert [d["origin"] for d in await dead.list()] == [newer, older]
+    assert [d["origin"] for d in await dead.list(limit=1)] == [newer]
+
+
+async def test_an_unreadable_entry_is_dead_lettered_with_its_payload_unchanged(
+    make_rounds, redis_client
+):
+    rounds = make_rounds(outbox_max_tries=1)
+    await redis_client.xadd(rounds.keys.outbox, {"e": b"\xc1 not msgpack"})
+    await rounds.drain()
+    (letter,) = await DeadLetters(redis_client, rounds.keys).list()
+    assert letter["events"] is None
+    (_, fields), *_ = await redis_client.xrange(rounds.keys.outbox_dead)
+    assert fields[b"e"] == b"\xc1 not msgpack"
+
+
+def spec() -> SessionSpec:
+    return SessionSpec(
+        id="s1",
+        hospital_id="h1",
+        department_id="dep1",
+        doctor_id="doc1",
+        date="2026-12-01",
+        period="AM",
+        capacity=2,
+        first_slot_minute=480,
+        slot_minutes=10,
+    )
+
+
+async def test_reconciliation_and_the_indexer_run_in_a_round_whose_outbox_part_fails(
+    rounds, redis_client
+):
+    store, keys = rounds.store, rounds.keys
+    session = DoctorSession(spec())
+    session.take(7, 1, 100.0, 0, CodeSource()())
+    epoch = await redis_client.incr(keys.epoch("h1:2026-12-01"))
+    write = ShardWrite("h1:2026-12-01", "h1", epoch, [session], new_session_ids=["s1"])
+    assert await store.commit([write]) == [None]
+    await rounds.gateway.charge("ghost.0", 4, 700)  # no such booking: stranded
+    await redis_client.zadd(keys.pending_payments, {"ghost.0": time.time() - 3600})
+    await redis_client.delete(keys.outbox)
+    await redis_client.set(keys.outbox, "not a stream")  # every read of the outbox fails
+    with pytest.raises(Exception, match="WRONGTYPE"):
+        await rounds.drain()
+    assert (await rounds.records.get("s1.0")).patient_id == 7
+    assert (await rounds.gateway.payment("ghost.0")).refunded == 700
+
+
+async def test_a_failing_indexer_is_counted_and_the_round_goes_on(rounds, redis_client):
+    keys = rounds.keys
+    await put(redis_client, keys, [NOTICE])
+    await redis_client.set(keys.changed_sessions, "not a set")
+    counters = await rounds.drain()
+    assert await kinds(redis_client, keys, 5) == ["confirmed"]
+    assert counters["failures"] == 1
