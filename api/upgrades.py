@@ -11,6 +11,7 @@ a step cut off half way is simply run again.
   accounts); each is rewritten to E.164 with its index entry. Two accounts whose phones turn out
   to be the same number are a collision: the first keeps the number, the other keeps its old
   form (it can still log in as typed before) and the collision is logged for an operator.
+  "First" is the earliest registered (the lowest patient id).
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ WAIT_SECONDS = 120.0
 
 
 async def _patients(client: aioredis.Redis, keys: Keys) -> list[tuple[str, int]]:
-    """(phone as stored, patient id) of every patient."""
+    """(phone as stored, patient id) of every patient, the earliest registered first."""
     raw = await client.hgetall(keys.patient_by("phone"))
-    return sorted((k.decode(), int(v)) for k, v in raw.items())
+    return sorted(((k.decode(), int(v)) for k, v in raw.items()), key=lambda x: (x[1], x[0]))
 
 
 async def _doc(client: aioredis.Redis, keys: Keys, patient_id: int) -> dict[str, Any] | None:

@@ -95,10 +95,12 @@ class Entry:
 
     ``params`` names, per path parameter, the world object to use where ``PATH``'s default
     will not do (e.g. ``entity_id``, or a spare doctor that can be deleted for real).
-    ``renews``: the caller's tokens die with a success (logout, new password), so the caller
-    logs in again afterwards."""
+    ``code``: the business refusal's code, for the callers who may do it and are refused for
+    a reason of the domain (a 409). ``renews``: the caller's tokens die with a success (logout,
+    new password), so the caller logs in again afterwards."""
 
     expect: dict[str, int]
+    code: str | None = None
     body: Callable[[World], Any] | None = None
     query: Callable[[World], dict[str, str]] | None = None
     params: dict[str, str] = field(default_factory=dict)
@@ -111,7 +113,12 @@ def _registration(w: World) -> dict[str, str]:
 
 def _new_admin(w: World) -> dict[str, str]:
     login = f"matrix-{next(_serial)}"
-    return {"login": login, "password": ADMIN_PASSWORD, "name": "新", "hospital_id": w.ids["hospital"]}
+    return {
+        "login": login,
+        "password": ADMIN_PASSWORD,
+        "name": "新",
+        "hospital_id": w.ids["hospital"],
+    }
 
 
 def _session_body(w: World) -> dict[str, Any]:
@@ -162,7 +169,7 @@ TABLE: dict[tuple[str, str], Entry] = {
     ("POST", "/v1/bookings/{booking_id}/cancel"): Entry(patients(200, 404)),
     # the session is open: 409 slots_available; nobody is on its waitlist: 404
     ("POST", "/v1/sessions/{session_id}/waitlist"): Entry(
-        patients(409), body=lambda w: {"request_id": "wait-1"}
+        patients(409), code="slots_available", body=lambda w: {"request_id": "wait-1"}
     ),
     ("DELETE", "/v1/sessions/{session_id}/waitlist"): Entry(patients(404)),
     ("GET", "/v1/me/conduct"): Entry(patients(200)),
@@ -176,7 +183,7 @@ TABLE: dict[tuple[str, str], Entry] = {
         hospital(200), body=lambda w: {"address": "北京市东城区"}, params={"entity_id": "hospital"}
     ),
     ("DELETE", "/v1/admin/hospitals/{entity_id}"): Entry(
-        platform(409), params={"entity_id": "hospital"}
+        platform(409), code="has_live_bookings", params={"entity_id": "hospital"}
     ),
     ("GET", "/v1/admin/departments/{entity_id}"): Entry(
         hospital(200), params={"entity_id": "department"}
@@ -237,7 +244,7 @@ TABLE: dict[tuple[str, str], Entry] = {
     ),
     # the booking is held, not booked: 409 invalid_state
     ("POST", "/v1/admin/bookings/{booking_id}/check-in"): Entry(
-        hospital(409), body=lambda w: {"verification_code": "00000000"}
+        hospital(409), code="invalid_state", body=lambda w: {"verification_code": "00000000"}
     ),
     ("GET", "/v1/admin/hospitals/{hospital_id}/policy"): Entry(hospital(200)),
     ("PUT", "/v1/admin/hospitals/{hospital_id}/policy"): Entry(
@@ -331,9 +338,7 @@ class World:
 
 async def register(http: httpx.AsyncClient) -> tuple[int, str]:
     who = identity()
-    r = await http.post(
-        "/v1/patients", json={"name": "李雷", **who, "password": PATIENT_PASSWORD}
-    )
+    r = await http.post("/v1/patients", json={"name": "李雷", **who, "password": PATIENT_PASSWORD})
     assert r.status_code == 201, r.text
     return r.json()["id"], who["phone"]
 
@@ -463,12 +468,31 @@ def test_every_route_has_an_entry():
     routes = app_routes(gateway.app)
     assert sorted(routes - TABLE.keys()) == [], "routes without an entry in TABLE"
     assert sorted(TABLE.keys() - routes) == [], "entries of TABLE for routes that are gone"
-    assert all(e.expect.keys() == set(ROLES) for e in TABLE.values())
+    for route, e in TABLE.items():
+        assert e.expect.keys() == set(ROLES), route
+        business = {x for x in e.expect.values() if x >= 400} - REFUSALS.keys()
+        assert not business or e.code, f"{route}: name the code of its {business} refusal"
 
 
-async def settle(app) -> None:
-    """Let the courier carry out what earlier requests left in the outbox."""
-    await app.app.state.services.engine.drain_outbox()
+class Ledger:
+    """Sends a request that must be refused and tells what it changed (nothing, if right):
+    the courier carries out what came before, the database is fingerprinted, the request
+    sent, the courier drained again (so its work on the request's behalf shows too), and the
+    database fingerprinted again."""
+
+    def __init__(self, app, redis_client) -> None:
+        self.app, self.client = app, redis_client
+        self.prefix = app.app.state.services.engine.store.keys.prefix
+
+    async def settle(self) -> None:
+        await self.app.app.state.services.engine.drain_outbox()
+
+    async def refused(self, request) -> tuple[httpx.Response, list[str]]:
+        await self.settle()
+        before = await fingerprint(self.client, self.prefix)
+        response = await request
+        await self.settle()
+        return response, changes(before, await fingerprint(self.client, self.prefix))
 
 
 async def send(http: httpx.AsyncClient, w: World, role: str, method: str, path: str, e: Entry):
@@ -485,31 +509,102 @@ async def send(http: httpx.AsyncClient, w: World, role: str, method: str, path: 
 async def test_every_route_answers_each_caller_as_the_table_says(
     app, http, redis_client, world, role
 ):
-    """One caller down the whole table; every refusal (401, 403, 404) leaves the database as
-    it was. All mismatches are reported at once."""
-    prefix = app.app.state.services.engine.store.keys.prefix
+    """One caller down the whole table, on a world of its own. Every refusal (401, 403, 404,
+    and the business refusals) carries its code and leaves the database as it was. All
+    mismatches are reported at once."""
+    ledger = Ledger(app, redis_client)
     wrong = []
     for (method, path), e in TABLE.items():
         expected = e.expect[role]
-        refused = expected in REFUSALS
-        if refused:
-            await settle(app)
-            before = await fingerprint(redis_client, prefix)
-        r = await send(http, world, role, method, path, e)
         where = f"{method} {path} as {role}"
+        request = send(http, world, role, method, path, e)
+        if expected < 400:
+            r = await request
+            if r.status_code != expected:
+                wrong.append(f"{where}: {r.status_code}, expected {expected}: {r.text[:300]}")
+            elif e.renews:
+                await world.log_in(http, role)
+            continue
+        r, changed = await ledger.refused(request)
         if r.status_code != expected:
             wrong.append(f"{where}: {r.status_code}, expected {expected}: {r.text[:300]}")
             continue
-        if refused:
-            code = r.json().get("code")
-            if code != REFUSALS[expected]:
-                wrong.append(f"{where}: code {code!r}, expected {REFUSALS[expected]!r}")
-            await settle(app)
-            changed = changes(before, await fingerprint(redis_client, prefix))
-            if changed:
-                wrong.append(f"{where}: refused ({expected}) but changed {changed}")
-        if e.renews and r.status_code < 300:
-            await world.log_in(http, role)
+        want = REFUSALS.get(expected) if expected in (401, 403) else e.code or REFUSALS[expected]
+        if (code := r.json().get("code")) != want:
+            wrong.append(f"{where}: code {code!r}, expected {want!r}")
+        if changed:
+            wrong.append(f"{where}: refused ({expected}) but it changed {changed}")
     assert not wrong, "\n".join(wrong)
 
 
+async def test_a_hospital_admin_sees_no_patient_who_never_booked_there(
+    app, http, redis_client, world
+):
+    """To A's admin, the other patient (who booked only at B) and a patient who does not
+    exist are alike: 404 on every per-patient route, and nothing changes. B's admin sees the
+    other patient (it booked at B); the platform admin sees every patient."""
+    ledger = Ledger(app, redis_client)
+    a, b = world.ids["hospital"], world.ids["other hospital"]
+    own = world.headers[HOSPITAL_ADMIN]
+    for patient in (world.ids["other patient"], 10**9):
+        base = f"/v1/admin/hospitals/{a}/patients/{patient}"
+        for request in (
+            http.get(base, headers=own),
+            http.put(f"{base}/tags", json={"tags": ["vip"]}, headers=own),
+            http.put(f"{base}/blacklist", json={"reason": "x"}, headers=own),
+            http.put(f"{base}/whitelist", json={"reason": "x"}, headers=own),
+            http.delete(f"{base}/blacklist", headers=own),
+        ):
+            r, changed = await ledger.refused(request)
+            assert (r.status_code, r.json()["code"], changed) == (404, "not_found", []), r.text
+    other = world.ids["other patient"]
+    seen = await http.get(
+        f"/v1/admin/hospitals/{b}/patients/{other}", headers=world.headers[OTHER_HOSPITAL_ADMIN]
+    )
+    assert seen.status_code == 200 and seen.json()["patient_id"] == other
+    assert [x["booking_id"] for x in seen.json()["bookings"]] == [world.ids["other booking"]]
+    anyone = await http.get(f"/v1/admin/hospitals/{a}/patients/{other}", headers=admin_headers())
+    assert anyone.status_code == 200 and anyone.json()["bookings"] == []
+
+
+async def test_a_hospital_admins_records_and_analytics_are_of_its_own_hospital(app, http, world):
+    """Without a hospital filter, a hospital admin's records, their CSV and the analytics are
+    its own hospital's (never a 403, never another's rows); the platform admin's are all."""
+    await app.app.state.services.engine.drain_outbox()  # the records indexer runs there
+    a, b = world.ids["hospital"], world.ids["other hospital"]
+    for role, hospital_id, booking in (
+        (HOSPITAL_ADMIN, a, world.ids["booking"]),
+        (OTHER_HOSPITAL_ADMIN, b, world.ids["other booking"]),
+    ):
+        headers = world.headers[role]
+        page = await http.get("/v1/admin/records", headers=headers)
+        assert page.status_code == 200, page.text
+        items = page.json()["items"]
+        assert [(x["hospital_id"], x["booking_id"]) for x in items] == [(hospital_id, booking)]
+        csv = await http.get("/v1/admin/records.csv", headers=headers)
+        assert csv.status_code == 200 and booking in csv.text
+        assert ({a, b} - {hospital_id}).pop() not in csv.text
+        mine = await http.get("/v1/admin/analytics", headers=headers)
+        named = await http.get(
+            "/v1/admin/analytics", params={"hospital": hospital_id}, headers=headers
+        )
+        assert mine.status_code == named.status_code == 200
+        assert mine.json() == named.json()
+    every = await http.get("/v1/admin/records", headers=admin_headers())
+    assert {x["hospital_id"] for x in every.json()["items"]} == {a, b}
+
+
+async def test_only_the_platform_admin_makes_a_hospitals_bans_platform_wide(
+    app, http, redis_client, world
+):
+    """``ban_scope: platform`` bars a patient everywhere: A's admin is refused (403, nothing
+    changes, not even the other fields sent with it); the platform admin may."""
+    ledger = Ledger(app, redis_client)
+    path = f"/v1/admin/hospitals/{world.ids['hospital']}/policy"
+    body = {"ban_scope": "platform", "hold_seconds": 600}
+    r, changed = await ledger.refused(
+        http.put(path, json=body, headers=world.headers[HOSPITAL_ADMIN])
+    )
+    assert (r.status_code, r.json()["code"], changed) == (403, "forbidden", []), r.text
+    done = await http.put(path, json=body, headers=admin_headers())
+    assert done.status_code == 200 and done.json()["ban_scope"] == "platform"

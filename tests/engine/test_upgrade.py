@@ -1,4 +1,6 @@
-"""Snapshots written before the lifecycle (version 1) still load, with nothing lost."""
+"""Snapshots of every older version still load, with nothing lost: version 1 (before the
+lifecycle) and version 2 (before booking numbers were kept apart from rows); and policies
+stored before the ban caps load with their lengths cut to the cap."""
 
 from array import array
 
@@ -8,7 +10,7 @@ from engine.session import pack_meta
 from engine.snapshot import SESSION_VERSION, decode_rules, decode_session, encode_session
 
 
-def test_a_version_1_session_loads_as_version_2():
+def test_a_version_1_session_loads_as_the_current_version():
     words = array(
         "q",
         [
@@ -73,3 +75,39 @@ async def test_version_1_bans_move_out_of_the_rules_once(redis_client):
     policy, bans = await store.read_rules("h1")
     assert bans == {5: 9e9, 6: 9.5e9} and policy.hold_seconds == 60
     assert msgpack.unpackb(await redis_client.get(store.keys.rules("h1")))[0] == 2
+
+
+def v2_snapshot(words: array, waitlist: array = array("q")) -> bytes:
+    """A session as version 2 wrote it (18 fields, before numbers, forgotten, returning)."""
+    fields = [2, "s2", "h1", "d1", "doc", "2026-12-01", "AM", 3, 480, 10, 0, 0.0, None]
+    fields += [1_796_100_000.0, False, False, words.tobytes(), waitlist.tobytes()]
+    return msgpack.packb(fields, use_bin_type=True)
+
+
+def test_a_version_2_session_loads_with_row_i_as_booking_i():
+    words = array("q", [7, 11, pack_meta(1, 2, 5), 12_345_678, 8, 12, pack_meta(2, 4, 6), 0])
+    session = decode_session(v2_snapshot(words, array("q", [9, 13])))
+    assert (session.numbers, session.made, session.returned) == (None, 2, 0)
+    assert [session.booking_id(n) for n in range(session.count)] == ["s2.0", "s2.1"]
+    assert (session.free, session.held_back, session.waiting) == (2, 0, 1)
+    assert session.info(0).verification_code == "12345678"
+    assert session.version == 2 + 1  # made + ended (+ none returned)
+
+
+def test_a_version_2_session_written_again_is_the_current_version_and_round_trips():
+    words = array("q", [7, 11, pack_meta(1, 2, 5), 12_345_678])
+    session = decode_session(v2_snapshot(words))
+    again = encode_session(session)
+    assert msgpack.unpackb(again)[0] == SESSION_VERSION == 3
+    back = decode_session(again)
+    assert (back.bookings, back.made, back.numbers) == (session.bookings, 1, None)
+
+
+def test_a_policy_stored_before_the_caps_loads_with_its_bans_cut_to_a_year():
+    stored = {
+        "ban_days": [30, 3000],
+        "ban_rules": [{"kind": "cancel", "count": 2, "window_days": 3000}],
+    }
+    policy = decode_rules(msgpack.packb([2, stored]))
+    assert policy.ban_days == (30, 365)
+    assert policy.ban_rules[0].window_days == 365
