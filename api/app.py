@@ -12,14 +12,14 @@ import html
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from datetime import date as Date
-from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -74,6 +74,19 @@ log = logging.getLogger(__name__)
 
 class Loose(BaseModel):
     model_config = ConfigDict(extra="ignore")  # unknown fields are ignored, not refused
+
+
+EARLIEST, LATEST = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def _within_range(moment: datetime) -> datetime:
+    """Moments this platform can mean (and show in any time zone): 2000 to 2100."""
+    if not EARLIEST <= moment <= LATEST:
+        raise ValueError("must be between 2000-01-01 and 2100-01-01")
+    return moment
+
+
+Moment = Annotated[AwareDatetime, AfterValidator(_within_range)]
 
 
 # ----- bodies ----------------------------------------------------------------------------------
@@ -141,10 +154,10 @@ class SessionIn(Loose):
     first_slot_at: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
     slot_minutes: int = Field(ge=0, le=240)
     fee: int = Field(ge=0, le=10_000_000, description="fen; 0 = no payment step")
-    opens_at: AwareDatetime | None = Field(
+    opens_at: Moment | None = Field(
         default=None, description="default: the policy's window_days before, at release_at"
     )
-    closes_at: AwareDatetime | None = Field(
+    closes_at: Moment | None = Field(
         default=None, description="default: the policy's booking_closes_minutes before start"
     )
 
@@ -181,7 +194,7 @@ class RotaIn(Loose):
 
 class ListEntryIn(Loose):
     reason: str = Field(min_length=1, max_length=500)
-    until: AwareDatetime | None = Field(default=None, description="none: until lifted")
+    until: Moment | None = Field(default=None, description="none: until lifted")
 
 
 class TagsIn(Loose):
@@ -354,6 +367,8 @@ def register_errors(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # a body FastAPI could not read (not UTF-8, say)
+            return error(422, "invalid_request", "The request body could not be read.")
         codes = {404: "not_found", 405: "method_not_allowed"}
         return error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
 

@@ -55,6 +55,10 @@ MAX_REPORT_DAYS = 366
 REPORT_SECONDS = 60.0  # an analytics report is reused this long (its charts ask for it 8 times)
 DEFAULT_DAYS = 90
 PAGE = Path(__file__).parent / "admin_page.html"
+Day = Annotated[
+    Date,
+    Field(ge=Date(2000, 1, 1), le=Date(2099, 12, 31), description="a visit date, 2000 to 2099"),
+]
 
 
 class HisConfigIn(BaseModel):
@@ -79,8 +83,8 @@ class Filters(BaseModel):
     doctor: str | None = Field(default=None, max_length=80)
     patient: int | None = Field(default=None, ge=0)
     state: Literal[STATES] | None = None  # type: ignore[valid-type]
-    from_: Date | None = Field(default=None, alias="from")
-    to: Date | None = None
+    from_: Day | None = Field(default=None, alias="from")
+    to: Day | None = None
 
 
 async def record_query(s: Services, who: Any, f: Filters) -> RecordQuery:
@@ -368,8 +372,8 @@ def register_back_office_routes(app: FastAPI) -> None:
         s: ServicesDep,
         who: AdminDep,
         hospital: Annotated[str | None, Query(max_length=80)] = None,
-        from_: Annotated[Date | None, Query(alias="from")] = None,
-        to: Date | None = None,
+        from_: Annotated[Day | None, Query(alias="from")] = None,
+        to: Annotated[Day | None, Query()] = None,
     ) -> dict[str, Any]:
         """No-show and cancellation rates by age band, department, weekday, period and lead
         time; fill rates and time to sell out (default: the last 90 days)."""
@@ -382,8 +386,8 @@ def register_back_office_routes(app: FastAPI) -> None:
         s: ServicesDep,
         who: AdminDep,
         hospital: Annotated[str | None, Query(max_length=80)] = None,
-        from_: Annotated[Date | None, Query(alias="from")] = None,
-        to: Date | None = None,
+        from_: Annotated[Day | None, Query(alias="from")] = None,
+        to: Annotated[Day | None, Query()] = None,
     ) -> Response:
         from . import charts  # matplotlib: loaded when the first chart is asked for
 

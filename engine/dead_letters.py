@@ -27,7 +27,14 @@ from .errors import StoreUnavailable
 from .keys import Keys
 
 ERROR_CHARS = 500  # of the last error kept with a dead letter
-_STREAM_ID = re.compile(r"^[0-9]+-[0-9]+$")
+_STREAM_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
+_MAX_PART = (1 << 64) - 1
+
+
+def stream_id(text: str) -> bool:
+    """A well-formed Redis stream id: two unsigned 64-bit numbers."""
+    return bool(_STREAM_ID.match(text)) and all(int(p) <= _MAX_PART for p in text.split("-"))
+
 
 DeadLetter = dict[str, Any]
 
@@ -85,7 +92,7 @@ class DeadLetters:
         and remove the dead letter, in one transaction; False when there is no such dead
         letter. The courier handles it on its next round: fix what made it fail first."""
         keys = self.keys
-        if not _STREAM_ID.match(dead_id):
+        if not stream_id(dead_id):
             return False
         try:
             async with self.client.pipeline(transaction=True) as pipe:
@@ -111,7 +118,7 @@ class DeadLetters:
 
     async def drop(self, dead_id: str) -> bool:
         """Remove a dead letter for good; False when there is no such dead letter."""
-        if not _STREAM_ID.match(dead_id):
+        if not stream_id(dead_id):
             return False
         try:
             return bool(await self.client.xdel(self.keys.outbox_dead, dead_id))

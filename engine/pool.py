@@ -18,6 +18,7 @@ from .delivery import Dispatcher
 from .host import Host
 from .settings import Settings
 
+START_SECONDS = 120  # an actor Ray cannot place (no CPU left) fails the start, never hangs it
 RemoteHost = ray.remote(Host)
 RemoteCourier = ray.remote(Courier)
 RemoteDispatcher = ray.remote(Dispatcher)
@@ -56,7 +57,7 @@ def start_pool(settings: Settings) -> list[ActorHandle]:
         ).remote(i, settings)
         for i in range(settings.hosts)
     ]
-    ray.get([h.info.remote() for h in handles])
+    ray.get([h.info.remote() for h in handles], timeout=START_SECONDS)  # no hang: a clear error
     return handles
 
 
@@ -70,7 +71,7 @@ def start_courier(settings: Settings) -> ActorHandle:
         max_task_retries=-1,
         num_cpus=0,
     ).remote(settings)
-    ray.get(courier.info.remote())
+    ray.get(courier.info.remote(), timeout=START_SECONDS)
     return courier
 
 
@@ -88,7 +89,7 @@ def start_dispatcher(settings: Settings) -> ActorHandle:
         max_task_retries=-1,
         num_cpus=0,
     ).remote(settings)
-    ray.get(dispatcher.info.remote())
+    ray.get(dispatcher.info.remote(), timeout=START_SECONDS)
     return dispatcher
 
 

@@ -17,7 +17,7 @@ from ray.actor import ActorHandle
 
 from .client import Engine
 from .pool import start_courier, start_dispatcher, start_pool, stop_pool
-from .redis_server import EmbeddedRedis
+from .redis_server import EmbeddedRedis, private_dir
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class Runtime:
     def start(cls, settings: Settings) -> Runtime:
         redis = None
         if settings.redis_url is None:
+            private_dir(settings.data_dir)  # it will hold the Redis data and its password
             redis = EmbeddedRedis(
                 settings.data_dir / "redis", appendfsync=settings.redis_appendfsync
             ).start()

@@ -14,9 +14,9 @@ A caller who may do it gets the success status, or a business refusal the route 
 does not exist, ...). A caller who may not gets 401 ``unauthenticated`` (no token, or a token
 of the wrong kind: a patient's on an admin route, an admin's on a patient route), 403
 ``forbidden`` (another hospital's things, a platform-only route) or 404 ``not_found`` (another
-patient's booking: never confirm it exists). Every 401, 403 and 404 must change nothing: the
-whole Redis database is fingerprinted before and after (``fingerprint``; its exclusions are
-listed and explained at ``VOLATILE``).
+patient's booking: never confirm it exists). Every refusal (401, 403, 404, and the business
+ones) must change nothing: the whole Redis database is fingerprinted before and after
+(``DatabaseWatch``; its one exclusion is explained at ``VOLATILE``).
 
 Each caller runs through the whole table on a world of its own, in the table's order (the app's
 route order), so one caller's successes (a rota put, then read, then dropped; a booking paid,
@@ -410,7 +410,11 @@ async def world(http) -> World:
 # ----- nothing changed -------------------------------------------------------------------------
 
 #: Keys that may change on a refused request or on their own, each with its reason. Patterns
-#: are matched after the namespace prefix (``<prefix>:``).
+#: are matched after the namespace prefix (``<prefix>:``). Nothing else changes on its own once
+#: the courier has carried the outbox out (``DatabaseWatch.settle``): the hosts' timers, the
+#: availability resync, the health and /metrics loops only read while nothing is due, and the
+#: HIS pull and the rota release write only for HIS links and rotas, which a world lacks (the
+#: one rota and HIS link the table puts are dropped by the next rows).
 VOLATILE = {
     # a shared rate limit counts a request before the answer is known (``api.deps.limit``):
     # the pay and cancel routes count the patient, then find the booking is not theirs
@@ -474,11 +478,10 @@ def test_every_route_has_an_entry():
         assert not business or e.code, f"{route}: name the code of its {business} refusal"
 
 
-class Ledger:
-    """Sends a request that must be refused and tells what it changed (nothing, if right):
-    the courier carries out what came before, the database is fingerprinted, the request
-    sent, the courier drained again (so its work on the request's behalf shows too), and the
-    database fingerprinted again."""
+class DatabaseWatch:
+    """What a request changed in the database: the courier carries out what came before, the
+    database is fingerprinted, the request sent, the courier drained again (so that what it
+    did on the request's behalf shows too), and the database fingerprinted again."""
 
     def __init__(self, app, redis_client) -> None:
         self.app, self.client = app, redis_client
@@ -487,7 +490,7 @@ class Ledger:
     async def settle(self) -> None:
         await self.app.app.state.services.engine.drain_outbox()
 
-    async def refused(self, request) -> tuple[httpx.Response, list[str]]:
+    async def around(self, request) -> tuple[httpx.Response, list[str]]:
         await self.settle()
         before = await fingerprint(self.client, self.prefix)
         response = await request
@@ -512,7 +515,7 @@ async def test_every_route_answers_each_caller_as_the_table_says(
     """One caller down the whole table, on a world of its own. Every refusal (401, 403, 404,
     and the business refusals) carries its code and leaves the database as it was. All
     mismatches are reported at once."""
-    ledger = Ledger(app, redis_client)
+    watch = DatabaseWatch(app, redis_client)
     wrong = []
     for (method, path), e in TABLE.items():
         expected = e.expect[role]
@@ -525,7 +528,7 @@ async def test_every_route_answers_each_caller_as_the_table_says(
             elif e.renews:
                 await world.log_in(http, role)
             continue
-        r, changed = await ledger.refused(request)
+        r, changed = await watch.around(request)
         if r.status_code != expected:
             wrong.append(f"{where}: {r.status_code}, expected {expected}: {r.text[:300]}")
             continue
@@ -543,7 +546,7 @@ async def test_a_hospital_admin_sees_no_patient_who_never_booked_there(
     """To A's admin, the other patient (who booked only at B) and a patient who does not
     exist are alike: 404 on every per-patient route, and nothing changes. B's admin sees the
     other patient (it booked at B); the platform admin sees every patient."""
-    ledger = Ledger(app, redis_client)
+    watch = DatabaseWatch(app, redis_client)
     a, b = world.ids["hospital"], world.ids["other hospital"]
     own = world.headers[HOSPITAL_ADMIN]
     for patient in (world.ids["other patient"], 10**9):
@@ -555,7 +558,7 @@ async def test_a_hospital_admin_sees_no_patient_who_never_booked_there(
             http.put(f"{base}/whitelist", json={"reason": "x"}, headers=own),
             http.delete(f"{base}/blacklist", headers=own),
         ):
-            r, changed = await ledger.refused(request)
+            r, changed = await watch.around(request)
             assert (r.status_code, r.json()["code"], changed) == (404, "not_found", []), r.text
     other = world.ids["other patient"]
     seen = await http.get(
@@ -599,10 +602,10 @@ async def test_only_the_platform_admin_makes_a_hospitals_bans_platform_wide(
 ):
     """``ban_scope: platform`` bars a patient everywhere: A's admin is refused (403, nothing
     changes, not even the other fields sent with it); the platform admin may."""
-    ledger = Ledger(app, redis_client)
+    watch = DatabaseWatch(app, redis_client)
     path = f"/v1/admin/hospitals/{world.ids['hospital']}/policy"
     body = {"ban_scope": "platform", "hold_seconds": 600}
-    r, changed = await ledger.refused(
+    r, changed = await watch.around(
         http.put(path, json=body, headers=world.headers[HOSPITAL_ADMIN])
     )
     assert (r.status_code, r.json()["code"], changed) == (403, "forbidden", []), r.text
