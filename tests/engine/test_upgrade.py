@@ -77,10 +77,11 @@ async def test_version_1_bans_move_out_of_the_rules_once(redis_client):
     assert msgpack.unpackb(await redis_client.get(store.keys.rules("h1")))[0] == 2
 
 
-def v2_snapshot(words: array, waitlist: array = array("q")) -> bytes:
+def v2_snapshot(words: array, waitlist: array | None = None) -> bytes:
     """A session as version 2 wrote it (18 fields, before numbers, forgotten, returning)."""
+    waiting = b"" if waitlist is None else waitlist.tobytes()
     fields = [2, "s2", "h1", "d1", "doc", "2026-12-01", "AM", 3, 480, 10, 0, 0.0, None]
-    fields += [1_796_100_000.0, False, False, words.tobytes(), waitlist.tobytes()]
+    fields += [1_796_100_000.0, False, False, words.tobytes(), waiting]
     return msgpack.packb(fields, use_bin_type=True)
 
 
