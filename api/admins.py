@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from engine.errors import StoreUnavailable
-from engine.keys import Keys
+from engine.store.keys import Keys
 
 from .auth import ALGORITHM, derive_key
 

@@ -23,8 +23,8 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from engine.core.policy import MAX_BAN_DAYS, MAX_RETURN_JITTER, PLATFORM, Policy
 from engine.errors import StoreUnavailable
-from engine.notices import patient_notices, recent_notices
 from engine.outcomes import (
     Booked,
     BookingInfo,
@@ -39,8 +39,8 @@ from engine.outcomes import (
     SuspendDone,
     Waitlisted,
 )
-from engine.policy import MAX_BAN_DAYS, MAX_RETURN_JITTER, PLATFORM, Policy
 from engine.settings import Settings
+from engine.store.notices import patient_notices, recent_notices
 
 from . import metrics, patients
 from .admins import AdminScope, public

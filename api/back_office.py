@@ -18,11 +18,11 @@ from fastapi import FastAPI, Query
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
-from engine.analytics import Report, Tally
-from engine.egress import Egress
+from engine.backoffice.analytics import Report, Tally
+from engine.backoffice.egress import Egress
+from engine.backoffice.record import STATES, Record
+from engine.backoffice.record_book import RecordQuery
 from engine.errors import EgressRefused, HisRejected, HisUnavailable
-from engine.record import STATES, Record
-from engine.records import RecordQuery
 
 from .csv_export import csv_stream
 from .deps import AdminDep, ApiError, ServicesDep, entity_of, platform_only

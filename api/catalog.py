@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from engine.errors import StoreUnavailable
-from engine.keys import Keys
+from engine.store.keys import Keys
 
 PREFIX = {"hospital": "h", "department": "dep", "doctor": "doc", "session": "s"}
 ID = re.compile(r"[A-Za-z0-9_-]{1,80}")

@@ -14,7 +14,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from engine.analytics import Group, Report
+from engine.backoffice.analytics import Group, Report
 
 SIZE = (6.0, 3.5)  # inches
 DPI = 100

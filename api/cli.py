@@ -18,14 +18,14 @@ from collections import Counter
 
 import click
 
-from engine.audit import audit
-from engine.crowd import catalog, plan, play
-from engine.notices import patient_notices, recent_notices
 from engine.outcomes import Booked
-from engine.redis_server import masked_url, private_file
 from engine.runtime import Runtime
 from engine.settings import Settings
-from engine.store import Store
+from engine.store.embedded import masked_url, private_file
+from engine.store.notices import patient_notices, recent_notices
+from engine.store.shards import Store
+from engine.tools.audit import audit
+from engine.tools.crowd import catalog, plan, play
 
 
 @click.group()
@@ -298,8 +298,8 @@ async def _prepare(rt: Runtime, demo: bool, his_url: str | None = None) -> str |
     from api.catalog import Catalog
     from api.demo_data import demo_patient, load, load_history
     from api.services import shared_secret
-    from engine.delivery import Deliveries
-    from engine.records import RecordBook
+    from engine.backoffice.deliveries import Deliveries
+    from engine.backoffice.record_book import RecordBook
 
     engine = rt.engine()
     try:
@@ -389,7 +389,7 @@ def _seed(settings: Settings, patients: int, out: str) -> int:
     from api.catalog import Catalog
     from api.demo_data import seed_patients
     from api.services import shared_secret
-    from engine.keys import Keys
+    from engine.store.keys import Keys
 
     url = _redis_url(settings)
 

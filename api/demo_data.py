@@ -13,11 +13,11 @@ from dataclasses import replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from engine.backoffice.record_book import RecordBook
 from engine.client import Engine
-from engine.history import generate
+from engine.core.session import SessionSpec
 from engine.outcomes import Created
-from engine.records import RecordBook
-from engine.session import SessionSpec
+from engine.tools.history import generate
 
 from .answers import Clock
 from .auth import Tokens, hash_password

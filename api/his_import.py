@@ -18,9 +18,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engine.delivery import his_session_id
-from engine.egress import Egress
-from engine.his import HttpHis
+from engine.backoffice.deliveries import his_session_id
+from engine.backoffice.egress import Egress
+from engine.backoffice.his import HttpHis
 from engine.outcomes import Created, SuspendDone, Unavailable
 
 from .rotas import release
@@ -168,7 +168,7 @@ async def _suspend(s: Services, session_id: str) -> tuple[str, str]:
 async def pull(s: Services, hospital_id: str) -> dict[str, Any] | None:
     """Ask the hospital's HIS what changed since the last pull and import it (None: no HIS).
     ``HisUnavailable``/``HisRejected`` when the HIS cannot answer, ``EgressRefused`` when its
-    address may not be called (``engine/egress.py``). The cursor moves past
+    address may not be called (``engine/backoffice/egress.py``). The cursor moves past
     what was imported for good, never past a schedule that failed (the next pull redoes it)."""
     config = await s.deliveries.config(hospital_id)
     if not config or not config.get("his_url"):

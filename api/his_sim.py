@@ -1,10 +1,11 @@
 """A simulated HIS and social-insurance system (社保备案), run as its own small HTTP service.
 
-It behaves like the hospital systems the engine delivers to (``engine/his.py``): bookings and
-filings are idempotent by the booking's ``key`` and get sequential numbers (``H000001``,
-``SB000001``); schedules carry the HIS's own ``updated_at``, pulled with a cursor and pushed to
-the platform when the simulation's admin changes them. Admin endpoints script failures: down,
-a random failure rate, a delay. State lives in memory: this is somebody else's system.
+It behaves like the hospital systems the engine delivers to (``engine/backoffice/his.py``):
+bookings and filings are idempotent by the booking's ``key`` and get sequential numbers
+(``H000001``, ``SB000001``); schedules carry the HIS's own ``updated_at``, pulled with a cursor
+and pushed to the platform when the simulation's admin changes them. Admin endpoints script
+failures: down, a random failure rate, a delay. State lives in memory: this is somebody else's
+system.
 
     python -m api.his_sim --host 127.0.0.1 --port 8100 [--push-url URL] [--push-token T]
                           [--hospital H]

@@ -26,8 +26,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from engine.errors import StoreUnavailable
-from engine.keys import Keys
 from engine.settings import Limit
+from engine.store.keys import Keys
 
 __all__ = [
     "UNKNOWN",

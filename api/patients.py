@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
+from engine.backoffice.record_book import RecordQuery
 from engine.outcomes import BookingInfo, Done, SessionState
-from engine.records import RecordQuery
 
 from .identity import mask_phone
 from .services import Services

@@ -15,8 +15,8 @@ from datetime import date as Date
 from datetime import datetime, timedelta
 from typing import Any
 
+from engine.core.session import SessionSpec
 from engine.outcomes import Created, Outcome
-from engine.session import SessionSpec
 
 from .services import Services
 

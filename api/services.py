@@ -17,17 +17,17 @@ from typing import Any
 import orjson
 import ray
 
+from engine.actors.names import find_pool
+from engine.backoffice.deliveries import Deliveries
+from engine.backoffice.record_book import RecordBook
 from engine.client import Engine
-from engine.clock import usable_offset
-from engine.dead_letters import DeadLetters
-from engine.delivery import Deliveries
-from engine.keys import Keys
+from engine.core.clock import usable_offset
 from engine.outcomes import Bookings, SessionState
-from engine.pool import find_pool
-from engine.records import RecordBook
 from engine.runtime import init_ray
 from engine.settings import Settings
-from engine.store import parse_stock_message
+from engine.store.dead_letters import DeadLetters
+from engine.store.keys import Keys
+from engine.store.shards import parse_stock_message
 
 from . import metrics
 from .admins import Admins
@@ -44,6 +44,7 @@ RESYNC_SECONDS = 60.0  # a safety net: pub/sub keeps the view fresh
 RESYNC_CHUNK = 256  # state requests per step, so a resync never stalls the booking path
 HOLDERS_SECONDS = 0.05
 HEALTH_SECONDS = 1.0  # /readyz answers from a state refreshed this often
+STOP_SECONDS = 5.0  # a worker's background work and client get this long to stop
 FIGURES_SECONDS = 2.0  # /metrics' courier and outbox figures, likewise
 
 
@@ -161,12 +162,16 @@ class Services:
             health["redis"] = "ok"
         except Exception as exc:
             health["redis"] = f"unreachable: {type(exc).__name__}"
-        try:
-            calls = [h.info.remote() for h in self.engine.hosts]
-            await asyncio.wait_for(asyncio.gather(*calls), 5)
+        calls = [asyncio.ensure_future(h.info.remote()) for h in self.engine.hosts]
+        done, pending = await asyncio.wait(calls, timeout=5)
+        for call in pending:
+            call.cancel()
+        failed = [c.exception() for c in done if c.exception() is not None]
+        if pending or failed:
+            reason = type(failed[0]).__name__ if failed else "TimeoutError"
+            health["ray"] = f"unreachable: {reason}"
+        else:
             health["ray"] = "ok"
-        except Exception as exc:
-            health["ray"] = f"unreachable: {type(exc).__name__}"
         health["checked_at"] = time.time()
         self.health = health
 
@@ -178,8 +183,12 @@ class Services:
             figures["outbox_pending"] = await client.xlen(keys.outbox)
             figures["unsettled_payments"] = await client.zcard(keys.pending_payments)
             figures["dead_letters_waiting"] = await self.dead_letters.count()
-            counters = await asyncio.wait_for(self.engine.courier_info(), 2)
-            figures.update({k: float(v) for k, v in counters.items()})
+            call = asyncio.ensure_future(self.engine.courier_info())
+            done, _ = await asyncio.wait([call], timeout=2)
+            if not done:
+                call.cancel()
+                raise TimeoutError("the courier did not answer within 2 s")
+            figures.update({k: float(v) for k, v in call.result().items()})
         except Exception as exc:  # metrics never fail the scrape: the last figures stay
             log.warning("courier figures unavailable: %s", exc)
             return
@@ -198,13 +207,23 @@ class Services:
         return self.engine.clock.now()
 
     async def stop(self) -> None:
+        """Stop the background work and close the engine client, within a deadline each: a
+        worker shutting down never hangs on a task or a connection that will not finish
+        (``asyncio.wait`` does not wait for a cancelled task to agree)."""
         for task in self.tasks:
             task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self.tasks:
+            done, pending = await asyncio.wait(self.tasks, timeout=STOP_SECONDS)
+            for task in done:  # retrieve what each ended with, so nothing is logged as lost
+                if not task.cancelled():
+                    task.exception()
+            if pending:
+                log.warning("background work still running at stop: %s", sorted(map(str, pending)))
         self.passwords.close()
-        await self.engine.close()
+        closing = asyncio.ensure_future(self.engine.close())
+        done, _ = await asyncio.wait([closing], timeout=STOP_SECONDS)
+        if not done:
+            log.warning("the engine client did not close within %s s", STOP_SECONDS)
 
     async def resync(self) -> None:
         """Load every doctor-session of the catalog and ask the engine how each stands."""

@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from engine.keys import Keys
+from engine.store.keys import Keys
 
 from .identity import normalize_phone, remask
 

@@ -33,12 +33,12 @@ from api.auth import Tokens
 from api.catalog import Catalog
 from api.demo_data import seed_patients
 from api.services import shared_secret
-from engine.audit import audit
+from engine.core.session import SessionSpec
 from engine.outcomes import Booked
-from engine.redis_server import free_port
 from engine.runtime import Runtime
-from engine.session import SessionSpec
 from engine.settings import Settings
+from engine.store.embedded import free_port
+from engine.tools.audit import audit
 
 HERE = Path(__file__).parent
 ADMIN = "bench-admin-token-0123456789"

@@ -30,14 +30,14 @@ import redis
 import redis.asyncio as aioredis
 
 from benchmarks.apps import LUA as LUA_BOOK
-from engine.audit import audit
-from engine.crowd import Answer, CrowdRequest, catalog, plan, play
+from engine.core.session import SessionSpec
+from engine.core.shard import Shard
 from engine.outcomes import Blacklisted, Booked
 from engine.runtime import Runtime
-from engine.session import SessionSpec
 from engine.settings import Settings
-from engine.shard import Shard
-from engine.store import ShardWrite, Store
+from engine.store.shards import ShardWrite, Store
+from engine.tools.audit import audit
+from engine.tools.crowd import Answer, CrowdRequest, catalog, plan, play
 
 
 def median(values: list[float]) -> float:

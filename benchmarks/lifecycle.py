@@ -45,15 +45,15 @@ import ray
 import redis
 
 from benchmarks.engine import machine, median, percentile
-from engine.audit import AuditReport, audit
 from engine.client import Engine
-from engine.crowd import CrowdRequest, catalog, plan, play
+from engine.core.placement import default_host
+from engine.core.policy import Policy
+from engine.core.session import SessionSpec
 from engine.outcomes import Booked, Created, Paid, SoldOut, SuspendDone, Waitlisted
-from engine.policy import Policy
-from engine.pool import default_host
 from engine.runtime import Runtime
-from engine.session import SessionSpec
 from engine.settings import Settings
+from engine.tools.audit import AuditReport, audit
+from engine.tools.crowd import CrowdRequest, catalog, plan, play
 
 T = TypeVar("T")
 CAPACITY = 30
@@ -142,7 +142,7 @@ def sessions(
     tag: str, count: int, shards: int, day: dt.date, now: float, zone: dt.tzinfo, fee: int
 ) -> list[SessionSpec]:
     """``count`` doctor-sessions of ``CAPACITY`` slots on ``day`` over ``shards`` hospitals, in
-    ``engine.crowd.catalog``'s shape (two doctors a department, AM from 08:00, PM from 13:30,
+    ``engine.tools.crowd.catalog``'s shape (two doctors a department, AM from 08:00, PM from 13:30,
     8-minute slots) but with their real visit times: open from ``now`` until the first slot."""
     per = -(-count // shards)
     out = []

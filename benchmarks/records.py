@@ -47,13 +47,13 @@ from api.answers import Clock
 from api.back_office import csv_rows
 from benchmarks.engine import machine, percentile
 from engine import delivery
-from engine.analytics import summarize
-from engine.delivery import Deliveries
-from engine.egress import Egress
-from engine.keys import Keys
-from engine.record import Record
-from engine.records import RecordBook, RecordQuery
-from engine.redis_server import EmbeddedRedis, free_port
+from engine.backoffice.analytics import summarize
+from engine.backoffice.deliveries import Deliveries
+from engine.backoffice.egress import Egress
+from engine.backoffice.record import Record
+from engine.backoffice.record_book import RecordBook, RecordQuery
+from engine.store.embedded import EmbeddedRedis, free_port
+from engine.store.keys import Keys
 
 ZONE = ZoneInfo("Asia/Shanghai")
 HOSPITALS = 20

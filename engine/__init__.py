@@ -1,53 +1,96 @@
 """slotengine's engine: doctor-session actors on a Ray host pool, group commit to Redis.
 
-The pure core (``session``, ``shard``, ``snapshot``, ``outcomes``) imports neither ray, redis
-nor asyncio; the shells (``store``, ``host``, ``pool``, ``client``, ``runtime``) do.
+The public API, exported lazily (importing ``engine.core.session`` does not load Ray through
+this module)::
+
+    from engine import Engine, Runtime, Settings, Policy, SessionSpec, Booked, SoldOut
+
+The tree (arrows only point down; ``docs/architecture.md`` draws the booking's path):
+
+- ``core/``: the pure, synchronous domain (session, shard, policy, snapshot, clock, protocol,
+  placement): no ray, redis or asyncio;
+- ``store/``: Redis (keys, the shards' snapshots and commits, payments, notices, dead letters,
+  the embedded server);
+- ``backoffice/``: records, analytics, the HIS link and its deliveries;
+- ``actors/``: the Ray shells (host, courier, dispatcher) and their pool;
+- ``tools/``: the crowd, the demo history and the auditor;
+- here: ``settings``, ``errors``, ``outcomes``, ``client`` (the mailboxes: ``Engine``) and
+  ``runtime`` (bring-up: ``Runtime``).
 """
 
-from .outcomes import (
-    Blacklisted,
-    Booked,
-    Closed,
-    Conflict,
-    Created,
-    DepartmentDayLimit,
-    Done,
-    Forbidden,
-    HospitalDayLimit,
-    NotFound,
-    NotOpen,
-    Released,
-    SessionState,
-    SoldOut,
-    Suspended,
-    Unavailable,
-)
-from .policy import Policy
-from .session import DoctorSession, SessionSpec, shard_id_of
-from .settings import Settings
-from .shard import Shard
+from __future__ import annotations
 
-__all__ = [
+import importlib
+from typing import Any
+
+_OUTCOMES = (
     "Blacklisted",
     "Booked",
+    "BookingInfo",
+    "Bookings",
+    "BookOutcome",
+    "CheckedIn",
     "Closed",
     "Conflict",
     "Created",
     "DepartmentDayLimit",
-    "DoctorSession",
     "Done",
     "Forbidden",
     "HospitalDayLimit",
+    "LeftWaitlist",
+    "Locked",
     "NotFound",
     "NotOpen",
-    "Policy",
+    "NotPayable",
+    "NotSoldOut",
+    "NotVisitDay",
+    "Outcome",
+    "OutcomeUnknown",
+    "Paid",
     "Released",
-    "SessionSpec",
     "SessionState",
-    "Settings",
-    "Shard",
     "SoldOut",
+    "SuspendDone",
     "Suspended",
+    "TooLate",
     "Unavailable",
-    "shard_id_of",
-]
+    "Waitlisted",
+    "WaitlistFull",
+    "WrongCode",
+    "WrongState",
+)
+_ERRORS = (
+    "CommitUncertain",
+    "EgressRefused",
+    "Fenced",
+    "HisRejected",
+    "HisUnavailable",
+    "RedisServerError",
+    "SlotEngineError",
+    "SnapshotError",
+    "StoreUnavailable",
+)
+_WHERE = {
+    "Engine": "engine.client",
+    "Runtime": "engine.runtime",
+    "Settings": "engine.settings",
+    "Policy": "engine.core.policy",
+    "SessionSpec": "engine.core.session",
+    **dict.fromkeys(_OUTCOMES, "engine.outcomes"),
+    **dict.fromkeys(_ERRORS, "engine.errors"),
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name from its module on first use (module ``__getattr__``, PEP 562)."""
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -18,10 +18,11 @@ from typing import Any
 from ray.actor import ActorHandle
 from ray.exceptions import RayError
 
-from .clock import Clock, usable_offset
-from .courier import parse_conduct
-from .errors import StoreUnavailable
-from .host import (
+from engine.actors.names import find_courier, find_dispatcher
+from engine.core.clock import Clock, usable_offset
+from engine.core.placement import default_host
+from engine.core.policy import PLATFORM, Conduct, Policy, judge, parse_conduct
+from engine.core.protocol import (
     BOOK,
     CHECK_IN,
     CREATE,
@@ -35,7 +36,9 @@ from .host import (
     SUSPEND,
     Request,
 )
-from .outcomes import (
+from engine.core.session import SessionSpec
+from engine.errors import StoreUnavailable
+from engine.outcomes import (
     BookingInfo,
     Bookings,
     BookOutcome,
@@ -52,12 +55,9 @@ from .outcomes import (
     SessionState,
     Unavailable,
 )
-from .payments import SandboxGateway
-from .policy import PLATFORM, Conduct, Policy, judge
-from .pool import default_host, find_courier, find_dispatcher
-from .session import SessionSpec
-from .settings import Settings
-from .store import Store, parse_stock_message
+from engine.settings import Settings
+from engine.store.payments import SandboxGateway
+from engine.store.shards import Store, parse_stock_message
 
 log = logging.getLogger(__name__)
 

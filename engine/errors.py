@@ -10,8 +10,9 @@ SlotEngineError
 │                        429): worth retrying later
 ├── HisRejected          the HIS or social insurance refused the call (4xx): retrying will not
 │                        help; carries the remote's code and message
-└── EgressRefused        we refuse to call an address (loopback, private, link-local, ...; see
-                         ``egress.py``): final until an admin changes the link or the allow list
+└── EgressRefused        we refuse to call an address (loopback, private, link-local, ...;
+                         see ``backoffice/egress.py``): final until an admin changes the
+                         link or the allow list
 """
 
 from __future__ import annotations

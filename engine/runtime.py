@@ -15,10 +15,10 @@ import logging
 import ray
 from ray.actor import ActorHandle
 
-from .client import Engine
-from .pool import start_courier, start_dispatcher, start_pool, stop_pool
-from .redis_server import EmbeddedRedis, private_dir
-from .settings import Settings
+from engine.actors.pool import start_courier, start_dispatcher, start_pool, stop_pool
+from engine.client import Engine
+from engine.settings import Settings
+from engine.store.embedded import EmbeddedRedis, private_dir
 
 log = logging.getLogger(__name__)
 

@@ -108,7 +108,7 @@ class Settings(BaseModel):
     rate_burst: int = Field(default=10, ge=1)
     max_body_bytes: int = Field(default=8192, ge=256)
     token_days: int = Field(default=7, ge=1)
-    notice_sender: str = Field(default="engine.notices:NoticeBoard", pattern=r"^[\w.]+:\w+$")
+    notice_sender: str = Field(default="engine.store.notices:NoticeBoard", pattern=r"^[\w.]+:\w+$")
     movable_clock: bool = False
     # security and abuse (issue 11)
     address_limits: bool = True

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import orjson
 
-from engine.audit import AuditReport, audit
 from engine.settings import Settings
-from engine.store import Store
+from engine.store.shards import Store
+from engine.tools.audit import AuditReport, audit
 
 
 @dataclass(frozen=True, slots=True)

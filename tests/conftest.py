@@ -9,9 +9,9 @@ import pytest
 import ray
 import redis.asyncio as aioredis
 
-from engine.redis_server import EmbeddedRedis
 from engine.runtime import Runtime
 from engine.settings import Settings
+from engine.store.embedded import EmbeddedRedis
 
 _names = itertools.count()
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from api.app import create_app
-from engine.redis_server import free_port
+from engine.store.embedded import free_port
 from tests.helpers import resident_id
 
 ADMIN = "admin-" + secrets.token_hex(16)

@@ -15,7 +15,7 @@ from api.auth import (
     derive_key,
     hash_password,
 )
-from engine.keys import Keys
+from engine.store.keys import Keys
 
 SECRET = "k" * 32
 

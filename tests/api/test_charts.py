@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from api.charts import CHARTS, render
-from engine.analytics import summarize
-from engine.history import generate
+from engine.backoffice.analytics import summarize
+from engine.tools.history import generate
 
 HOSPITALS = [("h1", [(f"dep{d}", [f"dep{d}-doc{k}" for k in range(3)]) for d in range(3)])]
 

@@ -12,8 +12,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 
 from api.his_sim import create_app
+from engine.backoffice.his import HttpHis, HttpInsurance
 from engine.errors import HisRejected, HisUnavailable
-from engine.his import HttpHis, HttpInsurance
 
 
 def booking(key: str = "s1.1", **changes: Any) -> dict[str, Any]:

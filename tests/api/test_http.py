@@ -22,7 +22,7 @@ from api.auth import Tokens
 from api.catalog import Catalog
 from api.demo_data import seed_patients
 from api.services import shared_secret
-from engine.redis_server import free_port
+from engine.store.embedded import free_port
 from loadtest.auditor import Ack, check
 
 from .conftest import ADMIN, admin_headers, make_catalog

@@ -26,9 +26,9 @@ from api.limits import (
     subject_key,
 )
 from engine.errors import StoreUnavailable
-from engine.keys import Keys
-from engine.redis_server import free_port
 from engine.settings import Limit
+from engine.store.embedded import free_port
+from engine.store.keys import Keys
 
 KEYS = Keys("tl")
 FIVE_PER_SECOND = Limit(count=5, seconds=1)

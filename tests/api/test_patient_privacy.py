@@ -141,7 +141,7 @@ async def test_no_role_can_narrow_an_id_number_below_ten_thousand_candidates(app
 
 
 async def test_stored_masks_and_phones_from_before_are_rewritten_once(redis_client, caplog):
-    from engine.keys import Keys
+    from engine.store.keys import Keys
 
     keys = Keys("upg")
     old = {

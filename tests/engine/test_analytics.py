@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from engine.analytics import (
+from engine.backoffice.analytics import (
     FILL_BUCKETS,
     Group,
     age_band,
@@ -14,7 +14,7 @@ from engine.analytics import (
     sell_out_band,
     summarize,
 )
-from engine.record import Record, SessionSale
+from engine.backoffice.record import Record, SessionSale
 
 SLOT = 1_750_000_000.0  # every slot starts then; made_at = SLOT - lead
 D = 86400.0
@@ -291,7 +291,7 @@ def test_to_dict_is_json(report):
 
 def test_pure_no_services_no_plotting():
     code = (
-        "import sys, engine.analytics, engine.history; "
+        "import sys, engine.backoffice.analytics, engine.tools.history; "
         "print(sorted({'ray', 'redis', 'asyncio', 'matplotlib'} & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

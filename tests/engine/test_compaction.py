@@ -12,11 +12,11 @@ from __future__ import annotations
 import datetime as dt
 import random
 
+from engine.core.policy import Policy, local_date
+from engine.core.session import COMPACT_AFTER, RETURNING, DoctorSession, SessionSpec
+from engine.core.shard import Shard
+from engine.core.snapshot import decode_session, encode_session
 from engine.outcomes import Booked, Released, SoldOut
-from engine.policy import Policy, local_date
-from engine.session import COMPACT_AFTER, RETURNING, DoctorSession, SessionSpec
-from engine.shard import Shard
-from engine.snapshot import decode_session, encode_session
 
 NOW = 1_796_000_000.0
 DAY = "2027-01-15"  # far enough ahead that no cancellation cutoff passes

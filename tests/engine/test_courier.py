@@ -16,14 +16,14 @@ import msgpack
 import pytest
 import redis.asyncio as aioredis
 
-from engine.courier import GROUP, Rounds
-from engine.dead_letters import DeadLetters
-from engine.keys import Keys
-from engine.notices import Notice, NoticeBoard, patient_notices
-from engine.session import DoctorSession, SessionSpec
+from engine.actors.courier import GROUP, Rounds
+from engine.core.session import DoctorSession, SessionSpec
+from engine.core.shard import CodeSource
 from engine.settings import Settings
-from engine.shard import CodeSource
-from engine.store import ShardWrite
+from engine.store.dead_letters import DeadLetters
+from engine.store.keys import Keys
+from engine.store.notices import Notice, NoticeBoard, patient_notices
+from engine.store.shards import ShardWrite
 
 POISON = [["refund", "x"]]  # a malformed event: handling it always raises
 NOTICE = ["notice", "confirmed", 5, "s1.0", "s1", 1000.0, {"slot_no": 1}]

@@ -10,10 +10,10 @@ from dataclasses import replace
 
 import pytest
 
-from engine.delivery import BOOK, CANCEL, HIS, INSURANCE, Deliveries, Wanted, wanted
-from engine.keys import Keys
-from engine.record import Record
-from engine.records import RecordBook
+from engine.backoffice.deliveries import BOOK, CANCEL, HIS, INSURANCE, Deliveries, Wanted, wanted
+from engine.backoffice.record import Record
+from engine.backoffice.record_book import RecordBook
+from engine.store.keys import Keys
 
 URL = "http://his.invalid"
 

@@ -1,4 +1,4 @@
-"""Where the server may call out to (``engine/egress.py``): which addresses (a table, no
+"""Where the server may call out to (``engine/backoffice/egress.py``): which addresses (a table, no
 network), links checked when they are set, and the adapters' calls against real local HTTP
 servers: a name rebound to loopback between the check and the call is refused before any
 connection, the address checked is the one connected to (also over TLS, with the name as SNI
@@ -22,13 +22,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine.delivery import HIS, Deliveries
-from engine.egress import Egress, IPAddress
+from engine.backoffice.deliveries import HIS, Deliveries
+from engine.backoffice.egress import Egress, IPAddress
+from engine.backoffice.his import HttpHis
+from engine.backoffice.record import Record
+from engine.backoffice.record_book import RecordBook
 from engine.errors import EgressRefused, HisUnavailable
-from engine.his import HttpHis
-from engine.keys import Keys
-from engine.record import Record
-from engine.records import RecordBook
+from engine.store.keys import Keys
 
 ALLOW = ("127.0.0.0/8", "10.0.0.0/8", "fc00::/7")
 PUBLIC = "93.184.216.34"  # a public address (no call is ever made to it here)

@@ -7,10 +7,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from engine.analytics import summarize
-from engine.history import generate
-from engine.policy import Policy
-from engine.record import VISITED
+from engine.backoffice.analytics import summarize
+from engine.backoffice.record import VISITED
+from engine.core.policy import Policy
+from engine.tools.history import generate
 
 ZONE = ZoneInfo("Asia/Shanghai")
 END = dt.date(2025, 6, 30)

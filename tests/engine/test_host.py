@@ -16,9 +16,9 @@ from collections import Counter, defaultdict
 import pytest
 import ray
 
-from engine.audit import AuditReport, audit
 from engine.client import Engine, request_key
-from engine.crowd import Answer, CrowdDriver, CrowdRequest, catalog, plan, play
+from engine.core.session import SessionSpec
+from engine.core.shard import Policy
 from engine.outcomes import (
     Blacklisted,
     Booked,
@@ -33,11 +33,11 @@ from engine.outcomes import (
     SoldOut,
     Unavailable,
 )
-from engine.redis_server import EmbeddedRedis, free_port
 from engine.runtime import Runtime
-from engine.session import SessionSpec
-from engine.shard import Policy
-from engine.store import Store
+from engine.store.embedded import EmbeddedRedis, free_port
+from engine.store.shards import Store
+from engine.tools.audit import AuditReport, audit
+from engine.tools.crowd import Answer, CrowdDriver, CrowdRequest, catalog, plan, play
 
 REFUSED_BY_RULES = (HospitalDayLimit, DepartmentDayLimit)
 

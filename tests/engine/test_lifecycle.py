@@ -32,6 +32,26 @@ from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from engine.core.policy import CANCEL, NO_SHOW, FeeTier, Policy, local_date
+from engine.core.session import (
+    BOOKED_STATE,
+    CANCELLED_STATE,
+    CHECKED_IN_STATE,
+    CLOSED,
+    EXPIRED_STATE,
+    HELD_STATE,
+    NO_SHOW_STATE,
+    OCCUPYING,
+    OPEN,
+    RETURNING,
+    REVOKED_STATE,
+    SOLD_OUT,
+    STATE_NAMES,
+    SUSPENDED,
+    SessionSpec,
+    format_code,
+)
+from engine.core.shard import Shard
 from engine.outcomes import (
     Blacklisted,
     Booked,
@@ -58,26 +78,6 @@ from engine.outcomes import (
     WrongCode,
     WrongState,
 )
-from engine.policy import CANCEL, NO_SHOW, FeeTier, Policy, local_date
-from engine.session import (
-    BOOKED_STATE,
-    CANCELLED_STATE,
-    CHECKED_IN_STATE,
-    CLOSED,
-    EXPIRED_STATE,
-    HELD_STATE,
-    NO_SHOW_STATE,
-    OCCUPYING,
-    OPEN,
-    RETURNING,
-    REVOKED_STATE,
-    SOLD_OUT,
-    STATE_NAMES,
-    SUSPENDED,
-    SessionSpec,
-    format_code,
-)
-from engine.shard import Shard
 
 ZONE = ZoneInfo("Asia/Shanghai")
 DATE = "2026-12-01"

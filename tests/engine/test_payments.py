@@ -7,13 +7,13 @@ import time
 import msgpack
 import pytest
 
-from engine.courier import Rounds
-from engine.keys import Keys
-from engine.notices import NoticeBoard, patient_notices
-from engine.payments import SandboxGateway
-from engine.policy import PLATFORM, Policy
+from engine.actors.courier import Rounds
+from engine.core.policy import PLATFORM, Policy
 from engine.settings import Settings
-from engine.store import Store
+from engine.store.keys import Keys
+from engine.store.notices import NoticeBoard, patient_notices
+from engine.store.payments import SandboxGateway
+from engine.store.shards import Store
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ async def test_refunds_are_keyed_partial_and_never_exceed_the_payment(gateway):
 async def test_the_notice_board_delivers_a_replayed_notice_once(redis_client):
     keys = Keys("nb")
     board = NoticeBoard(redis_client, keys)
-    from engine.notices import Notice
+    from engine.store.notices import Notice
 
     notice = Notice("1-0:0", "confirmed", 5, "s1.0", "s1", 1.0, {"slot_no": 1})
     await board.send([notice])

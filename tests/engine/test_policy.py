@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.policy import (
+from engine.core.policy import (
     CANCEL,
     DAY,
     NO_SHOW,

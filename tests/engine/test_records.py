@@ -10,12 +10,12 @@ from dataclasses import replace
 import msgpack
 import pytest
 
-from engine.analytics import summarize
-from engine.record import Record, SessionSale, records_of
-from engine.records import RecordBook, RecordQuery, age_on
-from engine.session import DoctorSession, Extra, SessionSpec
-from engine.shard import CodeSource
-from engine.store import ShardWrite, Store
+from engine.backoffice.analytics import summarize
+from engine.backoffice.record import Record, SessionSale, records_of
+from engine.backoffice.record_book import RecordBook, RecordQuery, age_on
+from engine.core.session import DoctorSession, Extra, SessionSpec
+from engine.core.shard import CodeSource
+from engine.store.shards import ShardWrite, Store
 
 DAY = 86400.0
 

@@ -8,7 +8,7 @@ import subprocess
 
 import redis
 
-from engine.redis_server import EmbeddedRedis, masked_url
+from engine.store.embedded import EmbeddedRedis, masked_url
 
 
 def mode(path) -> int:

@@ -5,8 +5,7 @@ from array import array
 
 import pytest
 
-from engine.outcomes import Booked, Closed, NotOpen, SoldOut, Suspended
-from engine.session import (
+from engine.core.session import (
     BOOKED_STATE,
     CANCELLED_STATE,
     CHECKED_IN_STATE,
@@ -29,6 +28,7 @@ from engine.session import (
     pack_meta,
     unpack_meta,
 )
+from engine.outcomes import Booked, Closed, NotOpen, SoldOut, Suspended
 
 CODE = 12_345_678
 

@@ -10,6 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.core.policy import Policy
+from engine.core.session import SessionSpec
+from engine.core.shard import Shard
 from engine.outcomes import (
     Blacklisted,
     Booked,
@@ -22,9 +25,6 @@ from engine.outcomes import (
     SoldOut,
     TooLate,
 )
-from engine.policy import Policy
-from engine.session import SessionSpec
-from engine.shard import Shard
 
 NOW = 1_000.0  # long before the cancellation cutoff of 2026-12-01 (2026-11-30 16:00 UTC)
 CUTOFF = 1_796_054_400.0  # 2026-11-30T16:00:00Z

@@ -7,9 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.errors import SnapshotError
-from engine.policy import NO_SHOW, SAME_DAY_CANCEL, BanRule, FeeTier, Policy
-from engine.session import (
+from engine.core.policy import NO_SHOW, SAME_DAY_CANCEL, BanRule, FeeTier, Policy
+from engine.core.session import (
     BOOKED_STATE,
     CANCELLED_STATE,
     EXPIRED_STATE,
@@ -21,13 +20,14 @@ from engine.session import (
     Extra,
     SessionSpec,
 )
-from engine.snapshot import (
+from engine.core.snapshot import (
     SESSION_FIELDS,
     decode_rules,
     decode_session,
     encode_rules,
     encode_session,
 )
+from engine.errors import SnapshotError
 
 NOW = 1_700_000_000.0
 # field positions in a session snapshot

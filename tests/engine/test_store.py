@@ -5,11 +5,11 @@ import asyncio
 import msgpack
 import pytest
 
+from engine.core.policy import PLATFORM, FeeTier, Policy
+from engine.core.session import SessionSpec
 from engine.errors import Fenced, SnapshotError, StoreUnavailable
-from engine.policy import PLATFORM, FeeTier, Policy
-from engine.redis_server import free_port
-from engine.session import SessionSpec
-from engine.store import ShardWrite, Store, parse_stock_message
+from engine.store.embedded import free_port
+from engine.store.shards import ShardWrite, Store, parse_stock_message
 
 SHARD = "h1:2026-12-01"
 

@@ -1,8 +1,8 @@
 """The no-show sweep ends a session: nothing is booked, held or promoted after it (pure)."""
 
+from engine.core.session import SessionSpec
+from engine.core.shard import Shard
 from engine.outcomes import Booked, Closed, Waitlisted
-from engine.session import SessionSpec
-from engine.shard import Shard
 
 START = 1_900_000_000.0
 

@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo
 
 import ray
 
-from engine.audit import audit
 from engine.client import Engine
-from engine.notices import patient_notices
+from engine.core.policy import FeeTier, Policy
+from engine.core.session import SessionSpec
 from engine.outcomes import (
     Blacklisted,
     Booked,
@@ -35,8 +35,8 @@ from engine.outcomes import (
     Waitlisted,
     WrongCode,
 )
-from engine.policy import FeeTier, Policy
-from engine.session import SessionSpec
+from engine.store.notices import patient_notices
+from engine.tools.audit import audit
 
 ZONE = ZoneInfo("Asia/Shanghai")
 HOUR, DAY = 3600.0, 86400.0

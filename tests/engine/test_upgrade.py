@@ -6,8 +6,8 @@ from array import array
 
 import msgpack
 
-from engine.session import pack_meta
-from engine.snapshot import SESSION_VERSION, decode_rules, decode_session, encode_session
+from engine.core.session import pack_meta
+from engine.core.snapshot import SESSION_VERSION, decode_rules, decode_session, encode_session
 
 
 def test_a_version_1_session_loads_as_the_current_version():
@@ -46,8 +46,8 @@ def test_a_version_1_policy_keeps_its_limits():
 
 
 def test_upgraded_sessions_are_never_swept_and_get_codes_when_loaded():
-    from engine.session import BOOKED_STATE
-    from engine.shard import Shard
+    from engine.core.session import BOOKED_STATE
+    from engine.core.shard import Shard
 
     words = array("q", [7, 11, pack_meta(1, 2, 0)])
     fields = [1, "s1", "h1", "d1", "doc", "2026-12-01", "AM", 3, 480, 10, 0, 0.0, 5000.0, False]
@@ -63,9 +63,9 @@ def test_upgraded_sessions_are_never_swept_and_get_codes_when_loaded():
 
 
 async def test_version_1_bans_move_out_of_the_rules_once(redis_client):
-    from engine.store import Store
+    from engine.store.shards import Store
 
-    store = Store(redis_client, __import__("engine.keys", fromlist=["Keys"]).Keys("up"))
+    store = Store(redis_client, __import__("engine.store.keys", fromlist=["Keys"]).Keys("up"))
     v1 = msgpack.packb([1, [3, 1, 60], {5: 9e9, 6: 8e9}], use_bin_type=True)
     await redis_client.set(store.keys.rules("h1"), v1)
     await redis_client.hset(store.keys.bans("h1"), "6", repr(9.5e9))  # a longer ban wins

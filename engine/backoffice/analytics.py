@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from .record import BY_HOSPITAL, BY_PATIENT, VISITED, Record, SessionSale
+from engine.backoffice.record import BY_HOSPITAL, BY_PATIENT, VISITED, Record, SessionSale
 
 HOUR, DAY = 3600.0, 86400.0
 UNKNOWN = "unknown"

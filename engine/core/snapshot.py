@@ -21,9 +21,9 @@ from array import array
 
 import msgpack
 
-from .errors import SnapshotError
-from .policy import Policy
-from .session import CANCELLED_STATE, DoctorSession, SessionSpec, pack_meta, unpack_meta
+from engine.core.policy import Policy
+from engine.core.session import CANCELLED_STATE, DoctorSession, SessionSpec, pack_meta, unpack_meta
+from engine.errors import SnapshotError
 
 SESSION_VERSION = 3
 RULES_VERSION = 2

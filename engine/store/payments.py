@@ -16,8 +16,8 @@ from typing import Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from .errors import StoreUnavailable
-from .keys import Keys
+from engine.errors import StoreUnavailable
+from engine.store.keys import Keys
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,8 +26,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .policy import Policy
-from .record import BY_HOSPITAL, BY_PATIENT, VISITED, Record, SessionSale
+from engine.backoffice.record import BY_HOSPITAL, BY_PATIENT, VISITED, Record, SessionSale
+from engine.core.policy import Policy
 
 Hospitals = Sequence[tuple[str, Sequence[tuple[str, Sequence[str]]]]]
 

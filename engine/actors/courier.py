@@ -1,6 +1,7 @@
 """The courier: a Ray actor that carries the outbox out — refunds to the payment gateway,
 notices to the sender, violations to the patients' conduct records and bans — and then keeps
-the booking records up to date (``records.py``), asking for HIS deliveries (``delivery.py``).
+the booking records up to date (``backoffice/record_book.py``), asking for HIS deliveries
+(``backoffice/deliveries.py``).
 
 Hosts never wait for any of this: their commit only appends one outbox entry (atomically with
 the snapshots that caused it). The courier reads the stream through a consumer group, handles
@@ -33,19 +34,19 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .clock import Clock, usable_offset
-from .dead_letters import DeadLetters, describe
-from .delivery import Deliveries
-from .errors import HisUnavailable, SlotEngineError
-from .keys import Keys
-from .notices import Notice, Sender, load_sender
-from .payments import SandboxGateway
-from .policy import HOLD_ABUSE, PLATFORM, Policy, Violation, judge
-from .records import RecordBook
-from .session import HELD_STATE
-from .settings import Settings
-from .store import Store
-from .ticker import tick_self
+from engine.actors.ticker import tick_self
+from engine.backoffice.deliveries import Deliveries
+from engine.backoffice.record_book import RecordBook
+from engine.core.clock import Clock, usable_offset
+from engine.core.policy import HOLD_ABUSE, PLATFORM, Policy, judge, parse_conduct
+from engine.core.session import HELD_STATE
+from engine.errors import HisUnavailable, SlotEngineError
+from engine.settings import Settings
+from engine.store.dead_letters import DeadLetters, describe
+from engine.store.keys import Keys
+from engine.store.notices import Notice, Sender, load_sender
+from engine.store.payments import SandboxGateway
+from engine.store.shards import Store
 
 log = logging.getLogger(__name__)
 GROUP = "couriers"
@@ -530,7 +531,7 @@ class Rounds:
         (a host that is restarting loads the bans with its shards anyway)."""
         import ray
 
-        from .pool import find_pool
+        from engine.actors.names import find_pool
 
         if not ray.is_initialized():  # used outside Ray (tests of the rounds alone)
             return
@@ -575,11 +576,3 @@ def _spared(raw: bytes | None, now: float) -> bool:
         return False
     until = json.loads(raw).get("until")
     return until is None or until > now
-
-
-def parse_conduct(record: dict[bytes, bytes]) -> list[Violation]:
-    out = []
-    for field, at in record.items():
-        booking_id, _, kind = field.decode().rpartition(":")
-        out.append(Violation(float(at), kind, booking_id))
-    return out

@@ -21,8 +21,8 @@ from urllib.parse import quote
 
 import httpx
 
-from .egress import Egress
-from .errors import EgressRefused, HisRejected, HisUnavailable
+from engine.backoffice.egress import Egress
+from engine.errors import EgressRefused, HisRejected, HisUnavailable
 
 MAX_CONNECTIONS = 64
 MAX_BYTES = 4 << 20  # the largest answer read (``Settings.his_max_bytes``)

@@ -2,8 +2,9 @@
 doctor-session's sale (the read model behind records, CSV export, HIS delivery and analytics).
 
 Pure: derived from a ``DoctorSession`` and the time it was looked at. The session snapshot stays
-the truth; a record is rebuilt from it whenever the session changes (``engine/records.py``), so
-a lost record is repaired by the next change or a re-index, never the other way round.
+the truth; a record is rebuilt from it whenever the session changes
+(``engine/backoffice/record_book.py``), so a lost record is repaired by the next change or a
+re-index, never the other way round.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from .session import (
+from engine.core.session import (
     BOOKED_STATE,
     CANCELLED_STATE,
     HELD_STATE,

@@ -4,7 +4,7 @@ Every commit marks the snapshots it wrote as changed (``store.COMMIT_SCRIPT``). 
 calls ``RecordBook.sync`` each round: it claims changed snapshots (moved to a claimed set, so a
 crash half-way is redone by the next round), rebuilds their records (``record.records_of``)
 and writes what changed, with its indexes, in one pipeline. ``sync`` also returns the records
-whose state changed, for the HIS deliveries (``delivery.py``).
+whose state changed, for the HIS deliveries (``backoffice/deliveries.py``).
 
 Layout: one hash of packed records by booking id, and sorted sets of booking ids scored by slot
 time per hospital, department, doctor, patient, hospital+state and overall. A query picks the
@@ -29,11 +29,11 @@ import msgpack
 import orjson
 from redis.exceptions import RedisError
 
-from .analytics import Tally, tally_delta
-from .errors import SnapshotError, StoreUnavailable
-from .keys import Keys
-from .record import Record, SessionSale, records_of, sale_of
-from .snapshot import decode_session
+from engine.backoffice.analytics import Tally, tally_delta
+from engine.backoffice.record import Record, SessionSale, records_of, sale_of
+from engine.core.snapshot import decode_session
+from engine.errors import SnapshotError, StoreUnavailable
+from engine.store.keys import Keys
 
 # KEYS: changed set, claimed set. ARGV: how many. Moves up to that many snapshot keys from
 # changed to claimed and returns the claimed set (older claims first come back too).

@@ -303,3 +303,12 @@ def judge(violations: list[Violation], policy: Policy) -> Conduct:
             slate = i
             break
     return Conduct(ordered, bans)
+
+
+def parse_conduct(record: dict[bytes, bytes]) -> list[Violation]:
+    """A patient's stored conduct record (\"<booking id>:<kind>\" → time) as violations."""
+    out = []
+    for key, at in record.items():
+        booking_id, _, kind = key.decode().rpartition(":")
+        out.append(Violation(float(at), kind, booking_id))
+    return out

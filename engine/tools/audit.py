@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .errors import SnapshotError
-from .payments import SandboxGateway
-from .policy import Policy
-from .session import ENDED_STATES, STATE_NAMES, Extra, unpack_meta
-from .store import Store
+from engine.core.policy import Policy
+from engine.core.session import ENDED_STATES, STATE_NAMES, Extra, unpack_meta
+from engine.errors import SnapshotError
+from engine.store.payments import SandboxGateway
+from engine.store.shards import Store
 
 
 @dataclass(frozen=True, slots=True)

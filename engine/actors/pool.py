@@ -1,40 +1,35 @@
-"""The pool of host actors on Ray, and where each shard lives.
+"""The pool of actors on Ray: the ``ray.remote`` wrappers of the host, courier and dispatcher
+classes, and their start and stop. Imported only by ``runtime.py`` (and the tests that start
+actors by hand): everything else finds the actors by name (``names.py``).
 
 Hosts are started up front (about one per core; an actor is a whole process, ~48 MB and 1–2 s
-to start here), named ``<namespace>-host-<i>`` so every driver finds them. A shard's host is
-its pinned index in Redis' placement map, else a stable hash of the shard id.
+to start here), named ``<namespace>-host-<i>`` so every driver finds them. Where each shard
+lives is ``core/placement.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import zlib
 
 import ray
 from ray.actor import ActorHandle
 
-from .courier import Courier
-from .delivery import Dispatcher
-from .host import Host
-from .settings import Settings
+from engine.actors.courier import Courier
+from engine.actors.dispatcher import Dispatcher
+from engine.actors.host import Host
+from engine.actors.names import (
+    courier_name,
+    dispatcher_name,
+    find_courier,
+    find_dispatcher,
+    host_name,
+)
+from engine.settings import Settings
 
 START_SECONDS = 120  # an actor Ray cannot place (no CPU left) fails the start, never hangs it
 RemoteHost = ray.remote(Host)
 RemoteCourier = ray.remote(Courier)
 RemoteDispatcher = ray.remote(Dispatcher)
-
-
-def host_name(settings: Settings, index: int) -> str:
-    return f"{settings.namespace}-host-{index}"
-
-
-def courier_name(settings: Settings) -> str:
-    return f"{settings.namespace}-courier"
-
-
-def default_host(shard_id: str, hosts: int) -> int:
-    """Stable across processes and machines (unlike ``hash``)."""
-    return zlib.crc32(shard_id.encode()) % hosts
 
 
 def start_pool(settings: Settings) -> list[ActorHandle]:
@@ -75,12 +70,8 @@ def start_courier(settings: Settings) -> ActorHandle:
     return courier
 
 
-def dispatcher_name(settings: Settings) -> str:
-    return f"{settings.namespace}-dispatcher"
-
-
 def start_dispatcher(settings: Settings) -> ActorHandle:
-    """Start (or find) the dispatcher of HIS deliveries (``delivery.py``)."""
+    """Start (or find) the dispatcher of HIS deliveries (``backoffice/deliveries.py``)."""
     dispatcher = RemoteDispatcher.options(  # type: ignore[attr-defined]
         name=dispatcher_name(settings),
         namespace=settings.namespace,
@@ -91,23 +82,6 @@ def start_dispatcher(settings: Settings) -> ActorHandle:
     ).remote(settings)
     ray.get(dispatcher.info.remote(), timeout=START_SECONDS)
     return dispatcher
-
-
-def find_dispatcher(settings: Settings) -> ActorHandle:
-    return ray.get_actor(dispatcher_name(settings), namespace=settings.namespace)
-
-
-def find_courier(settings: Settings) -> ActorHandle:
-    """The courier that carries the outbox out (started with the pool)."""
-    return ray.get_actor(courier_name(settings), namespace=settings.namespace)
-
-
-def find_pool(settings: Settings) -> list[ActorHandle]:
-    """Handles of a running pool (for a driver that did not start it)."""
-    return [
-        ray.get_actor(host_name(settings, i), namespace=settings.namespace)
-        for i in range(settings.hosts)
-    ]
 
 
 def stop_pool(handles: list[ActorHandle], settings: Settings | None = None) -> None:

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .errors import EgressRefused
+from engine.errors import EgressRefused
 
 if TYPE_CHECKING:
-    from .settings import Settings
+    from engine.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
-from .keys import Keys
+from engine.store.keys import Keys
 
 KEEP_PER_PATIENT = 100
 KEEP_SENT_SECONDS = 30 * 86400

@@ -23,8 +23,8 @@ import msgpack
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 
-from .errors import StoreUnavailable
-from .keys import Keys
+from engine.errors import StoreUnavailable
+from engine.store.keys import Keys
 
 ERROR_CHARS = 500  # of the last error kept with a dead letter
 _STREAM_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")

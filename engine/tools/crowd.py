@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import ray
 from ray.actor import ActorHandle
 
-from .outcomes import Outcome
-from .session import SessionSpec
-from .settings import Settings
+from engine.core.session import SessionSpec
+from engine.outcomes import Outcome
+from engine.settings import Settings
 
 BEIJING = datetime.timezone(datetime.timedelta(hours=8))
 
@@ -139,7 +139,7 @@ class CrowdDriver:
         self.hosts = hosts
 
     async def play(self, requests: list[CrowdRequest], submitters: int) -> list[Answer]:
-        from .client import Engine
+        from engine.client import Engine
 
         engine = Engine(self.settings, self.hosts)
         try:

@@ -196,7 +196,7 @@ class Keys:
         """The token-signing key, generated once and shared by every API worker."""
         return f"{self.prefix}:api-secret"
 
-    # ----- the back office's read model (engine/records.py) and deliveries (engine/delivery.py)
+    # ----- the back office's read model (backoffice/record_book.py) and its deliveries
 
     @property
     def changed_sessions(self) -> str:
@@ -251,7 +251,7 @@ class Keys:
         return f"{self.prefix}:sales:by:h:{hospital_id}"
 
     def his_config(self, hospital_id: str) -> str:
-        """JSON: a hospital's HIS and social-insurance endpoints (engine/delivery.py)."""
+        """JSON: a hospital's HIS and social-insurance endpoints (backoffice/deliveries.py)."""
         return f"{self.prefix}:hospital:{hospital_id}:his"
 
     def his_cursor(self, hospital_id: str) -> str:

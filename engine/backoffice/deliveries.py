@@ -1,9 +1,10 @@
 """Deliveries to the hospitals' systems: each booking and cancellation to the HIS (which
 answers its own booking number), and each booking filed with social insurance (社保备案).
 
-An outbox of its own, kept apart from booking: the records indexer (``records.py``, run by the
-courier) asks for a delivery when a record becomes booked or cancelled, and the dispatcher (a
-Ray actor of its own, so a slow or dead HIS never delays refunds or notices) carries them out:
+An outbox of its own, kept apart from booking: the records indexer
+(``backoffice/record_book.py``, run by the courier) asks for a delivery when a record becomes
+booked or cancelled, and the dispatcher (a Ray actor of its own, so a slow or dead HIS never
+delays refunds or notices) carries them out:
 
 - one Redis hash per delivery (``target:booking id``): what is *wanted* (``book`` or
   ``cancel``, written only by the indexer) apart from what was *done* (written only by the
@@ -25,7 +26,6 @@ import asyncio
 import logging
 import random
 import secrets
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,16 +33,13 @@ from typing import Any
 
 import orjson
 
-from .clock import Clock, usable_offset
-from .egress import Egress
-from .errors import EgressRefused, HisRejected, HisUnavailable
-from .his import MAX_BYTES, His, HttpHis, HttpInsurance, Insurance
-from .keys import Keys
-from .record import CONFIRMED, Record
-from .records import Change, RecordBook
-from .settings import Settings
-from .store import Store
-from .ticker import tick_self
+from engine.backoffice.egress import Egress
+from engine.backoffice.his import MAX_BYTES, His, HttpHis, HttpInsurance, Insurance
+from engine.backoffice.record import CONFIRMED, Record
+from engine.backoffice.record_book import Change, RecordBook
+from engine.errors import EgressRefused, HisRejected, HisUnavailable
+from engine.settings import Settings
+from engine.store.keys import Keys
 
 log = logging.getLogger(__name__)
 HIS, INSURANCE = "his", "insurance"
@@ -610,41 +607,3 @@ class Deliveries:
         return bool(
             await self.client.eval(DROP_SCRIPT, 2, key, self.keys.deliveries_failed(hospital_id))
         )
-
-
-async def _round(deliveries: Deliveries, clock: Clock, movable: bool) -> dict[str, int]:
-    clock.set_offset(usable_offset(await deliveries.client.get(deliveries.keys.clock), movable))
-    await deliveries.run(clock.now())
-    return dict(deliveries.counters)
-
-
-class Dispatcher:
-    """The Ray actor (decorated by ``pool.py``): runs ``Deliveries.run`` on its own event loop
-    every tick, one call at a time (no ``async def`` here: Ray would make it an async actor)."""
-
-    def __init__(self, settings: Settings) -> None:
-        assert settings.redis_url is not None
-        self.settings = settings
-        self._loop = asyncio.new_event_loop()
-        store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout)
-        self.deliveries = Deliveries.from_settings(store.client, store.keys, settings)
-        self.clock = Clock()
-        self._timer: threading.Thread | None = None
-        self.start_timer()
-
-    def run(self) -> dict[str, int]:
-        """Carry out what is due now (also sent to itself every tick)."""
-        try:
-            return self._loop.run_until_complete(
-                _round(self.deliveries, self.clock, self.settings.movable_clock)
-            )
-        except Exception as exc:  # Redis away: everything stays due for the next round
-            log.warning("dispatcher round failed: %s", exc)
-            return dict(self.deliveries.counters)
-
-    def info(self) -> dict[str, int]:
-        return dict(self.deliveries.counters)
-
-    def start_timer(self) -> None:
-        if self._timer is None:
-            self._timer = tick_self("run", self.settings.tick_seconds, "dispatcher-timer")

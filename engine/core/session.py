@@ -33,7 +33,7 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from itertools import pairwise
 
-from .outcomes import BOOKED, HELD, Booked, BookingInfo, Closed, NotOpen, SoldOut, Suspended
+from engine.outcomes import BOOKED, HELD, Booked, BookingInfo, Closed, NotOpen, SoldOut, Suspended
 
 # Booking states (stored in the packed ``meta`` word). A slot is occupied while its booking is
 # held, booked, checked in or a no-show; cancelled, expired and revoked bookings freed it.

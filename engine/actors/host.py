@@ -11,7 +11,7 @@ is ever confirmed from memory alone.
 Timers (hold expiry and its warning, the no-show sweep, opening and closing notices) arrive as
 ``tick`` calls that a small thread sends to the host itself, so they queue behind bookings and
 never run beside them. Their due times are in the snapshots, and ``now`` comes from the one
-movable clock (engine/clock.py), so a restarted host fires them as if it had never stopped.
+movable clock (engine/core/clock.py), so a restarted host fires them as if it had never stopped.
 """
 
 from __future__ import annotations
@@ -27,71 +27,23 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from .clock import Clock, usable_offset
-from .errors import CommitUncertain, Fenced, SlotEngineError, StoreUnavailable
-from .outcomes import Conflict, NotFound, Outcome, OutcomeUnknown, Unavailable
-from .policy import PLATFORM
-from .settings import Settings
-from .shard import Shard
-from .store import ShardWrite, Store
-from .ticker import tick_self
+from engine.actors.ticker import tick_self
+from engine.core.clock import Clock, usable_offset
+from engine.core.placement import default_host
+from engine.core.policy import PLATFORM
+from engine.core.protocol import Request, decide, split_shard_id
+from engine.core.shard import Shard
+from engine.errors import CommitUncertain, Fenced, SlotEngineError, StoreUnavailable
+from engine.outcomes import Outcome, OutcomeUnknown, Unavailable
+from engine.settings import Settings
+from engine.store.shards import ShardWrite, Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Request kinds. A request is a tuple (stamp, kind, shard_id, a, b, c):
-#   BOOK    (stamp, BOOK, shard, session_id, patient, request_key)
-#   RELEASE (stamp, RELEASE, shard, session_id, booking_no, patient or None)
-#   CREATE  (stamp, CREATE, shard, SessionSpec, None, None)
-#   STATE   (stamp, STATE, shard, session_id, None, None)
-#   LOOKUP  (stamp, LOOKUP, shard, session_id, booking_no, None)
-#   LIST    (stamp, LIST, shard, session_id, None, None)
-#   PAY     (stamp, PAY, shard, session_id, booking_no, patient)
-#   CHECK_IN(stamp, CHECK_IN, shard, session_id, booking_no, code)
-#   SUSPEND (stamp, SUSPEND, shard, session_id, None, None)
-#   JOIN    (stamp, JOIN, shard, session_id, patient, request_key)
-#   LEAVE   (stamp, LEAVE, shard, session_id, patient, None)
-BOOK, RELEASE, CREATE, STATE, LOOKUP, LIST = 1, 2, 3, 4, 5, 6
-PAY, CHECK_IN, SUSPEND, JOIN, LEAVE = 7, 8, 9, 10, 11
-Request = tuple[int, int, str, Any, Any, Any]
-
-
-def decide(shard: Shard, kind: int, shard_id: str, a: Any, b: Any, c: Any, now: float) -> Outcome:
-    """One request against its shard (pure: the shard is the only thing that changes)."""
-    if kind == BOOK:
-        return shard.book(a, b, c, now)
-    if kind == RELEASE:
-        return shard.release(a, b, c, now)
-    if kind == PAY:
-        return shard.pay(a, b, c, now)
-    if kind == CHECK_IN:
-        return shard.check_in(a, b, c, now)
-    if kind == SUSPEND:
-        return shard.suspend(a, now)
-    if kind == JOIN:
-        return shard.join_waitlist(a, b, c, now)
-    if kind == LEAVE:
-        return shard.leave_waitlist(a, b)
-    if kind == CREATE:
-        if a.shard_id != shard_id:
-            return Conflict("session")
-        return shard.create(a)
-    if kind == STATE:
-        return shard.state(a, now)
-    if kind == LOOKUP:
-        return shard.lookup(a, b)
-    if kind == LIST:
-        return shard.bookings_of(a)
-    return NotFound("request kind")
-
-
-def split_shard_id(shard_id: str) -> tuple[str, str]:
-    hospital_id, _, date = shard_id.rpartition(":")
-    return hospital_id, date
-
 
 class Host:
-    """One host of the pool. Decorated with ``ray.remote`` by ``pool.py``."""
+    """One host of the pool. Decorated with ``ray.remote`` by ``actors/pool.py``."""
 
     def __init__(self, index: int, settings: Settings, *, timer: bool = True) -> None:
         """``timer`` False: no ticks sent to itself (a host driven by hand, outside Ray)."""
@@ -225,8 +177,6 @@ class Host:
         return self._loop.run_until_complete(coroutine)
 
     def _warm_up(self, now: float) -> None:
-        from .pool import default_host
-
         yesterday = time.strftime("%Y-%m-%d", time.gmtime(now - 2 * 86400))
         pinned = self._run(self._store.placement())
         mine = {
@@ -252,8 +202,6 @@ class Host:
     def _forget_moved(self) -> None:
         """Drop shards pinned to another host since we loaded them (their new host bumped the
         epoch, so we could not write them anyway; this stops us answering reads for them)."""
-        from .pool import default_host
-
         pinned = self._run(self._store.placement())
         for shard_id in list(self.shards):
             if pinned.get(shard_id, default_host(shard_id, self.settings.hosts)) != self.index:

@@ -1,13 +1,13 @@
 """The Redis store: a thin async shell around snapshots, fencing epochs and the catalog.
 
-Only the host that holds a shard writes its snapshots, and only through ``commit``: a Lua
-script per shard that first checks the shard's epoch (fencing, invariant 7), then writes the
-changed doctor-sessions' snapshots (marking them changed for the records, ``records.py``),
-appends the outbox entry, sets the shard's commit token and publishes the stock change,
-atomically. All shards of a group commit go in one pipelined round trip. Redis failures become
-``StoreUnavailable``; a round trip that failed after it may have been sent becomes
-``CommitUncertain``, which ``settle`` resolves: it fences the shard (so the commit can no longer
-happen later) and reads the token back.
+Only the host that holds a shard writes its snapshots, and only through ``commit``: a Lua script
+per shard that first checks the shard's epoch (fencing, invariant 7), then writes the changed
+doctor-sessions' snapshots (marking them changed for the records,
+``backoffice/record_book.py``), appends the outbox entry, sets the shard's commit token and
+publishes the stock change, atomically. All shards of a group commit go in one pipelined round
+trip. Redis failures become ``StoreUnavailable``; a round trip that failed after it may have
+been sent becomes ``CommitUncertain``, which ``settle`` resolves: it fences the shard (so the
+commit can no longer happen later) and reads the token back.
 
 The client never resends a command by itself (redis-py would, ten times by default): a commit
 resent blindly could run twice, and a caller must learn what happened, not guess.
@@ -26,12 +26,18 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
-from .errors import CommitUncertain, Fenced, SnapshotError, StoreUnavailable
-from .keys import Keys
-from .policy import PLATFORM, Policy
-from .session import DoctorSession
-from .shard import KEEP_ENDED, KEEP_FORGOTTEN, Shard
-from .snapshot import decode_rules, decode_session, encode_rules, encode_session, legacy_bans
+from engine.core.policy import PLATFORM, Policy
+from engine.core.session import DoctorSession
+from engine.core.shard import KEEP_ENDED, KEEP_FORGOTTEN, Shard
+from engine.core.snapshot import (
+    decode_rules,
+    decode_session,
+    encode_rules,
+    encode_session,
+    legacy_bans,
+)
+from engine.errors import CommitUncertain, Fenced, SnapshotError, StoreUnavailable
+from engine.store.keys import Keys
 
 # KEYS: epoch, sessions-set, outbox stream, changed-sessions set, commit token, snapshot keys...
 # ARGV: epoch, channel, message, events, n, token, payloads..., new session ids...

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-from .errors import RedisServerError
+from engine.errors import RedisServerError
 
 
 def server_binary() -> str:

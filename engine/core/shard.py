@@ -22,7 +22,28 @@ from dataclasses import dataclass, field, replace
 from hmac import compare_digest
 from typing import Any
 
-from .outcomes import (
+from engine.core.policy import CANCEL, NO_SHOW, PLATFORM, SAME_DAY_CANCEL, Policy, local_date
+from engine.core.session import (
+    BOOKED_STATE,
+    CANCELLED_STATE,
+    CHECKED_IN_STATE,
+    CLOSED,
+    ENDED_STATES,
+    EXPIRED_STATE,
+    FORGOTTEN_WORDS,
+    HELD_STATE,
+    NO_BOOKING,
+    NO_SHOW_STATE,
+    OPEN,
+    REVOKED_STATE,
+    SOLD_OUT,
+    STATE_NAMES,
+    DoctorSession,
+    Extra,
+    SessionSpec,
+    format_code,
+)
+from engine.outcomes import (
     Blacklisted,
     BookingInfo,
     Bookings,
@@ -48,27 +69,6 @@ from .outcomes import (
     WaitlistFull,
     WrongCode,
     WrongState,
-)
-from .policy import CANCEL, NO_SHOW, PLATFORM, SAME_DAY_CANCEL, Policy, local_date
-from .session import (
-    BOOKED_STATE,
-    CANCELLED_STATE,
-    CHECKED_IN_STATE,
-    CLOSED,
-    ENDED_STATES,
-    EXPIRED_STATE,
-    FORGOTTEN_WORDS,
-    HELD_STATE,
-    NO_BOOKING,
-    NO_SHOW_STATE,
-    OPEN,
-    REVOKED_STATE,
-    SOLD_OUT,
-    STATE_NAMES,
-    DoctorSession,
-    Extra,
-    SessionSpec,
-    format_code,
 )
 
 _NO_SESSION = NotFound("session")
