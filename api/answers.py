@@ -1,4 +1,4 @@
-"""Engine outcomes → HTTP, in one table; the JSON bodies of API.md; time formatting.
+"""Engine outcomes → HTTP, in one table; the JSON bodies of API.md; local time formatting.
 
 Every error body is ``{"code": "<stable_snake_case>", "message": "<for people>", ...}``.
 """
@@ -10,10 +10,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
+from fastapi.responses import Response
 
+from api.errors import error_body
 from engine.outcomes import (
     Blacklisted,
     Booked,
+    BookingInfo,
     Closed,
     Conflict,
     DepartmentDayLimit,
@@ -76,12 +79,8 @@ REFUSALS: dict[type, tuple[int, str, str]] = {
 HEADERS = [(b"content-type", b"application/json")]
 
 
-def error_body(code: str, message: str, **extra: Any) -> bytes:
-    return orjson.dumps({"code": code, "message": message, **extra})
-
-
-class Clock:
-    """Formats epoch seconds as ISO 8601 in the hospitals' time zone."""
+class LocalTime:
+    """The hospitals' local time: formats epoch seconds as ISO 8601 in the hospitals' time zone."""
 
     def __init__(self, timezone: str) -> None:
         self.zone = ZoneInfo(timezone)
@@ -92,7 +91,7 @@ class Clock:
         return datetime.fromtimestamp(epoch, self.zone).isoformat(timespec="seconds")
 
 
-def booked_body(outcome: Booked, clock: Clock) -> bytes:
+def booked_body(outcome: Booked, clock: LocalTime) -> bytes:
     return orjson.dumps(
         {
             "booking_id": outcome.booking_id,
@@ -106,13 +105,13 @@ def booked_body(outcome: Booked, clock: Clock) -> bytes:
     )
 
 
-def refusal(outcome: object, clock: Clock) -> tuple[int, bytes]:
+def refusal(outcome: object, clock: LocalTime) -> tuple[int, bytes]:
     """HTTP status and body for any outcome that is not a success."""
     status, code, message, extra = refusal_parts(outcome, clock)
     return status, error_body(code, message, **extra)
 
 
-def refusal_parts(outcome: object, clock: Clock) -> tuple[int, str, str, dict[str, Any]]:
+def refusal_parts(outcome: object, clock: LocalTime) -> tuple[int, str, str, dict[str, Any]]:
     """(HTTP status, code, message, extra fields) for any outcome that is not a success."""
     status, code, message = REFUSALS[type(outcome)]
     extra: dict[str, Any] = {}
@@ -143,3 +142,26 @@ def refusal_parts(outcome: object, clock: Clock) -> tuple[int, str, str, dict[st
     elif isinstance(outcome, WaitlistFull):
         extra["limit"] = outcome.limit
     return status, code, message, extra
+
+
+def booking_body(info: BookingInfo, clock: LocalTime, *, owner: bool = True) -> dict[str, Any]:
+    """A booking as API.md shows it; the verification code only to its patient."""
+    return {
+        "booking_id": info.booking_id,
+        "session_id": info.session_id,
+        "slot_no": info.slot_no,
+        "slot_time": info.slot_time,
+        "status": info.status,
+        "hold_expires_at": clock.iso(info.hold_expires_at),
+        "verification_code": info.verification_code if owner else None,
+        "fee": info.fee,
+        "paid": info.paid,
+        "refunded": info.refunded,
+        "cancelled_by": info.cancelled_by,
+        "changed_at": clock.iso(info.changed_at),
+    }
+
+
+def engine_answer(outcome: object, clock: LocalTime) -> Response:
+    status, body = refusal(outcome, clock)
+    return Response(body, status_code=status, media_type="application/json")

@@ -6,46 +6,15 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
-from fastapi.responses import JSONResponse
 
+from api.accounts.admins import ROOT, AdminScope
+from api.accounts.auth import bearer
+from api.answers import LocalTime, refusal_parts
+from api.errors import FORBIDDEN, NOT_FOUND, RATE_LIMITED, UNAUTHENTICATED, UNAVAILABLE, ApiError
+from api.fastpath.limits import client_address
+from api.services import Services
 from engine.outcomes import NotFound, SessionState
 from engine.settings import Limit
-
-from .admins import ROOT, AdminScope
-from .answers import Clock, refusal_parts
-from .auth import bearer
-from .limits import client_address, retry_after_header
-from .services import Services
-
-
-class ApiError(Exception):
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        headers: dict[str, str] | None = None,
-        **extra: Any,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.extra = status, code, message, extra
-        self.headers = headers
-
-
-def error(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any
-) -> JSONResponse:
-    return JSONResponse(
-        {"code": code, "message": message, **extra}, status_code=status, headers=headers
-    )
-
-
-def rate_limited(retry_after: float, message: str = "Too many requests; slow down.") -> ApiError:
-    """429 with ``Retry-After`` (whole seconds) and ``retry_after`` in the body."""
-    seconds = retry_after_header(retry_after)
-    return ApiError(
-        429, "rate_limited", message, headers={"Retry-After": seconds}, retry_after=int(seconds)
-    )
 
 
 async def limit(s: Services, name: str, subject: str, rule: Limit) -> None:
@@ -53,7 +22,7 @@ async def limit(s: Services, name: str, subject: str, rule: Limit) -> None:
     over it. Call it before any expensive work."""
     wait = await s.shared.hit(name, subject, rule)
     if wait > 0:
-        raise rate_limited(wait)
+        raise RATE_LIMITED.with_retry(wait)
 
 
 async def limit_address(s: Services, request: Request, name: str, rule: Limit) -> str:
@@ -72,7 +41,7 @@ def patient_of(request: Request, authorization: Annotated[str | None, Header()] 
     token = bearer(authorization)
     patient = services_of(request).tokens.patient_of(token) if token else None
     if patient is None:
-        raise ApiError(401, "unauthenticated", "A valid patient bearer token is required.")
+        raise UNAUTHENTICATED("A valid patient bearer token is required.")
     return patient
 
 
@@ -86,19 +55,19 @@ async def admin(
         return ROOT
     scope = await services.admins.scope_of(token) if token else None
     if scope is None:
-        raise ApiError(401, "unauthenticated", "A valid admin bearer token is required.")
+        raise UNAUTHENTICATED("A valid admin bearer token is required.")
     return scope
 
 
 def allow(scope: AdminScope, hospital_id: str) -> None:
     """Refuse (and change nothing) when a hospital admin reaches into another hospital."""
     if not scope.may(hospital_id):
-        raise ApiError(403, "forbidden", "This belongs to another hospital.")
+        raise FORBIDDEN("This belongs to another hospital.")
 
 
 def platform_only(scope: AdminScope) -> None:
     if not scope.platform:
-        raise ApiError(403, "forbidden", "Only the platform admin may do this.")
+        raise FORBIDDEN("Only the platform admin may do this.")
 
 
 ServicesDep = Annotated[Services, Depends(services_of)]
@@ -106,7 +75,7 @@ PatientDep = Annotated[int, Depends(patient_of)]
 AdminDep = Annotated[AdminScope, Depends(admin)]
 
 
-def outcome_parts(outcome: object, clock: Clock) -> tuple[int, str, str]:
+def outcome_parts(outcome: object, clock: LocalTime) -> tuple[int, str, str]:
     status, code, message, _ = refusal_parts(outcome, clock)
     return status, code, message
 
@@ -116,7 +85,7 @@ async def session_of(s: Services, who: AdminScope, session_id: str) -> SessionSt
     state = await s.engine.session_state(session_id)
     if not isinstance(state, SessionState):
         if isinstance(state, NotFound):
-            raise ApiError(404, "not_found", "No such doctor-session or booking.")
+            raise NOT_FOUND("No such doctor-session or booking.")
         raise ApiError(*outcome_parts(state, s.clock))
     allow(who, state.hospital_id)
     return state
@@ -126,6 +95,17 @@ async def entity_of(s: Services, who: AdminScope, kind: str, entity_id: str) -> 
     """A hospital, department or doctor the acting admin may touch."""
     doc = await s.catalog.get(kind, entity_id)
     if doc is None:
-        raise ApiError(404, "not_found", f"No such {kind}.")
+        raise NOT_FOUND(f"No such {kind}.")
     allow(who, doc["id"] if kind == "hospital" else doc["hospital_id"])
     return doc
+
+
+SHED_WAITING = 64  # password checks queued in one worker before it answers 503 at once
+
+
+def shed(s: Services) -> None:
+    """Answer 503 at once rather than queue a flood of password checks behind each other."""
+    if s.passwords.waiting >= SHED_WAITING:
+        raise UNAVAILABLE(
+            "Too many logins at once; retry in a moment.", headers={"Retry-After": "1"}
+        )

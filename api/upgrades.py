@@ -25,9 +25,8 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from api.accounts.identity import normalize_phone, remask
 from engine.store.keys import Keys
-
-from .identity import normalize_phone, remask
 
 log = logging.getLogger(__name__)
 LOCK_SECONDS = 300

@@ -29,9 +29,9 @@ from pathlib import Path
 import httpx
 import ray
 
-from api.auth import Tokens
-from api.catalog import Catalog
-from api.demo_data import seed_patients
+from api.accounts.auth import Tokens
+from api.catalog.catalog import Catalog
+from api.cli.demo_data import seed_patients
 from api.services import shared_secret
 from engine.core.session import SessionSpec
 from engine.outcomes import Booked

@@ -19,7 +19,7 @@ from fastapi import FastAPI, Header
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from api.auth import Tokens, bearer
+from api.accounts.auth import Tokens, bearer
 
 CONSTANT = b'{"code":"sold_out","message":"No free slot is left in this doctor-session."}'
 LUA = """

@@ -43,8 +43,8 @@ import msgpack
 import redis.asyncio as aioredis
 from redis import __version__ as redis_version
 
-from api.answers import Clock
-from api.back_office import csv_rows
+from api.answers import LocalTime
+from api.routers.back_office import csv_rows
 from benchmarks.engine import machine, percentile
 from engine import delivery
 from engine.backoffice.analytics import summarize
@@ -182,7 +182,7 @@ async def bench_queries(args, client, keys, book) -> list[tuple[str, str, str, s
 
 async def bench_export(book) -> tuple[float, int, int]:
     low, high = day_bounds(date(2026, 10, 8))
-    services = SimpleNamespace(records=book, clock=Clock("Asia/Shanghai"))
+    services = SimpleNamespace(records=book, clock=LocalTime("Asia/Shanghai"))
     query = RecordQuery(hospital_id="h0", start=low, end=high)
     times = []
     for _ in range(3):

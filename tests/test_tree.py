@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -135,6 +137,58 @@ def cycles(package: str) -> list[list[str]]:
     return out
 
 
-@pytest.mark.parametrize("package", ["engine"])
+@pytest.mark.parametrize("package", ["engine", "api"])
 def test_no_import_cycle(package):
     assert cycles(package) == []
+
+
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+NAMED = re.compile(r"\b((?:engine|api|tests|benchmarks|loadtest)/[A-Za-z0-9_./]*[A-Za-z0-9_])")
+
+
+def named_paths(text: str) -> set[str]:
+    """``engine/...``-style paths a document names (a bare module after a folder counts as its
+    ``.py`` or its package)."""
+    return {m.rstrip(".") for m in NAMED.findall(text)}
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: p.name)
+def test_every_path_a_document_names_exists(document):
+    missing = []
+    for name in sorted(named_paths(document.read_text())):
+        path = ROOT / name
+        if not (path.exists() or path.with_suffix(".py").exists()):
+            missing.append(name)
+    assert missing == []
+
+
+def test_a_built_wheel_ships_every_module_and_data_file(tmp_path):
+    """Packaging follows the tree: built offline (no build isolation, no network), the wheel
+    holds every module of engine/, api/ and loadtest/ and the pages the API serves."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    [wheel] = tmp_path.glob("slotengine-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = set(archive.namelist())
+    wanted = {
+        str(p.relative_to(ROOT))
+        for package in ("engine", "api", "loadtest")
+        for p in (ROOT / package).rglob("*")
+        if p.suffix in (".py", ".html") and "__pycache__" not in p.parts
+    }
+    assert sorted(wanted - shipped) == []

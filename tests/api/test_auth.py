@@ -5,8 +5,8 @@ import time
 import jwt
 import pytest
 
-from api.admins import Admins
-from api.auth import (
+from api.accounts.admins import Admins
+from api.accounts.auth import (
     ALGORITHM,
     Tokens,
     bearer,

@@ -6,8 +6,8 @@ The callers: nobody (no token), a patient holding a booking at hospital A, anoth
 (holding one at hospital B only), hospital A's admin, hospital B's admin, and the platform
 admin. Every request names A's things (``PATH``), so B's admin is always reaching into another
 hospital and the other patient into someone else's booking. The table (``TABLE``) has one entry
-per route of ``gateway.app.routes``; ``test_every_route_has_an_entry`` fails on a new route
-without one, and on an entry whose route is gone.
+per route of the app's route table (``api.app.routes``); ``test_every_route_has_an_entry`` fails
+on a new route without one, and on an entry whose route is gone.
 
 A caller who may do it gets the success status, or a business refusal the route documents
 (409 ``has_live_bookings`` for deleting a hospital with live bookings, 404 for a dead letter that
@@ -34,9 +34,8 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi.routing import APIRoute
 
-from api.app import create_app
+from api.app import create_app, routes
 from engine.settings import Settings
 
 from .conftest import ADMIN, admin_headers, identity, make_catalog
@@ -460,8 +459,7 @@ def changes(before: dict[bytes, str], after: dict[bytes, str]) -> list[str]:
 def app_routes(app) -> set[tuple[str, str]]:
     return {
         (method, route.path)
-        for route in app.routes
-        if isinstance(route, APIRoute)
+        for route in routes(app)
         for method in route.methods - {"HEAD", "OPTIONS"}
     }
 

@@ -1,11 +1,11 @@
 """The worker's stock view on its own (no services): order, holders, alternatives."""
 
-from api.answers import Clock
-from api.availability import Availability
+from api.answers import LocalTime
+from api.fastpath.availability import Availability
 
 
 def view_with(*sessions):
-    av = Availability(Clock("Asia/Shanghai"))
+    av = Availability(LocalTime("Asia/Shanghai"))
     for sid, date, status, remaining in sessions:
         doc = {
             "id": sid,

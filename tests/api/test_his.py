@@ -12,7 +12,7 @@ import json
 import httpx
 
 from api.app import create_app
-from api.rotas import release
+from api.catalog.rotas import release
 
 from .conftest import ADMIN, admin_headers, make_catalog, new_patient
 from .test_lifecycle import book

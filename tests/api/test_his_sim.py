@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 
-from api.his_sim import create_app
+from api.cli.his_sim import create_app
 from engine.backoffice.his import HttpHis, HttpInsurance
 from engine.errors import HisRejected, HisUnavailable
 

@@ -18,9 +18,9 @@ import httpx
 import pytest
 import ray
 
-from api.auth import Tokens
-from api.catalog import Catalog
-from api.demo_data import seed_patients
+from api.accounts.auth import Tokens
+from api.catalog.catalog import Catalog
+from api.cli.demo_data import seed_patients
 from api.services import shared_secret
 from engine.store.embedded import free_port
 from loadtest.auditor import Ack, check

@@ -11,7 +11,7 @@ from datetime import date
 
 import pytest
 
-from api.identity import (
+from api.accounts.identity import (
     DEFAULT_ID_TYPE,
     ID_TYPES,
     age_on,

@@ -15,14 +15,14 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from api.limits import (
+from api.errors import retry_after_header
+from api.fastpath.limits import (
     UNKNOWN,
     PasswordWork,
     Proxies,
     RateLimiter,
     SharedLimiter,
     client_address,
-    retry_after_header,
     subject_key,
 )
 from engine.errors import StoreUnavailable

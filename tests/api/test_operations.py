@@ -12,6 +12,7 @@ import httpx
 import msgpack
 import pytest
 
+from api import jobs
 from api.answers import REFUSALS
 from api.app import create_app
 from engine.outcomes import OutcomeUnknown, Unavailable
@@ -109,7 +110,7 @@ async def test_the_platform_admin_sees_retries_and_drops_dead_letters(app, http,
     assert listed.status_code == 200 and listed.json()["count"] == 1
     dead = listed.json()["items"][0]
     assert "ValueError" in dead["error"] or "Error" in dead["error"]
-    await services.read_figures()
+    await jobs.read_figures(services)
     metrics = (await http.get("/metrics", headers=admin_headers())).text
     assert "slotengine_courier_dead_letters_waiting 1" in metrics
     cat = await make_catalog(http, doctors=1)

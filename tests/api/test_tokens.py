@@ -7,7 +7,7 @@ import asyncio
 
 import jwt
 
-from api.auth import ALGORITHM
+from api.accounts.auth import ALGORITHM
 
 from .conftest import admin_headers, identity, make_catalog
 from .test_abuse import workers  # noqa: F401 (a fixture)

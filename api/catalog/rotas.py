@@ -15,10 +15,9 @@ from datetime import date as Date
 from datetime import datetime, timedelta
 from typing import Any
 
+from api.services import Services
 from engine.core.session import SessionSpec
 from engine.outcomes import Created, Outcome
-
-from .services import Services
 
 log = logging.getLogger(__name__)
 LEAD = timedelta(hours=1)  # a rota session appears this long before it opens

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import hashlib
 import ipaddress
-import math
 import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,7 +35,6 @@ __all__ = [
     "RateLimiter",
     "SharedLimiter",
     "client_address",
-    "retry_after_header",
     "subject_key",
 ]
 
@@ -44,11 +42,6 @@ T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
 UNKNOWN = "unknown"  # the client address when the server does not know the peer
-
-
-def retry_after_header(seconds: float) -> str:
-    """The ``Retry-After`` value for a wait: whole seconds, rounded up, at least 1."""
-    return str(max(1, math.ceil(seconds)))
 
 
 # ----- per worker, in memory ----------------------------------------------------------------

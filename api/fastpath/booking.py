@@ -22,13 +22,13 @@ from typing import Any
 
 import orjson
 
+from api import metrics
+from api.accounts.auth import bearer
+from api.answers import HEADERS, booked_body, refusal
+from api.errors import error_body, retry_after_header
+from api.fastpath.limits import UNKNOWN, client_address
+from api.services import Services
 from engine.outcomes import Booked, OutcomeUnknown, SoldOut, Unavailable
-
-from . import metrics
-from .answers import HEADERS, booked_body, error_body, refusal
-from .auth import bearer
-from .limits import UNKNOWN, client_address, retry_after_header
-from .services import Services
 
 log = logging.getLogger(__name__)
 PREFIX, SUFFIX = "/v1/sessions/", "/bookings"

@@ -18,13 +18,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from api.catalog.rotas import release
+from api.services import Services
 from engine.backoffice.deliveries import his_session_id
 from engine.backoffice.egress import Egress
 from engine.backoffice.his import HttpHis
 from engine.outcomes import Created, SuspendDone, Unavailable
-
-from .rotas import release
-from .services import Services
 
 log = logging.getLogger(__name__)
 PULL_SECONDS = 30.0

@@ -19,10 +19,9 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from api.accounts.auth import ALGORITHM, derive_key
 from engine.errors import StoreUnavailable
 from engine.store.keys import Keys
-
-from .auth import ALGORITHM, derive_key
 
 AUDIENCE = "admin"
 

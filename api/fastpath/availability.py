@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .answers import Clock, error_body
+from api.answers import LocalTime
+from api.errors import error_body
 
 OPEN, SCHEDULED, SOLD_OUT, CLOSED, SUSPENDED = (
     "open",
@@ -61,7 +62,7 @@ class SessionView:
             return OPEN  # opened by the clock; the engine's notice may still be on its way
         return self.status
 
-    def public(self, clock: Clock, now: float) -> dict[str, Any]:
+    def public(self, clock: LocalTime, now: float) -> dict[str, Any]:
         return {
             "id": self.id,
             "hospital_id": self.hospital_id,
@@ -77,7 +78,7 @@ class SessionView:
 
 
 class Availability:
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: LocalTime) -> None:
         self.clock = clock
         self.sessions: dict[str, SessionView] = {}
         self.by_department: dict[str, list[SessionView]] = {}

@@ -13,16 +13,15 @@ from dataclasses import replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from api.accounts.auth import Tokens, hash_password
+from api.accounts.identity import mask_document, resident_check_character
+from api.answers import LocalTime
+from api.catalog.catalog import Catalog
 from engine.backoffice.record_book import RecordBook
 from engine.client import Engine
 from engine.core.session import SessionSpec
 from engine.outcomes import Created
 from engine.tools.history import generate
-
-from .answers import Clock
-from .auth import Tokens, hash_password
-from .catalog import Catalog
-from .identity import mask_document, resident_check_character
 
 HOSPITALS = {
     "北京协和医院": ["心内科", "消化内科", "内分泌科", "皮肤科"],
@@ -36,7 +35,7 @@ SEED_PHONES = 10**8  # seeded patients' phones: +86 199 and 8 digits
 HISTORY_PATIENTS = 10_000_000  # history's made-up patients are numbered from here
 
 
-async def load(engine: Engine, catalog: Catalog, clock: Clock, days: int = 7) -> int:
+async def load(engine: Engine, catalog: Catalog, clock: LocalTime, days: int = 7) -> int:
     """Create the demo catalog unless the platform has hospitals already; sessions made."""
     if await catalog.hospitals():
         return 0
@@ -180,7 +179,7 @@ async def seed_patients(
 
 
 async def load_history(
-    catalog: Catalog, records: RecordBook, clock: Clock, days: int = 90, seed: int = 1
+    catalog: Catalog, records: RecordBook, clock: LocalTime, days: int = 90, seed: int = 1
 ) -> int:
     """Past bookings of the demo doctors (``engine.history``: older patients keep their
     appointments more often, and so on) written straight into the records, so the analytics

@@ -293,10 +293,10 @@ def _start_his(host: str, port: int):
 
 
 async def _prepare(rt: Runtime, demo: bool, his_url: str | None = None) -> str | None:
-    from api.answers import Clock
-    from api.auth import Tokens
-    from api.catalog import Catalog
-    from api.demo_data import demo_patient, load, load_history
+    from api.accounts.auth import Tokens
+    from api.answers import LocalTime
+    from api.catalog.catalog import Catalog
+    from api.cli.demo_data import demo_patient, load, load_history
     from api.services import shared_secret
     from engine.backoffice.deliveries import Deliveries
     from engine.backoffice.record_book import RecordBook
@@ -308,7 +308,7 @@ async def _prepare(rt: Runtime, demo: bool, his_url: str | None = None) -> str |
         tokens = Tokens(secret, rt.settings.admin_token or "", rt.settings.token_days * 86400)
         if not demo:
             return None
-        catalog, clock = Catalog(client, keys), Clock(rt.settings.timezone)
+        catalog, clock = Catalog(client, keys), LocalTime(rt.settings.timezone)
         made = await load(engine, catalog, clock)
         if made:
             click.echo(f"demo data: {made} doctor-sessions over the next week")
@@ -385,9 +385,9 @@ def _redis_url(settings: Settings) -> str:
 def _seed(settings: Settings, patients: int, out: str) -> int:
     import csv
 
-    from api.auth import Tokens
-    from api.catalog import Catalog
-    from api.demo_data import seed_patients
+    from api.accounts.auth import Tokens
+    from api.catalog.catalog import Catalog
+    from api.cli.demo_data import seed_patients
     from api.services import shared_secret
     from engine.store.keys import Keys
 

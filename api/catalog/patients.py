@@ -20,11 +20,10 @@ from typing import Any
 
 import orjson
 
+from api.accounts.identity import mask_phone
+from api.services import Services
 from engine.backoffice.record_book import RecordQuery
 from engine.outcomes import BookingInfo, Done, SessionState
-
-from .identity import mask_phone
-from .services import Services
 
 KINDS = ("blacklist", "whitelist")
 
