@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import orjson
 from fastapi.responses import Response
 
+from api import errors
 from api.errors import error_body
 from engine.outcomes import (
     Blacklisted,
@@ -38,42 +39,39 @@ from engine.outcomes import (
     WrongState,
 )
 
-#: outcome type → (HTTP status, code, message). The one table.
-REFUSALS: dict[type, tuple[int, str, str]] = {
-    SoldOut: (409, "sold_out", "No free slot is left in this doctor-session."),
-    NotOpen: (409, "not_open", "This doctor-session is not open for booking yet."),
-    Closed: (409, "closed", "Booking for this doctor-session has closed."),
-    Suspended: (409, "suspended", "This doctor-session was suspended by the hospital."),
-    Blacklisted: (403, "blacklisted", "You cannot book at this hospital for now."),
-    HospitalDayLimit: (422, "hospital_day_limit", "Too many bookings at this hospital that day."),
+#: outcome type → (error code, message). The one table; the codes are ``api/errors.py``'s.
+REFUSALS: dict[type, tuple[errors.Code, str]] = {
+    SoldOut: (errors.SOLD_OUT, "No free slot is left in this doctor-session."),
+    NotOpen: (errors.NOT_OPEN, "This doctor-session is not open for booking yet."),
+    Closed: (errors.CLOSED, "Booking for this doctor-session has closed."),
+    Suspended: (errors.SUSPENDED, "This doctor-session was suspended by the hospital."),
+    Blacklisted: (errors.BLACKLISTED, "You cannot book at this hospital for now."),
+    HospitalDayLimit: (errors.HOSPITAL_DAY_LIMIT, "Too many bookings at this hospital that day."),
     DepartmentDayLimit: (
-        422,
-        "department_day_limit",
+        errors.DEPARTMENT_DAY_LIMIT,
         "You already have a booking in this department that day.",
     ),
-    NotFound: (404, "not_found", "No such {what}."),
-    Forbidden: (404, "not_found", "No such booking."),  # another's booking: do not confirm it
-    Conflict: (409, "conflict", "It exists already, with different details."),
+    NotFound: (errors.NOT_FOUND, "No such {what}."),
+    Forbidden: (errors.NOT_FOUND, "No such booking."),  # another's booking: do not confirm it
+    Conflict: (errors.CONFLICT, "It exists already, with different details."),
     Unavailable: (
-        503,
-        "unavailable",
+        errors.UNAVAILABLE,
         "The booking store cannot confirm right now; nothing was booked. Retry with the same "
         "request_id.",
     ),
     OutcomeUnknown: (
-        503,
-        "outcome_unknown",
+        errors.OUTCOME_UNKNOWN,
         "The booking store may have booked it but cannot confirm right now; retry with the "
         "same request_id to learn the outcome.",
     ),
-    NotPayable: (409, "not_payable", "This booking cannot be paid; any payment was refunded."),
-    TooLate: (409, "cancel_closed", "The deadline for this has passed."),
-    WrongState: (409, "invalid_state", "The booking's state does not allow this."),
-    WrongCode: (422, "wrong_code", "The verification code is wrong."),
-    Locked: (423, "locked", "Too many wrong codes: check in at the hospital's desk."),
-    NotVisitDay: (409, "not_visit_day", "Check-in is only possible on the visit day."),
-    NotSoldOut: (409, "slots_available", "Slots are free: book instead of joining the waitlist."),
-    WaitlistFull: (409, "waitlist_full", "The waitlist of this doctor-session is full."),
+    NotPayable: (errors.NOT_PAYABLE, "This booking cannot be paid; any payment was refunded."),
+    TooLate: (errors.CANCEL_CLOSED, "The deadline for this has passed."),
+    WrongState: (errors.INVALID_STATE, "The booking's state does not allow this."),
+    WrongCode: (errors.WRONG_CODE, "The verification code is wrong."),
+    Locked: (errors.LOCKED, "Too many wrong codes: check in at the hospital's desk."),
+    NotVisitDay: (errors.NOT_VISIT_DAY, "Check-in is only possible on the visit day."),
+    NotSoldOut: (errors.SLOTS_AVAILABLE, "Slots are free: book instead of joining the waitlist."),
+    WaitlistFull: (errors.WAITLIST_FULL, "The waitlist of this doctor-session is full."),
 }
 
 HEADERS = [(b"content-type", b"application/json")]
@@ -113,35 +111,38 @@ def refusal(outcome: object, clock: LocalTime) -> tuple[int, bytes]:
 
 def refusal_parts(outcome: object, clock: LocalTime) -> tuple[int, str, str, dict[str, Any]]:
     """(HTTP status, code, message, extra fields) for any outcome that is not a success."""
-    status, code, message = REFUSALS[type(outcome)]
+    known, message = REFUSALS[type(outcome)]
+    code = known.code
     extra: dict[str, Any] = {}
-    if isinstance(outcome, NotOpen):
-        extra["opens_at"] = clock.iso(outcome.opens_at)
-    elif isinstance(outcome, Blacklisted):
-        extra["until"] = clock.iso(outcome.until)
-        extra["scope"] = "platform" if outcome.hospital_id == "platform" else "hospital"
-    elif isinstance(outcome, HospitalDayLimit | DepartmentDayLimit):
-        extra["limit"] = outcome.limit
-    elif isinstance(outcome, NotFound):
-        message = message.format(what=outcome.what.replace("_", " "))
-    elif isinstance(outcome, NotPayable):
-        extra["status"] = outcome.status
-        if outcome.status == "expired":
-            code, message = "hold_expired", "The hold expired before payment; it was refunded."
-    elif isinstance(outcome, TooLate):
-        extra["deadline"] = clock.iso(outcome.deadline)
-        message = f"The last moment to {outcome.what} has passed."
-    elif isinstance(outcome, WrongState):
-        extra["status"] = outcome.status
-    elif isinstance(outcome, WrongCode):
-        extra["tries_left"] = outcome.tries_left
-    elif isinstance(outcome, NotVisitDay):
-        extra["date"] = outcome.date
-    elif isinstance(outcome, NotSoldOut):
-        extra["remaining"] = outcome.remaining
-    elif isinstance(outcome, WaitlistFull):
-        extra["limit"] = outcome.limit
-    return status, code, message, extra
+    match outcome:
+        case NotOpen(opens_at=opens_at):
+            extra["opens_at"] = clock.iso(opens_at)
+        case Blacklisted(until=until, hospital_id=hospital_id):
+            extra["until"] = clock.iso(until)
+            extra["scope"] = "platform" if hospital_id == "platform" else "hospital"
+        case HospitalDayLimit(limit=limit) | DepartmentDayLimit(limit=limit):
+            extra["limit"] = limit
+        case NotFound(what=what):
+            message = message.format(what=what.replace("_", " "))
+        case NotPayable(status=status):
+            extra["status"] = status
+            if status == "expired":
+                code = errors.HOLD_EXPIRED.code
+                message = "The hold expired before payment; it was refunded."
+        case TooLate(what=what, deadline=deadline):
+            extra["deadline"] = clock.iso(deadline)
+            message = f"The last moment to {what} has passed."
+        case WrongState(status=status):
+            extra["status"] = status
+        case WrongCode(tries_left=tries_left):
+            extra["tries_left"] = tries_left
+        case NotVisitDay(date=date):
+            extra["date"] = date
+        case NotSoldOut(remaining=remaining):
+            extra["remaining"] = remaining
+        case WaitlistFull(limit=limit):
+            extra["limit"] = limit
+    return known.status, code, message, extra
 
 
 def booking_body(info: BookingInfo, clock: LocalTime, *, owner: bool = True) -> dict[str, Any]:

@@ -42,17 +42,23 @@ from engine.outcomes import (
     BookingInfo,
     Bookings,
     BookOutcome,
+    CheckInOutcome,
     Conflict,
     Created,
     Done,
     Forbidden,
+    JoinOutcome,
+    LeaveOutcome,
     NotFound,
     NotPayable,
     Outcome,
     OutcomeUnknown,
     Paid,
-    Released,
+    PayOutcome,
+    ReleaseOutcome,
     SessionState,
+    Stored,
+    SuspendOutcome,
     Unavailable,
 )
 from engine.settings import Settings
@@ -237,7 +243,7 @@ class Engine:
 
     async def release(
         self, booking_id: str, patient_id: int | None = None
-    ) -> Released | NotFound | Forbidden | Unavailable:
+    ) -> ReleaseOutcome | Stored:
         """Give a booking's slot back; ``patient_id`` None acts for the hospital."""
         stamp = time.time_ns()
         parsed = parse_booking_id(booking_id)
@@ -274,9 +280,7 @@ class Engine:
         """Every booking of a doctor-session, with its state."""
         return await self._routed(LIST, session_id, None, None, time.time_ns())  # type: ignore[return-value]
 
-    async def pay(
-        self, booking_id: str, patient_id: int
-    ) -> Paid | NotPayable | NotFound | Forbidden | Unavailable:
+    async def pay(self, booking_id: str, patient_id: int) -> PayOutcome | Stored:
         """Pay a held booking through the gateway, then book it.
 
         The gateway charge is idempotent per booking, so a retried payment never takes the
@@ -306,23 +310,25 @@ class Engine:
             log.warning("payment of %s left to reconcile: %s", booking_id, exc)
         return outcome  # type: ignore[return-value]
 
-    async def check_in(self, booking_id: str, code: str) -> Outcome:
+    async def check_in(self, booking_id: str, code: str) -> CheckInOutcome | Stored:
         """取号 with the patient's verification code (the hospital acts, not the patient)."""
         parsed = parse_booking_id(booking_id)
         if parsed is None:
             return NotFound("booking")
-        return await self._routed(CHECK_IN, parsed[0], parsed[1], code, time.time_ns())
+        return await self._routed(CHECK_IN, parsed[0], parsed[1], code, time.time_ns())  # type: ignore[return-value]
 
-    async def suspend(self, session_id: str) -> Outcome:
+    async def suspend(self, session_id: str) -> SuspendOutcome | Stored:
         """停诊: revoke and refund every booking of the session."""
-        return await self._routed(SUSPEND, session_id, None, None, time.time_ns())
+        return await self._routed(SUSPEND, session_id, None, None, time.time_ns())  # type: ignore[return-value]
 
-    async def join_waitlist(self, session_id: str, patient_id: int, request_id: str) -> Outcome:
+    async def join_waitlist(
+        self, session_id: str, patient_id: int, request_id: str
+    ) -> JoinOutcome | Stored:
         key = request_key(request_id)
-        return await self._routed(JOIN, session_id, patient_id, key, time.time_ns())
+        return await self._routed(JOIN, session_id, patient_id, key, time.time_ns())  # type: ignore[return-value]
 
-    async def leave_waitlist(self, session_id: str, patient_id: int) -> Outcome:
-        return await self._routed(LEAVE, session_id, patient_id, None, time.time_ns())
+    async def leave_waitlist(self, session_id: str, patient_id: int) -> LeaveOutcome | Stored:
+        return await self._routed(LEAVE, session_id, patient_id, None, time.time_ns())  # type: ignore[return-value]
 
     # ----- rules ---------------------------------------------------------------------------
 

@@ -290,7 +290,16 @@ Refusal = (
     | DepartmentDayLimit
     | NotFound
 )
-BookOutcome = Booked | Refusal | Unavailable | OutcomeUnknown
+Stored = Unavailable | OutcomeUnknown  # what the store may answer instead of the decision
+BookOutcome = Booked | Refusal | Stored
+# What each command decides in the shard (``core/shard.py``); the engine (``client.py``) may
+# answer ``Stored`` instead, and ``api/answers.py`` matches on each union.
+ReleaseOutcome = Released | WrongState | TooLate | NotFound | Forbidden
+PayOutcome = Paid | NotPayable | NotFound | Forbidden
+CheckInOutcome = CheckedIn | WrongState | NotVisitDay | Locked | WrongCode | NotFound
+SuspendOutcome = SuspendDone | NotFound
+JoinOutcome = Waitlisted | Booked | NotSoldOut | WaitlistFull | Refusal
+LeaveOutcome = LeftWaitlist | NotFound
 Outcome = (
     BookOutcome
     | Released

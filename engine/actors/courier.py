@@ -70,13 +70,13 @@ Exhausted = tuple[bytes, dict[bytes, bytes], Exception, int]  # ... on its last 
 
 class Courier:
     """The Ray actor (decorated by ``pool.py``; one per namespace): a synchronous shell that
-    runs ``Rounds`` on its private event loop, one call at a time."""
+    runs ``CourierWork`` on its private event loop, one call at a time."""
 
     def __init__(self, settings: Settings) -> None:
         assert settings.redis_url is not None
         self.settings = settings
         self._loop = asyncio.new_event_loop()
-        self.rounds = Rounds(settings)
+        self.rounds = CourierWork(settings)
         self._timer: threading.Thread | None = None
         self.start_timer()
 
@@ -99,7 +99,7 @@ class Courier:
         self._timer = tick_self("drain", self.settings.tick_seconds, "courier-timer")
 
 
-class Rounds:
+class CourierWork:
     """What the courier does, round by round (async; kept apart from the actor because Ray
     makes any actor with an ``async def`` method an async actor)."""
 

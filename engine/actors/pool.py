@@ -10,6 +10,7 @@ lives is ``core/placement.py``.
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import ray
 from ray.actor import ActorHandle
@@ -58,30 +59,27 @@ def start_pool(settings: Settings) -> list[ActorHandle]:
 
 def start_courier(settings: Settings) -> ActorHandle:
     """Start (or find) the courier. Keep the handle: a named actor lives while it is held."""
-    courier = RemoteCourier.options(  # type: ignore[attr-defined]
-        name=courier_name(settings),
-        namespace=settings.namespace,
-        get_if_exists=True,
-        max_restarts=-1,
-        max_task_retries=-1,
-        num_cpus=0,
-    ).remote(settings)
-    ray.get(courier.info.remote(), timeout=START_SECONDS)
-    return courier
+    return _start_single(RemoteCourier, courier_name(settings), settings)
 
 
 def start_dispatcher(settings: Settings) -> ActorHandle:
     """Start (or find) the dispatcher of HIS deliveries (``backoffice/deliveries.py``)."""
-    dispatcher = RemoteDispatcher.options(  # type: ignore[attr-defined]
-        name=dispatcher_name(settings),
+    return _start_single(RemoteDispatcher, dispatcher_name(settings), settings)
+
+
+def _start_single(remote: Any, name: str, settings: Settings) -> ActorHandle:
+    """Start (or find) a named actor of which the namespace has one, restarted for ever and
+    using no CPU of its own; answer once it answers ``info``."""
+    actor = remote.options(
+        name=name,
         namespace=settings.namespace,
         get_if_exists=True,
         max_restarts=-1,
         max_task_retries=-1,
         num_cpus=0,
     ).remote(settings)
-    ray.get(dispatcher.info.remote(), timeout=START_SECONDS)
-    return dispatcher
+    ray.get(actor.info.remote(), timeout=START_SECONDS)
+    return actor
 
 
 def stop_pool(handles: list[ActorHandle], settings: Settings | None = None) -> None:

@@ -134,7 +134,7 @@ class Finish:
 
 
 @dataclass(frozen=True, slots=True)
-class Round:
+class DeliveryRun:
     """What the deliveries of one ``Deliveries.run`` share."""
 
     configs: dict[str, dict[str, str]]
@@ -332,7 +332,7 @@ class Deliveries:
         in flight) and writes what came of them at once; a crash in between redoes the round's
         calls, which the HIS answers as before (the same idempotency keys)."""
         tried = 0
-        round_ = Round(await self.configs(), set(), now, await self.install_id())
+        context = DeliveryRun(await self.configs(), set(), now, await self.install_id())
         gate = asyncio.Semaphore(PARALLEL)
         prefix = len(self.keys.deliveries) + 1
         while tried < limit:
@@ -352,7 +352,7 @@ class Deliveries:
 
             async def one(key: str, state: dict[bytes, bytes], record: Record | None) -> Finish:
                 async with gate:
-                    return await self._decide_safely(key, state, record, round_)
+                    return await self._decide_safely(key, state, record, context)
 
             finishes = await asyncio.gather(
                 *(one(*x) for x in zip(due, states, records, strict=True))
@@ -366,12 +366,12 @@ class Deliveries:
         return tried
 
     async def _decide_safely(
-        self, key: str, state: dict[bytes, bytes], record: Record | None, round_: Round
+        self, key: str, state: dict[bytes, bytes], record: Record | None, context: DeliveryRun
     ) -> Finish:
         """``_decide``, with anything unexpected retried later like an HIS outage (never
         lost, never stopping the others)."""
         try:
-            return await self._decide(key, state, record, round_)
+            return await self._decide(key, state, record, context)
         except Exception as exc:
             log.exception("delivery %s failed unexpectedly", key)
             try:
@@ -383,15 +383,15 @@ class Deliveries:
                 state.get(b"hospital", b"").decode(),
                 state.get(b"wanted", b"").decode(),
                 "failed" if attempts >= MAX_ATTEMPTS else "retry",
-                round_.now + backoff(attempts, self.rng),
+                context.now + backoff(attempts, self.rng),
                 fields={"attempts": str(attempts), "error": f"{type(exc).__name__}: {exc}"[:300]},
             )
 
     async def _decide(
-        self, key: str, state: dict[bytes, bytes], record: Record | None, round_: Round
+        self, key: str, state: dict[bytes, bytes], record: Record | None, context: DeliveryRun
     ) -> Finish:
         """Make the call a delivery wants; what came of it (written by ``_finish``)."""
-        configs, down, now, install = round_.configs, round_.down, round_.now, round_.install
+        configs, down, now, install = context.configs, context.down, context.now, context.install
         fields = {k.decode(): v.decode() for k, v in state.items()}
         target = key[len(self.keys.deliveries) + 1 :].partition(":")[0]
         action, hospital_id = fields.get("wanted", ""), fields.get("hospital", "")

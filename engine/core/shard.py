@@ -49,11 +49,13 @@ from engine.outcomes import (
     Bookings,
     BookOutcome,
     CheckedIn,
+    CheckInOutcome,
     Conflict,
     Created,
     DepartmentDayLimit,
     Forbidden,
     HospitalDayLimit,
+    JoinOutcome,
     LeftWaitlist,
     Locked,
     NotFound,
@@ -61,7 +63,9 @@ from engine.outcomes import (
     NotSoldOut,
     NotVisitDay,
     Paid,
+    PayOutcome,
     Released,
+    ReleaseOutcome,
     SessionState,
     SuspendDone,
     TooLate,
@@ -276,7 +280,7 @@ class Shard:
             return Forbidden(session.booking_id(row))  # type: ignore[union-attr]
         return session, row, owner, slot_no, state, at  # type: ignore[return-value]
 
-    def pay(self, session_id: str, booking_no: int, patient: int | None, now: float) -> Any:
+    def pay(self, session_id: str, booking_no: int, patient: int | None, now: float) -> PayOutcome:
         """A payment arrived for a booking: a live hold becomes booked and gets its code.
 
         Paying again answers the same code. A hold whose window has passed is expired now
@@ -311,7 +315,7 @@ class Shard:
 
     def release(
         self, session_id: str, booking_no: int, patient: int | None, now: float = 0.0
-    ) -> Any:
+    ) -> ReleaseOutcome:
         """退号: give a held or booked slot back (invariant 6: exactly that slot returns).
 
         ``patient`` None means the hospital cancels (full refund, no violation). A patient
@@ -352,7 +356,7 @@ class Shard:
         self._freed(session, slot_no, now)
         return Released(booking_id, slot_no, False, refund)
 
-    def check_in(self, session_id: str, booking_no: int, code: str, now: float) -> Any:
+    def check_in(self, session_id: str, booking_no: int, code: str, now: float) -> CheckInOutcome:
         """取号: the hospital checks a booking in with its verification code, on the visit day.
 
         Wrong codes are counted; after ``check_in_max_tries`` the booking is locked."""
@@ -407,7 +411,7 @@ class Shard:
 
     # ----- the waitlist (候补) ---------------------------------------------------------------
 
-    def join_waitlist(self, session_id: str, patient: int, request: int, now: float) -> Any:
+    def join_waitlist(self, session_id: str, patient: int, request: int, now: float) -> JoinOutcome:
         """Queue a patient for a sold-out session; a returned slot goes to the first in line
         who still passes the rules (as a hold when there is a fee)."""
         session = self.sessions.get(session_id)

@@ -37,10 +37,8 @@ import pytest
 
 from api.app import create_app, routes
 from engine.settings import Settings
-
-from .conftest import ADMIN, admin_headers, identity, make_catalog
-from .test_roles import PASSWORD as ADMIN_PASSWORD
-from .test_roles import hospital_admin
+from tests.api.helpers import ADMIN, admin_headers, hospital_admin, identity, make_catalog
+from tests.api.helpers import PASSWORD as ADMIN_PASSWORD
 
 ANONYMOUS = "anonymous"
 PATIENT = "patient"  # holds a booking at hospital A

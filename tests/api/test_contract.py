@@ -39,7 +39,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 
-from .test_authorization import (
+from tests.api.test_authorization import (
     HOSPITAL_ADMIN,
     PATH,
     PATIENT,

@@ -20,10 +20,8 @@ from datetime import date
 import orjson
 
 from api.upgrades import run_upgrades
+from tests.api.helpers import admin_headers, hospital_admin, make_catalog, new_patient
 from tests.helpers import resident_candidates, resident_id
-
-from .conftest import admin_headers, make_catalog, new_patient
-from .test_roles import hospital_admin
 
 
 async def book(http, session_id, auth, request_id="r1"):

@@ -23,8 +23,7 @@ from api.accounts.identity import (
     remask,
     resident_check_character,
 )
-
-from ..helpers import EARLIEST, LATEST, resident_candidates, resident_id
+from tests.helpers import EARLIEST, LATEST, resident_candidates, resident_id
 
 BORN = date(1990, 1, 1)
 ID = resident_id(BORN)  # 110101199001011237

@@ -6,9 +6,7 @@ from __future__ import annotations
 import csv
 import io
 
-from .conftest import admin_headers, make_catalog, new_patient
-from .test_lifecycle import book
-from .test_roles import hospital_admin
+from tests.api.helpers import admin_headers, book, hospital_admin, make_catalog, new_patient
 
 
 async def drain(app) -> None:

@@ -4,21 +4,7 @@ admin; their tokens are not patients' tokens, nor the other way round."""
 
 from __future__ import annotations
 
-from .conftest import admin_headers, make_catalog, new_patient
-
-PASSWORD = "a long enough password"
-
-
-async def hospital_admin(http, hospital_id: str, login: str) -> dict[str, str]:
-    made = await http.post(
-        "/v1/admin/admins",
-        json={"login": login, "password": PASSWORD, "name": "王", "hospital_id": hospital_id},
-        headers=admin_headers(),
-    )
-    assert made.status_code == 201, made.text
-    token = await http.post("/v1/admin/auth/token", json={"login": login, "password": PASSWORD})
-    assert token.status_code == 200 and token.json()["hospital_id"] == hospital_id
-    return {"Authorization": f"Bearer {token.json()['access_token']}"}
+from tests.api.helpers import PASSWORD, admin_headers, hospital_admin, make_catalog, new_patient
 
 
 async def test_a_hospital_admin_cannot_reach_another_hospital(http):

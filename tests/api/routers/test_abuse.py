@@ -22,36 +22,15 @@ import pytest
 
 from api.app import create_app
 from engine.settings import Limit
+from tests.api.helpers import (
+    ADMIN,
+    admin_headers,
+    hospital_admin,
+    identity,
+    make_catalog,
+    new_patient,
+)
 from tests.helpers import resident_id
-
-from .conftest import ADMIN, admin_headers, identity, make_catalog, new_patient
-from .test_roles import hospital_admin
-
-
-@pytest.fixture
-async def workers(runtime):
-    """Two API workers with small shared limits; (client of worker 1, client of worker 2)."""
-    settings = runtime.settings.model_copy(
-        update={
-            "admin_token": ADMIN,
-            "movable_clock": True,
-            "limit_login_phone": Limit(count=5, seconds=60),
-            "limit_register_address": Limit(count=12, seconds=3600),
-            "limit_cancel_patient": Limit(count=3, seconds=60),
-        }
-    )
-    one, two = create_app(settings), create_app(settings)
-    async with (
-        one.app.router.lifespan_context(one.app),
-        two.app.router.lifespan_context(two.app),
-    ):
-        clients = [
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=g), base_url="http://test")
-            for g in (one, two)
-        ]
-        yield clients
-        for c in clients:
-            await c.aclose()
 
 
 def registration(**overrides) -> dict:
@@ -91,8 +70,8 @@ async def test_a_passport_is_format_checked_only(http):
     assert (await http.post("/v1/patients", json=again)).status_code == 409, "one document"
 
 
-async def test_logins_for_one_phone_are_limited_across_workers_under_concurrency(workers):
-    one, two = workers
+async def test_logins_for_one_phone_are_limited_across_workers_under_concurrency(two_apps):
+    one, two = two_apps
     body = registration()
     assert (await one.post("/v1/patients", json=body)).status_code == 201
     attempts = [
@@ -109,8 +88,8 @@ async def test_logins_for_one_phone_are_limited_across_workers_under_concurrency
     assert limited.json()["code"] == "rate_limited"
 
 
-async def test_registrations_from_one_address_are_limited_across_workers(workers):
-    one, two = workers
+async def test_registrations_from_one_address_are_limited_across_workers(two_apps):
+    one, two = two_apps
     answers = await asyncio.gather(
         *((one if i % 2 else two).post("/v1/patients", json=registration()) for i in range(20))
     )
@@ -118,8 +97,8 @@ async def test_registrations_from_one_address_are_limited_across_workers(workers
     assert codes == {201: 12, 429: 8}, codes
 
 
-async def test_cancellations_per_patient_are_limited_across_workers(workers):
-    one, two = workers
+async def test_cancellations_per_patient_are_limited_across_workers(two_apps):
+    one, two = two_apps
     cat = await make_catalog(one, capacity=10, doctors=1)
     _, auth = await new_patient(one)
     booked = await one.post(
@@ -130,13 +109,13 @@ async def test_cancellations_per_patient_are_limited_across_workers(workers):
     assert codes == [200, 200, 200, 429, 429], "3 a minute, whichever worker is asked"
 
 
-async def test_many_accounts_letting_holds_go_are_banned_by_the_hold_abuse_rule(app, workers):
+async def test_many_accounts_letting_holds_go_are_banned_by_the_hold_abuse_rule(app, two_apps):
     """Twelve accounts, concurrently on both workers, each take a hold and let it go four
     times: the first two a day are free, the rest are hold_abuse, and two of those ban."""
     seed = random.randrange(1 << 30)
     print("seed", seed)
     rng = random.Random(seed)
-    one, two = workers
+    one, two = two_apps
     cat = await make_catalog(one, capacity=40, doctors=1, fee=500)
     hospital, sid = cat["hospital"], cat["sessions"][0]
     policy = {
@@ -152,12 +131,12 @@ async def test_many_accounts_letting_holds_go_are_banned_by_the_hold_abuse_rule(
 
     async def scalp(auth, n):
         for cycle in range(4):
-            client = rng.choice(workers)
+            client = rng.choice(two_apps)
             held = await client.post(
                 f"/v1/sessions/{sid}/bookings", json={"request_id": f"h{n}-{cycle}"}, headers=auth
             )
             assert held.status_code == 201 and held.json()["status"] == "held", held.text
-            cancel = await rng.choice(workers).post(
+            cancel = await rng.choice(two_apps).post(
                 f"/v1/bookings/{held.json()['booking_id']}/cancel", headers=auth
             )
             assert cancel.status_code in (200, 429), cancel.text
@@ -323,10 +302,10 @@ async def test_booking_requests_are_limited_per_client_address(strict_booker):
     assert other.status_code == 201
 
 
-async def test_forwarded_addresses_from_an_untrusted_peer_are_ignored(workers):
+async def test_forwarded_addresses_from_an_untrusted_peer_are_ignored(two_apps):
     """The test client (127.0.0.1) is no trusted proxy of these workers: its X-Forwarded-For
     is not believed, so rotating it does not escape the per-address registration limit."""
-    one, _ = workers
+    one, _ = two_apps
     codes = Counter()
     for i in range(14):
         r = await one.post(

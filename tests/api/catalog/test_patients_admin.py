@@ -5,9 +5,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from .conftest import ZONE, admin_headers, make_catalog, new_patient
-from .test_lifecycle import book, move_clock_to, visit
-from .test_roles import hospital_admin
+from tests.api.helpers import (
+    ZONE,
+    admin_headers,
+    book,
+    hospital_admin,
+    make_catalog,
+    move_clock_to,
+    new_patient,
+    visit,
+)
 
 
 async def test_manual_lists_tags_and_the_patient_view(http):

@@ -3,7 +3,7 @@ sessions under it is refused with a clear code and changes nothing."""
 
 from __future__ import annotations
 
-from .conftest import admin_headers, make_catalog, new_patient
+from tests.api.helpers import admin_headers, make_catalog, new_patient
 
 
 async def test_read_and_update_hospital_department_doctor(http):

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from .conftest import ZONE, admin_headers, make_catalog
-from .test_roles import hospital_admin
+from tests.api.helpers import ZONE, admin_headers, hospital_admin, make_catalog
 
 WEEK = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 

@@ -8,9 +8,7 @@ import asyncio
 import jwt
 
 from api.accounts.auth import ALGORITHM
-
-from .conftest import admin_headers, identity, make_catalog
-from .test_abuse import workers  # noqa: F401 (a fixture)
+from tests.api.helpers import admin_headers, identity, make_catalog
 
 
 async def register_and_login(client) -> tuple[dict, str]:
@@ -35,8 +33,8 @@ async def eventually(predicate, seconds: float = 3.0) -> bool:
     return False
 
 
-async def test_a_logout_voids_every_token_on_every_worker(workers):  # noqa: F811
-    one, two = workers
+async def test_a_logout_voids_every_token_on_every_worker(two_apps):
+    one, two = two_apps
     _, token = await register_and_login(one)
     assert (await mine(one, token), await mine(two, token)) == (200, 200)
     out = await one.post("/v1/auth/logout", headers={"Authorization": f"Bearer {token}"})
@@ -49,8 +47,8 @@ async def _is(client, token, status) -> bool:
     return await mine(client, token) == status
 
 
-async def test_a_new_password_voids_the_old_tokens_and_gives_a_new_one(workers):  # noqa: F811
-    one, two = workers
+async def test_a_new_password_voids_the_old_tokens_and_gives_a_new_one(two_apps):
+    one, two = two_apps
     body, token = await register_and_login(one)
     changed = await two.post(
         "/v1/me/password",

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from .conftest import admin_headers, make_catalog, new_patient
+from tests.api.helpers import admin_headers, make_catalog, new_patient
 
 
 async def test_book_see_cancel(http):

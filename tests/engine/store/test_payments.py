@@ -7,7 +7,7 @@ import time
 import msgpack
 import pytest
 
-from engine.actors.courier import Rounds
+from engine.actors.courier import CourierWork
 from engine.core.policy import PLATFORM, Policy
 from engine.settings import Settings
 from engine.store.keys import Keys
@@ -62,7 +62,7 @@ async def test_the_notice_board_delivers_a_replayed_notice_once(redis_client):
 
 async def test_courier_rounds_are_idempotent_and_judge_bans(redis_server, redis_client):
     settings = Settings.from_env({}, redis_url=redis_server.url, namespace="cr", movable_clock=True)
-    rounds = Rounds(settings)
+    rounds = CourierWork(settings)
     store: Store = rounds.store
     await store.write_policy("h1", Policy(ban_days=(10,)))
     await rounds.gateway.charge("s1.0", 3, 900)
@@ -93,7 +93,7 @@ async def test_a_payment_stranded_by_a_crash_is_found_and_refunded(redis_server,
     """The money was taken, then the API worker died before the engine heard of it: once the
     booking has ended unpaid (or is unknown), the courier's reconciliation gives it back."""
     settings = Settings.from_env({}, redis_url=redis_server.url, namespace="rc")
-    rounds = Rounds(settings)
+    rounds = CourierWork(settings)
     await rounds.gateway.charge("ghost.0", 4, 700)  # no such booking in the engine
     assert await rounds.reconcile(settle_seconds=60) == 0  # too fresh: maybe still on its way
     assert await rounds.reconcile(settle_seconds=-1) == 1
@@ -106,7 +106,7 @@ async def test_a_payment_stranded_by_a_crash_is_found_and_refunded(redis_server,
 
 async def test_a_corrupt_snapshot_does_not_stop_reconciliation(redis_server, redis_client):
     settings = Settings.from_env({}, redis_url=redis_server.url, namespace="rb")
-    rounds = Rounds(settings)
+    rounds = CourierWork(settings)
     keys = rounds.keys
     await redis_client.hset(keys.catalog, "bad", "h1:2030-01-01")
     await redis_client.set(keys.session("h1:2030-01-01", "bad"), b"\x00garbage")

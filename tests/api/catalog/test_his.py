@@ -13,10 +13,7 @@ import httpx
 
 from api.app import create_app
 from api.catalog.rotas import release
-
-from .conftest import ADMIN, admin_headers, make_catalog, new_patient
-from .test_lifecycle import book
-from .test_roles import hospital_admin
+from tests.api.helpers import ADMIN, admin_headers, book, hospital_admin, make_catalog, new_patient
 
 
 def schedule(doctor: str, day: str, sid: str, period: str, at: str, capacity: int = 3) -> dict:

@@ -9,9 +9,8 @@ import orjson
 import pytest
 
 from api import metrics
+from tests.api.helpers import admin_headers, identity, iso_in, make_catalog, new_patient
 from tests.helpers import resident_id
-
-from .conftest import admin_headers, identity, iso_in, make_catalog, new_patient
 
 
 async def remaining(http, sid):

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from .conftest import admin_headers, make_catalog, new_patient
-from .test_lifecycle import book, move_clock_to, visit
+from tests.api.helpers import admin_headers, book, make_catalog, move_clock_to, new_patient, visit
 
 
 async def test_no_shows_reach_the_figures_and_the_charts(http, app):

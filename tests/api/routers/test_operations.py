@@ -16,9 +16,7 @@ from api import jobs
 from api.answers import REFUSALS
 from api.app import create_app
 from engine.outcomes import OutcomeUnknown, Unavailable
-
-from .conftest import ADMIN, admin_headers, make_catalog
-from .test_roles import hospital_admin
+from tests.api.helpers import ADMIN, admin_headers, hospital_admin, make_catalog
 
 
 async def test_metrics_need_the_platform_admins_token(http):
@@ -135,7 +133,13 @@ async def test_the_platform_admin_sees_retries_and_drops_dead_letters(app, http,
 
 
 def test_an_ambiguous_commit_has_its_own_code_and_says_to_retry():
-    unknown, unavailable = REFUSALS[OutcomeUnknown], REFUSALS[Unavailable]
-    assert unknown[:2] == (503, "outcome_unknown")
-    assert "same request_id" in unknown[2] and "may have booked" in unknown[2]
-    assert unavailable[:2] == (503, "unavailable") and "nothing was booked" in unavailable[2]
+    code, message = REFUSALS[OutcomeUnknown]
+    assert (code.status, code.code) == (503, "outcome_unknown")
+    assert "same request_id" in message
+    assert "may have booked" in message
+
+
+def test_an_unavailable_store_says_nothing_was_booked():
+    code, message = REFUSALS[Unavailable]
+    assert (code.status, code.code) == (503, "unavailable")
+    assert "nothing was booked" in message

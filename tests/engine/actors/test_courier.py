@@ -16,7 +16,7 @@ import msgpack
 import pytest
 import redis.asyncio as aioredis
 
-from engine.actors.courier import GROUP, Rounds
+from engine.actors.courier import GROUP, CourierWork
 from engine.core.session import DoctorSession, SessionSpec
 from engine.core.shard import CodeSource
 from engine.settings import Settings
@@ -33,12 +33,12 @@ REFUND = ["refund", "s1.0", 3, 900, "cancelled"]
 @pytest.fixture
 async def make_rounds(
     redis_server: Any, redis_client: aioredis.Redis, settings_for: Callable[..., Settings]
-) -> AsyncIterator[Callable[..., Rounds]]:
+) -> AsyncIterator[Callable[..., CourierWork]]:
     """Courier rounds on the test's Redis (its own namespace), closed after the test."""
-    made: list[Rounds] = []
+    made: list[CourierWork] = []
 
-    def make(**kw: Any) -> Rounds:
-        made.append(Rounds(settings_for(redis_server.url, **kw)))
+    def make(**kw: Any) -> CourierWork:
+        made.append(CourierWork(settings_for(redis_server.url, **kw)))
         return made[-1]
 
     yield make
@@ -47,7 +47,7 @@ async def make_rounds(
 
 
 @pytest.fixture
-def rounds(make_rounds: Callable[..., Rounds]) -> Rounds:
+def rounds(make_rounds: Callable[..., CourierWork]) -> CourierWork:
     return make_rounds(outbox_max_tries=3)
 
 

@@ -7,32 +7,15 @@ import asyncio
 import time
 from datetime import datetime
 
-import httpx
-
-from .conftest import ZONE, admin_headers, make_catalog, new_patient
-
-
-async def move_clock_to(http: httpx.AsyncClient, when: datetime) -> None:
-    now = (
-        await http.post("/v1/admin/clock", json={"advance_seconds": 0.001}, headers=admin_headers())
-    ).json()["now"]
-    seconds = when.timestamp() - datetime.fromisoformat(now).timestamp()
-    r = await http.post(
-        "/v1/admin/clock", json={"advance_seconds": seconds}, headers=admin_headers()
-    )
-    assert r.status_code == 200, r.text
-
-
-def visit(cat: dict, hhmm: str) -> datetime:
-    hour, minute = (int(x) for x in hhmm.split(":"))
-    day = datetime.fromisoformat(cat["date"])
-    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=ZONE)
-
-
-async def book(http, session_id, auth, request_id="r1"):
-    return await http.post(
-        f"/v1/sessions/{session_id}/bookings", json={"request_id": request_id}, headers=auth
-    )
+from tests.api.helpers import (
+    ZONE,
+    admin_headers,
+    book,
+    make_catalog,
+    move_clock_to,
+    new_patient,
+    visit,
+)
 
 
 async def test_pay_check_in_and_cancel_cutoff(http):

@@ -24,8 +24,7 @@ from api.cli.demo_data import seed_patients
 from api.services import shared_secret
 from engine.store.embedded import free_port
 from loadtest.auditor import Ack, check
-
-from .conftest import ADMIN, admin_headers, make_catalog
+from tests.api.helpers import ADMIN, admin_headers, make_catalog
 
 
 @pytest.fixture
