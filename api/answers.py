@@ -6,7 +6,7 @@ Every error body is ``{"code": "<stable_snake_case>", "message": "<for people>",
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -161,6 +161,40 @@ def booking_body(info: BookingInfo, clock: LocalTime, *, owner: bool = True) -> 
         "cancelled_by": info.cancelled_by,
         "changed_at": clock.iso(info.changed_at),
     }
+
+
+def codes_of(outcomes: Any) -> list[errors.Code]:
+    """The error codes an outcome type, or a union of them (``PayOutcome | Stored``), turns
+    into here; successes have none."""
+    out: list[errors.Code] = []
+    for member in get_args(outcomes) or (outcomes,):
+        if member in REFUSALS:
+            out.append(REFUSALS[member][0])
+        if member is NotPayable:  # an expired hold answers its own code
+            out.append(errors.HOLD_EXPIRED)
+    return out
+
+
+def declared(
+    *answers: Any, successes: dict[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """A route's OpenAPI ``responses``: the codes it raises itself and those of the engine
+    outcomes it answers (``declared(PayOutcome, Stored, errors.RATE_LIMITED)``), plus other
+    successes than its main one. What every route of a kind answers (a bad token, a bad
+    body, an unknown id in the path, the store down) ``api/openapi.py`` adds."""
+    codes: list[errors.Code] = []
+    for a in answers:
+        codes.extend([a] if isinstance(a, errors.Code) else codes_of(a))
+    out = errors.responses(*dict.fromkeys(codes))
+    for status, description in (successes or {}).items():
+        out[status] = {"description": description, "content": {"application/json": {}}}
+    return out
+
+
+def content(*media_types: str) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI answer of a route whose success is no JSON (CSV, a page, a chart)."""
+    text = {"schema": {"type": "string"}}
+    return {200: {"content": {m: text for m in media_types}}}
 
 
 def engine_answer(outcome: object, clock: LocalTime) -> Response:

@@ -16,9 +16,11 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
-from api import jobs
-from api.errors import ApiError, error
+from api import jobs, openapi
+from api.errors import INVALID_REQUEST, METHOD_NOT_ALLOWED, NOT_FOUND, ApiError, error
 from api.fastpath.booking import Gateway
 from api.routers import (
     admin_catalog,
@@ -73,6 +75,7 @@ def create_app(settings: Settings | None = None) -> Gateway:
     register_errors(app)
     for area in ROUTERS:
         app.include_router(area.router)
+    openapi.install(app, routes)
     return Gateway(app)
 
 
@@ -91,6 +94,17 @@ def routes(app: FastAPI) -> list[APIRoute]:
     return out
 
 
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """Every method of every route whose path matches (FastAPI makes a route a method, and
+    Starlette's own 405 names only the first route's)."""
+    methods: set[str] = set()
+    for route in routes(app):
+        match, _ = route.matches({**scope, "method": "\0"})  # no method matches: path only
+        if match is Match.PARTIAL:
+            methods |= route.methods
+    return sorted(methods)
+
+
 def register_errors(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -102,11 +116,14 @@ def register_errors(app: FastAPI) -> None:
         return error(422, "invalid_request", "The request is malformed.", errors=details)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:  # a body FastAPI could not read (not UTF-8, say)
-            return error(422, "invalid_request", "The request body could not be read.")
-        codes = {404: "not_found", 405: "method_not_allowed"}
-        return error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+            return error(422, INVALID_REQUEST.code, "The request body could not be read.")
+        if exc.status_code == 405:  # RFC 9110: say which methods the path takes
+            allow = ", ".join(allowed_methods(app, request.scope))
+            return error(405, METHOD_NOT_ALLOWED.code, "Method Not Allowed", {"Allow": allow})
+        code = NOT_FOUND.code if exc.status_code == 404 else "http_error"
+        return error(exc.status_code, code, str(exc.detail), exc.headers)
 
     @app.exception_handler(StoreUnavailable)
     @app.exception_handler(RedisError)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.accounts.admins import ROOT, AdminScope
-from api.accounts.auth import bearer
 from api.answers import LocalTime, refusal_parts
 from api.errors import FORBIDDEN, NOT_FOUND, RATE_LIMITED, UNAUTHENTICATED, UNAVAILABLE, ApiError
 from api.fastpath.limits import client_address
@@ -37,8 +37,30 @@ def services_of(request: Request) -> Services:
     return request.app.state.services
 
 
-def patient_of(request: Request, authorization: Annotated[str | None, Header()] = None) -> int:
-    token = bearer(authorization)
+PATIENT_TOKEN = HTTPBearer(
+    scheme_name="patient",
+    description="A patient's token, from POST /v1/auth/token.",
+    auto_error=False,
+)
+ADMIN_TOKEN = HTTPBearer(
+    scheme_name="admin",
+    description="The platform's admin token (SLOTENGINE_ADMIN_TOKEN), or an admin account's "
+    "from POST /v1/admin/auth/token.",
+    auto_error=False,
+)
+Credentials = HTTPAuthorizationCredentials | None
+
+
+def token_of(credentials: Credentials) -> str | None:
+    """The bearer token, if any (surrounding blanks are no part of it)."""
+    token = credentials.credentials.strip() if credentials else ""
+    return token or None
+
+
+def patient_of(
+    request: Request, credentials: Annotated[Credentials, Security(PATIENT_TOKEN)]
+) -> int:
+    token = token_of(credentials)
     patient = services_of(request).tokens.patient_of(token) if token else None
     if patient is None:
         raise UNAUTHENTICATED("A valid patient bearer token is required.")
@@ -46,10 +68,10 @@ def patient_of(request: Request, authorization: Annotated[str | None, Header()] 
 
 
 async def admin(
-    request: Request, authorization: Annotated[str | None, Header()] = None
+    request: Request, credentials: Annotated[Credentials, Security(ADMIN_TOKEN)]
 ) -> AdminScope:
     """The acting admin: the platform's root token, or an admin account's token."""
-    token = bearer(authorization)
+    token = token_of(credentials)
     services = services_of(request)
     if token is not None and services.tokens.is_admin(token):
         return ROOT

@@ -109,14 +109,24 @@ class ErrorBody(BaseModel):
     message: str
 
 
+def describe(codes: Iterable[Code], description: str = "") -> str:
+    """An OpenAPI response description naming each code of one status with its meaning (the
+    codes already named in ``description`` are kept as they are)."""
+    lines = [line for line in description.split("\n") if line]
+    for c in sorted(codes, key=lambda c: c.code):
+        if f"`{c.code}`" not in description:
+            lines.append(f"- `{c.code}`: {c.meaning}")
+    return "\n".join(lines)
+
+
 def responses(*codes: Code) -> dict[int | str, dict[str, Any]]:
     """The OpenAPI ``responses`` of a route that may answer these codes."""
-    by_status: dict[int, list[str]] = {}
+    by_status: dict[int, list[Code]] = {}
     for c in codes:
-        by_status.setdefault(c.status, []).append(c.code)
+        by_status.setdefault(c.status, []).append(c)
     return {
-        status: {"model": ErrorBody, "description": ", ".join(sorted(names))}
-        for status, names in sorted(by_status.items())
+        status: {"model": ErrorBody, "description": describe(same)}
+        for status, same in sorted(by_status.items())
     }
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
 from datetime import date as Date
+from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from api.accounts.identity import ID_TYPES
 from engine.core.policy import MAX_BAN_DAYS, MAX_RETURN_JITTER
@@ -16,17 +17,48 @@ class Loose(BaseModel):
     model_config = ConfigDict(extra="ignore")  # unknown fields are ignored, not refused
 
 
-EARLIEST, LATEST = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+FIRST_YEAR, LAST_YEAR = 2000, 2099
+IN_YEARS = r"^20[0-9]{2}-"  # the schema's way to say "2000 to 2099" of a date or a moment
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
-def _within_range(moment: datetime) -> datetime:
-    """Moments this platform can mean (and show in any time zone): 2000 to 2100."""
-    if not EARLIEST <= moment <= LATEST:
-        raise ValueError("must be between 2000-01-01 and 2100-01-01")
+def _within_years(moment: datetime) -> datetime:
+    """Moments this platform can mean, written in the years 2000 to 2099 (shown in any time
+    zone, they stay within 1999 to 2100)."""
+    if not FIRST_YEAR <= moment.year <= LAST_YEAR:
+        raise ValueError(f"the year must be {FIRST_YEAR} to {LAST_YEAR}")
     return moment
 
 
-Moment = Annotated[AwareDatetime, AfterValidator(_within_range)]
+def _iso_date(value: object) -> object:
+    """A date is written YYYY-MM-DD (not a count of seconds, as pydantic would also take)."""
+    if isinstance(value, Date):
+        return value
+    if not isinstance(value, str) or not _ISO_DATE.fullmatch(value):
+        raise ValueError("must be a date written YYYY-MM-DD")
+    return value
+
+
+Moment = Annotated[
+    AwareDatetime,
+    AfterValidator(_within_years),
+    Field(json_schema_extra={"pattern": IN_YEARS}),
+]
+Day = Annotated[
+    Date,
+    BeforeValidator(_iso_date),
+    Field(
+        ge=Date(FIRST_YEAR, 1, 1),
+        le=Date(LAST_YEAR, 12, 31),
+        json_schema_extra={"pattern": IN_YEARS},
+        description=f"a date YYYY-MM-DD, {FIRST_YEAR} to {LAST_YEAR}",
+    ),
+]
+BirthDate = Annotated[
+    Date,
+    BeforeValidator(_iso_date),
+    Field(ge=Date(1900, 1, 1), json_schema_extra={"pattern": r"^(19|20)[0-9]{2}-"}),
+]
 
 
 # ----- bodies ----------------------------------------------------------------------------------
@@ -49,7 +81,7 @@ class PatientIn(Loose):
         "passport, hk_macau_permit or taiwan_permit (format only)",
     )
     id_number: str = Field(pattern=r"^[0-9A-Za-z ]{6,32}$")
-    birth_date: Date
+    birth_date: BirthDate
     password: str = Field(min_length=8, max_length=128)
 
 
@@ -88,7 +120,7 @@ class DoctorIn(Loose):
 
 class SessionIn(Loose):
     doctor_id: str = Field(min_length=1, max_length=40)
-    date: Date
+    date: Day
     period: Literal["AM", "PM", "EVENING"]
     capacity: int = Field(ge=1, le=1000)
     first_slot_at: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from api.accounts.admins import AdminScope
+from api.answers import declared
 from api.catalog.rotas import release_due
 from api.deps import (
     AdminDep,
@@ -19,6 +20,7 @@ from api.deps import (
     platform_only,
 )
 from api.errors import (
+    CONFLICT,
     HAS_LIVE_BOOKINGS,
     HAS_OPEN_SESSIONS,
     INVALID_REQUEST,
@@ -85,7 +87,11 @@ async def update_hospital(
     return await _change(s, who, "hospital", entity_id, body)
 
 
-@router.delete("/v1/admin/hospitals/{entity_id}", name="delete_hospital")
+@router.delete(
+    "/v1/admin/hospitals/{entity_id}",
+    responses=declared(HAS_LIVE_BOOKINGS, HAS_OPEN_SESSIONS, NOT_EMPTY),
+    name="delete_hospital",
+)
 async def delete_hospital(entity_id: str, s: ServicesDep, who: AdminDep) -> dict[str, Any]:
     """Only the platform admin; refused while anything under it still matters."""
     return await _remove(s, who, "hospital", entity_id)
@@ -103,7 +109,11 @@ async def update_department(
     return await _change(s, who, "department", entity_id, body)
 
 
-@router.delete("/v1/admin/departments/{entity_id}", name="delete_department")
+@router.delete(
+    "/v1/admin/departments/{entity_id}",
+    responses=declared(HAS_LIVE_BOOKINGS, HAS_OPEN_SESSIONS, NOT_EMPTY),
+    name="delete_department",
+)
 async def delete_department(entity_id: str, s: ServicesDep, who: AdminDep) -> dict[str, Any]:
     """Refused while anything under it still matters."""
     return await _remove(s, who, "department", entity_id)
@@ -119,7 +129,11 @@ async def update_doctor(entity_id: str, body: DoctorPatch, s: ServicesDep, who: 
     return await _change(s, who, "doctor", entity_id, body)
 
 
-@router.delete("/v1/admin/doctors/{entity_id}", name="delete_doctor")
+@router.delete(
+    "/v1/admin/doctors/{entity_id}",
+    responses=declared(HAS_LIVE_BOOKINGS, HAS_OPEN_SESSIONS, NOT_EMPTY),
+    name="delete_doctor",
+)
 async def delete_doctor(entity_id: str, s: ServicesDep, who: AdminDep) -> dict[str, Any]:
     """Refused while anything under it still matters."""
     return await _remove(s, who, "doctor", entity_id)
@@ -131,7 +145,7 @@ async def new_hospital(body: HospitalIn, s: ServicesDep, who: AdminDep) -> dict[
     return {"id": (await s.catalog.create_hospital(body.model_dump()))["id"]}
 
 
-@router.post("/v1/admin/departments", status_code=201)
+@router.post("/v1/admin/departments", responses=declared(NOT_FOUND), status_code=201)
 async def new_department(body: DepartmentIn, s: ServicesDep, who: AdminDep) -> dict[str, str]:
     if await s.catalog.get("hospital", body.hospital_id) is None:
         raise NOT_FOUND("No such hospital.")
@@ -139,7 +153,7 @@ async def new_department(body: DepartmentIn, s: ServicesDep, who: AdminDep) -> d
     return {"id": (await s.catalog.create_department(body.model_dump()))["id"]}
 
 
-@router.post("/v1/admin/doctors", status_code=201)
+@router.post("/v1/admin/doctors", responses=declared(NOT_FOUND), status_code=201)
 async def new_doctor(body: DoctorIn, s: ServicesDep, who: AdminDep) -> dict[str, str]:
     department = await s.catalog.get("department", body.department_id)
     if department is None:
@@ -149,7 +163,7 @@ async def new_doctor(body: DoctorIn, s: ServicesDep, who: AdminDep) -> dict[str,
     return {"id": (await s.catalog.create_doctor(doc))["id"]}
 
 
-@router.put("/v1/admin/doctors/{doctor_id}/rota")
+@router.put("/v1/admin/doctors/{doctor_id}/rota", responses=declared(CONFLICT))
 async def put_rota(doctor_id: str, body: RotaIn, s: ServicesDep, who: AdminDep) -> Any:
     """A doctor's weekly rota: its sessions are released day by day, each shortly before
     its release time, so a change applies to every session not yet released."""

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
-from api.answers import booking_body, engine_answer
+from api.answers import booking_body, content, declared, engine_answer
 from api.catalog import patients
 from api.catalog.rotas import release
 from api.csv_export import csv_text
@@ -21,21 +21,24 @@ from api.deps import (
     entity_of,
     session_of,
 )
-from api.errors import FORBIDDEN, INVALID_REQUEST, NOT_FOUND
+from api.errors import CONFLICT, FORBIDDEN, INVALID_REQUEST, NOT_FOUND
 from api.schemas import CheckInIn, PolicyIn, SessionIn
 from engine.core.policy import PLATFORM, Policy
 from engine.outcomes import (
     Bookings,
     CheckedIn,
+    CheckInOutcome,
     Created,
     Done,
+    Stored,
     SuspendDone,
+    SuspendOutcome,
 )
 
 router = APIRouter(tags=["admin"])
 
 
-@router.post("/v1/admin/sessions", status_code=201)
+@router.post("/v1/admin/sessions", responses=declared(NOT_FOUND, CONFLICT), status_code=201)
 async def new_session(body: SessionIn, s: ServicesDep, who: AdminDep) -> Any:
     """Release a doctor-session (出诊) with ``capacity`` numbered slots."""
     doctor = await s.catalog.get("doctor", body.doctor_id)
@@ -77,7 +80,11 @@ async def session_bookings(session_id: str, s: ServicesDep, who: AdminDep) -> An
     ]
 
 
-@router.get("/v1/admin/sessions/{session_id}/day-list")
+@router.get(
+    "/v1/admin/sessions/{session_id}/day-list",
+    response_class=Response,
+    responses=content("text/csv", "text/html"),
+)
 async def day_list(
     session_id: str,
     s: ServicesDep,
@@ -112,7 +119,7 @@ async def day_list(
     )
 
 
-@router.post("/v1/admin/sessions/{session_id}/suspend")
+@router.post("/v1/admin/sessions/{session_id}/suspend", responses=declared(SuspendOutcome, Stored))
 async def suspend(session_id: str, s: ServicesDep, who: AdminDep) -> Any:
     """停诊: every booking is cancelled and refunded in full, each patient notified, and the
     session answers ``suspended`` from now on. Suspending again changes nothing."""
@@ -129,7 +136,7 @@ async def suspend(session_id: str, s: ServicesDep, who: AdminDep) -> Any:
     return engine_answer(outcome, s.clock)
 
 
-@router.post("/v1/admin/bookings/{booking_id}/check-in")
+@router.post("/v1/admin/bookings/{booking_id}/check-in", responses=declared(CheckInOutcome, Stored))
 async def check_in(booking_id: str, body: CheckInIn, s: ServicesDep, who: AdminDep) -> Any:
     """取号 with the patient's 8-digit code, on the visit day. Wrong codes are counted; the
     booking locks after the policy's check_in_max_tries."""

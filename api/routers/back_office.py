@@ -18,19 +18,23 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
+from api.answers import content, declared
 from api.catalog.his_import import import_schedules, pull
 from api.csv_export import csv_stream
 from api.deps import AdminDep, ServicesDep, entity_of, platform_only
 from api.errors import (
     ADDRESS_NOT_ALLOWED,
+    CONFLICT,
     HIS_REJECTED,
     HIS_UNAVAILABLE,
     INVALID_CURSOR,
     INVALID_REQUEST,
     NOT_FOUND,
+    OUTCOME_UNKNOWN,
     UNAVAILABLE,
     ApiError,
 )
+from api.schemas import Day
 from api.services import Services
 from engine.backoffice.analytics import Report, Tally
 from engine.backoffice.egress import Egress
@@ -64,10 +68,6 @@ MAX_REPORT_DAYS = 366
 REPORT_SECONDS = 60.0  # an analytics report is reused this long (its charts ask for it 8 times)
 DEFAULT_DAYS = 90
 PAGE = Path(__file__).parent.parent / "admin_page.html"
-Day = Annotated[
-    Date,
-    Field(ge=Date(2000, 1, 1), le=Date(2099, 12, 31), description="a visit date, 2000 to 2099"),
-]
 
 
 class HisConfigIn(BaseModel):
@@ -198,7 +198,8 @@ router = APIRouter(tags=["back office"])
 reports = Reports()  # one per worker
 
 
-@router.get("/v1/admin/records")
+# NOT_FOUND: a hospital, department or doctor named in the query (here and below)
+@router.get("/v1/admin/records", responses=declared(INVALID_CURSOR, NOT_FOUND))
 async def records(
     s: ServicesDep,
     who: AdminDep,
@@ -221,7 +222,11 @@ async def records(
     }
 
 
-@router.get("/v1/admin/records.csv")
+@router.get(
+    "/v1/admin/records.csv",
+    response_class=Response,
+    responses=content("text/csv") | declared(NOT_FOUND),
+)
 async def records_csv(
     s: ServicesDep, who: AdminDep, f: Annotated[Filters, Query()]
 ) -> StreamingResponse:
@@ -238,7 +243,7 @@ async def records_csv(
 # ----- the HIS link --------------------------------------------------------------------
 
 
-@router.put("/v1/admin/hospitals/{hospital_id}/his")
+@router.put("/v1/admin/hospitals/{hospital_id}/his", responses=declared(ADDRESS_NOT_ALLOWED))
 async def set_his(
     hospital_id: str, body: HisConfigIn, s: ServicesDep, who: AdminDep
 ) -> dict[str, Any]:
@@ -285,7 +290,9 @@ async def drop_his(hospital_id: str, s: ServicesDep, who: AdminDep) -> dict[str,
     return {"hospital_id": hospital_id, "his": None}
 
 
-@router.post("/v1/admin/hospitals/{hospital_id}/his/schedules")
+@router.post(
+    "/v1/admin/hospitals/{hospital_id}/his/schedules", responses=declared(CONFLICT, OUTCOME_UNKNOWN)
+)
 async def push_schedules(
     hospital_id: str, body: SchedulesIn, s: ServicesDep, who: AdminDep
 ) -> dict[str, Any]:
@@ -302,7 +309,12 @@ async def push_schedules(
     return result
 
 
-@router.post("/v1/admin/hospitals/{hospital_id}/his/pull")
+@router.post(
+    "/v1/admin/hospitals/{hospital_id}/his/pull",
+    responses=declared(
+        ADDRESS_NOT_ALLOWED, CONFLICT, HIS_REJECTED, HIS_UNAVAILABLE, OUTCOME_UNKNOWN
+    ),
+)
 async def pull_now(hospital_id: str, s: ServicesDep, who: AdminDep) -> dict[str, Any]:
     """Pull what changed at the HIS now (it is also pulled every 30 s)."""
     await entity_of(s, who, "hospital", hospital_id)
@@ -386,7 +398,7 @@ async def report_for(
     return await reports.get(s, hospital, start, end)
 
 
-@router.get("/v1/admin/analytics")
+@router.get("/v1/admin/analytics", responses=declared(NOT_FOUND))
 async def analytics(
     s: ServicesDep,
     who: AdminDep,
@@ -399,7 +411,11 @@ async def analytics(
     return (await report_for(s, who, hospital, from_, to)).to_dict()
 
 
-@router.get("/v1/admin/analytics/charts/{name}.{fmt}")
+@router.get(
+    "/v1/admin/analytics/charts/{name}.{fmt}",
+    response_class=Response,
+    responses=content("image/svg+xml", "image/png"),
+)
 async def chart(
     name: str,
     fmt: Literal["svg", "png"],

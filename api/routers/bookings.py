@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request, Security
 from fastapi.responses import JSONResponse, Response
 
-from api.answers import booked_body, booking_body, engine_answer
+from api.answers import booked_body, booking_body, declared, engine_answer
 from api.deps import (
+    PATIENT_TOKEN,
     PatientDep,
     ServicesDep,
     limit,
     outcome_parts,
 )
-from api.errors import NOT_FOUND, ApiError
+from api.errors import NOT_FOUND, RATE_LIMITED, UNAUTHENTICATED, ApiError
 from api.fastpath.booking import book
 from api.fastpath.limits import client_address
 from api.schemas import BookingIn, WaitlistIn
@@ -23,9 +24,15 @@ from api.services import Services
 from engine.outcomes import (
     Booked,
     BookingInfo,
+    BookOutcome,
+    JoinOutcome,
+    LeaveOutcome,
     LeftWaitlist,
     Paid,
+    PayOutcome,
     Released,
+    ReleaseOutcome,
+    Stored,
     Waitlisted,
 )
 
@@ -36,32 +43,22 @@ router = APIRouter()
     "/v1/sessions/{session_id}/bookings",
     status_code=201,
     tags=["booking"],
-    responses={
-        200: {"description": "the same request_id again: the same booking"},
-        401: {"description": "unauthenticated"},
-        403: {"description": "blacklisted"},
-        404: {"description": "not_found"},
-        409: {"description": "sold_out (with alternatives), not_open, closed, suspended"},
-        413: {"description": "payload_too_large"},
-        422: {"description": "invalid_request, hospital_day_limit, department_day_limit"},
-        429: {"description": "rate_limited"},
-        503: {
-            "description": "unavailable: the store cannot confirm and nothing was booked; "
-            "outcome_unknown: the store may have booked it (retry with the same request_id "
-            "to learn the outcome)"
-        },
-    },
+    dependencies=[Security(PATIENT_TOKEN)],  # read by the gateway itself; here for the document
+    responses=declared(
+        BookOutcome,
+        UNAUTHENTICATED,
+        RATE_LIMITED,
+        successes={200: "the same request_id again: the same booking"},
+    ),
 )
-async def take_slot(
-    session_id: str,
-    body: BookingIn,
-    request: Request,
-    s: ServicesDep,
-    authorization: Annotated[str | None, Header()] = None,
-) -> Response:
+async def take_slot(session_id: str, body: BookingIn, request: Request, s: ServicesDep) -> Response:
     """Take the next free slot for the caller. Served by the gateway's fast path; this
-    route is its twin for any mount without the gateway."""
+    route is its twin for any mount without the gateway.
+
+    A 503 ``unavailable`` means nothing was booked; ``outcome_unknown`` means the store may
+    have booked it: retry with the same request_id to learn the outcome."""
     address = client_address(request.scope, s.proxies)
+    authorization = request.headers.get("authorization")
     status, answer, *extra = await book(s, session_id, authorization, await request.body(), address)
     headers = {k.decode(): v.decode() for k, v in extra[0]} if extra else None
     return Response(answer, status_code=status, media_type="application/json", headers=headers)
@@ -92,7 +89,11 @@ async def my_bookings(s: ServicesDep, patient: PatientDep) -> list[dict[str, Any
     ]
 
 
-@router.post("/v1/bookings/{booking_id}/payment", tags=["booking"])
+@router.post(
+    "/v1/bookings/{booking_id}/payment",
+    responses=declared(PayOutcome, Stored, RATE_LIMITED),
+    tags=["booking"],
+)
 async def pay(booking_id: str, s: ServicesDep, patient: PatientDep) -> Any:
     """Pay a held booking (sandbox gateway). Paying again takes no more money and answers
     the same code; a payment that arrives after the hold expired is refunded in full."""
@@ -110,7 +111,11 @@ async def pay(booking_id: str, s: ServicesDep, patient: PatientDep) -> Any:
     return engine_answer(outcome, s.clock)
 
 
-@router.post("/v1/bookings/{booking_id}/cancel", tags=["booking"])
+@router.post(
+    "/v1/bookings/{booking_id}/cancel",
+    responses=declared(ReleaseOutcome, Stored, RATE_LIMITED),
+    tags=["booking"],
+)
 async def cancel(booking_id: str, s: ServicesDep, patient: PatientDep) -> Any:
     """退号: give the slot back before the hospital's cutoff; refunded by its fee tiers.
     A slot nobody waits for goes back to the pool after a random delay (the policy's
@@ -127,7 +132,16 @@ async def cancel(booking_id: str, s: ServicesDep, patient: PatientDep) -> Any:
     return engine_answer(outcome, s.clock)
 
 
-@router.post("/v1/sessions/{session_id}/waitlist", status_code=201, tags=["waitlist"])
+@router.post(
+    "/v1/sessions/{session_id}/waitlist",
+    responses=declared(
+        JoinOutcome,
+        Stored,
+        successes={200: "the same request_id again: the same place, or the booking it already got"},
+    ),
+    status_code=201,
+    tags=["waitlist"],
+)
 async def join_waitlist(
     session_id: str, body: WaitlistIn, s: ServicesDep, patient: PatientDep
 ) -> Any:
@@ -145,7 +159,11 @@ async def join_waitlist(
     return engine_answer(outcome, s.clock)
 
 
-@router.delete("/v1/sessions/{session_id}/waitlist", tags=["waitlist"])
+@router.delete(
+    "/v1/sessions/{session_id}/waitlist",
+    responses=declared(LeaveOutcome, Stored),
+    tags=["waitlist"],
+)
 async def leave_waitlist(session_id: str, s: ServicesDep, patient: PatientDep) -> Any:
     outcome = await s.engine.leave_waitlist(session_id, patient)
     if isinstance(outcome, LeftWaitlist):

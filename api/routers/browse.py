@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date as Date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -12,6 +11,7 @@ from api.deps import (
     ServicesDep,
 )
 from api.errors import NOT_FOUND
+from api.schemas import Day
 from engine.outcomes import (
     SessionState,
 )
@@ -33,7 +33,7 @@ async def departments(hospital_id: str, s: ServicesDep) -> list[dict[str, Any]]:
 
 @router.get("/v1/departments/{department_id}/sessions", tags=["browse"])
 async def department_sessions(
-    department_id: str, s: ServicesDep, date: Annotated[Date | None, Query()] = None
+    department_id: str, s: ServicesDep, date: Annotated[Day | None, Query()] = None
 ) -> list[dict[str, Any]]:
     """The department's doctor-sessions (on ``date``), with stock from the live view."""
     if await s.catalog.get("department", department_id) is None:

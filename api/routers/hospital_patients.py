@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from api.accounts.admins import AdminScope
 from api.answers import engine_answer
@@ -22,7 +23,17 @@ from engine.outcomes import (
     Done,
 )
 
+
+class ListKind(StringConvertor):
+    """A path segment that is the name of a hospital's list, and nothing else: so that
+    ``.../tags`` is never taken for a list (a DELETE there is 405, ``Allow: PUT``)."""
+
+    regex = "blacklist|whitelist"
+
+
+register_url_convertor("list_kind", ListKind())
 PATIENT = "/v1/admin/hospitals/{hospital_id}/patients/{patient_id}"
+LIST = PATIENT + "/{kind:list_kind}"
 router = APIRouter(tags=["admin"])
 
 
@@ -60,7 +71,7 @@ async def put_tags(
     return {"patient_id": patient_id, "tags": sorted(set(body.tags))}
 
 
-@router.put(PATIENT + "/{kind}")
+@router.put(LIST)
 async def put_list_entry(
     hospital_id: str,
     patient_id: int,
@@ -84,7 +95,7 @@ async def put_list_entry(
     }
 
 
-@router.delete(PATIENT + "/{kind}")
+@router.delete(LIST)
 async def drop_list_entry(
     hospital_id: str,
     patient_id: int,

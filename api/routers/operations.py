@@ -5,16 +5,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Request, Security
 from fastapi.responses import JSONResponse, Response
 
 from api import metrics
+from api.answers import content, declared
 from api.deps import (
+    ADMIN_TOKEN,
+    Credentials,
     ServicesDep,
     admin,
     platform_only,
     services_of,
 )
+from api.errors import FORBIDDEN, UNAUTHENTICATED
 
 router = APIRouter()
 
@@ -38,13 +42,19 @@ async def readyz(s: ServicesDep) -> Any:
 
 
 async def metrics_reader(
-    request: Request, authorization: Annotated[str | None, Header()] = None
+    request: Request, credentials: Annotated[Credentials, Security(ADMIN_TOKEN)]
 ) -> None:
     if not services_of(request).settings.metrics_public:  # refund totals, bans: not for all
-        platform_only(await admin(request, authorization))
+        platform_only(await admin(request, credentials))
 
 
-@router.get("/metrics", tags=["operations"], dependencies=[Depends(metrics_reader)])
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses=declared(UNAUTHENTICATED, FORBIDDEN) | content("text/plain"),
+    tags=["operations"],
+    dependencies=[Depends(metrics_reader)],
+)
 async def prometheus(s: ServicesDep) -> Response:
     """Prometheus text (the platform admin's bearer token unless SLOTENGINE_METRICS_PUBLIC);
     the courier's figures as a background task last read them."""

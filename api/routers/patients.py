@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 
 from api.accounts.auth import DUMMY_HASH, check_password, hash_password
 from api.accounts.identity import check_document, mask_document, normalize_document, normalize_phone
+from api.answers import declared
 from api.deps import (
     PatientDep,
     ServicesDep,
@@ -15,14 +16,16 @@ from api.deps import (
     limit_address,
     shed,
 )
-from api.errors import CONFLICT, UNAUTHENTICATED, WRONG_PASSWORD, invalid_field
+from api.errors import CONFLICT, RATE_LIMITED, UNAUTHENTICATED, WRONG_PASSWORD, invalid_field
 from api.schemas import Credentials, PasswordChangeIn, PatientIn
 from engine.store.notices import patient_notices
 
 router = APIRouter()
 
 
-@router.post("/v1/patients", status_code=201, tags=["patients"])
+@router.post(
+    "/v1/patients", responses=declared(CONFLICT, RATE_LIMITED), status_code=201, tags=["patients"]
+)
 async def register(body: PatientIn, request: Request, s: ServicesDep) -> dict[str, int]:
     """Register a patient (实名). A resident ID number must carry a valid GB 11643 check
     character and the birth date given; other documents are format-checked. The phone is
@@ -55,7 +58,7 @@ async def register(body: PatientIn, request: Request, s: ServicesDep) -> dict[st
     return {"id": patient_id}
 
 
-@router.post("/v1/auth/token", tags=["patients"])
+@router.post("/v1/auth/token", responses=declared(UNAUTHENTICATED, RATE_LIMITED), tags=["patients"])
 async def token(body: Credentials, request: Request, s: ServicesDep) -> dict[str, str]:
     """A bearer token for a patient (limited per client address and per phone)."""
     await limit_address(s, request, "login", s.settings.limit_login_address)
@@ -81,7 +84,7 @@ async def logout(s: ServicesDep, patient: PatientDep) -> dict[str, Any]:
     return {"patient_id": patient, "revoked": True}
 
 
-@router.post("/v1/me/password", tags=["patients"])
+@router.post("/v1/me/password", responses=declared(WRONG_PASSWORD, RATE_LIMITED), tags=["patients"])
 async def change_password(
     body: PasswordChangeIn, s: ServicesDep, patient: PatientDep
 ) -> dict[str, str]:

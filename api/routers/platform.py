@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 
 from api.accounts.admins import public
 from api.accounts.auth import DUMMY_HASH, check_password, hash_password
-from api.answers import engine_answer
+from api.answers import declared, engine_answer
 from api.catalog.rotas import release_due
 from api.deps import (
     AdminDep,
@@ -19,7 +19,7 @@ from api.deps import (
     platform_only,
     shed,
 )
-from api.errors import CONFLICT, NOT_FOUND, UNAUTHENTICATED
+from api.errors import CONFLICT, NOT_FOUND, RATE_LIMITED, UNAUTHENTICATED
 from api.schemas import AdminCredentials, AdminIn, ClockIn
 from engine.core.policy import PLATFORM
 from engine.outcomes import (
@@ -30,7 +30,7 @@ from engine.store.notices import recent_notices
 router = APIRouter(tags=["admin"])
 
 
-@router.post("/v1/admin/admins", status_code=201)
+@router.post("/v1/admin/admins", responses=declared(NOT_FOUND, CONFLICT), status_code=201)
 async def new_admin(body: AdminIn, s: ServicesDep, who: AdminDep) -> dict[str, str]:
     """An admin account: of one hospital (``hospital_id``), or of the platform (none)."""
     platform_only(who)
@@ -64,7 +64,7 @@ async def disable_admin(admin_id: str, s: ServicesDep, who: AdminDep) -> dict[st
     return public(await s.admins.get(admin_id) or {})
 
 
-@router.post("/v1/admin/auth/token")
+@router.post("/v1/admin/auth/token", responses=declared(UNAUTHENTICATED, RATE_LIMITED))
 async def admin_token(body: AdminCredentials, request: Request, s: ServicesDep) -> dict[str, Any]:
     """An admin account's bearer token (limited per client address and per login)."""
     await limit_address(s, request, "login", s.settings.limit_login_address)
@@ -147,7 +147,7 @@ async def notifications(
     return await recent_notices(s.engine.store.client, s.engine.store.keys, limit)
 
 
-@router.post("/v1/admin/clock")
+@router.post("/v1/admin/clock", responses=declared(NOT_FOUND, CONFLICT))
 async def move_clock(body: ClockIn, s: ServicesDep, who: AdminDep) -> dict[str, Any]:
     """Move the one clock forward and run every timer (only with SLOTENGINE_MOVABLE_CLOCK)."""
     platform_only(who)

@@ -456,7 +456,7 @@ def changes(before: dict[bytes, str], after: dict[bytes, str]) -> list[str]:
 
 def app_routes(app) -> set[tuple[str, str]]:
     return {
-        (method, route.path)
+        (method, route.path_format)
         for route in routes(app)
         for method in route.methods - {"HEAD", "OPTIONS"}
     }
@@ -472,6 +472,28 @@ def test_every_route_has_an_entry():
         assert e.expect.keys() == set(ROLES), route
         business = {x for x in e.expect.values() if x >= 400} - REFUSALS.keys()
         assert not business or e.code, f"{route}: name the code of its {business} refusal"
+
+
+def refusal_code(e: Entry, status: int) -> str:
+    """The code of a refusal the table expects: who is asking (401, 403), else the entry's."""
+    return REFUSALS[status] if status in (401, 403) else e.code or REFUSALS[status]
+
+
+def test_every_answer_of_the_table_is_declared_in_the_document():
+    """What the table expects of each caller (and the matrix checks against the real app) is
+    an answer the OpenAPI document declares for that operation, its code named."""
+    doc = create_app(Settings.from_env({}, admin_token=ADMIN)).app.openapi()
+    undeclared = []
+    for (method, path), e in TABLE.items():
+        if path not in doc["paths"]:  # a page, not in the document (``/admin``)
+            continue
+        answers = doc["paths"][path][method.lower()]["responses"]
+        for role, status in e.expect.items():
+            code = None if status < 400 else refusal_code(e, status)
+            entry = answers.get(str(status))
+            if entry is None or (code and f"`{code}`" not in entry["description"]):
+                undeclared.append(f"{method} {path} as {role}: {status} {code or ''}")
+    assert undeclared == []
 
 
 class DatabaseWatch:
@@ -528,7 +550,7 @@ async def test_every_route_answers_each_caller_as_the_table_says(
         if r.status_code != expected:
             wrong.append(f"{where}: {r.status_code}, expected {expected}: {r.text[:300]}")
             continue
-        want = REFUSALS.get(expected) if expected in (401, 403) else e.code or REFUSALS[expected]
+        want = refusal_code(e, expected)
         if (code := r.json().get("code")) != want:
             wrong.append(f"{where}: code {code!r}, expected {want!r}")
         if changed:
