@@ -1,5 +1,7 @@
 """Shared test helpers: things tests all over the project need, kept out of any one test module.
 
+- ``spec`` makes a doctor-session's definition (``SessionSpec``) from defaults, with only what
+  a test is about given.
 - ``resident_id`` makes a valid resident ID number (居民身份证) to register a test patient with.
 - ``resident_candidates`` is the attacker's count: how many valid resident ID numbers are
   consistent with a masked form and what else is known of the patient.
@@ -14,6 +16,9 @@ from __future__ import annotations
 import calendar
 import datetime
 from collections.abc import Iterator
+from typing import Any
+
+from engine.core.session import SessionSpec
 
 _WEIGHTS = tuple(2 ** (17 - i) % 11 for i in range(17))  # 7, 9, 10, 5, 8, 4, 2, 1, 6, ...
 _CHECK_VALUE = {str(v): v for v in range(10)} | {"X": 10}
@@ -21,6 +26,25 @@ _DATES = range(6, 14)
 _NOT_DATES = (0, 1, 2, 3, 4, 5, 14, 15, 16)
 EARLIEST = datetime.date(1900, 1, 1)
 LATEST = datetime.date(2030, 12, 31)
+
+
+SPEC_DEFAULTS: dict[str, Any] = {
+    "id": "s1",
+    "hospital_id": "h1",
+    "department_id": "d1",
+    "doctor_id": "doc1",
+    "date": "2026-12-01",
+    "period": "AM",
+    "capacity": 3,
+    "first_slot_minute": 8 * 60,
+    "slot_minutes": 10,
+}
+
+
+def spec(**overrides: Any) -> SessionSpec:
+    """A doctor-session definition: a morning of three 10-minute slots from 08:00 on
+    2026-12-01 at h1, free and open from the epoch, but for what is given."""
+    return SessionSpec(**{**SPEC_DEFAULTS, **overrides})
 
 
 def _check_character(first17: str) -> str:

@@ -116,7 +116,8 @@ async def hospital_admin(http, hospital_id: str, login: str) -> dict[str, str]:
     )
     assert made.status_code == 201, made.text
     token = await http.post("/v1/admin/auth/token", json={"login": login, "password": PASSWORD})
-    assert token.status_code == 200 and token.json()["hospital_id"] == hospital_id
+    assert token.status_code == 200
+    assert token.json()["hospital_id"] == hospital_id
     return {"Authorization": f"Bearer {token.json()['access_token']}"}
 
 

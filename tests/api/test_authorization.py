@@ -394,7 +394,8 @@ async def build_world(http: httpx.AsyncClient) -> World:
             json={"request_id": w.request_id},
             headers=w.headers[role],
         )
-        assert held.status_code == 201 and held.json()["status"] == "held", held.text
+        assert held.status_code == 201, held.text
+        assert held.json()["status"] == "held", held.text
         w.ids["booking" if role == PATIENT else "other booking"] = held.json()["booking_id"]
     return w
 
@@ -582,10 +583,12 @@ async def test_a_hospital_admin_sees_no_patient_who_never_booked_there(
     seen = await http.get(
         f"/v1/admin/hospitals/{b}/patients/{other}", headers=world.headers[OTHER_HOSPITAL_ADMIN]
     )
-    assert seen.status_code == 200 and seen.json()["patient_id"] == other
+    assert seen.status_code == 200
+    assert seen.json()["patient_id"] == other
     assert [x["booking_id"] for x in seen.json()["bookings"]] == [world.ids["other booking"]]
     anyone = await http.get(f"/v1/admin/hospitals/{a}/patients/{other}", headers=admin_headers())
-    assert anyone.status_code == 200 and anyone.json()["bookings"] == []
+    assert anyone.status_code == 200
+    assert anyone.json()["bookings"] == []
 
 
 async def test_a_hospital_admins_records_and_analytics_are_of_its_own_hospital(app, http, world):
@@ -603,7 +606,8 @@ async def test_a_hospital_admins_records_and_analytics_are_of_its_own_hospital(a
         items = page.json()["items"]
         assert [(x["hospital_id"], x["booking_id"]) for x in items] == [(hospital_id, booking)]
         csv = await http.get("/v1/admin/records.csv", headers=headers)
-        assert csv.status_code == 200 and booking in csv.text
+        assert csv.status_code == 200
+        assert booking in csv.text
         assert ({a, b} - {hospital_id}).pop() not in csv.text
         mine = await http.get("/v1/admin/analytics", headers=headers)
         named = await http.get(
@@ -628,4 +632,5 @@ async def test_only_the_platform_admin_makes_a_hospitals_bans_platform_wide(
     )
     assert (r.status_code, r.json()["code"], changed) == (403, "forbidden", []), r.text
     done = await http.put(path, json=body, headers=admin_headers())
-    assert done.status_code == 200 and done.json()["ban_scope"] == "platform"
+    assert done.status_code == 200
+    assert done.json()["ban_scope"] == "platform"

@@ -35,19 +35,25 @@ def test_tokens_round_trip_expire_and_resist_forgery():
     head, body, sig = token.split(".")
     assert t.patient_of(f"{head}.{body}.{sig[:-2]}xx") is None
     assert t.patient_of("garbage") is None
-    assert claimed_patient(token) == 42 and claimed_patient("a.b") is None
+    assert claimed_patient(token) == 42
+    assert claimed_patient("a.b") is None
 
 
 def test_admin_token_and_bearer_parsing():
     t = tokens()
-    assert t.is_admin("admin-token-123456") and not t.is_admin("admin-token-12345")
-    assert bearer("Bearer abc") == "abc" and bearer("bearer  abc ") == "abc"
-    assert bearer("Basic abc") is None and bearer(None) is None and bearer("Bearer ") is None
+    assert t.is_admin("admin-token-123456")
+    assert not t.is_admin("admin-token-12345")
+    assert bearer("Bearer abc") == "abc"
+    assert bearer("bearer  abc ") == "abc"
+    assert bearer("Basic abc") is None
+    assert bearer(None) is None
+    assert bearer("Bearer ") is None
 
 
 def test_passwords_and_id_numbers():
     hashed = hash_password("correct horse")
-    assert check_password(hashed, "correct horse") and not check_password(hashed, "wrong")
+    assert check_password(hashed, "correct horse")
+    assert not check_password(hashed, "wrong")
     assert not check_password("not-a-hash", "x")
     t = tokens()
     assert t.hash_id("110101199001011234") == t.hash_id(" 110101199001011234 ")

@@ -105,7 +105,8 @@ async def test_a_hospital_admin_cannot_reach_another_hospital(http):
     ]
     for attempt in attempts:
         r = await attempt
-        assert r.status_code == 403 and r.json()["code"] == "forbidden", r.text
+        assert r.status_code == 403, r.text
+        assert r.json()["code"] == "forbidden", r.text
 
     # nothing changed
     assert (await http.get(their_his, headers=admin_headers())).status_code == 404  # no HIS set
@@ -144,7 +145,8 @@ async def test_a_hospital_admin_runs_its_own_hospital(http):
     listed = await http.get(f"/v1/admin/sessions/{sid}/bookings", headers=a)
     assert [b["booking_id"] for b in listed.json()] == [booked.json()["booking_id"]]
     done = await http.post(f"/v1/admin/sessions/{sid}/suspend", headers=a)
-    assert done.status_code == 200 and done.json()["cancelled"] == 1
+    assert done.status_code == 200
+    assert done.json()["cancelled"] == 1
 
 
 async def test_admin_accounts_tokens_and_their_end(http):
@@ -178,7 +180,8 @@ async def test_admin_accounts_tokens_and_their_end(http):
     admin_id = next(x["id"] for x in listed if x["login"] == "admin-end")
     assert (await http.get(path, headers=a)).status_code == 200
     gone = await http.delete(f"/v1/admin/admins/{admin_id}", headers=admin_headers())
-    assert gone.status_code == 200 and gone.json()["disabled"] is True
+    assert gone.status_code == 200
+    assert gone.json()["disabled"] is True
     assert (await http.get(path, headers=a)).status_code == 401  # its tokens died with it
     again = await http.post(
         "/v1/admin/auth/token", json={"login": "admin-end", "password": PASSWORD}

@@ -73,7 +73,8 @@ async def test_a_wrong_current_password_changes_nothing(http):
         json={"current_password": "not it", "new_password": "a new long password"},
         headers={"Authorization": f"Bearer {token}"},
     )
-    assert r.status_code == 403 and r.json()["code"] == "wrong_password"
+    assert r.status_code == 403
+    assert r.json()["code"] == "wrong_password"
     assert await mine(http, token) == 200
     again = await http.post(
         "/v1/auth/token", json={"phone": body["phone"], "password": body["password"]}

@@ -70,16 +70,19 @@ async def test_schedules_bookings_cancellations_and_suspensions_round_trip(http,
 
     pulled = (await http.post(f"/v1/admin/hospitals/{hid}/his/pull", headers=h)).json()
     s1, s2 = f"his-{hid}-S1", f"his-{hid}-S2"
-    assert pulled["created"] == [s1, s2] and pulled["rejected"] == []
+    assert pulled["created"] == [s1, s2]
+    assert pulled["rejected"] == []
     again = (await http.post(f"/v1/admin/hospitals/{hid}/his/pull", headers=h)).json()
-    assert again["created"] == [] and again["unchanged"] == 0  # the cursor moved on
+    assert again["created"] == []
+    assert again["unchanged"] == 0  # the cursor moved on
     pushed = await http.post(
         f"/v1/admin/hospitals/{hid}/his/schedules",
         json={"schedules": [schedule(doctor, cat["date"], "S1", "PM", "14:00"), {"id": "bad"}]},
         headers=await hospital_admin(http, hid, "his-pusher"),  # the HIS's own account
     )
     assert pushed.status_code == 200, pushed.text
-    assert pushed.json()["unchanged"] == 1 and pushed.json()["created"] == []
+    assert pushed.json()["unchanged"] == 1
+    assert pushed.json()["created"] == []
     assert [x["reason"] for x in pushed.json()["rejected"]] == ["invalid"]
     made = (await http.get(f"/v1/sessions/{s1}")).json()
     assert (made["status"], made["capacity"], made["period"]) == ("open", 3, "PM")
@@ -92,10 +95,12 @@ async def test_schedules_bookings_cancellations_and_suspensions_round_trip(http,
     sent = await his_bookings(his_sim)
     assert set(sent) == {b1, b2, b3}
     assert all(b["sends"] == 1 and not b["cancelled"] for b in sent.values())
-    assert sent[b1]["his_schedule_id"] == "S1" and sent[b3]["his_schedule_id"] == "S2"
+    assert sent[b1]["his_schedule_id"] == "S1"
+    assert sent[b3]["his_schedule_id"] == "S2"
     records = (await http.get("/v1/admin/records", params={"hospital": hid}, headers=h)).json()
     numbers = {r["booking_id"]: (r["his_no"], r["insurance_no"]) for r in records["items"]}
-    assert numbers[b1] == (sent[b1]["his_no"], numbers[b1][1]) and numbers[b1][1].startswith("SB")
+    assert numbers[b1] == (sent[b1]["his_no"], numbers[b1][1])
+    assert numbers[b1][1].startswith("SB")
     async with httpx.AsyncClient(base_url=his_sim) as his:
         assert len((await his.get("/insurance/filings")).json()) == 3
 
@@ -143,7 +148,8 @@ async def test_the_his_down_never_blocks_booking_and_is_caught_up_once(http, app
     assert r.status_code == 200  # past every backoff
     await settle(app)
     sent = await his_bookings(his_sim)
-    assert set(sent) == set(ids) and all(b["sends"] == 1 for b in sent.values())
+    assert set(sent) == set(ids)
+    assert all(b["sends"] == 1 for b in sent.values())
     assert [sent[i]["cancelled"] for i in ids] == [False, False, True]
     counts = (await http.get(f"/v1/admin/hospitals/{hid}/his/deliveries", headers=h)).json()
     assert counts["counts"] == {"pending": 0, "failed": 0}
@@ -172,7 +178,8 @@ async def test_a_refusing_his_fails_at_once_and_can_be_retried(http, app, his_si
             f"/v1/admin/hospitals/{hid}/his/deliveries", params={"status": "failed"}, headers=h
         )
     ).json()
-    assert failed["counts"]["failed"] == 2 and failed["counts"]["pending"] == 0
+    assert failed["counts"]["failed"] == 2
+    assert failed["counts"]["pending"] == 0
     assert {x["target"] for x in failed["items"]} == {"his", "insurance"}
     assert all("wrong_hospital" in x["error"] for x in failed["items"])
     retried = await http.post(f"/v1/admin/hospitals/{hid}/his/deliveries/retry", headers=h)
@@ -198,9 +205,11 @@ async def test_a_suspension_is_never_lost_to_a_late_or_racing_schedule(http, app
         return {**schedule(doctor, cat["date"], sid, "PM", "14:00"), "status": status}
 
     early = await http.post(url, json={"schedules": [one("L1", "suspended")]}, headers=h)
-    assert early.json()["unchanged"] == 1 and early.json()["failed"] == []
+    assert early.json()["unchanged"] == 1
+    assert early.json()["failed"] == []
     late = await http.post(url, json={"schedules": [one("L1", "active")]}, headers=h)
-    assert late.json()["created"] == [] and late.json()["unchanged"] == 1
+    assert late.json()["created"] == []
+    assert late.json()["unchanged"] == 1
     assert (await http.get(f"/v1/sessions/his-{hid}-L1")).status_code == 404
 
     # a release that raced the suspension and was left open (its worker died before it could
@@ -251,7 +260,8 @@ async def test_a_suspension_is_never_lost_to_a_late_or_racing_schedule(http, app
     assert r.status_code == 200, r.text
     reasons = [x["reason"] for x in r.json()["rejected"]]
     assert reasons == ["out_of_range", "invalid", "out_of_range", "unknown_doctor"]
-    assert r.json()["created"] == [] and r.json()["cursor"] is not None
+    assert r.json()["created"] == []
+    assert r.json()["cursor"] is not None
     for sid in ("F1", "F2", "F3", "F4"):
         assert (await http.get(f"/v1/sessions/his-{hid}-{sid}")).status_code == 404
 

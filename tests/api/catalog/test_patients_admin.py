@@ -33,7 +33,8 @@ async def test_manual_lists_tags_and_the_patient_view(http):
     )
     assert r.status_code == 200, r.text
     refused = await book(http, cat["sessions"][0], a1)
-    assert refused.status_code == 403 and refused.json()["code"] == "blacklisted"
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "blacklisted"
     listed = (await http.get(f"/v1/admin/hospitals/{hid}/lists/blacklist", headers=h)).json()
     assert [(x["patient_id"], x["reason"]) for x in listed] == [(p1, "号贩子")]
     assert (await http.delete(f"{base}/{p1}/blacklist", headers=h)).status_code == 200
@@ -48,8 +49,10 @@ async def test_manual_lists_tags_and_the_patient_view(http):
         "patients"
     ] == [p1]
     seen = (await http.get(f"{base}/{p1}", headers=h)).json()
-    assert seen["tags"] == ["vip", "慢病"] and len(seen["bookings"]) == 1
-    assert "*" in seen["id_number"] and "password_hash" not in seen
+    assert seen["tags"] == ["vip", "慢病"]
+    assert len(seen["bookings"]) == 1
+    assert "*" in seen["id_number"]
+    assert "password_hash" not in seen
 
     # a hospital admin sees only its own patients, and never another hospital's lists
     a = await hospital_admin(http, hid, "lists-admin")
@@ -63,7 +66,8 @@ async def test_manual_lists_tags_and_the_patient_view(http):
         http.get(f"/v1/admin/hospitals/{other['hospital']}/lists/blacklist", headers=a),
     ):
         r = await call
-        assert r.status_code == 403 and r.json()["code"] == "forbidden"
+        assert r.status_code == 403
+        assert r.json()["code"] == "forbidden"
     assert (await book(http, other["sessions"][0], a1)).status_code == 201  # nothing changed
     bad = await http.put(f"{base}/{p2}/blacklist", json={"reason": ""}, headers=h)
     assert bad.status_code == 422
@@ -90,7 +94,8 @@ async def test_a_whitelisted_patient_is_not_banned_by_the_rules(http):
     assert c1["banned"] is False  # ... but not held against a whitelisted patient
     assert c2["banned"] is True
     seen = (await http.get(f"{base}/{p1}", headers=h)).json()
-    assert seen["whitelist"]["reason"] == "行动不便，常迟到" and seen["banned_until"] is None
+    assert seen["whitelist"]["reason"] == "行动不便，常迟到"
+    assert seen["banned_until"] is None
     assert p2
 
 
@@ -108,14 +113,19 @@ async def test_the_printable_day_list(http):
     _, a3 = await new_patient(http)
     third = await book(http, sid, a3)  # takes slot 1 again
     r = await http.get(f"/v1/admin/sessions/{sid}/day-list", headers=admin_headers())
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(r.text.lstrip("\ufeff"))))
     assert [(x["slot_no"], x["status"]) for x in rows] == [("1", "booked"), ("2", "booked")]
-    assert rows[0]["booking_id"] == third.json()["booking_id"] and rows[0]["name"] == "李雷"
-    assert "****" in rows[0]["phone"] and "*" in rows[0]["id_number"]
+    assert rows[0]["booking_id"] == third.json()["booking_id"]
+    assert rows[0]["name"] == "李雷"
+    assert "****" in rows[0]["phone"]
+    assert "*" in rows[0]["id_number"]
     assert third.json()["verification_code"] not in r.text  # the code never leaves the patient
     page = await http.get(f"/v1/admin/sessions/{sid}/day-list?format=html", headers=admin_headers())
-    assert page.status_code == 200 and "<table" in page.text and "李雷" in page.text
+    assert page.status_code == 200
+    assert "<table" in page.text
+    assert "李雷" in page.text
     bad = await http.get(f"/v1/admin/sessions/{sid}/day-list?format=pdf", headers=admin_headers())
     assert bad.status_code == 422
     other = await make_catalog(http, capacity=1, doctors=1)

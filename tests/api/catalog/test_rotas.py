@@ -71,7 +71,8 @@ async def test_a_rota_releases_the_window_day_by_day_and_edits_apply_ahead(http)
     mine = {x["id"].split("-")[2]: x["capacity"] for x in sessions if x["id"].startswith("r-")}
     assert set(mine) >= expected(later, 3, "15:00", "14:00")
     new_days = set(mine) - made
-    assert new_days and all(mine[d] == 5 for d in new_days)
+    assert new_days
+    assert all(mine[d] == 5 for d in new_days)
     assert all(mine[d] == 3 for d in made if d in mine)
     assert (await http.get(f"/v1/admin/doctors/{doctor}/rota", headers=h)).json()["slots"][0][
         "capacity"
@@ -99,11 +100,13 @@ async def test_rota_input_and_scope(http):
         {"slots": "mon"},
     ):
         r = await http.put(path, json=bad, headers=h)
-        assert r.status_code == 422 and r.json()["code"] == "invalid_request", bad
+        assert r.status_code == 422, bad
+        assert r.json()["code"] == "invalid_request", bad
     assert (await http.get(path, headers=h)).status_code == 404
     a = await hospital_admin(http, other["hospital"], "rota-admin")
     r = await http.put(path, json={"slots": [slot]}, headers=a)
-    assert r.status_code == 403 and (await http.get(path, headers=h)).status_code == 404
+    assert r.status_code == 403
+    assert (await http.get(path, headers=h)).status_code == 404
     assert (await http.put(path, json={"slots": [slot]}, headers=h)).status_code == 200
     assert (await http.delete(path, headers=a)).status_code == 403
     assert (await http.delete(path, headers=h)).status_code == 200

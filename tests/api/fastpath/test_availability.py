@@ -44,9 +44,11 @@ def test_a_holder_is_sent_to_the_engine_and_stale_holder_lists_are_refused():
     av.set_holders("s1", 2, frozenset({7, 8}))
     assert av.fast_refusal("s1", 1.0, caller(7)) is None  # a holder: to the engine
     code, body, kind = av.fast_refusal("s1", 1.0, caller(9))
-    assert (code, kind) == (409, "sold_out") and b'"session_id":"s2"' in body
+    assert (code, kind) == (409, "sold_out")
+    assert b'"session_id":"s2"' in body
     av.update("s1", "sold_out", 0, 4)  # a cancel and a booking in one commit: new holders
-    assert av.sessions["s1"].holders is None and av.fast_refusal("s1", 1.0, caller(9)) is None
+    assert av.sessions["s1"].holders is None
+    assert av.fast_refusal("s1", 1.0, caller(9)) is None
 
 
 def test_alternatives_prefer_the_same_date_then_the_nearest():

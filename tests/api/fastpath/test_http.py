@@ -175,7 +175,8 @@ async def test_released_slot_is_bookable_again_in_every_worker(runtime, workers)
                 r = await client.post(
                     f"{url}/v1/sessions/{sid}/bookings", json={"request_id": "b"}, headers=auth_b
                 )
-                assert r.status_code == 409 and r.json()["code"] == "sold_out"
+                assert r.status_code == 409
+                assert r.json()["code"] == "sold_out"
                 if await fast_hits(url) > before:
                     break
                 await asyncio.sleep(0.05)

@@ -70,7 +70,8 @@ async def test_refused_requests_are_not_counted(shared, redis_client):
     before = await redis_client.get(key)
     waits = [await shared.hit("login", "13800000000", FIVE_PER_SECOND) for _ in range(20)]
     assert all(w > 0.0 for w in waits)
-    assert await redis_client.get(key) == before and before.isdigit()  # whole microseconds
+    assert await redis_client.get(key) == before
+    assert before.isdigit()  # whole microseconds
     await asyncio.sleep(waits[-1] + 0.005)
     assert await shared.hit("login", "13800000000", FIVE_PER_SECOND) == 0.0
 
@@ -101,8 +102,10 @@ async def test_long_or_odd_subjects_become_bounded_hashed_keys(shared, redis_cli
     for subject in odd:
         assert await shared.hit("login", subject, FIVE_PER_SECOND) == 0.0
     keys = [k.decode() for k in await redis_client.keys("tl:limit:login:*")]
-    assert len(keys) == len(odd) and all(len(k) <= len("tl:limit:login:#") + 32 for k in keys)
-    assert subject_key("2001:db8::1") == "2001:db8::1" and subject_key("a b").startswith("#")
+    assert len(keys) == len(odd)
+    assert all(len(k) <= len("tl:limit:login:#") + 32 for k in keys)
+    assert subject_key("2001:db8::1") == "2001:db8::1"
+    assert subject_key("a b").startswith("#")
 
 
 async def test_the_script_is_loaded_again_after_redis_forgets_it(shared, redis_client):
@@ -190,7 +193,8 @@ def test_client_address_believes_forwarding_only_from_trusted_proxies(
 
 
 def test_proxies_are_false_when_there_are_none():
-    assert not Proxies() and Proxies(["127.0.0.1"])
+    assert not Proxies()
+    assert Proxies(["127.0.0.1"])
 
 
 def test_proxies_remember_a_bounded_number_of_address_texts():
@@ -206,14 +210,17 @@ def test_proxies_remember_a_bounded_number_of_address_texts():
 
 def test_the_memory_limiter_keeps_string_subjects_apart():
     limiter = RateLimiter(rate=1.0, burst=2)
-    assert limiter.allow("1.1.1.1", 0.0) and limiter.allow("1.1.1.1", 0.0)
+    assert limiter.allow("1.1.1.1", 0.0)
+    assert limiter.allow("1.1.1.1", 0.0)
     assert not limiter.allow("1.1.1.1", 0.0)
-    assert limiter.allow("2001:db8::1", 0.0) and limiter.allow(7, 0.0)
+    assert limiter.allow("2001:db8::1", 0.0)
+    assert limiter.allow(7, 0.0)
 
 
 def test_the_memory_limiter_tells_how_long_to_wait():
     limiter = RateLimiter.of(Limit(count=2, seconds=1))  # 2 at once, one every 0.5 s
-    assert limiter.hit("1.1.1.1", 10.0) == 0.0 and limiter.hit("1.1.1.1", 10.0) == 0.0
+    assert limiter.hit("1.1.1.1", 10.0) == 0.0
+    assert limiter.hit("1.1.1.1", 10.0) == 0.0
     assert limiter.hit("1.1.1.1", 10.0) == pytest.approx(0.5)
     assert limiter.hit("1.1.1.1", 10.2) == pytest.approx(0.3)
     assert limiter.hit("1.1.1.1", 10.5) == 0.0
@@ -263,10 +270,12 @@ async def test_password_work_says_when_it_is_busy_and_how_many_wait():
         first = asyncio.ensure_future(work.run(go.wait, 5))
         second = asyncio.ensure_future(work.run(go.wait, 5))
         await asyncio.sleep(0.02)
-        assert work.busy and work.waiting == 1
+        assert work.busy
+        assert work.waiting == 1
         go.set()
         assert await asyncio.gather(first, second) == [True, True]
-        assert not work.busy and work.waiting == 0
+        assert not work.busy
+        assert work.waiting == 0
     finally:
         go.set()
         work.close()

@@ -59,7 +59,8 @@ async def test_a_registration_with_a_bad_identity_is_refused_and_stores_nothing(
     before = await stored()
     r = await http.post("/v1/patients", json=bad)
     assert r.status_code == 422, (why, r.text)
-    assert r.json()["code"] == "invalid_request" and r.json()["errors"]
+    assert r.json()["code"] == "invalid_request"
+    assert r.json()["errors"]
     assert await stored() == before
 
 
@@ -135,7 +136,8 @@ async def test_many_accounts_letting_holds_go_are_banned_by_the_hold_abuse_rule(
             held = await client.post(
                 f"/v1/sessions/{sid}/bookings", json={"request_id": f"h{n}-{cycle}"}, headers=auth
             )
-            assert held.status_code == 201 and held.json()["status"] == "held", held.text
+            assert held.status_code == 201, held.text
+            assert held.json()["status"] == "held", held.text
             cancel = await rng.choice(two_apps).post(
                 f"/v1/bookings/{held.json()['booking_id']}/cancel", headers=auth
             )
@@ -175,7 +177,8 @@ async def test_an_honest_patient_letting_two_holds_go_is_not_held_against(app, h
         ).is_success
     await app.app.state.services.engine.drain_outbox()
     conduct = (await http.get("/v1/me/conduct", headers=auth)).json()
-    assert conduct["banned"] is False and not any(s["violations"] for s in conduct["scopes"])
+    assert conduct["banned"] is False
+    assert not any(s["violations"] for s in conduct["scopes"])
 
 
 async def test_a_slot_given_back_is_not_bookable_on_cue(app, http):
@@ -190,7 +193,8 @@ async def test_a_slot_given_back_is_not_bookable_on_cue(app, http):
         await http.post(f"/v1/bookings/{held.json()['booking_id']}/cancel", headers=scalper)
     ).is_success
     grab = await http.post(f"/v1/sessions/{sid}/bookings", json={"request_id": "b"}, headers=buyer)
-    assert grab.status_code == 409 and grab.json()["code"] == "sold_out"
+    assert grab.status_code == 409
+    assert grab.json()["code"] == "sold_out"
     await http.post("/v1/admin/clock", json={"advance_seconds": 121}, headers=admin_headers())
     for _ in range(50):  # the stock news reaches the worker's view
         grab = await http.post(
@@ -211,10 +215,12 @@ async def test_only_the_platform_makes_a_hospitals_bans_platform_wide(http):
     path = f"/v1/admin/hospitals/{cat['hospital']}/policy"
     before = (await http.get(path, headers=a)).json()
     refused = await http.put(path, json={"ban_scope": "platform"}, headers=a)
-    assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "forbidden"
     assert (await http.get(path, headers=a)).json() == before
     allowed = await http.put(path, json={"ban_scope": "platform"}, headers=admin_headers())
-    assert allowed.status_code == 200 and allowed.json()["ban_scope"] == "platform"
+    assert allowed.status_code == 200
+    assert allowed.json()["ban_scope"] == "platform"
 
 
 @pytest.mark.parametrize(
@@ -230,7 +236,8 @@ async def test_ban_lengths_and_windows_are_capped(http, policy):
     cat = await make_catalog(http, doctors=1)
     path = f"/v1/admin/hospitals/{cat['hospital']}/policy"
     r = await http.put(path, json=policy, headers=admin_headers())
-    assert r.status_code == 422 and r.json()["code"] == "invalid_request"
+    assert r.status_code == 422
+    assert r.json()["code"] == "invalid_request"
 
 
 async def test_the_platform_lists_and_lifts_platform_bans(app, http):

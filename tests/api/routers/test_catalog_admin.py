@@ -13,7 +13,8 @@ async def test_read_and_update_hospital_department_doctor(http):
     r = await http.patch(
         f"/v1/admin/hospitals/{cat['hospital']}", json={"level": "三甲"}, headers=h
     )
-    assert r.status_code == 200 and (r.json()["name"], r.json()["level"]) == ("协和", "三甲")
+    assert r.status_code == 200
+    assert (r.json()["name"], r.json()["level"]) == ("协和", "三甲")
     r = await http.patch(
         f"/v1/admin/doctors/{doctor}", json={"title": "副主任医师", "specialty": "心衰"}, headers=h
     )
@@ -48,17 +49,20 @@ async def test_deleting_is_refused_while_anything_still_matters(http):
         f"/v1/admin/hospitals/{cat['hospital']}",
     ):
         r = await http.delete(path, headers=h)
-        assert r.status_code == 409 and r.json()["code"] == "has_live_bookings", r.text
+        assert r.status_code == 409, r.text
+        assert r.json()["code"] == "has_live_bookings", r.text
         assert r.json()["live"] == 1
     cancel = await http.post(f"/v1/bookings/{booked.json()['booking_id']}/cancel", headers=auth)
     assert cancel.status_code == 200
     r = await http.delete(f"/v1/admin/doctors/{doctor}", headers=h)
-    assert r.status_code == 409 and r.json()["code"] == "has_open_sessions"
+    assert r.status_code == 409
+    assert r.json()["code"] == "has_open_sessions"
     assert r.json()["sessions"] == [sid]
     assert (await http.get(f"/v1/admin/doctors/{doctor}", headers=h)).status_code == 200
     assert (await http.post(f"/v1/admin/sessions/{sid}/suspend", headers=h)).status_code == 200
     r = await http.delete(f"/v1/admin/hospitals/{cat['hospital']}", headers=h)
-    assert r.status_code == 409 and r.json()["code"] == "not_empty"
+    assert r.status_code == 409
+    assert r.json()["code"] == "not_empty"
     assert (await http.delete(f"/v1/admin/doctors/{doctor}", headers=h)).json()["deleted"]
     assert (await http.get(f"/v1/admin/doctors/{doctor}", headers=h)).status_code == 404
     assert (

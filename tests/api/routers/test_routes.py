@@ -3,58 +3,96 @@ changes nothing and the server keeps serving."""
 
 import asyncio
 import time
-from datetime import date
 
 import orjson
 import pytest
 
 from api import metrics
 from tests.api.helpers import admin_headers, identity, iso_in, make_catalog, new_patient
-from tests.helpers import resident_id
 
 
 async def remaining(http, sid):
     return (await http.get(f"/v1/sessions/{sid}")).json()["remaining"]
 
 
-async def test_registration_and_login_errors(http):
-    body = {
-        "name": "韩梅梅",
-        "phone": "13912345678",
-        "id_number": resident_id(date(1992, 2, 2), 123),
-        "birth_date": "1992-02-02",
-        "password": "s3cret-pass",
-    }
-    first = await http.post("/v1/patients", json=body)
-    assert first.status_code == 201 and isinstance(first.json()["id"], int)
+def registration() -> dict[str, str]:
+    return {"name": "韩梅梅", **identity(), "password": "s3cret-pass"}
+
+
+async def test_a_patient_registers_and_gets_an_id(http):
+    first = await http.post("/v1/patients", json=registration())
+    assert first.status_code == 201
+    assert isinstance(first.json()["id"], int)
+
+
+async def test_registering_the_same_person_again_is_a_conflict(http):
+    body = registration()
+    await http.post("/v1/patients", json=body)
     again = await http.post("/v1/patients", json=body)
-    assert again.status_code == 409 and again.json()["code"] == "conflict"
-    same_person = await http.post("/v1/patients", json={**body, "phone": "13912345679"})
-    assert same_person.status_code == 409  # one real-name ID, one account
-    same_phone = await http.post(
-        "/v1/patients",
-        json={**body, "phone": "+86 139 1234 5678", "id_number": resident_id(date(1992, 2, 2), 7)},
-    )
-    assert same_phone.status_code == 409, "one number, however it is typed, is one account"
-    for bad in ({**body, "phone": "x"}, {**body, "birth_date": "yesterday"}, {"name": 5}):
-        r = await http.post("/v1/patients", json=bad)
-        assert r.status_code == 422 and r.json()["code"] == "invalid_request", r.text
+    assert again.status_code == 409
+    assert again.json()["code"] == "conflict"
+
+
+async def test_one_id_number_is_one_account(http):
+    body = registration()
+    await http.post("/v1/patients", json=body)
+    other_phone = identity()["phone"]
+    same_person = await http.post("/v1/patients", json={**body, "phone": other_phone})
+    assert same_person.status_code == 409
+
+
+async def test_one_phone_number_however_it_is_typed_is_one_account(http):
+    body = registration()
+    await http.post("/v1/patients", json=body)
+    other = identity()
+    typed = f"+86 {body['phone'][:3]} {body['phone'][3:7]} {body['phone'][7:]}"
+    same_phone = await http.post("/v1/patients", json={**body, **other, "phone": typed})
+    assert same_phone.status_code == 409
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"phone": "x"}, {"birth_date": "yesterday"}, {"name": 5}],
+    ids=["a phone that is none", "a date that is none", "a name that is a number"],
+)
+async def test_a_malformed_registration_is_invalid_request(http, bad):
+    r = await http.post("/v1/patients", json={**registration(), **bad})
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "invalid_request", r.text
+
+
+async def test_a_registration_that_is_no_json_is_invalid_request(http):
     garbled = await http.post(
         "/v1/patients", content=b"{not json", headers={"content-type": "application/json"}
     )
-    assert garbled.status_code == 422 and garbled.json()["code"] == "invalid_request"
+    assert garbled.status_code == 422
+    assert garbled.json()["code"] == "invalid_request"
+
+
+async def test_a_wrong_password_gets_no_token(http):
+    body = registration()
+    await http.post("/v1/patients", json=body)
     wrong = await http.post("/v1/auth/token", json={"phone": body["phone"], "password": "nope"})
-    assert wrong.status_code == 401 and wrong.json()["code"] == "unauthenticated"
-    unknown = await http.post("/v1/auth/token", json={"phone": "13000000000", "password": "x"})
+    assert wrong.status_code == 401
+    assert wrong.json()["code"] == "unauthenticated"
+
+
+async def test_an_unknown_phone_gets_no_token(http):
+    unknown = await http.post(
+        "/v1/auth/token", json={"phone": identity()["phone"], "password": "x"}
+    )
     assert unknown.status_code == 401
-    ok = await http.post(
-        "/v1/auth/token", json={"phone": body["phone"], "password": body["password"]}
-    )
+    assert unknown.json()["code"] == "unauthenticated"
+
+
+@pytest.mark.parametrize("typed", ["as registered", "in E.164"])
+async def test_the_right_password_gets_a_bearer_token_however_the_phone_is_typed(http, typed):
+    body = registration()
+    await http.post("/v1/patients", json=body)
+    phone = body["phone"] if typed == "as registered" else f"+86{body['phone']}"
+    ok = await http.post("/v1/auth/token", json={"phone": phone, "password": body["password"]})
+    assert ok.status_code == 200
     assert ok.json()["token_type"] == "bearer"
-    typed_otherwise = await http.post(
-        "/v1/auth/token", json={"phone": "+8613912345678", "password": body["password"]}
-    )
-    assert typed_otherwise.status_code == 200
 
 
 async def test_id_numbers_are_never_stored_in_the_clear(http, redis_client):
@@ -96,7 +134,8 @@ async def test_browse(http):
         "/v1/no-such-route",
     ):
         r = await http.get(path)
-        assert r.status_code == 404 and r.json()["code"] == "not_found", path
+        assert r.status_code == 404, path
+        assert r.json()["code"] == "not_found", path
     bad_date = await http.get(f"/v1/departments/{cat['department']}/sessions", params={"date": "x"})
     assert bad_date.status_code == 422
 
@@ -134,7 +173,8 @@ async def test_booking_refusals_change_nothing(http, app):
     unknown = await http.post(
         "/v1/sessions/s999999/bookings", json={"request_id": "a"}, headers=auth
     )
-    assert unknown.status_code == 404 and unknown.json()["code"] == "not_found"
+    assert unknown.status_code == 404
+    assert unknown.json()["code"] == "not_found"
     assert await remaining(http, sid) == 3
     assert (await http.get("/healthz")).status_code == 200  # still serving
 
@@ -148,7 +188,8 @@ async def test_day_rules_blacklist_and_not_open(http, app, runtime):
     same_dept = await http.post(
         f"/v1/sessions/{s1}/bookings", json={"request_id": "2"}, headers=auth
     )
-    assert same_dept.status_code == 422 and same_dept.json()["code"] == "department_day_limit"
+    assert same_dept.status_code == 422
+    assert same_dept.json()["code"] == "department_day_limit"
     assert same_dept.json()["limit"] == 1
 
     barred, barred_auth = await new_patient(http)
@@ -157,13 +198,17 @@ async def test_day_rules_blacklist_and_not_open(http, app, runtime):
     r = await http.post(
         f"/v1/sessions/{s2}/bookings", json={"request_id": "3"}, headers=barred_auth
     )
-    assert r.status_code == 403 and r.json()["code"] == "blacklisted" and r.json()["until"]
+    assert r.status_code == 403
+    assert r.json()["code"] == "blacklisted"
+    assert r.json()["until"]
 
     later = await make_catalog(http, capacity=5, opens_in=3600, doctors=1)
     r = await http.post(
         f"/v1/sessions/{later['sessions'][0]}/bookings", json={"request_id": "4"}, headers=auth
     )
-    assert r.status_code == 409 and r.json()["code"] == "not_open" and r.json()["opens_at"]
+    assert r.status_code == 409
+    assert r.json()["code"] == "not_open"
+    assert r.json()["opens_at"]
     assert [await remaining(http, s) for s in (s1, s2)] == [5, 5]
 
 
@@ -191,7 +236,8 @@ async def test_sold_out_is_answered_without_the_engine_and_winners_get_their_boo
         r = await http.post(
             f"/v1/sessions/{sid}/bookings", json={"request_id": f"l{i}"}, headers=auth
         )
-        assert r.status_code == 409 and r.json()["code"] == "sold_out"
+        assert r.status_code == 409
+        assert r.json()["code"] == "sold_out"
         assert [a["session_id"] for a in r.json()["alternatives"]] == [other]
     assert metrics.ENGINE_CALLS._value.get() == engine_calls, "the engine was asked"
     assert metrics.FAST_PATH.labels("sold_out")._value.get() - fast_before == 50
@@ -199,7 +245,8 @@ async def test_sold_out_is_answered_without_the_engine_and_winners_get_their_boo
     retry = await http.post(
         f"/v1/sessions/{sid}/bookings", json={"request_id": "w"}, headers=winners[0][1]
     )
-    assert retry.status_code == 200 and retry.json() == first[0].json()
+    assert retry.status_code == 200
+    assert retry.json() == first[0].json()
 
 
 async def test_released_slot_makes_the_session_bookable_again(http, app):
@@ -215,7 +262,8 @@ async def test_released_slot_makes_the_session_bookable_again(http, app):
         if r.status_code == 201:
             break
         await asyncio.sleep(0.05)
-    assert r.status_code == 201 and r.json()["slot_no"] == 1
+    assert r.status_code == 201
+    assert r.json()["slot_no"] == 1
 
 
 async def test_rate_limit(http, runtime):
@@ -231,7 +279,8 @@ async def test_rate_limit(http, runtime):
         ).status_code
         for _ in range(runtime.settings.rate_burst + 5)
     ]
-    assert codes[0] == 201 and 429 in codes
+    assert codes[0] == 201
+    assert 429 in codes
     assert codes.count(429) >= 4
 
 
@@ -250,13 +299,17 @@ async def test_other_patients_bookings_are_invisible(http):
         http.get(f"/v1/bookings/{bid}9", headers=mine),
     ):
         resp = await call
-        assert resp.status_code == 404 and resp.json()["code"] == "not_found", resp.text
+        assert resp.status_code == 404, resp.text
+        assert resp.json()["code"] == "not_found", resp.text
     assert (await http.get("/v1/me/bookings", headers=theirs)).json() == []
     assert (await http.get(f"/v1/bookings/{bid}", headers=mine)).json()["status"] == "booked"
     code = r.json()["verification_code"]
-    assert code is not None and len(code) == 8 and code.isdigit()
+    assert code is not None
+    assert len(code) == 8
+    assert code.isdigit()
     pay = await http.post(f"/v1/bookings/{bid}/payment", headers=mine)  # no fee: nothing to pay
-    assert pay.status_code == 200 and pay.json()["verification_code"] == code
+    assert pay.status_code == 200
+    assert pay.json()["verification_code"] == code
     assert pay.json()["amount"] == 0
 
 
@@ -264,7 +317,8 @@ async def test_admin_routes_need_the_admin_token_and_valid_input(http):
     cat = await make_catalog(http, capacity=2, doctors=1)
     for headers in ({}, {"Authorization": "Bearer wrong-token-wrong-token"}):
         r = await http.post("/v1/admin/hospitals", json={"name": "x"}, headers=headers)
-        assert r.status_code == 401 and r.json()["code"] == "unauthenticated"
+        assert r.status_code == 401
+        assert r.json()["code"] == "unauthenticated"
     _, patient = await new_patient(http)
     r = await http.post("/v1/admin/hospitals", json={"name": "x"}, headers=patient)
     assert r.status_code == 401
@@ -305,7 +359,8 @@ async def test_admin_routes_need_the_admin_token_and_valid_input(http):
         {"closes_at": iso_in(-60)},
     ):
         r = await http.post("/v1/admin/sessions", json={**base, **bad}, headers=admin_headers())
-        assert r.status_code == 422 and r.json()["code"] == "invalid_request", (bad, r.text)
+        assert r.status_code == 422, (bad, r.text)
+        assert r.json()["code"] == "invalid_request", (bad, r.text)
     dep = await http.post(
         "/v1/admin/departments", json={"hospital_id": "nope", "name": "x"}, headers=admin_headers()
     )
@@ -322,14 +377,16 @@ async def test_admin_routes_need_the_admin_token_and_valid_input(http):
 async def test_operations(http):
     assert (await http.get("/healthz")).json() == {"status": "ok"}
     ready = await http.get("/readyz")
-    assert (
-        ready.status_code == 200 and ready.json()["redis"] == "ok" and ready.json()["ray"] == "ok"
-    )
+    assert ready.status_code == 200
+    assert ready.json()["redis"] == "ok"
+    assert ready.json()["ray"] == "ok"
     text = (await http.get("/metrics", headers=admin_headers())).text
-    assert "slotengine_fast_path_answers" in text and "slotengine_mailbox_batch_size" in text
+    assert "slotengine_fast_path_answers" in text
+    assert "slotengine_mailbox_batch_size" in text
 
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE"])
 async def test_wrong_method(http, method):
     r = await http.request(method, "/v1/hospitals")
-    assert r.status_code == 405 and r.json()["code"] == "method_not_allowed"
+    assert r.status_code == 405
+    assert r.json()["code"] == "method_not_allowed"

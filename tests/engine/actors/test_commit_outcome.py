@@ -32,23 +32,15 @@ from engine.outcomes import Booked, OutcomeUnknown, Unavailable
 from engine.runtime import Runtime
 from engine.store.embedded import EmbeddedRedis
 from engine.store.shards import Store
+from tests import helpers
 
 NOW = time.time()
 
 
 def spec(session_id: str = "c1", capacity: int = 3) -> SessionSpec:
-    return SessionSpec(
-        id=session_id,
-        hospital_id="hc",
-        department_id="d",
-        doctor_id="doc",
-        date=time.strftime("%Y-%m-%d", time.gmtime(NOW + 5 * 86400)),
-        period="AM",
-        capacity=capacity,
-        first_slot_minute=8 * 60,
-        slot_minutes=10,
-        fee=0,
-        opens_at=NOW - 60,
+    date = time.strftime("%Y-%m-%d", time.gmtime(NOW + 5 * 86400))
+    return helpers.spec(
+        id=session_id, hospital_id="hc", date=date, capacity=capacity, opens_at=NOW - 60
     )
 
 
@@ -116,7 +108,8 @@ def test_a_commit_that_ran_but_lost_its_answer_is_settled_and_answered_booked(ho
     create(host, spec())
     host._store.mode = "lost"
     got = book(host, 1, "r1")
-    assert isinstance(got, Booked) and not got.repeat
+    assert isinstance(got, Booked)
+    assert not got.repeat
     host._store.mode = "ok"
     assert stored_bookings(host) == 1
     again = book(host, 1, "r1")
@@ -143,7 +136,8 @@ def test_a_commit_that_cannot_be_settled_is_outcome_unknown_never_unavailable(ho
     host._store.mode, host._store.settle_fails = "ok", False
     assert stored_bookings(host) == 1, "it was in fact booked"
     again = book(host, 1, "r1")
-    assert isinstance(again, Booked) and again.repeat, "the same request id tells the outcome"
+    assert isinstance(again, Booked), "the same request id tells the outcome"
+    assert again.repeat, "the same request id tells the outcome"
 
 
 # ----- the client's mailbox ------------------------------------------------------------------

@@ -24,6 +24,7 @@ from engine.store.dead_letters import DeadLetters
 from engine.store.keys import Keys
 from engine.store.notices import Notice, NoticeBoard, patient_notices
 from engine.store.shards import ShardWrite
+from tests import helpers
 
 POISON = [["refund", "x"]]  # a malformed event: handling it always raises
 NOTICE = ["notice", "confirmed", 5, "s1.0", "s1", 1000.0, {"slot_no": 1}]
@@ -107,11 +108,13 @@ async def test_an_entry_whose_dead_letter_cannot_be_written_stays_pending(
     await redis_client.set(keys.outbox_dead, "not a stream")
     counters = await rounds.drain()
     assert await kinds(redis_client, keys, 5) == ["confirmed"]  # the others still flow
-    assert await pending(redis_client, keys) == 1 and counters["dead_letters"] == 0
+    assert await pending(redis_client, keys) == 1
+    assert counters["dead_letters"] == 0
     await redis_client.delete(keys.outbox_dead)  # repaired
     await rounds.drain()
     (letter,) = await DeadLetters(redis_client, keys).list()
-    assert letter["origin"] == poison_id and letter["tries"] == 2
+    assert letter["origin"] == poison_id
+    assert letter["tries"] == 2
     assert await pending(redis_client, keys) == 0
 
 
@@ -200,10 +203,12 @@ async def test_retry_puts_a_dead_letter_back_and_the_next_round_handles_it(
     assert letter["error"].startswith("StoreUnavailable: ")
     await redis_client.delete(keys.refunds("s1.0"))  # what made it fail is fixed
     assert await dead.retry(letter["id"]) is True
-    assert await dead.count() == 0 and await redis_client.xlen(keys.outbox) == 1
+    assert await dead.count() == 0
+    assert await redis_client.xlen(keys.outbox) == 1
     await rounds.drain()
     assert (await rounds.gateway.payment("s1.0")).refunded == 900
-    assert await redis_client.xlen(keys.outbox) == 0 and await dead.count() == 0
+    assert await redis_client.xlen(keys.outbox) == 0
+    assert await dead.count() == 0
 
 
 async def test_a_retried_dead_letter_names_its_notices_after_the_first_entry(
@@ -231,7 +236,8 @@ async def test_drop_removes_a_dead_letter_for_good(make_rounds, redis_client):
     dead = DeadLetters(redis_client, rounds.keys)
     (letter,) = await dead.list()
     assert await dead.drop(letter["id"]) is True
-    assert await dead.count() == 0 and await dead.list() == []
+    assert await dead.count() == 0
+    assert await dead.list() == []
     assert await redis_client.xlen(rounds.keys.outbox) == 0
 
 
@@ -267,17 +273,7 @@ async def test_an_unreadable_entry_is_dead_lettered_with_its_payload_unchanged(
 
 
 def spec() -> SessionSpec:
-    return SessionSpec(
-        id="s1",
-        hospital_id="h1",
-        department_id="dep1",
-        doctor_id="doc1",
-        date="2026-12-01",
-        period="AM",
-        capacity=2,
-        first_slot_minute=480,
-        slot_minutes=10,
-    )
+    return helpers.spec(department_id="dep1", capacity=2)
 
 
 async def test_reconciliation_and_the_indexer_run_in_a_round_whose_outbox_part_fails(

@@ -38,6 +38,7 @@ from engine.store.embedded import EmbeddedRedis, free_port
 from engine.store.shards import Store
 from engine.tools.audit import AuditReport, audit
 from engine.tools.crowd import Answer, CrowdDriver, CrowdRequest, catalog, plan, play
+from tests import helpers
 
 REFUSED_BY_RULES = (HospitalDayLimit, DepartmentDayLimit)
 
@@ -104,7 +105,8 @@ async def test_flash_crowd_from_concurrent_drivers(runtime):
     kinds = Counter(type(a.outcome).__name__ for a in answers)
     print("outcomes:", dict(kinds))
     assert kinds["Unavailable"] == 0
-    assert kinds["SoldOut"] > 10_000 and kinds["HospitalDayLimit"] + kinds["DepartmentDayLimit"] > 0
+    assert kinds["SoldOut"] > 10_000
+    assert kinds["HospitalDayLimit"] + kinds["DepartmentDayLimit"] > 0
     assert sum(1 for a in answers if isinstance(a.outcome, Booked) and a.outcome.repeat) > 0
 
     report = await audit(engine.store)
@@ -160,7 +162,8 @@ async def test_host_killed_mid_crowd_loses_nothing_acknowledged(runtime):
     for a in retried:
         key = (a.request.patient, a.request.request_id)
         if key in first:
-            assert isinstance(a.outcome, Booked) and a.outcome.booking_id == first[key]
+            assert isinstance(a.outcome, Booked)
+            assert a.outcome.booking_id == first[key]
             assert a.outcome.repeat
     report = await audit(engine.store)
     check_against_truth(answers + retried, report)
@@ -191,19 +194,17 @@ async def test_redis_down_mid_run_confirms_nothing_then_resumes(ray_local, setti
         answers, _ = await asyncio.gather(play(engine, requests, submitters=16), outage())
         during = [a for a in answers if a.sent_at > down_at + 0.1 and a.answered_at < up_at]
         print("answers while down:", Counter(type(a.outcome).__name__ for a in during))
-        assert during and any(isinstance(a.outcome, Unavailable) for a in during)
+        assert during
+        assert any(isinstance(a.outcome, Unavailable) for a in during)
         assert not any(isinstance(a.outcome, Booked) and not a.outcome.repeat for a in during)
 
         # booking resumes once Redis is back (some sessions still have stock)
-        spare = SessionSpec(
+        spare = helpers.spec(
             id="spare",
             hospital_id="h0",
             department_id="elsewhere",
             doctor_id="x",
-            date="2026-12-01",
-            period="AM",
             capacity=5,
-            first_slot_minute=480,
             slot_minutes=5,
         )
         for _ in range(50):
@@ -230,7 +231,8 @@ async def test_rules_change_reaches_loaded_shards(runtime):
     assert isinstance(await engine.book(s0.id, 1, "a"), Booked)
     assert isinstance(await engine.set_blacklist("h0", 2, time.time() + 3600), Done)
     barred = await engine.book(s0.id, 2, "b")
-    assert isinstance(barred, Blacklisted) and barred.hospital_id == "h0"
+    assert isinstance(barred, Blacklisted)
+    assert barred.hospital_id == "h0"
     assert isinstance(await engine.set_blacklist("h0", 2, None), Done)
     assert isinstance(await engine.book(s0.id, 2, "b"), Booked)
     assert isinstance(await engine.set_policy("h0", Policy(hospital_day_limit=1)), Done)
@@ -266,11 +268,13 @@ async def test_moving_a_shard_fences_the_old_host(slow_timers):
             [(time.time_ns(), 1, spec.shard_id, spec.id, 3, request_key("c"))]
         )
     )
-    assert isinstance(stale[0], Unavailable) and "fenced" in stale[0].reason
+    assert isinstance(stale[0], Unavailable)
+    assert "fenced" in stale[0].reason
     report = await audit(Store.from_url(runtime.settings.redis_url, runtime.settings.namespace))
     assert sorted(b.patient for b in report.bookings.values()) == [1, 2]
     third = await engine.book(spec.id, 3, "c")
-    assert isinstance(third, Booked) and third.slot_no == 3
+    assert isinstance(third, Booked)
+    assert third.slot_no == 3
     assert isinstance(await engine.book(spec.id, 4, "d"), SoldOut)
     await engine.close()
 
@@ -280,16 +284,13 @@ async def test_timers_expire_holds_and_announce_opening(runtime):
     policy = Policy(hold_seconds=1, return_jitter_seconds=0)  # the slot returns at once
     assert isinstance(await engine.set_policy("tm", policy), Done)
     opens_at = time.time() + 1.0
-    spec = SessionSpec(
+    spec = helpers.spec(
         id="tm-1",
         hospital_id="tm",
         department_id="tm-d",
         doctor_id="x",
         date="2026-12-02",
-        period="AM",
         capacity=1,
-        first_slot_minute=480,
-        slot_minutes=10,
         fee=500,
         opens_at=opens_at,
     )
@@ -307,7 +308,9 @@ async def test_timers_expire_holds_and_announce_opening(runtime):
     await asyncio.sleep(opens_at - time.time() + 2 * runtime.settings.tick_seconds + 0.1)
     assert ("tm-1", "open", 1, 0) in updates, "the timer announces the opening"
     held = await engine.book(spec.id, 1, "b")
-    assert isinstance(held, Booked) and held.status == "held" and held.hold_expires_at is not None
+    assert isinstance(held, Booked)
+    assert held.status == "held"
+    assert held.hold_expires_at is not None
     assert isinstance(await engine.book(spec.id, 2, "c"), SoldOut)
 
     await asyncio.sleep(
@@ -321,17 +324,22 @@ async def test_timers_expire_holds_and_announce_opening(runtime):
         await engine.set_policy("tm", Policy(hold_seconds=60, return_jitter_seconds=0)), Done
     )
     again = await engine.book(spec.id, 2, "c")
-    assert isinstance(again, Booked) and again.slot_no == 1 and not again.repeat
+    assert isinstance(again, Booked)
+    assert again.slot_no == 1
+    assert not again.repeat
     await asyncio.sleep(0.3)
     listener.cancel()
     seen = [(status, left) for sid, status, left, _ in updates if sid == spec.id]
     versions = [v for sid, _, _, v in updates if sid == spec.id]
-    assert versions == sorted(versions) and versions[-1] == 3  # 2 bookings + 1 expiry
+    assert versions == sorted(versions)
+    assert versions[-1] == 3  # 2 bookings + 1 expiry
     print("published:", seen)
     expected = [("scheduled", 1), ("open", 1), ("sold_out", 0), ("open", 1), ("sold_out", 0)]
     assert seen == expected
     report = await audit(engine.store)
-    assert report.ok and report.held == 1 and report.ended == 1
+    assert report.ok
+    assert report.held == 1
+    assert report.ended == 1
     await engine.close()
 
 
@@ -339,22 +347,21 @@ async def test_reused_session_id_in_another_shard_is_a_conflict(runtime):
     engine = runtime.engine()
     [spec] = catalog(hospitals=1, sessions_per_hospital=1, capacity=2)
     await create_all(engine, [spec])
-    elsewhere = SessionSpec(
+    elsewhere = helpers.spec(
         id=spec.id,
         hospital_id="other",
         department_id="x",
         doctor_id="y",
         date="2026-12-09",
-        period="AM",
         capacity=50,
-        first_slot_minute=480,
         slot_minutes=5,
     )
     assert await engine.create_session(elsewhere) == Conflict("session")
     assert isinstance(await engine.create_session(spec), Created)  # the same again: fine
     assert isinstance(await engine.book(spec.id, 1, "a"), Booked)
     report = await audit(engine.store)
-    assert report.sessions == 1 and report.capacity == 2
+    assert report.sessions == 1
+    assert report.capacity == 2
     await engine.close()
 
 
@@ -376,6 +383,7 @@ async def test_corrupt_snapshot_fails_only_its_shard(runtime, redis_client):
             pass
         await asyncio.sleep(0.1)
     refused = await engine.book(bad.id, 1, "a")
-    assert isinstance(refused, Unavailable) and "corrupt" in refused.reason
+    assert isinstance(refused, Unavailable)
+    assert "corrupt" in refused.reason
     assert isinstance(await engine.book(good.id, 1, "a"), Booked)
     await engine.close()

@@ -37,6 +37,7 @@ from engine.outcomes import (
 )
 from engine.store.notices import patient_notices
 from engine.tools.audit import audit
+from tests import helpers
 
 ZONE = ZoneInfo("Asia/Shanghai")
 HOUR, DAY = 3600.0, 86400.0
@@ -60,16 +61,14 @@ def spec(
     closes_at: float | None = None,
 ) -> SessionSpec:
     day = dt.datetime.fromtimestamp(start, ZONE)
-    return SessionSpec(
+    return helpers.spec(
         id=sid,
         hospital_id=hospital,
         department_id=department,
         doctor_id=f"doc-{sid}",
         date=day.date().isoformat(),
-        period="AM",
         capacity=capacity,
         first_slot_minute=day.hour * 60 + day.minute,
-        slot_minutes=10,
         fee=fee,
         opens_at=start - 7 * DAY if opens_at is None else opens_at,
         closes_at=start if closes_at is None else closes_at,
@@ -121,7 +120,8 @@ async def test_expiry_and_cancellation_return_slots_to_the_waitlist_in_order(run
     await create(engine, spec("w1", "h1", start, capacity=2, fee=1000))
     b1 = await engine.book("w1", 1, "r1")
     b2 = await engine.book("w1", 2, "r2")
-    assert (b1.status, b2.status) == ("held", "held") and b1.verification_code is None
+    assert (b1.status, b2.status) == ("held", "held")
+    assert b1.verification_code is None
     assert isinstance(await engine.book("w1", 3, "r3"), SoldOut)
     for position, patient in enumerate((3, 4, 5), start=1):
         joined = await engine.join_waitlist("w1", patient, f"w{patient}")
@@ -129,7 +129,8 @@ async def test_expiry_and_cancellation_return_slots_to_the_waitlist_in_order(run
     assert (await engine.join_waitlist("w1", 4, "w4")).repeat  # idempotent: same place
 
     paid = await engine.pay(b1.booking_id, 1)
-    assert isinstance(paid, Paid) and len(paid.verification_code) == 8
+    assert isinstance(paid, Paid)
+    assert len(paid.verification_code) == 8
     assert (await engine.pay(b1.booking_id, 1)) == Paid(b1.booking_id, paid.verification_code, True)
 
     await engine.advance_clock(401)  # 200 s before the end of b2's hold: a warning
@@ -137,14 +138,17 @@ async def test_expiry_and_cancellation_return_slots_to_the_waitlist_in_order(run
     await engine.advance_clock(200)  # b2's hold expires: its slot goes to patient 3
     assert (await status_of(engine, b2.booking_id)).status == "expired"
     promoted = await engine.book("w1", 3, "w3")  # the waitlist request id names the booking
-    assert isinstance(promoted, Booked) and promoted.repeat and promoted.status == "held"
+    assert isinstance(promoted, Booked)
+    assert promoted.repeat
+    assert promoted.status == "held"
     assert promoted.slot_no == b2.slot_no
     assert isinstance(await engine.pay(promoted.booking_id, 3), Paid)
 
     cancelled = await engine.release(b1.booking_id, 1)  # 3 days ahead: free cancellation
     assert cancelled == Released(b1.booking_id, b1.slot_no, False, refund=1000)
     to_four = await engine.book("w1", 4, "w4")
-    assert isinstance(to_four, Booked) and to_four.status == "held"
+    assert isinstance(to_four, Booked)
+    assert to_four.status == "held"
     assert (await engine.leave_waitlist("w1", 5)).session_id == "w1"
     await engine.advance_clock(601)  # patient 4 lets the hold go; nobody waits any more
     state = await engine.session_state("w1")
@@ -216,15 +220,18 @@ async def test_no_show_sweep_refunds_and_bans_escalate(runtime):
     conduct = (await engine.conduct(1))["h1"]
     assert [v.kind for v in conduct.violations] == ["no_show"]
     until = conduct.banned_until(now)
-    assert until is not None and abs(until - (now + 30 * DAY)) < 5
+    assert until is not None
+    assert abs(until - (now + 30 * DAY)) < 5
     assert await check_money(engine) == (1000, 500)  # the seed's rule: a no-show is refunded
-    assert "no_show" in await notice_kinds(engine, 1) and "banned" in await notice_kinds(engine, 1)
+    assert "no_show" in await notice_kinds(engine, 1)
+    assert "banned" in await notice_kinds(engine, 1)
 
     # banned at h1 (any date), not at h2
     later = visit_start(now, 3)
     await create(engine, spec("ns2", "h1", later), spec("other", "h2", later))
     refused = await engine.book("ns2", 1, "c")
-    assert isinstance(refused, Blacklisted) and refused.hospital_id == "h1"
+    assert isinstance(refused, Blacklisted)
+    assert refused.hospital_id == "h1"
     assert isinstance(await engine.book("other", 1, "c"), Booked)
 
     # after the ban: a second no-show within the year earns the second, longer ban
@@ -248,7 +255,8 @@ async def test_platform_bans_reach_every_hospital(runtime):
     assert isinstance(await engine.book("p1", 7, "x"), Booked)
     await engine.advance_clock(start + 2 * HOUR - now)
     refused = await engine.book("p2", 7, "y")
-    assert isinstance(refused, Blacklisted) and refused.hospital_id == "platform"
+    assert isinstance(refused, Blacklisted)
+    assert refused.hospital_id == "platform"
     assert "platform" in await engine.conduct(7)
     assert isinstance(await engine.book("p2", 8, "y"), Booked)  # others are unaffected
     await engine.close()
@@ -297,9 +305,11 @@ async def test_payment_racing_expiry_never_books_a_late_payment(runtime):
     for p, (outcome, hold) in enumerate(zip(racing[:6], holds, strict=False), start=1):
         info = await status_of(engine, hold.booking_id)
         if isinstance(outcome, Paid):
-            assert info.status == "booked" and info.verification_code == outcome.verification_code
+            assert info.status == "booked"
+            assert info.verification_code == outcome.verification_code
         else:
-            assert isinstance(outcome, NotPayable) and info.status == "expired", (p, outcome)
+            assert isinstance(outcome, NotPayable), (p, outcome)
+            assert info.status == "expired", (p, outcome)
     paid, refunded = await check_money(engine)
     booked = sum(isinstance(o, Paid) for o in racing[:6])
     print(f"{booked} of 6 racing payments beat the expiry")
@@ -371,7 +381,9 @@ async def test_host_restart_keeps_holds_and_timers(runtime):
     await engine.advance_clock(301)  # the restarted host fires the hold's timer
     assert (await status_of(engine, held.booking_id)).status == "expired"
     promoted = await engine.book("rs", 3, "w")
-    assert isinstance(promoted, Booked) and promoted.repeat and promoted.status == "held"
+    assert isinstance(promoted, Booked)
+    assert promoted.repeat
+    assert promoted.status == "held"
     assert isinstance(await engine.pay(promoted.booking_id, 3), Paid)
     await engine.advance_clock(start + 2 * HOUR - (await engine.load_clock()).now())
     assert (await status_of(engine, paid.booking_id)).status == "no_show"
@@ -391,7 +403,8 @@ async def test_money_after_cancellation_and_unpaid_ends(runtime):
     assert isinstance(await engine.pay(kept.booking_id, 1), Paid)
     assert (await engine.release(kept.booking_id, 1)).refund == 500  # the tier keeps half
     again = await engine.pay(kept.booking_id, 1)
-    assert isinstance(again, NotPayable) and again.paid
+    assert isinstance(again, NotPayable)
+    assert again.paid
     stranded = await engine.book("m1", 2, "b")  # charged, but the engine never heard of it
     await engine.gateway.charge(stranded.booking_id, 2, 1000)
     assert (await engine.release(stranded.booking_id, 2)).refund == 0

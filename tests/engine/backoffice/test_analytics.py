@@ -193,11 +193,13 @@ def test_sales(report):
 def test_empty_input_gives_none_rates_and_empty_sales():
     report = summarize([], [])
     assert report.overall == Group("overall")
-    assert report.overall.no_show_rate is None and report.overall.cancel_rate is None
+    assert report.overall.no_show_rate is None
+    assert report.overall.cancel_rate is None
     assert report.department == ()
     assert [g.key for g in report.lead] == ["same day", "1-2 days", "3-6 days", "7+ days"]
     assert report.sales.mean_fill_rate is None
-    assert report.sales.median_sell_out is None and report.sales.p90_sell_out is None
+    assert report.sales.median_sell_out is None
+    assert report.sales.p90_sell_out is None
     assert report.sales.fill_buckets == tuple((b, 0) for b in FILL_BUCKETS)
 
 

@@ -95,7 +95,8 @@ async def test_an_unexpected_failure_is_retried_later_and_does_not_stop_the_othe
     assert sorted(his.booked) == ["s1.0", "s1.1", "s1.3", "s1.4"]
     assert await deliveries.counts("h1") == {"pending": 1, "failed": 0}
     (left,) = await deliveries.listing("h1", "pending")
-    assert left["booking_id"] == "s1.2" and left["attempts"] == 1
+    assert left["booking_id"] == "s1.2"
+    assert left["attempts"] == 1
     assert "KeyError" in left["error"]
     assert await deliveries.run(10.5) == 0  # backed off: not due yet
     his.broken.clear()

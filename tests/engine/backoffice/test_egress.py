@@ -197,7 +197,8 @@ async def test_a_name_rebound_to_loopback_after_the_check_is_refused_before_conn
         finally:
             await his.close()
         assert resolver.asked == [("his.example", server.port)] * 2
-    assert server.connections == 0 and server.requests == []
+    assert server.connections == 0
+    assert server.requests == []
 
 
 async def test_the_call_goes_to_the_address_checked_with_the_name_as_host():

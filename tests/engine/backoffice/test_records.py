@@ -16,6 +16,7 @@ from engine.backoffice.record_book import RecordBook, RecordQuery, age_on
 from engine.core.session import DoctorSession, Extra, SessionSpec
 from engine.core.shard import CodeSource
 from engine.store.shards import ShardWrite, Store
+from tests import helpers
 
 DAY = 86400.0
 
@@ -28,17 +29,8 @@ async def store(redis_server, redis_client):
 
 
 def spec(i: int, capacity: int = 3, fee: int = 0) -> SessionSpec:
-    return SessionSpec(
-        id=f"s{i}",
-        hospital_id="h1",
-        department_id="dep1",
-        doctor_id=f"doc{i}",
-        date="2026-12-01",
-        period="AM",
-        capacity=capacity,
-        first_slot_minute=480,
-        slot_minutes=10,
-        fee=fee,
+    return helpers.spec(
+        id=f"s{i}", department_id="dep1", doctor_id=f"doc{i}", capacity=capacity, fee=fee
     )
 
 
@@ -59,7 +51,8 @@ def test_records_of_reports_only_what_changed():
         ("s1.0", 7, "booked", 1),
         ("s1.1", 8, "booked", 2),
     ]
-    assert first[0].made_at == 100.0 and first[0].was_confirmed
+    assert first[0].made_at == 100.0
+    assert first[0].was_confirmed
     known = {r.booking_id: r for r in first}
     assert records_of(session, known, 300.0) == []  # nothing changed
     session.move(1, 4, 400.0)  # the patient cancelled
@@ -69,7 +62,9 @@ def test_records_of_reports_only_what_changed():
         "cancelled",
         "patient",
     )
-    assert changed.made_at == 101.0 and changed.changed_at == 400.0 and changed.was_confirmed
+    assert changed.made_at == 101.0
+    assert changed.changed_at == 400.0
+    assert changed.was_confirmed
 
 
 def test_a_booking_paid_and_cancelled_between_two_looks_was_confirmed():
@@ -113,7 +108,8 @@ async def test_sync_indexes_committed_sessions_with_ages_and_sales(store):
     ((old, new),) = await book.sync(now=210.0)
     assert (old.state, new.state, new.age) == ("booked", "no_show", 76)  # the age stays
     page = await book.page(RecordQuery(hospital_id="h1", state="no_show"), 10)
-    assert [r.booking_id for r in page.records] == ["s1.0"] and page.total == 1
+    assert [r.booking_id for r in page.records] == ["s1.0"]
+    assert page.total == 1
     gone = await book.page(RecordQuery(hospital_id="h1", state="booked"), 10)
     assert [r.booking_id for r in gone.records] == ["s1.1"]
 
@@ -134,7 +130,8 @@ async def test_a_round_of_many_sessions_is_written_in_several_transactions(store
         return lambda pipe: None
 
     changes = await RecordBook(client, keys).sync(now=120.0, follow=follow)
-    assert len(changes) == 60 and groups == [25, 25, 10]
+    assert len(changes) == 60
+    assert groups == [25, 25, 10]
     assert await client.hlen(keys.records) == 60
     assert await client.scard(keys.changed_claimed) == 0
 
@@ -301,7 +298,8 @@ async def test_paging_a_changing_index_never_skips_or_repeats(store):
         page = await book.page(query, 10, cursor)
         got.extend(r.booking_id for r in page.records)
         cursor = page.next_cursor
-    assert got == [r.booking_id for r in later] and not set(got) & set(seen)
+    assert got == [r.booking_id for r in later]
+    assert not set(got) & set(seen)
 
 
 async def test_daily_tallies_match_a_report_over_the_records_themselves(store):
@@ -346,7 +344,8 @@ async def test_daily_tallies_match_a_report_over_the_records_themselves(store):
     some = dates[:5]
     got = (await book.tally("h1", some)).report([])
     expected = [r for r in current.values() if r.hospital_id == "h1" and r.date in some]
-    assert got == summarize(expected, []) and got.overall.records == len(expected) > 0
+    assert got == summarize(expected, [])
+    assert got.overall.records == len(expected) > 0
 
 
 async def test_tallies_are_made_once_for_records_written_without_them(store):
@@ -386,12 +385,15 @@ async def test_numbers_survive_the_indexer_rewriting_the_record(store):
     await book.set_numbers(record.booking_id, his_no="H000001")
     await book.set_numbers(record.booking_id, insurance_no="SB000001")
     got = await book.get(record.booking_id)
-    assert got is not None and (got.his_no, got.insurance_no) == ("H000001", "SB000001")
-    assert got.state == record.state and got.slot_at == record.slot_at
+    assert got is not None
+    assert (got.his_no, got.insurance_no) == ("H000001", "SB000001")
+    assert got.state == record.state
+    assert got.slot_at == record.slot_at
     rewritten = Record.unpack(msgpack.unpackb(msgpack.packb(record.pack())))
     await book.put([(record, replace(rewritten, state="checked_in"))])  # as the indexer does
     got = await book.get(record.booking_id)
-    assert got is not None and (got.his_no, got.insurance_no, got.state) == (
+    assert got is not None
+    assert (got.his_no, got.insurance_no, got.state) == (
         "H000001",
         "SB000001",
         "checked_in",

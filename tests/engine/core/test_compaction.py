@@ -17,22 +17,20 @@ from engine.core.session import COMPACT_AFTER, RETURNING, DoctorSession, Session
 from engine.core.shard import Shard
 from engine.core.snapshot import decode_session, encode_session
 from engine.outcomes import Booked, Released, SoldOut
+from tests import helpers
 
 NOW = 1_796_000_000.0
 DAY = "2027-01-15"  # far enough ahead that no cancellation cutoff passes
 
 
 def spec(capacity: int = 2, fee: int = 500) -> SessionSpec:
-    return SessionSpec(
+    return helpers.spec(
         id="s0",
         hospital_id="h",
         department_id="d0",
         doctor_id="doc",
         date=DAY,
-        period="AM",
         capacity=capacity,
-        first_slot_minute=8 * 60,
-        slot_minutes=10,
         fee=fee,
         opens_at=NOW - 60,
     )

@@ -48,7 +48,6 @@ from engine.core.session import (
     SOLD_OUT,
     STATE_NAMES,
     SUSPENDED,
-    SessionSpec,
     format_code,
 )
 from engine.core.shard import Shard
@@ -78,6 +77,7 @@ from engine.outcomes import (
     WrongCode,
     WrongState,
 )
+from tests import helpers
 
 ZONE = ZoneInfo("Asia/Shanghai")
 DATE = "2026-12-01"
@@ -152,7 +152,7 @@ class Lifecycle(RuleBasedStateMachine):
         self.policy = Policy(no_show_refund=no_show_refund, **POLICY)
         self.shard = Shard(f"h:{DATE}", "h", DATE, self.policy, dict(BANS), zone=ZONE)
         for (sid, dept, fee, opens, starts), cap in zip(SESSIONS, capacities, strict=True):
-            spec = SessionSpec(
+            spec = helpers.spec(
                 id=sid,
                 hospital_id="h",
                 department_id=dept,
@@ -161,10 +161,9 @@ class Lifecycle(RuleBasedStateMachine):
                 period="AM" if starts == AM else "PM",
                 capacity=cap,
                 first_slot_minute=dt.datetime.fromtimestamp(starts, ZONE).hour * 60,
-                slot_minutes=10,
                 fee=fee,
                 opens_at=opens,
-                closes_at=starts,  # booking closes when the session starts
+                closes_at=starts,
                 starts_at=starts,
             )
             self.shard.create(spec)
@@ -280,7 +279,8 @@ class Lifecycle(RuleBasedStateMachine):
                 case ["hold_release", _, "h", patient, booking_id, _, day]:
                     sid, _, n = booking_id.rpartition(".")
                     owner, _, state, _ = self.session(sid).booking(int(n))
-                    assert owner == patient and not self.session(sid).extra(int(n)).paid
+                    assert owner == patient
+                    assert not self.session(sid).extra(int(n)).paid
                     assert state in (EXPIRED_STATE, CANCELLED_STATE), "only a hold let go"
                     assert day == local_date(self.now, ZONE)
                 case _:
@@ -306,7 +306,8 @@ class Lifecycle(RuleBasedStateMachine):
         got = action()
         events = self.absorb(before_live, before_pairs)
         if isinstance(got, UNCHANGING) or getattr(got, "repeat", False):
-            assert not self.changed and not events, f"{got!r} changed the shard"
+            assert not self.changed, f"{got!r} changed the shard"
+            assert not events, f"{got!r} changed the shard"
         if got is not None:  # seen with --hypothesis-show-statistics
             event(type(got).__name__)
         for e in events:
@@ -416,7 +417,8 @@ class Lifecycle(RuleBasedStateMachine):
             assert got == WrongState(bid, STATE_NAMES[state])
         elif patient is None:
             assert got == Released(bid, slot, False, fee)
-            assert s.booking(n)[2] == REVOKED_STATE and s.info(n).cancelled_by == "hospital"
+            assert s.booking(n)[2] == REVOKED_STATE
+            assert s.info(n).cancelled_by == "hospital"
             assert violations == []
         elif self.now >= CUTOFF:
             assert got == TooLate("cancel", CUTOFF)
@@ -424,7 +426,8 @@ class Lifecycle(RuleBasedStateMachine):
             minutes_before = ((AM if sid != "s2" else PM) - self.now) / 60
             refund = fee - fee * kept_percent(minutes_before) // 100
             assert got == Released(bid, slot, False, refund)
-            assert s.booking(n)[2] == CANCELLED_STATE and s.info(n).cancelled_by == "patient"
+            assert s.booking(n)[2] == CANCELLED_STATE
+            assert s.info(n).cancelled_by == "patient"
             # letting a hold go costs nothing; a booking cancelled before the visit day counts
             assert violations == ([CANCEL] if state == BOOKED_STATE else [])
         if not isinstance(got, Released) or got.repeat:
@@ -524,7 +527,8 @@ class Lifecycle(RuleBasedStateMachine):
         else:
             bans[patient] = self.now + hours * HOUR
         got, _ = self.step(lambda: self.shard.set_rules(self.policy, bans))
-        assert got is None and self.shard.blacklist == bans
+        assert got is None
+        assert self.shard.blacklist == bans
 
     @rule(sid=st.sampled_from(SIDS), patient=st.integers(0, 5))
     def leave_waitlist(self, sid, patient):
@@ -677,16 +681,13 @@ TestLifecycle = Lifecycle.TestCase
 def one_session(fee: int = 500, **policy) -> Shard:
     shard = Shard(f"h:{DATE}", "h", DATE, Policy(**{**POLICY, **policy}), zone=ZONE)
     shard.create(
-        SessionSpec(
+        helpers.spec(
             id="s0",
             hospital_id="h",
             department_id="d0",
             doctor_id="doc",
             date=DATE,
-            period="AM",
             capacity=1,
-            first_slot_minute=8 * 60,
-            slot_minutes=10,
             fee=fee,
             opens_at=T0,
             closes_at=AM,

@@ -23,33 +23,18 @@ from engine.core.session import (
     SUSPENDED,
     DoctorSession,
     Extra,
-    SessionSpec,
     format_code,
     pack_meta,
     unpack_meta,
 )
 from engine.outcomes import Booked, Closed, NotOpen, SoldOut, Suspended
+from tests import helpers
 
 CODE = 12_345_678
 
 
 def spec(**kw):
-    base = dict(
-        id="s1",
-        hospital_id="h1",
-        department_id="d1",
-        doctor_id="doc1",
-        date="2026-12-01",
-        period="AM",
-        capacity=3,
-        first_slot_minute=8 * 60,
-        slot_minutes=10,
-        fee=0,
-        opens_at=100.0,
-        closes_at=200.0,
-    )
-    base.update(kw)
-    return SessionSpec(**base)
+    return helpers.spec(**{"opens_at": 100.0, "closes_at": 200.0, **kw})
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.core.policy import Policy
-from engine.core.session import SessionSpec
 from engine.core.shard import Shard
 from engine.outcomes import (
     Blacklisted,
@@ -25,6 +24,7 @@ from engine.outcomes import (
     SoldOut,
     TooLate,
 )
+from tests import helpers
 
 NOW = 1_000.0  # long before the cancellation cutoff of 2026-12-01 (2026-11-30 16:00 UTC)
 CUTOFF = 1_796_054_400.0  # 2026-11-30T16:00:00Z
@@ -36,15 +36,12 @@ def make_shard(capacities, fee=0, policy=None, blacklist=None, jitter=0):
     policy = replace(policy or Policy(), return_jitter_seconds=jitter)
     shard = Shard("h:2026-12-01", "h", "2026-12-01", policy, blacklist or {})
     for i, cap in enumerate(capacities):
-        spec = SessionSpec(
+        spec = helpers.spec(
             id=f"s{i}",
             hospital_id="h",
             department_id=DEPARTMENTS[i],
             doctor_id=f"doc{i}",
-            date="2026-12-01",
-            period="AM",
             capacity=cap,
-            first_slot_minute=480,
             slot_minutes=5,
             fee=fee,
             opens_at=0.0,
@@ -232,7 +229,8 @@ def test_a_patient_cancels_only_before_the_cutoff_the_hospital_always(now, patie
         assert shard.lookup("s0", 0).cancelled_by == "hospital"
     else:
         assert shard.lookup("s0", 0).cancelled_by == "patient"
-    assert shard.sessions["s0"].free == 2 and 7 not in shard.live
+    assert shard.sessions["s0"].free == 2
+    assert 7 not in shard.live
 
 
 def test_release_of_another_patients_booking_is_forbidden_and_changes_nothing():
@@ -255,14 +253,17 @@ def test_expired_blacklist_entry_no_longer_bars():
 def test_holds_expire_and_return_their_slot():
     shard = make_shard([2], fee=1000, policy=Policy(hold_seconds=60))
     held = shard.book("s0", 1, 1, NOW)
-    assert held.status == "held" and held.hold_expires_at == NOW + 60
+    assert held.status == "held"
+    assert held.hold_expires_at == NOW + 60
     shard.take_changes()
     shard.tick(NOW + 59)
     assert shard.lookup("s0", 0).status == "held"
-    assert shard.sessions["s0"].free == 1 and 1 in shard.live
+    assert shard.sessions["s0"].free == 1
+    assert 1 in shard.live
     shard.tick(NOW + 60)
     assert shard.lookup("s0", 0).status == "expired"
-    assert shard.sessions["s0"].free == 2 and 1 not in shard.live
+    assert shard.sessions["s0"].free == 2
+    assert 1 not in shard.live
     events = shard.take_changes().events
     assert ["void", held.booking_id, 1] in events
     assert ["notice", "expired", 1, held.booking_id, "s0", NOW + 60, {}] in events

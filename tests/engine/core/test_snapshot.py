@@ -18,7 +18,6 @@ from engine.core.session import (
     REVOKED_STATE,
     DoctorSession,
     Extra,
-    SessionSpec,
 )
 from engine.core.snapshot import (
     SESSION_FIELDS,
@@ -28,6 +27,7 @@ from engine.core.snapshot import (
     encode_session,
 )
 from engine.errors import SnapshotError
+from tests import helpers
 
 NOW = 1_700_000_000.0
 # field positions in a session snapshot
@@ -35,12 +35,11 @@ CAPACITY, OPENS_AT, STARTS_AT, SUSPENDED, SWEPT, BOOKINGS, WAITLIST = 7, 11, 13,
 
 
 def build(capacity, fee, ops, starts_at=None):
-    spec = SessionSpec(
+    spec = helpers.spec(
         id="h9-2026-12-01-07",
         hospital_id="h9",
         department_id="d",
         doctor_id="doc",
-        date="2026-12-01",
         period="PM",
         capacity=capacity,
         first_slot_minute=13 * 60,

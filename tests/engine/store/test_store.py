@@ -10,23 +10,14 @@ from engine.core.session import SessionSpec
 from engine.errors import Fenced, SnapshotError, StoreUnavailable
 from engine.store.embedded import free_port
 from engine.store.shards import ShardWrite, Store, parse_stock_message
+from tests import helpers
 
 SHARD = "h1:2026-12-01"
 
 
 def spec(i: int, capacity: int = 3, fee: int = 0) -> SessionSpec:
-    return SessionSpec(
-        id=f"s{i}",
-        hospital_id="h1",
-        department_id=f"d{i}",
-        doctor_id=f"doc{i}",
-        date="2026-12-01",
-        period="AM",
-        capacity=capacity,
-        first_slot_minute=480,
-        slot_minutes=10,
-        fee=fee,
-        opens_at=0.0,
+    return helpers.spec(
+        id=f"s{i}", department_id=f"d{i}", doctor_id=f"doc{i}", capacity=capacity, fee=fee
     )
 
 
@@ -65,7 +56,8 @@ async def outbox(redis_client) -> list[list]:
 
 async def test_round_trip_through_redis(store):
     epoch, shard = await store.activate(SHARD, "h1", "2026-12-01")
-    assert epoch == 1 and shard.sessions == {}
+    assert epoch == 1
+    assert shard.sessions == {}
     for i in range(3):
         shard.create(spec(i))
     for p in range(5):

@@ -52,14 +52,17 @@ def test_upgraded_sessions_are_never_swept_and_get_codes_when_loaded():
     words = array("q", [7, 11, pack_meta(1, 2, 0)])
     fields = [1, "s1", "h1", "d1", "doc", "2026-12-01", "AM", 3, 480, 10, 0, 0.0, 5000.0, False]
     session = decode_session(msgpack.packb([*fields, words.tobytes()], use_bin_type=True))
-    assert session.swept and session.spec.starts_at == 5000.0  # v1 closed at the first slot
+    assert session.swept
+    assert session.spec.starts_at == 5000.0  # v1 closed at the first slot
     assert session.extra(0).code == 0
     shard = Shard("h1:2026-12-01", "h1", "2026-12-01")
     shard.add_restored(session)
-    assert session.booking(0)[2] == BOOKED_STATE and 1 <= session.extra(0).code <= 99_999_999
+    assert session.booking(0)[2] == BOOKED_STATE
+    assert 1 <= session.extra(0).code <= 99_999_999
     assert list(shard.take_changes().sessions) == ["s1"]  # the code is written back
     shard.tick(10**10)  # long after the visit: no no-show, no violation
-    assert session.booking(0)[2] == BOOKED_STATE and shard.take_changes().events == []
+    assert session.booking(0)[2] == BOOKED_STATE
+    assert shard.take_changes().events == []
 
 
 async def test_version_1_bans_move_out_of_the_rules_once(redis_client):
@@ -73,7 +76,8 @@ async def test_version_1_bans_move_out_of_the_rules_once(redis_client):
     assert shard.blacklist == {5: 9e9, 6: 9.5e9}
     assert shard.policy.hospital_day_limit == 3
     policy, bans = await store.read_rules("h1")
-    assert bans == {5: 9e9, 6: 9.5e9} and policy.hold_seconds == 60
+    assert bans == {5: 9e9, 6: 9.5e9}
+    assert policy.hold_seconds == 60
     assert msgpack.unpackb(await redis_client.get(store.keys.rules("h1")))[0] == 2
 
 

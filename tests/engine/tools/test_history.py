@@ -38,7 +38,8 @@ def test_same_seed_same_history(history):
     assert first == generate(small, 14, END, seed=3, zone=ZONE, patients=500)
     assert first != generate(small, 14, END, seed=4, zone=ZONE, patients=500)
     records, sales = history
-    assert len(records) > 10_000 and len(sales) > 500
+    assert len(records) > 10_000
+    assert len(sales) > 500
 
 
 def test_sessions_follow_the_114_rule(history):
@@ -76,11 +77,13 @@ def test_records_are_consistent(history):
         )
         assert r.state in ("checked_in", "no_show", "cancelled")
         assert r.was_confirmed
-        assert 1 <= r.slot_no <= sale.capacity and r.slot_at >= sale.starts_at
+        assert 1 <= r.slot_no <= sale.capacity
+        assert r.slot_at >= sale.starts_at
         assert sale.opens_at <= r.made_at <= r.slot_at
         assert r.made_at <= r.changed_at
         assert r.paid == (r.fee > 0)
-        assert 0 <= r.age <= 120 and age_of.setdefault(r.patient_id, r.age) == r.age
+        assert 0 <= r.age <= 120
+        assert age_of.setdefault(r.patient_id, r.age) == r.age
         if r.state == "cancelled":
             assert r.cancelled_by == ("hospital" if sale.suspended else "patient")
             assert r.refunded == r.fee  # in full: before the cutoff, or a suspension
@@ -88,7 +91,8 @@ def test_records_are_consistent(history):
                 assert r.changed_at <= policy.cancel_cutoff(dt.date.fromisoformat(r.date), ZONE)
             assert r.changed_at < sale.starts_at
         else:
-            assert not sale.suspended and r.cancelled_by == ""
+            assert not sale.suspended
+            assert r.cancelled_by == ""
             assert r.refunded == (r.fee if r.state == "no_show" else 0)  # no-shows refunded
             assert r.changed_at > sale.opens_at
     for session_id, made in by_session.items():
