@@ -207,14 +207,25 @@ class Conflict:
 
 
 @dataclass(slots=True)
-class SessionState:
+class SessionFacts:
+    """What every view of a doctor-session repeats from its definition (``SessionSpec``): the
+    engine's answer (``SessionState``), the back office's sale (``backoffice/record.py``
+    ``SessionSale``) and a worker's availability view (``api/fastpath/availability.py``
+    ``SessionView``) each add their own fields after these."""
+
     session_id: str
     hospital_id: str
     department_id: str
     doctor_id: str
-    date: str
-    period: str
+    date: str  # ISO visit date
+    period: str  # AM / PM / EVENING
     capacity: int
+
+
+@dataclass(slots=True)
+class SessionState(SessionFacts):
+    """A doctor-session as it stands."""
+
     remaining: int
     held: int
     booked: int

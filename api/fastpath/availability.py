@@ -17,6 +17,7 @@ from typing import Any
 
 from api.answers import LocalTime
 from api.errors import error_body
+from engine.outcomes import SessionFacts
 
 OPEN, SCHEDULED, SOLD_OUT, CLOSED, SUSPENDED = (
     "open",
@@ -31,14 +32,9 @@ CODES = {SOLD_OUT: "sold_out", SCHEDULED: "not_open", CLOSED: "closed", SUSPENDE
 
 
 @dataclass(slots=True)
-class SessionView:
-    id: str
-    hospital_id: str
-    department_id: str
-    doctor_id: str
-    date: str
-    period: str
-    capacity: int
+class SessionView(SessionFacts):
+    """A doctor-session as this worker serves its stock."""
+
     opens_at: float
     closes_at: float | None
     status: str
@@ -64,7 +60,7 @@ class SessionView:
 
     def public(self, clock: LocalTime, now: float) -> dict[str, Any]:
         return {
-            "id": self.id,
+            "id": self.session_id,
             "hospital_id": self.hospital_id,
             "department_id": self.department_id,
             "doctor_id": self.doctor_id,
@@ -92,7 +88,7 @@ class Availability:
         view = self.sessions.get(doc["id"])
         if view is None:
             view = SessionView(
-                id=doc["id"],
+                session_id=doc["id"],
                 hospital_id=doc["hospital_id"],
                 department_id=doc["department_id"],
                 doctor_id=doc["doctor_id"],
@@ -104,7 +100,7 @@ class Availability:
                 status=status,
                 remaining=doc["capacity"] if remaining is None else remaining,
             )
-            self.sessions[view.id] = view
+            self.sessions[view.session_id] = view
             self.by_department.setdefault(view.department_id, []).append(view)
         self._changed(view)
         return view
@@ -166,7 +162,7 @@ class Availability:
     def answer(self, view: SessionView, status: str, now: float) -> tuple[int, bytes, str]:
         """The pre-built refusal for a session at ``status`` (built once per change)."""
         version = self._versions.get(view.department_id, 0)
-        cached = self._answers.get(view.id)
+        cached = self._answers.get(view.session_id)
         # alternatives are hints: during a crowd, rebuild them at most every REBUILD_SECONDS
         if (
             cached is not None
@@ -175,7 +171,7 @@ class Availability:
         ):
             return cached[3]
         answer = self._refusal(view, status, now)
-        self._answers[view.id] = (status, version, now, answer)
+        self._answers[view.session_id] = (status, version, now, answer)
         return answer
 
     def _refusal(self, view: SessionView, status: str, now: float) -> tuple[int, bytes, str]:
@@ -203,12 +199,14 @@ class Availability:
         candidates = [
             v
             for v in self.by_department.get(view.department_id, ())
-            if v.id != view.id and v.remaining > 0 and v.status_at(now) in (OPEN, SCHEDULED)
+            if v.session_id != view.session_id
+            and v.remaining > 0
+            and v.status_at(now) in (OPEN, SCHEDULED)
         ]
         candidates.sort(key=lambda v: (v.date != view.date, abs(v.day - view.day)))
         return [
             {
-                "session_id": v.id,
+                "session_id": v.session_id,
                 "doctor_id": v.doctor_id,
                 "date": v.date,
                 "period": v.period,

@@ -23,6 +23,7 @@ from engine.core.session import (
     Extra,
     unpack_meta,
 )
+from engine.outcomes import SessionFacts
 
 # Record states: the API's booking states, except that a cancellation says who cancelled it.
 STATES = ("held", "booked", "checked_in", "cancelled", "no_show", "expired")
@@ -77,17 +78,11 @@ class Record:
 _FIELDS = tuple(Record.__dataclass_fields__)
 
 
-@dataclass(frozen=True, slots=True)
-class SessionSale:
-    """How one doctor-session sold: for fill rate and time-to-sell-out."""
+@dataclass(slots=True)
+class SessionSale(SessionFacts):
+    """How one doctor-session sold: for fill rate and time-to-sell-out (a value: never
+    changed once made; a new sale replaces it)."""
 
-    session_id: str
-    hospital_id: str
-    department_id: str
-    doctor_id: str
-    date: str
-    period: str
-    capacity: int
     opens_at: float
     starts_at: float
     taken: int  # slots occupied now (held, booked, checked in, no-show)
