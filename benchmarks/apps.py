@@ -4,7 +4,10 @@
 - ``lua``: the seed's Redis answer behind a FastAPI route: verify the token, then one EVALSHA
   "decrement the stock if positive, push the patient" per request;
 - ``pg``: the seed's PostgreSQL answer behind the same route: one conditional
-  ``UPDATE ... SET left = left - 1 WHERE left > 0`` (and the booking row) per request.
+  ``UPDATE ... SET left = left - 1 WHERE left > 0`` (and the booking row) per request;
+- ``lua_raw``: the same Lua script behind a raw ASGI front as lean as slotengine's gateway
+  (the token checked, the body's request_id read with orjson, prebuilt answers), so that the
+  ratio against it measures the engine, not FastAPI.
 
 Configured by BENCH_REDIS_URL, BENCH_PG_DSN and BENCH_SECRET.
 """
@@ -21,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from api.accounts.auth import Tokens, bearer
 
+PREFIX = os.environ.get("BENCH_LUA_PREFIX", "lua")  # each Lua server its own stock
 CONSTANT = b'{"code":"sold_out","message":"No free slot is left in this doctor-session."}'
 LUA = """
 local left = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -78,11 +82,82 @@ def lua() -> FastAPI:
         if patient is None:
             return JSONResponse({"code": "unauthenticated"}, status_code=401)
         left = await state["redis"].evalsha(
-            state["sha"], 2, f"lua:{session_id}:stock", f"lua:{session_id}:patients", patient
+            state["sha"],
+            2,
+            f"{PREFIX}:{session_id}:stock",
+            f"{PREFIX}:{session_id}:patients",
+            patient,
         )
         if left < 0:
             return JSONResponse({"code": "sold_out"}, status_code=409)
         return {"session_id": session_id, "remaining": left}
+
+    return app
+
+
+def lua_raw() -> Any:
+    """The seed's Lua answer behind a raw ASGI front like ``api/fastpath/booking.py``."""
+    import orjson
+    import redis.asyncio as aioredis
+
+    state: dict[str, Any] = {}
+    prefix, suffix = "/v1/sessions/", "/bookings"
+    json = [(b"content-type", b"application/json")]
+    answers = {
+        401: b'{"code":"unauthenticated","message":"A valid patient bearer token is required."}',
+        404: b'{"code":"not_found","message":"No such route."}',
+        409: b'{"code":"sold_out","message":"No free slot is left in this doctor-session."}',
+        422: b'{"code":"invalid_request","message":"The request is malformed."}',
+    }
+
+    async def answer(send: Any, status: int, body: bytes) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": json})
+        await send({"type": "http.response.body", "body": body})
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                if message["type"] == "lifespan.startup":
+                    url = os.environ["BENCH_REDIS_URL"]
+                    state["redis"] = aioredis.Redis.from_url(url, max_connections=256)
+                    state["sha"] = await state["redis"].script_load(LUA)
+                    state["tokens"] = _tokens()
+                    await send({"type": "lifespan.startup.complete"})
+            await state["redis"].aclose()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        if scope["method"] != "POST" or not (path.startswith(prefix) and path.endswith(suffix)):
+            return await answer(send, 404, answers[404])
+        session_id = path[len(prefix) : -len(suffix)]
+        headers = dict(scope["headers"])
+        patient = _patient(state, (headers.get(b"authorization") or b"").decode() or None)
+        if patient is None:
+            return await answer(send, 401, answers[401])
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        try:
+            request_id = orjson.loads(body).get("request_id")
+        except (orjson.JSONDecodeError, AttributeError):
+            request_id = None
+        if not isinstance(request_id, str) or not 1 <= len(request_id) <= 64:
+            return await answer(send, 422, answers[422])
+        left = await state["redis"].evalsha(
+            state["sha"],
+            2,
+            f"{PREFIX}:{session_id}:stock",
+            f"{PREFIX}:{session_id}:patients",
+            patient,
+        )
+        if left < 0:
+            return await answer(send, 409, answers[409])
+        await answer(send, 201, orjson.dumps({"session_id": session_id, "remaining": left}))
 
     return app
 
