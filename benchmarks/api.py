@@ -46,6 +46,7 @@ from engine.outcomes import Booked
 from engine.runtime import Runtime
 from engine.settings import Settings
 from engine.store.embedded import free_port
+from engine.store.keys import Keys
 from engine.tools.audit import audit
 
 HERE = Path(__file__).parent
@@ -97,6 +98,26 @@ def cpu_by_process(api_pids: set[int], redis_port: int) -> dict[str, float]:
     return out
 
 
+def settle(url: str, keys: Any, limit: float = 120.0) -> float:
+    """Wait until the courier has carried out the outbox and indexed every changed session
+    (the work a booking leaves behind it), so that a row is charged all of it; seconds waited."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < limit:
+            groups = client.xinfo_groups(keys.outbox) if client.exists(keys.outbox) else []
+            behind = sum(int(g.get("lag") or 0) + int(g.get("pending") or 0) for g in groups)
+            behind += client.scard(keys.changed_sessions) + client.scard(keys.changed_claimed)
+            if behind == 0:
+                break
+            time.sleep(0.2)
+    finally:
+        client.close()
+    return time.monotonic() - started
+
+
 def children_cpu() -> float:
     import resource
 
@@ -128,9 +149,17 @@ class Run:
         return self.statuses.get(201, 0) / self.seconds
 
 
-def wrk(url: str, plan: Path, duration: int, connections: int, measure: Any = None) -> Run:
+def wrk(
+    url: str,
+    plan: Path,
+    duration: int,
+    connections: int,
+    measure: Any = None,
+    then: Any = None,
+) -> Run:
     """One wrk run; ``measure`` (a function answering CPU seconds by group) is read before
-    and after, to charge each process group its share."""
+    and after (after ``then``, which waits for the work the run left behind), to charge each
+    process group its share."""
     before = measure() if measure else None
     wrk_before = children_cpu()
     out = subprocess.run(
@@ -156,6 +185,8 @@ def wrk(url: str, plan: Path, duration: int, connections: int, measure: Any = No
     mix = re.search(r"STATUS ?(.*)", out.stdout).group(1).split()  # type: ignore[union-attr]
     statuses = {int(k): int(v) for k, v in (x.split("=") for x in mix)}
     cpu = None
+    if then is not None:
+        then()
     if measure is not None:
         after = measure()
         cpu = {g: after[g] - before[g] for g in GROUPS if g != "wrk"}
@@ -322,6 +353,7 @@ def main() -> None:
         ports = {name: free_port() for name in ("raw", "ours", "lua", "pg", "lua_raw")}
         procs: dict[str, subprocess.Popen[bytes]] = {}
         redis_port = int(url.rsplit(":", 1)[1].split("/")[0])
+        keys = Keys(settings.namespace)
 
         def measure(name: str) -> Any:
             """CPU by process group, the server ``name``'s processes as the API workers."""
@@ -400,6 +432,7 @@ def main() -> None:
                     args.duration,
                     args.connections,
                     measure("raw"),
+                    lambda: settle(url, keys),
                 )
             )
             rows.setdefault("b", []).append(
@@ -409,6 +442,7 @@ def main() -> None:
                     args.duration,
                     args.connections,
                     measure("ours"),
+                    lambda: settle(url, keys),
                 )
             )
         # (c) full design with stock; (d) the baselines on the same sessions and plan
@@ -446,6 +480,7 @@ def main() -> None:
                     args.duration,
                     args.connections,
                     measure("ours"),
+                    lambda: settle(url, keys),
                 )
             )
             rows.setdefault("d1", []).append(
@@ -455,6 +490,7 @@ def main() -> None:
                     args.duration,
                     args.connections,
                     measure("lua"),
+                    lambda: settle(url, keys),
                 )
             )
             rows.setdefault("d2", []).append(
@@ -464,6 +500,7 @@ def main() -> None:
                     args.duration,
                     args.connections,
                     measure("pg"),
+                    lambda: settle(url, keys),
                 )
             )
             rows.setdefault("e", []).append(
@@ -473,6 +510,7 @@ def main() -> None:
                     args.duration,
                     args.connections,
                     measure("lua_raw"),
+                    lambda: settle(url, keys),
                 )
             )
             audits["c"] = audits.get("c", 0) + asyncio.run(engine_oversold(rt))
