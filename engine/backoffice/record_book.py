@@ -281,26 +281,47 @@ class RecordBook:
             await pipe.execute()
 
     def _write(self, pipe: Any, changes: Iterable[Change], sales: Iterable[SessionSale]) -> None:
-        """Records, their indexes, the daily analytics tallies and sales."""
+        """Records, their indexes, the daily analytics tallies and sales: one command a key
+        (every record in one HSET, each index's new members in one ZADD), not one a record
+        and index, since the commands' count is what the indexer's time goes to."""
         keys = self.keys
         changes = list(changes)
+        records: dict[str, bytes] = {}
+        added: dict[str, dict[str, float]] = {}
+        removed: dict[str, list[str]] = {}
         for old, new in changes:
-            pipe.hset(keys.records, new.booking_id, msgpack.packb(new.pack()))
-            member = {new.booking_id: new.slot_at}
+            records[new.booking_id] = msgpack.packb(new.pack())
+            into: list[str] = []
             if old is None:
-                pipe.zadd(keys.record_index("all"), member)
-                pipe.zadd(keys.record_index("h", new.hospital_id), member)
-                pipe.zadd(keys.record_index("dep", new.department_id), member)
-                pipe.zadd(keys.record_index("doc", new.doctor_id), member)
-                pipe.zadd(keys.record_index("p", str(new.patient_id)), member)
+                into += [
+                    keys.record_index("all"),
+                    keys.record_index("h", new.hospital_id),
+                    keys.record_index("dep", new.department_id),
+                    keys.record_index("doc", new.doctor_id),
+                    keys.record_index("p", str(new.patient_id)),
+                ]
             elif old.state != new.state:
-                pipe.zrem(keys.record_index("hs", f"{old.hospital_id}|{old.state}"), old.booking_id)
+                was = keys.record_index("hs", f"{old.hospital_id}|{old.state}")
+                removed.setdefault(was, []).append(old.booking_id)
             if old is None or old.state != new.state:
-                pipe.zadd(keys.record_index("hs", f"{new.hospital_id}|{new.state}"), member)
+                into.append(keys.record_index("hs", f"{new.hospital_id}|{new.state}"))
+            for key in into:
+                added.setdefault(key, {})[new.booking_id] = new.slot_at
+        if records:
+            pipe.hset(keys.records, mapping=records)
+        for key, members in removed.items():  # a record leaves its old state's index ...
+            pipe.zrem(key, *members)
+        for key, scored in added.items():  # ... and joins its new one (another key)
+            pipe.zadd(key, scored)
         self._write_tallies(pipe, changes)
+        sales = list(sales)
+        if sales:
+            pipe.hset(keys.sales, mapping={s.session_id: msgpack.packb(s.pack()) for s in sales})
+        by_hospital: dict[str, dict[str, float]] = {}
         for sale in sales:
-            pipe.hset(keys.sales, sale.session_id, msgpack.packb(sale.pack()))
-            pipe.zadd(keys.sales_index(sale.hospital_id), {sale.session_id: sale.starts_at})
+            by_hospital.setdefault(sale.hospital_id, {})[sale.session_id] = sale.starts_at
+        for hospital_id, scored in by_hospital.items():
+            pipe.zadd(keys.sales_index(hospital_id), scored)
 
     def _write_tallies(self, pipe: Any, changes: Iterable[Change]) -> None:
         """The daily analytics tallies: one command per hospital and day, the changes'
