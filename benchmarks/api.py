@@ -282,6 +282,34 @@ async def make_sessions(rt: Runtime, catalog: Catalog, dates: list[str]) -> list
     return groups
 
 
+def bench_settings(work: Path) -> Settings:
+    """The platform the HTTP benchmarks run: one host, limits out of the way."""
+    return Settings.from_env(
+        None,
+        hosts=1,
+        host_cpus=1,
+        data_dir=work,
+        namespace="apibench",
+        admin_token=ADMIN,
+        rate_per_second=1e6,
+        rate_burst=10**6,
+    )
+
+
+def server_env(url: str) -> dict[str, str]:
+    """What a ``slotengine serve`` joining the benchmark's platform is given."""
+    return {
+        "SLOTENGINE_REDIS_URL": url,
+        "SLOTENGINE_RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+        "SLOTENGINE_ADMIN_TOKEN": ADMIN,
+        "SLOTENGINE_NAMESPACE": "apibench",
+        "SLOTENGINE_HOSTS": "1",
+        "SLOTENGINE_RATE_PER_SECOND": "1000000",
+        "SLOTENGINE_RATE_BURST": "1000000",
+        "SLOTENGINE_ADDRESS_LIMITS": "off",  # wrk is one client address
+    }
+
+
 def write_plan(path: Path, groups: list[list[str]], tokens: list[str]) -> None:
     """``P G S``, then the P patients' tokens, then the G groups' S sessions each. Request i
     is patient i % P in group (i // P) % G, at the group's session (i % P) % S: each patient
@@ -308,16 +336,7 @@ def main() -> None:
         .splitlines()[-1]
     )
     work = Path(tempfile.mkdtemp(prefix="slotengine-apibench-"))
-    settings = Settings.from_env(
-        None,
-        hosts=1,
-        host_cpus=1,
-        data_dir=work,
-        namespace="apibench",
-        admin_token=ADMIN,
-        rate_per_second=1e6,
-        rate_burst=10**6,
-    )
+    settings = bench_settings(work)
     rows: dict[str, list[tuple[float, float, float]]] = {}
     audits: dict[str, int] = {}
     rt = Runtime.start(settings)
@@ -338,14 +357,7 @@ def main() -> None:
 
         tokens, secret, _ = asyncio.run(prepare())
         env = {
-            "SLOTENGINE_REDIS_URL": url,
-            "SLOTENGINE_RAY_ADDRESS": ray.get_runtime_context().gcs_address,
-            "SLOTENGINE_ADMIN_TOKEN": ADMIN,
-            "SLOTENGINE_NAMESPACE": "apibench",
-            "SLOTENGINE_HOSTS": "1",
-            "SLOTENGINE_RATE_PER_SECOND": "1000000",
-            "SLOTENGINE_RATE_BURST": "1000000",
-            "SLOTENGINE_ADDRESS_LIMITS": "off",  # wrk is one client address
+            **server_env(url),
             "BENCH_REDIS_URL": url,
             "BENCH_PG_DSN": pg_dsn,
             "BENCH_SECRET": secret,

@@ -24,7 +24,6 @@ from collections import Counter
 from pathlib import Path
 
 import psutil
-import ray
 
 from api.accounts.auth import Tokens
 from api.catalog.catalog import Catalog
@@ -35,7 +34,9 @@ from benchmarks.api import (
     CAPACITY,
     DATES,
     PATIENTS,
+    bench_settings,
     make_sessions,
+    server_env,
     settle,
     start_server,
     stop,
@@ -43,7 +44,6 @@ from benchmarks.api import (
     wrk,
 )
 from engine.runtime import Runtime
-from engine.settings import Settings
 from engine.store.embedded import free_port
 from engine.store.keys import Keys
 
@@ -69,7 +69,10 @@ def targets(server: psutil.Process) -> dict[str, int]:
 
 
 def summarize(path: Path, top: int) -> list[tuple[str, float]]:
-    """(function, share of samples it is on the stack of), from py-spy's collapsed stacks."""
+    """(function, share of samples it is on the stack of), from py-spy's collapsed stacks: the
+    project's own functions (``engine/``, ``api/``) first, then the libraries'; frames on
+    nearly every sample (the process's scaffolding: Ray's worker loop, uvicorn, click) left
+    out."""
     on_stack: Counter[str] = Counter()
     total = 0
     for line in path.read_text().splitlines():
@@ -80,7 +83,16 @@ def summarize(path: Path, top: int) -> list[tuple[str, float]]:
         total += n
         for frame in set(stack.split(";")):
             on_stack[frame] += n
-    return [(frame, n / max(total, 1)) for frame, n in on_stack.most_common(top)]
+    shares = [(frame, n / max(total, 1)) for frame, n in on_stack.most_common()]
+    shares = [(f, share) for f, share in shares if share < SCAFFOLDING or own(f)]
+    return sorted(shares, key=lambda x: (not own(x[0]), -x[1]))[:top]
+
+
+SCAFFOLDING = 0.9  # a library frame on this share of the samples or more is the process's frame
+
+
+def own(frame: str) -> bool:
+    return "(engine/" in frame or "(api/" in frame
 
 
 def main() -> None:
@@ -92,16 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     work = Path(tempfile.mkdtemp(prefix="slotengine-profile-"))
-    settings = Settings.from_env(
-        None,
-        hosts=1,
-        host_cpus=1,
-        data_dir=work,
-        namespace="apibench",
-        admin_token=ADMIN,
-        rate_per_second=1e6,
-        rate_burst=10**6,
-    )
+    settings = bench_settings(work)
     rt = Runtime.start(settings)
     server = None
     try:
@@ -121,16 +124,7 @@ def main() -> None:
             return [t for _, _, t in rows], groups
 
         tokens, groups = asyncio.run(prepare())
-        env = {
-            "SLOTENGINE_REDIS_URL": url,
-            "SLOTENGINE_RAY_ADDRESS": ray.get_runtime_context().gcs_address,
-            "SLOTENGINE_ADMIN_TOKEN": ADMIN,
-            "SLOTENGINE_NAMESPACE": "apibench",
-            "SLOTENGINE_HOSTS": "1",
-            "SLOTENGINE_RATE_PER_SECOND": "1000000",
-            "SLOTENGINE_RATE_BURST": "1000000",
-            "SLOTENGINE_ADDRESS_LIMITS": "off",
-        }
+        env = server_env(url)
         port = free_port()
         command = [sys.executable, "-m", "api.cli", "serve", "--port", str(port)]
         server = start_server([*command, "--workers", str(args.workers)], env, port)
