@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import importlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from engine.store.keys import Keys
 
@@ -32,8 +34,20 @@ class Notice:
     at: float
     details: dict[str, Any]
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+    def to_json(self) -> bytes:
+        """Compact UTF-8 JSON, the fields in their order (what the board stores)."""
+        return orjson.dumps(
+            {
+                "id": self.id,
+                "kind": self.kind,
+                "patient_id": self.patient_id,
+                "booking_id": self.booking_id,
+                "session_id": self.session_id,
+                "at": self.at,
+                "details": self.details,
+            },
+            option=orjson.OPT_NON_STR_KEYS,
+        )
 
 
 class Sender(Protocol):
@@ -60,13 +74,23 @@ class NoticeBoard:
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
         self.client = client
         self.keys = keys
+        self.sha: str | None = None  # EVALSHA: the script's body is sent once, not per notice
 
     async def send(self, notices: list[Notice]) -> None:
+        if self.sha is None:
+            self.sha = await self.client.script_load(BOARD_SCRIPT)
+        try:
+            await self._send(notices, self.sha)
+        except NoScriptError:  # Redis restarted without it: load it again (a replay is safe)
+            self.sha = await self.client.script_load(BOARD_SCRIPT)
+            await self._send(notices, self.sha)
+
+    async def _send(self, notices: list[Notice], sha: str) -> None:
         keys = self.keys
         async with self.client.pipeline(transaction=False) as pipe:
             for n in notices:
-                pipe.eval(
-                    BOARD_SCRIPT,
+                pipe.evalsha(
+                    sha,
                     3,
                     keys.sent(n.id),
                     keys.notices,
