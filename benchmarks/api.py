@@ -38,7 +38,7 @@ import httpx
 import ray
 
 from api.accounts.auth import Tokens
-from api.catalog.catalog import Catalog
+from api.catalog.catalog import Catalog, session_document
 from api.cli.demo_data import seed_patients
 from api.services import shared_secret
 from engine.core.session import SessionSpec
@@ -263,19 +263,7 @@ async def make_sessions(rt: Runtime, catalog: Catalog, dates: list[str]) -> list
                     ids.append(spec.id)
                 groups.append(ids)
     for spec in specs:
-        await catalog.add_session(
-            {
-                "id": spec.id,
-                "hospital_id": spec.hospital_id,
-                "department_id": spec.department_id,
-                "doctor_id": spec.doctor_id,
-                "date": spec.date,
-                "period": "AM",
-                "capacity": CAPACITY,
-                "opens_at_epoch": 0.0,
-                "closes_at_epoch": None,
-            }
-        )
+        await catalog.add_session(session_document(spec))
     for i in range(0, len(specs), 1000):
         await asyncio.gather(*(engine.create_session(s) for s in specs[i : i + 1000]))
     await engine.close()
@@ -416,19 +404,7 @@ def main() -> None:
                 slot_minutes=1,
             )
             await engine.create_session(spec)
-            await Catalog(client, keys).add_session(
-                {
-                    "id": "soldout",
-                    "hospital_id": "bs",
-                    "department_id": "bs-dep",
-                    "doctor_id": "bs-doc",
-                    "date": "2030-06-01",
-                    "period": "AM",
-                    "capacity": 1,
-                    "opens_at_epoch": 0.0,
-                    "closes_at_epoch": None,
-                }
-            )
+            await Catalog(client, keys).add_session(session_document(spec))
             assert isinstance(await engine.book("soldout", 1, "first"), Booked)
             await engine.close()
             return "soldout"

@@ -17,11 +17,32 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from engine.core.session import SessionSpec
 from engine.errors import StoreUnavailable
 from engine.store.keys import Keys
 
 PREFIX = {"hospital": "h", "department": "dep", "doctor": "doc", "session": "s"}
 ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
+
+
+def session_document(spec: SessionSpec, first_slot_at: str | None = None) -> dict[str, Any]:
+    """The catalog's document of a doctor-session the engine has created from ``spec``
+    (``first_slot_at``: as the admin wrote it, else from the spec's first slot minute)."""
+    minute = spec.first_slot_minute
+    return {
+        "id": spec.id,
+        "hospital_id": spec.hospital_id,
+        "department_id": spec.department_id,
+        "doctor_id": spec.doctor_id,
+        "date": spec.date,
+        "period": spec.period,
+        "capacity": spec.capacity,
+        "first_slot_at": first_slot_at or f"{minute // 60:02d}:{minute % 60:02d}",
+        "slot_minutes": spec.slot_minutes,
+        "fee": spec.fee,
+        "opens_at_epoch": spec.opens_at,
+        "closes_at_epoch": spec.closes_at,
+    }
 
 
 class Catalog:

@@ -15,6 +15,7 @@ from datetime import date as Date
 from datetime import datetime, timedelta
 from typing import Any
 
+from api.catalog.catalog import session_document
 from api.services import Services
 from engine.core.session import SessionSpec
 from engine.outcomes import Created, Outcome
@@ -69,22 +70,7 @@ async def release(
     )
     outcome = await s.engine.create_session(spec)
     if isinstance(outcome, Created):
-        await s.catalog.add_session(
-            {
-                "id": session_id,
-                "hospital_id": spec.hospital_id,
-                "department_id": spec.department_id,
-                "doctor_id": spec.doctor_id,
-                "date": spec.date,
-                "period": spec.period,
-                "capacity": spec.capacity,
-                "first_slot_at": first_slot_at,
-                "slot_minutes": spec.slot_minutes,
-                "fee": spec.fee,
-                "opens_at_epoch": spec.opens_at,
-                "closes_at_epoch": spec.closes_at,
-            }
-        )
+        await s.catalog.add_session(session_document(spec, first_slot_at))
     return session_id, outcome
 
 
