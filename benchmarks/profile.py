@@ -24,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 
 import psutil
+import ray
 
 from api.accounts.auth import Tokens
 from api.catalog.catalog import Catalog
@@ -95,6 +96,16 @@ def own(frame: str) -> bool:
     return "(engine/" in frame or "(api/" in frame
 
 
+def host_counters(rt: Runtime) -> dict[str, float]:
+    """The hosts' counters summed (calls, requests, commits, their seconds)."""
+    totals: dict[str, float] = {}
+    for info in ray.get([h.info.remote() for h in rt.hosts], timeout=30):
+        for name, value in info.items():
+            if isinstance(value, int | float) and name not in ("index", "started_at"):
+                totals[name] = totals.get(name, 0) + value
+    return totals
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=1)
@@ -155,7 +166,9 @@ def main() -> None:
             )
             for name, pid in found.items()
         }
+        before = host_counters(rt)
         run = wrk(f"http://127.0.0.1:{port}", plan, args.duration, args.connections)
+        during = {k: v - before.get(k, 0) for k, v in host_counters(rt).items()}
         settle(url, Keys(settings.namespace))
         for name, proc in spies.items():
             _, err = proc.communicate(timeout=60)
@@ -164,6 +177,15 @@ def main() -> None:
         print(
             f"{run.booked:,.0f} bookings/s ({run.statuses}), {args.workers} workers, "
             f"{CAPACITY} slots a session; py-spy at 200 Hz, non-blocking"
+        )
+        calls, commits = during["calls"] or 1, during["commits"] or 1
+        print(
+            f"hosts: {during['calls'] / args.duration:,.0f} calls/s, "
+            f"{during['requests'] / calls:.1f} requests a call, "
+            f"{during['commits'] / args.duration:,.0f} commits/s, "
+            f"{during['shard_writes'] / commits:.1f} shards a commit, "
+            f"decide {1e6 * during['decide_seconds'] / calls:.0f} us and "
+            f"commit {1e6 * during['commit_seconds'] / calls:.0f} us a call"
         )
         for name in found:
             path = RESULTS / f"profile-{name}.txt"

@@ -68,6 +68,7 @@ class Host:
             "calls": 0,
             "requests": 0,
             "commits": 0,
+            "shard_writes": 0,
             "failed_commits": 0,
             "decide_seconds": 0.0,
             "commit_seconds": 0.0,
@@ -306,6 +307,7 @@ class Host:
         if not writes:
             return {}
         self.counters["commits"] += 1
+        self.counters["shard_writes"] += len(writes)
         results = self._run(self._store.commit(writes))
         failures: dict[str, Unavailable | OutcomeUnknown] = {}
         for w, error in zip(writes, results, strict=True):

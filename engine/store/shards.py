@@ -2,12 +2,14 @@
 
 Only the host that holds a shard writes its snapshots, and only through ``commit``: a Lua script
 per shard that first checks the shard's epoch (fencing, invariant 7), then writes the changed
-doctor-sessions' snapshots (marking them changed for the records,
-``backoffice/record_book.py``), appends the outbox entry, sets the shard's commit token and
-publishes the stock change, atomically. All shards of a group commit go in one pipelined round
-trip. Redis failures become ``StoreUnavailable``; a round trip that failed after it may have
-been sent becomes ``CommitUncertain``, which ``settle`` resolves: it fences the shard (so the
-commit can no longer happen later) and reads the token back.
+doctor- sessions' snapshots (marking them changed for the records,
+``backoffice/record_book.py``), adds each new booking to its patient's "my bookings" set,
+appends the outbox entry, sets the shard's commit token and publishes the stock change,
+atomically. The script goes by its SHA (``EVALSHA``), loaded again if Redis forgot it. All
+shards of a group commit go in one pipelined round trip. Redis failures become
+``StoreUnavailable``; a round trip that failed after it may have been sent becomes
+``CommitUncertain``, which ``settle`` resolves: it fences the shard (so the commit can no longer
+happen later) and reads the token back.
 
 The client never resends a command by itself (redis-py would, ten times by default): a commit
 resent blindly could run twice, and a caller must learn what happened, not guess.
@@ -24,7 +26,9 @@ import msgpack
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.connection import HiredisRespSerializer
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.utils import HIREDIS_AVAILABLE
 
 from engine.core.policy import PLATFORM, Policy
 from engine.core.session import DoctorSession
@@ -39,8 +43,9 @@ from engine.core.snapshot import (
 from engine.errors import CommitUncertain, Fenced, SnapshotError, StoreUnavailable
 from engine.store.keys import Keys
 
-# KEYS: epoch, sessions-set, outbox stream, changed-sessions set, commit token, snapshot keys...
-# ARGV: epoch, channel, message, events, n, token, payloads..., new session ids...
+# KEYS: epoch, sessions-set, outbox stream, changed-sessions set, commit token, snapshot keys
+# (n), patients' booking sets (m). ARGV: epoch, channel, message, events, n, token, payloads
+# (n), m, booking ids (m, one for each booking set), new session ids...
 # (the outbox is outside the shard's hash tag: on Redis Cluster it needs a per-shard stream)
 COMMIT_SCRIPT = """
 local current = redis.call('GET', KEYS[1])
@@ -53,7 +58,11 @@ for i = 1, n do
   redis.call('SET', KEYS[5 + i], ARGV[6 + i])
   redis.call('SADD', KEYS[4], KEYS[5 + i])
 end
-for i = 7 + n, #ARGV do
+local m = tonumber(ARGV[7 + n])
+for j = 1, m do
+  redis.call('SADD', KEYS[5 + n + j], ARGV[7 + n + j])
+end
+for i = 8 + n + m, #ARGV do
   redis.call('SADD', KEYS[2], ARGV[i])
 end
 if ARGV[4] ~= '' then
@@ -105,6 +114,22 @@ return 1
 """
 
 
+def packed_by_hiredis(connection_class: type[Any]) -> type[Any]:
+    """``connection_class`` (TCP, TLS or Unix socket) with its commands packed by hiredis, in
+    C, as redis-py's synchronous client packs them; its asyncio client packs them in Python,
+    about a microsecond an argument, and a commit has a hundred (its host's largest cost)."""
+    if not HIREDIS_AVAILABLE:
+        return connection_class
+    serializer = HiredisRespSerializer()
+
+    def pack_command(self: Any, *args: Any) -> list[bytes]:
+        return serializer.pack(*args)
+
+    return type(
+        f"Packed{connection_class.__name__}", (connection_class,), {"pack_command": pack_command}
+    )
+
+
 @dataclass(slots=True)
 class ShardWrite:
     """One shard's part of a group commit."""
@@ -146,6 +171,7 @@ class Store:
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
         self.client = client
         self.keys = keys
+        self._commit_sha: str | None = None  # EVALSHA: the commit script is sent once
 
     @classmethod
     def from_url(cls, url: str, prefix: str, timeout: float = 2.0, connections: int = 64) -> Store:
@@ -161,6 +187,7 @@ class Store:
             retry_on_timeout=False,
             retry=Retry(NoBackoff(), 0),  # never resend: see the module's docstring
         )
+        pool.connection_class = packed_by_hiredis(pool.connection_class)
         return cls(aioredis.Redis(connection_pool=pool), Keys(prefix))
 
     async def close(self) -> None:
@@ -250,61 +277,82 @@ class Store:
         sent fails them with ``CommitUncertain`` (``settle`` tells); a fenced shard fails alone
         (``Fenced``).
         """
-        keys = self.keys
+        if self._commit_sha is None:
+            try:
+                self._commit_sha = await self.client.script_load(COMMIT_SCRIPT)
+            except RedisError as exc:  # nothing of the commit was sent
+                return [StoreUnavailable(f"commit script not loaded: {exc}") for _ in writes]
         try:
-            extras: list[int] = []  # commands after each write's script, to skip in the results
-            async with self.client.pipeline(transaction=False) as pipe:
-                for w in writes:
-                    snap_keys = [keys.session(w.shard_id, s.id) for s in w.sessions]
-                    payloads = [encode_session(s) for s in w.sessions]
-                    message = stock_message(w.stock) if w.stock else b""
-                    events = msgpack.packb(list(w.events), use_bin_type=True) if w.events else b""
-                    pipe.eval(
-                        COMMIT_SCRIPT,
-                        5 + len(snap_keys),
-                        keys.epoch(w.shard_id),
-                        keys.sessions(w.shard_id),
-                        keys.outbox,
-                        keys.changed_sessions,
-                        keys.commit_seq(w.shard_id),
-                        *snap_keys,
-                        w.epoch,
-                        keys.stock_channel,
-                        message,
-                        events,
-                        len(payloads),
-                        w.token,
-                        *payloads,
-                        *w.new_session_ids,
-                    )
-                    count = 0
-                    if w.new_session_ids:  # claimed already by the client; this only repairs
-                        for session_id in w.new_session_ids:
-                            pipe.hsetnx(keys.catalog, session_id, w.shard_id)
-                        pipe.sadd(keys.shards, w.shard_id)
-                        count += len(w.new_session_ids) + 1
-                    for patient, booking_id in w.new_bookings:  # "my bookings", same round trip
-                        pipe.sadd(keys.patient_bookings(patient), booking_id)
-                        count += 1
-                    extras.append(count)
-                results = await self._execute(pipe)
+            results = await self._send_commit(writes, self._commit_sha)
         except RedisError as exc:
             kind = StoreUnavailable if never_sent(exc) else CommitUncertain
             failure = kind(f"commit failed: {type(exc).__name__}: {exc}")
             return [failure for _ in writes]
+        again = [i for i, (r, _) in enumerate(results) if isinstance(r, NoScriptError)]
+        if again:  # Redis lost its scripts (a restart, SCRIPT FLUSH): those never ran, so
+            try:  # they go again, once, after loading it
+                self._commit_sha = await self.client.script_load(COMMIT_SCRIPT)
+                retried = await self._send_commit([writes[i] for i in again], self._commit_sha)
+            except RedisError as exc:
+                kind = StoreUnavailable if never_sent(exc) else CommitUncertain
+                retried = [(kind(f"commit failed: {type(exc).__name__}: {exc}"), [])] * len(again)
+            for i, result in zip(again, retried, strict=True):
+                results[i] = result
         out: list[BaseException | None] = []
-        results_iter = iter(results)
-        for w, count in zip(writes, extras, strict=True):
-            result = next(results_iter)
-            for _ in range(count):
-                next(results_iter)
-            if isinstance(result, ResponseError) and "FENCED" in str(result):
+        for w, (result, _) in zip(writes, results, strict=True):
+            if isinstance(result, StoreUnavailable | CommitUncertain):  # the second try's
+                out.append(result)
+            elif isinstance(result, ResponseError) and "FENCED" in str(result):
                 out.append(Fenced(f"{w.shard_id}: {result}"))
             elif isinstance(result, BaseException):  # the script refused before writing
                 out.append(StoreUnavailable(f"{w.shard_id}: {result}"))
             else:
                 out.append(None)
         return out
+
+    async def _send_commit(
+        self, writes: Sequence[ShardWrite], sha: str
+    ) -> list[tuple[Any, list[Any]]]:
+        """One round trip: each write's script and the catalog repairs after it; for each
+        write (the script's result, the repairs' results)."""
+        keys = self.keys
+        extras: list[int] = []  # commands after each write's script
+        async with self.client.pipeline(transaction=False) as pipe:
+            for w in writes:
+                snap_keys = [keys.session(w.shard_id, s.id) for s in w.sessions]
+                payloads = [encode_session(s) for s in w.sessions]
+                message = stock_message(w.stock) if w.stock else b""
+                events = msgpack.packb(list(w.events), use_bin_type=True) if w.events else b""
+                pipe.evalsha(
+                    sha,
+                    5 + len(snap_keys) + len(w.new_bookings),
+                    keys.epoch(w.shard_id),
+                    keys.sessions(w.shard_id),
+                    keys.outbox,
+                    keys.changed_sessions,
+                    keys.commit_seq(w.shard_id),
+                    *snap_keys,
+                    *[keys.patient_bookings(patient) for patient, _ in w.new_bookings],
+                    w.epoch,
+                    keys.stock_channel,
+                    message,
+                    events,
+                    len(payloads),
+                    w.token,
+                    *payloads,
+                    len(w.new_bookings),  # "my bookings", in the same script
+                    *[booking_id for _, booking_id in w.new_bookings],
+                    *w.new_session_ids,
+                )
+                count = 0
+                if w.new_session_ids:  # claimed already by the client; this only repairs
+                    for session_id in w.new_session_ids:
+                        pipe.hsetnx(keys.catalog, session_id, w.shard_id)
+                    pipe.sadd(keys.shards, w.shard_id)
+                    count += len(w.new_session_ids) + 1
+                extras.append(count)
+            results = iter(await self._execute(pipe))
+        return [(next(results), [next(results) for _ in range(count)]) for count in extras]
 
     async def _execute(self, pipe: Any) -> list[Any]:
         """Send a commit's pipeline (a seam for the tests that inject failures)."""

@@ -205,3 +205,31 @@ async def test_unreachable_redis_is_store_unavailable():
     [error] = await store.commit([ShardWrite(SHARD, "h1", 1, [])])
     assert isinstance(error, StoreUnavailable)
     await store.close()
+
+
+async def test_a_commit_after_redis_forgot_its_scripts_loads_it_again_and_writes_once(
+    store, redis_client
+):
+    epoch, shard = await store.activate(SHARD, "h1", "2026-12-01")
+    shard.create(spec(0))
+    shard.book("s0", 1, 1, 10.0)
+    assert await write_all(store, epoch, shard) == [None]
+    await redis_client.script_flush()  # as after a restart without persistence of scripts
+    shard.book("s0", 2, 2, 10.0)
+    assert await write_all(store, epoch, shard) == [None]
+    [s0] = await store.read_shard_sessions(SHARD)
+    assert sorted(p for _, p, _ in s0.live_bookings()) == [1, 2]
+    assert await redis_client.smembers(store.keys.patient_bookings(2)) == {b"s0.1"}
+    assert await redis_client.xlen("st:outbox") == 2, "one outbox entry a commit, none twice"
+
+
+async def test_my_bookings_are_written_by_the_commit_itself_for_every_patient(store, redis_client):
+    epoch, shard = await store.activate(SHARD, "h1", "2026-12-01")
+    shard.create(spec(0, capacity=5))
+    shard.create(spec(1, capacity=5))
+    for p in range(4):
+        shard.book("s0", p, p, 10.0)
+    shard.book("s1", 2, 9, 10.0)
+    assert await write_all(store, epoch, shard) == [None]
+    mine = {p: await redis_client.smembers(store.keys.patient_bookings(p)) for p in range(4)}
+    assert mine == {0: {b"s0.0"}, 1: {b"s0.1"}, 2: {b"s0.2", b"s1.0"}, 3: {b"s0.3"}}
