@@ -9,8 +9,12 @@ re-index, never the other way round.
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
+
+import msgpack
 
 from engine.core.session import (
     BOOKED_STATE,
@@ -109,15 +113,21 @@ def state_of(state: int) -> tuple[str, str]:
     return STATE_NAMES[state], ""
 
 
-def records_of(session: DoctorSession, known: dict[str, Record], now: float) -> list[Record]:
-    """The records of ``session`` that are new or changed against ``known`` (by booking id).
+def records_of(
+    session: DoctorSession,
+    known: dict[str, Record],
+    now: float,
+    rows: Iterable[int] | None = None,
+) -> list[Record]:
+    """The records of ``session`` that are new or changed against ``known`` (by booking id),
+    looking at ``rows`` only (None: every row).
 
     What a record knows beyond the snapshot (when it was made, the patient's age, the HIS and
     insurance numbers) is carried over from its known version."""
     spec = session.spec
     out: list[Record] = []
     words = session.bookings
-    for row in range(session.count):  # compacted bookings ended long ago: their records stay
+    for row in range(session.count) if rows is None else rows:  # compacted: their records stay
         base = row * WORDS
         patient, meta, extra_word = words[base], words[base + 2], words[base + 3]
         slot_no, raw_state, at = unpack_meta(meta)
@@ -194,3 +204,53 @@ def sale_of(session: DoctorSession, old: SessionSale | None, now: float) -> Sess
         sold_out_at=sold_out_at,
         suspended=session.suspended,
     )
+
+
+def marks_of(session: DoctorSession) -> bytes:
+    """What a session's rows are now, as far as their records go: each row's booking number,
+    state word and extra word, packed (kept beside the records: ``changed_rows``)."""
+    words = session.bookings
+    numbers = b"" if session.numbers is None else session.numbers.tobytes()
+    return msgpack.packb([numbers, words[2::WORDS].tobytes(), words[3::WORDS].tobytes()])
+
+
+def changed_rows(session: DoctorSession, mark: bytes | None) -> tuple[list[int], set[int]]:
+    """(rows whose record may have changed since ``mark`` was taken, the numbers among them
+    that had a record then). No mark: every row, each may have had one. A row is looked at
+    again when its state or extra word moved, so ``records_of`` finds every change; a session
+    that only took new bookings is the common case and costs two C comparisons."""
+    count = session.count
+    if mark is None:
+        return list(range(count)), {session.number_of(row) for row in range(count)}
+    raw_numbers, raw_metas, raw_extras = msgpack.unpackb(mark)
+    old_metas, old_extras = array("q"), array("q")
+    old_metas.frombytes(raw_metas)
+    old_extras.frombytes(raw_extras)
+    words = session.bookings
+    metas, extras = words[2::WORDS], words[3::WORDS]
+    seen = len(old_metas)
+    numbers = session.numbers
+    same_rows = raw_numbers == b"" if numbers is None else numbers[:seen].tobytes() == raw_numbers
+    if same_rows and seen <= count:  # rows kept their numbers; new ones came after
+        if metas[:seen] == old_metas and extras[:seen] == old_extras:  # only new rows
+            return list(range(seen, count)), set()
+        rows = [
+            row
+            for row in range(count)
+            if row >= seen or metas[row] != old_metas[row] or extras[row] != old_extras[row]
+        ]
+        return rows, {session.number_of(row) for row in rows if row < seen}
+    old_numbers = array("q")
+    old_numbers.frombytes(raw_numbers)
+    before = {
+        number: (meta, extra)
+        for number, meta, extra in zip(
+            old_numbers if raw_numbers else range(seen), old_metas, old_extras, strict=True
+        )
+    }
+    rows = [
+        row
+        for row in range(count)
+        if before.get(session.number_of(row)) != (metas[row], extras[row])
+    ]
+    return rows, {n for row in rows if (n := session.number_of(row)) in before}

@@ -2,8 +2,10 @@
 
 Every commit marks the snapshots it wrote as changed (``store.COMMIT_SCRIPT``). The courier
 calls ``RecordBook.sync`` each round: it claims changed snapshots (moved to a claimed set, so a
-crash half-way is redone by the next round), rebuilds their records (``record.records_of``)
-and writes what changed, with its indexes, in one pipeline. ``sync`` also returns the records
+crash half-way is redone by the next round), rebuilds the records of the rows that moved since
+it last wrote them (``record.changed_rows``: each session's rows are marked beside its records,
+in the same transaction, so the work is what changed, not the session's size) and writes
+what changed, with its indexes, in one pipeline. ``sync`` also returns the records
 whose state changed, for the HIS deliveries (``backoffice/deliveries.py``).
 
 Layout: one hash of packed records by booking id, and sorted sets of booking ids scored by slot
@@ -30,7 +32,14 @@ import orjson
 from redis.exceptions import RedisError
 
 from engine.backoffice.analytics import Tally, tally_delta
-from engine.backoffice.record import Record, SessionSale, records_of, sale_of
+from engine.backoffice.record import (
+    Record,
+    SessionSale,
+    changed_rows,
+    marks_of,
+    records_of,
+    sale_of,
+)
 from engine.core.snapshot import decode_session
 from engine.errors import SnapshotError, StoreUnavailable
 from engine.store.keys import Keys
@@ -220,7 +229,9 @@ class RecordBook:
                     log.error("records: cannot read %s, set aside: %s", key.decode(), exc)
                     unreadable.append(key)
             sessions = [session for _, session in readable]
-            ids = [s.booking_id(n) for s in sessions for n in range(s.count)]
+            marks = await self.client.hmget(keys.record_marks, [s.id for s in sessions])
+            looks = [changed_rows(s, mark) for s, mark in zip(sessions, marks, strict=True)]
+            ids = [f"{s.id}.{n}" for s, (_, had) in zip(sessions, looks, strict=True) for n in had]
             found = iter(await self.get_many(ids))
             old_sales = iter(await self._sales([s.id for s in sessions]))
             every: list[Change] = []
@@ -230,10 +241,12 @@ class RecordBook:
                 group = readable[start : start + TX_SESSIONS]
                 changes: list[Change] = []
                 sales = []
-                for _, session in group:
-                    mine = {r.booking_id: r for r in islice(found, session.count) if r}
+                for (_, session), (rows, had) in zip(
+                    group, looks[start : start + TX_SESSIONS], strict=True
+                ):
+                    mine = {r.booking_id: r for r in islice(found, len(had)) if r}
                     changes.extend(
-                        (mine.get(r.booking_id), r) for r in records_of(session, mine, now)
+                        (mine.get(r.booking_id), r) for r in records_of(session, mine, now, rows)
                     )
                     sales.append(sale_of(session, next(old_sales), now))
                 changes = await self._with_ages(changes)
@@ -241,6 +254,11 @@ class RecordBook:
                 done = [key for key, _ in group] + (gone + unreadable if start == 0 else [])
                 async with self.client.pipeline(transaction=True) as pipe:
                     self._write(pipe, changes, sales)
+                    if group:  # what the rows were when these records were made
+                        pipe.hset(
+                            keys.record_marks,
+                            mapping={session.id: marks_of(session) for _, session in group},
+                        )
                     if extra is not None:
                         extra(pipe)
                     if unreadable and start == 0:

@@ -218,6 +218,12 @@ class Keys:
         """Hash: booking id → packed ``Record``."""
         return f"{self.prefix}:records"
 
+    @property
+    def record_marks(self) -> str:
+        """Hash: session id → what its rows were when its records were last written
+        (``record_book.marks_of``); delete it to make the indexer rebuild every record."""
+        return f"{self.prefix}:records:marks"
+
     def record_numbers(self, system: str) -> str:
         """Hash: booking id → the number the ``his`` or the ``insurance`` gave it."""
         return f"{self.prefix}:records:numbers:{system}"

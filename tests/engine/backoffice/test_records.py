@@ -11,9 +11,20 @@ import msgpack
 import pytest
 
 from engine.backoffice.analytics import summarize
-from engine.backoffice.record import Record, SessionSale, records_of
+from engine.backoffice.record import Record, SessionSale, changed_rows, marks_of, records_of
 from engine.backoffice.record_book import RecordBook, RecordQuery, age_on
-from engine.core.session import DoctorSession, Extra, SessionSpec
+from engine.core.session import (
+    BOOKED_STATE,
+    CANCELLED_STATE,
+    EXPIRED_STATE,
+    HELD_STATE,
+    REVOKED_STATE,
+    WORDS,
+    DoctorSession,
+    Extra,
+    SessionSpec,
+    unpack_meta,
+)
 from engine.core.shard import CodeSource
 from engine.store.shards import ShardWrite, Store
 from tests import helpers
@@ -65,6 +76,62 @@ def test_records_of_reports_only_what_changed():
     assert changed.made_at == 101.0
     assert changed.changed_at == 400.0
     assert changed.was_confirmed
+
+
+def test_a_session_that_only_took_bookings_is_looked_at_in_its_new_rows_only():
+    session = DoctorSession(spec(2, capacity=10))
+    for p in range(4):
+        session.take(p, 1, 100.0 + p, 0, 0)
+    mark = marks_of(session)
+    assert changed_rows(session, mark) == ([], set())
+    session.take(9, 1, 110.0, 0, 0)
+    session.take(10, 1, 111.0, 0, 0)
+    assert changed_rows(session, mark) == ([4, 5], set())
+    session.move(1, CANCELLED_STATE, 120.0)
+    assert changed_rows(session, mark) == ([1, 4, 5], {1})
+    assert changed_rows(session, None) == ([0, 1, 2, 3, 4, 5], {0, 1, 2, 3, 4, 5})
+
+
+def test_records_from_marks_match_a_rebuild_of_every_row_through_random_changes():
+    """Whatever happens to a session (bookings, payments, refunds, cancellations, compaction
+    moving its rows), the records kept from marked rows equal those rebuilt from all rows."""
+    rng = random.Random(7)
+    session = DoctorSession(spec(3, capacity=12, fee=500))
+    full: dict[str, Record] = {}
+    kept: dict[str, Record] = {}
+    mark = None
+    now = 100.0
+    for step in range(400):
+        now += rng.choice([1.0, 60.0, 4000.0])
+        for action in [rng.random() for _ in range(rng.randrange(1, 4))]:  # between looks
+            states = {
+                row: unpack_meta(session.bookings[row * WORDS + 2])[1]
+                for row in range(session.count)
+            }
+            held = [row for row, state in states.items() if state == HELD_STATE]
+            booked = [row for row, state in states.items() if state == BOOKED_STATE]
+            if action < 0.4 and session.free:
+                session.take(rng.randrange(10**6), step, now, 900 * rng.randrange(2), 0)
+            elif action < 0.5 and held:  # paid
+                session.move(rng.choice(held), BOOKED_STATE, now, Extra(code=1234, paid=True))
+            elif action < 0.6 and held:
+                session.move(rng.choice(held), rng.choice([EXPIRED_STATE, CANCELLED_STATE]), now)
+            elif action < 0.7 and booked:
+                session.move(rng.choice(booked), rng.choice([CANCELLED_STATE, REVOKED_STATE]), now)
+            elif action < 0.8 and states:  # a refund, or a wrong code tried
+                row = rng.choice(list(states))
+                session.set_extra(row, replace(session.extra(row), refunded=rng.choice([50, 100])))
+            elif action < 0.9:
+                session.compact(now, keep=rng.randrange(3), forget=50, force=True)
+        for r in records_of(session, full, now):
+            full[r.booking_id] = r
+        rows, had = changed_rows(session, mark)
+        known = {i: kept[i] for n in had if (i := f"{session.id}.{n}") in kept}  # as get_many
+        for r in records_of(session, known, now, rows):
+            kept[r.booking_id] = r
+        mark = marks_of(session)
+        assert kept == full, f"step {step}"
+    assert session.numbers is not None, "the walk compacted the session at least once"
 
 
 def test_a_booking_paid_and_cancelled_between_two_looks_was_confirmed():
@@ -146,6 +213,31 @@ async def test_a_claim_left_by_a_crash_is_redone(store):
     await client.smove(keys.changed_sessions, keys.changed_claimed, snapshot_key)  # taken, lost
     changes = await RecordBook(client, keys).sync(now=120.0)
     assert [new.booking_id for _, new in changes] == ["s2.0"]
+
+
+async def test_the_indexer_rebuilds_only_moved_rows_until_the_marks_are_deleted(store):
+    client, keys = store.client, store.keys
+    book = RecordBook(client, keys)
+    session = DoctorSession(spec(4, capacity=5))
+    epoch = await client.incr(keys.epoch("h1:2026-12-01"))
+
+    async def commit_and_sync(now: float) -> list[str]:
+        write = ShardWrite("h1:2026-12-01", "h1", epoch, [session])
+        assert await store.commit([write]) == [None]
+        return [new.booking_id for _, new in await book.sync(now=now)]
+
+    session.take(1, 1, 100.0, 0, 0)
+    session.take(2, 1, 101.0, 0, 0)
+    assert await commit_and_sync(110.0) == ["s4.0", "s4.1"]
+    await client.hdel(keys.records, "s4.0")  # a record lost behind the indexer's back
+    session.take(3, 1, 120.0, 0, 0)
+    assert await commit_and_sync(130.0) == ["s4.2"], "only the new row is looked at"
+    session.move(1, CANCELLED_STATE, 140.0)
+    assert await commit_and_sync(150.0) == ["s4.1"]
+    assert await book.get("s4.0") is None
+    await client.delete(keys.record_marks)  # the operator's rebuild
+    assert await commit_and_sync(160.0) == ["s4.0"], "every row is looked at again"
+    assert (await book.get("s4.0")).patient_id == 1
 
 
 async def test_records_and_what_they_ask_for_are_written_together_or_not_at_all(store):
