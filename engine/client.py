@@ -18,6 +18,7 @@ from typing import Any
 from ray.actor import ActorHandle
 from ray.exceptions import RayError
 
+from engine.actors.channel import ChannelClient, ChannelError, flat
 from engine.actors.names import find_courier, find_dispatcher
 from engine.core.clock import Clock, usable_offset
 from engine.core.placement import default_host
@@ -135,7 +136,7 @@ class Mailbox:
                     outcomes = pickle.loads(await self.send([request for request, _ in batch]))
                     if self.observe is not None:
                         self.observe(len(batch), time.perf_counter() - started)
-                except RayError as exc:
+                except (RayError, ChannelError, TimeoutError) as exc:
                     log.warning("host call failed: %s", exc)
                     outcomes = lost(batch, f"host: {type(exc).__name__}")
                 except Exception as exc:  # never leave a caller waiting
@@ -169,7 +170,15 @@ class Engine:
         self.hosts = hosts
         self.batched = batched
         self.store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout)
-        self.mailboxes = [Mailbox(h.submit.remote, settings.max_batch, observe) for h in hosts]
+        self.channels = [
+            ChannelClient(h.channel.remote, settings.host_call_seconds)
+            if settings.host_channel
+            else None
+            for h in hosts
+        ]
+        self.mailboxes = [
+            Mailbox(self._sender(i), settings.max_batch, observe) for i in range(len(hosts))
+        ]
         self.gateway = SandboxGateway(self.store.client, self.store.keys)
         self.clock = Clock()
         self._shard_of: dict[str, str] = {}
@@ -177,7 +186,23 @@ class Engine:
         self._host_of: dict[str, int] = {}
         self._lookups: dict[str, asyncio.Future[str | None]] = {}
 
+    def _sender(self, index: int) -> Callable[[list[Request]], Any]:
+        """How a mailbox sends a batch to host ``index``: over its channel when every request
+        can cross it, else (and without a channel) as a Ray call; each with the deadline."""
+        host, channel = self.hosts[index], self.channels[index]
+        deadline = self.settings.host_call_seconds
+
+        async def send(batch: list[Request]) -> bytes:
+            if channel is not None and all(flat(r) for r in batch):
+                return await channel.call(batch)
+            return await asyncio.wait_for(host.submit.remote(batch), deadline)
+
+        return send
+
     async def close(self) -> None:
+        for channel in self.channels:
+            if channel is not None:
+                channel.close()
         await self.store.close()
 
     # ----- routing -------------------------------------------------------------------------

@@ -99,6 +99,8 @@ class Settings(BaseModel):
     max_batch: int = Field(default=4096, ge=1)
     tick_seconds: float = Field(default=0.5, gt=0)
     redis_timeout: float = Field(default=2.0, gt=0)
+    host_channel: bool = True  # batches go over a direct socket to the host, not a Ray call
+    host_call_seconds: float = Field(default=10.0, gt=0)  # deadline of a call to a host
     redis_appendfsync: Literal["always", "everysec"] = "always"
     # the API (api/)
     admin_token: str | None = Field(default=None, min_length=16)

@@ -1,12 +1,14 @@
 """The host actor: a Ray actor that carries the shards placed on it (like an Orleans silo).
 
-Thin shell around the pure core. Ray hands the host one call at a time (a synchronous actor,
-the lowest-latency kind: an async actor costs ~0.4 ms more per call here). Each call carries a
-mailbox's whole batch; the host decides it in arrival-stamp order, writes every changed
-doctor-session in one pipelined Redis round trip (group commit), and only then answers. If a
-shard's write fails, its in-memory state is dropped (the next request reloads it from Redis,
-the truth) and every request of that shard in the batch is answered ``Unavailable``: nothing
-is ever confirmed from memory alone.
+Thin shell around the pure core. Ray hands the host one call at a time (a synchronous actor, the
+lowest-latency kind: an async actor costs ~0.4 ms more per call here); batches of bookings
+mostly arrive instead over the booking channel (``channel.py``), a socket per API worker served
+on threads of its own. Every entry takes the host's lock, so one thing at a time touches the
+shards, whichever way it came. Each call carries a mailbox's whole batch; the host decides it in
+arrival-stamp order, writes every changed doctor-session in one pipelined Redis round trip
+(group commit), and only then answers. If a shard's write fails, its in-memory state is dropped
+(the next request reloads it from Redis, the truth) and every request of that shard in the batch
+is answered ``Unavailable``: nothing is ever confirmed from memory alone.
 
 Timers (hold expiry and its warning, the no-show sweep, opening and closing notices) arrive as
 ``tick`` calls that a small thread sends to the host itself, so they queue behind bookings and
@@ -27,6 +29,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+from engine.actors.channel import ChannelServer
 from engine.actors.ticker import tick_self
 from engine.core.clock import Clock, usable_offset
 from engine.core.placement import default_host
@@ -63,6 +66,8 @@ class Host:
         self._tokens = itertools.count()  # commit tokens: unique to this incarnation
         self._incarnation = secrets.token_hex(6)
         self._ban_versions: dict[str, bytes | None] = {}  # scope → bans version applied
+        self._lock = threading.RLock()  # Ray calls and the channel's batches, one at a time
+        self._channel: ChannelServer | None = None
         self.started_at = time.time()
         self.counters: dict[str, float] = {
             "calls": 0,
@@ -84,16 +89,33 @@ class Host:
         The answer is the pickled list of outcomes: one pickle for the whole batch is several
         times cheaper than Ray serializing each outcome object on its own.
         """
-        outcomes = self._decide_and_commit(requests)
+        with self._lock:
+            outcomes = self._decide_and_commit(requests)
         return pickle.dumps(outcomes, protocol=pickle.HIGHEST_PROTOCOL)
 
     def submit_unbatched(self, request: Request) -> Outcome:
         """Baseline for the benchmark: one request per call, one Redis write per request."""
-        return self._decide_and_commit([request])[0]
+        with self._lock:
+            return self._decide_and_commit([request])[0]
+
+    def channel(self) -> tuple[str, int, bytes]:
+        """(address, port, secret) of this incarnation's booking channel (``channel.py``),
+        opened on the first ask, on this node's address."""
+        with self._lock:
+            if self._channel is None:
+                import ray
+
+                address = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
+                self._channel = ChannelServer(address, self.submit)
+            return self._channel.address, self._channel.port, self._channel.secret
 
     def refresh_rules(self, scope: str) -> int:
         """Reload a hospital's policy and bans (or the platform's bans, for ``platform``) into
         every loaded shard they concern."""
+        with self._lock:
+            return self._refresh_rules(scope)
+
+    def _refresh_rules(self, scope: str) -> int:
         policy, bans = self._run(self._store.read_rules(scope))
         count = 0
         for _, shard in self.shards.values():
@@ -108,8 +130,9 @@ class Host:
     def set_clock(self, offset: float) -> float:
         """Move this host's clock (the offset is also in Redis for restarts); only a movable
         clock moves."""
-        self.clock.set_offset(usable_offset(repr(offset), self.settings.movable_clock))
-        return self.clock.now()
+        with self._lock:
+            self.clock.set_offset(usable_offset(repr(offset), self.settings.movable_clock))
+            return self.clock.now()
 
     def tick(self) -> None:
         """Timers: expire holds past their payment window; publish opening and closing.
@@ -117,6 +140,10 @@ class Host:
         The first tick of a (re)started host also loads every current shard placed on it, so
         its holds expire on time even before a request for that shard arrives.
         """
+        with self._lock:
+            self._tick()
+
+    def _tick(self) -> None:
         if self.settings.movable_clock or not self._clock_checked:
             try:
                 raw = self._run(self._store.client.get(self._store.keys.clock))
@@ -164,11 +191,16 @@ class Host:
                     self.published.pop(session_id, None)
 
     def info(self) -> dict[str, Any]:
+        with self._lock:
+            return self._info()
+
+    def _info(self) -> dict[str, Any]:
         return {
             "index": self.index,
             "started_at": self.started_at,
             "shards": sorted(self.shards),
             "epochs": {k: e for k, (e, _) in self.shards.items()},
+            "channel_connections": self._channel.connections if self._channel else 0,
             **self.counters,
         }
 
@@ -197,7 +229,7 @@ class Host:
         versions = self._run(self._store.ban_versions(scopes))
         for scope, version in zip(scopes, versions, strict=True):
             if self._ban_versions.get(scope, b"") != version:
-                self.refresh_rules(scope)
+                self._refresh_rules(scope)
                 self._ban_versions[scope] = version
 
     def _forget_moved(self) -> None:
