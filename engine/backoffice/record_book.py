@@ -100,7 +100,8 @@ return 0
 
 TALLY_VERSION = "1"  # the daily tallies' layout (``analytics.tally_delta``)
 SYNC_BATCH = 500  # snapshots per round trip
-TX_SESSIONS = 25  # sessions whose records (and deliveries) are written in one transaction
+TX_SESSIONS = 200  # at most this many sessions' records (and deliveries) in one transaction,
+TX_RECORDS = 200  # and this many records (a session's own are never split)
 SCAN_CHUNK = 1000  # index entries read per step of a filtered query
 SCAN_LIMIT = 200_000  # index entries one query page may look past before it answers
 
@@ -196,6 +197,23 @@ def age_on(birth_date: str | None, visit_date: str) -> int:
     return day.year - born.year - ((day.month, day.day) < (born.month, born.day))
 
 
+def transactions(made: list[Any]) -> list[list[Any]]:
+    """Sessions (each with its changed records) grouped for one transaction each: up to
+    ``TX_SESSIONS`` sessions and ``TX_RECORDS`` records (a session with more goes alone), so a
+    round of sessions that took one booking each costs a few transactions, not one per 25; at
+    least one group, so a round that read nothing still ends its claim."""
+    groups: list[list[Any]] = [[]]
+    records = 0
+    for item in made:
+        group = groups[-1]
+        if group and (len(group) >= TX_SESSIONS or records + len(item[2]) > TX_RECORDS):
+            groups.append(group := [])
+            records = 0
+        group.append(item)
+        records += len(item[2])
+    return groups
+
+
 class RecordBook:
     def __init__(self, client: Any, keys: Keys) -> None:
         self.client = client
@@ -235,33 +253,29 @@ class RecordBook:
             found = iter(await self.get_many(ids))
             old_sales = iter(await self._sales([s.id for s in sessions]))
             every: list[Change] = []
-            # one transaction per few sessions: all of a session's writes or none, without
+            made = []  # (snapshot key, session, its changes, its sale)
+            for (key, session), (rows, had) in zip(readable, looks, strict=True):
+                mine = {r.booking_id: r for r in islice(found, len(had)) if r}
+                changes = [
+                    (mine.get(r.booking_id), r) for r in records_of(session, mine, now, rows)
+                ]
+                made.append((key, session, changes, sale_of(session, next(old_sales), now)))
+            # a transaction per group of sessions: all of a session's writes or none, without
             # holding Redis (and the bookings behind it) for one huge EXEC
-            for start in range(0, max(len(readable), 1), TX_SESSIONS):
-                group = readable[start : start + TX_SESSIONS]
-                changes: list[Change] = []
-                sales = []
-                for (_, session), (rows, had) in zip(
-                    group, looks[start : start + TX_SESSIONS], strict=True
-                ):
-                    mine = {r.booking_id: r for r in islice(found, len(had)) if r}
-                    changes.extend(
-                        (mine.get(r.booking_id), r) for r in records_of(session, mine, now, rows)
-                    )
-                    sales.append(sale_of(session, next(old_sales), now))
-                changes = await self._with_ages(changes)
+            for index, group in enumerate(transactions(made)):
+                changes = await self._with_ages([c for _, _, mine, _ in group for c in mine])
                 extra = await follow(changes) if follow is not None and changes else None
-                done = [key for key, _ in group] + (gone + unreadable if start == 0 else [])
+                done = [key for key, *_ in group] + (gone + unreadable if index == 0 else [])
                 async with self.client.pipeline(transaction=True) as pipe:
-                    self._write(pipe, changes, sales)
+                    self._write(pipe, changes, [sale for *_, sale in group])
                     if group:  # what the rows were when these records were made
                         pipe.hset(
                             keys.record_marks,
-                            mapping={session.id: marks_of(session) for _, session in group},
+                            mapping={session.id: marks_of(session) for _, session, *_ in group},
                         )
                     if extra is not None:
                         extra(pipe)
-                    if unreadable and start == 0:
+                    if unreadable and index == 0:
                         pipe.sadd(keys.changed_unreadable, *unreadable)
                     if done:
                         pipe.srem(keys.changed_claimed, *done)

@@ -56,16 +56,22 @@ class Sender(Protocol):
         (same ``id``): the outbox delivers at least once."""
 
 
-# KEYS: sent marker, notices stream, patient list. ARGV: json, keep, ttl
+# KEYS: notices stream, then each notice's sent marker and patient list. ARGV: keep, ttl, then
+# each notice's json. A notice whose marker is set already (a replay) is skipped.
 BOARD_SCRIPT = """
-if redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[3]) then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', 1000000, '*', 'n', ARGV[1])
-  redis.call('LPUSH', KEYS[3], ARGV[1])
-  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[2]) - 1)
-  return 1
+local delivered = 0
+for i = 3, #ARGV do
+  local n = i - 2
+  if redis.call('SET', KEYS[2 * n], 1, 'NX', 'EX', ARGV[2]) then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', 1000000, '*', 'n', ARGV[i])
+    redis.call('LPUSH', KEYS[2 * n + 1], ARGV[i])
+    redis.call('LTRIM', KEYS[2 * n + 1], 0, tonumber(ARGV[1]) - 1)
+    delivered = delivered + 1
+  end
 end
-return 0
+return delivered
 """
+BOARD_CHUNK = 500  # notices a script call
 
 
 class NoticeBoard:
@@ -86,18 +92,23 @@ class NoticeBoard:
             await self._send(notices, self.sha)
 
     async def _send(self, notices: list[Notice], sha: str) -> None:
+        """One script call per ``BOARD_CHUNK`` notices (not one a notice), in one round trip."""
         keys = self.keys
         async with self.client.pipeline(transaction=False) as pipe:
-            for n in notices:
+            for start in range(0, len(notices), BOARD_CHUNK):
+                chunk = notices[start : start + BOARD_CHUNK]
                 pipe.evalsha(
                     sha,
-                    3,
-                    keys.sent(n.id),
+                    1 + 2 * len(chunk),
                     keys.notices,
-                    keys.patient_notices(n.patient_id),
-                    n.to_json(),
+                    *[
+                        k
+                        for n in chunk
+                        for k in (keys.sent(n.id), keys.patient_notices(n.patient_id))
+                    ],
                     KEEP_PER_PATIENT,
                     KEEP_SENT_SECONDS,
+                    *[n.to_json() for n in chunk],
                 )
             await pipe.execute()
 

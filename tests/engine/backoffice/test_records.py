@@ -12,7 +12,14 @@ import pytest
 
 from engine.backoffice.analytics import summarize
 from engine.backoffice.record import Record, SessionSale, changed_rows, marks_of, records_of
-from engine.backoffice.record_book import RecordBook, RecordQuery, age_on
+from engine.backoffice.record_book import (
+    TX_RECORDS,
+    TX_SESSIONS,
+    RecordBook,
+    RecordQuery,
+    age_on,
+    transactions,
+)
 from engine.core.session import (
     BOOKED_STATE,
     CANCELLED_STATE,
@@ -181,14 +188,18 @@ async def test_sync_indexes_committed_sessions_with_ages_and_sales(store):
     assert [r.booking_id for r in gone.records] == ["s1.1"]
 
 
-async def test_a_round_of_many_sessions_is_written_in_several_transactions(store):
+async def test_a_round_is_written_in_transactions_of_bounded_records(store):
     client, keys = store.client, store.keys
-    sessions = [DoctorSession(replace(spec(100 + i, capacity=2), id=f"m{i}")) for i in range(60)]
+    ones = [DoctorSession(replace(spec(100 + i, capacity=2), id=f"m{i}")) for i in range(60)]
+    fulls = [DoctorSession(replace(spec(200 + i, capacity=30), id=f"f{i}")) for i in range(10)]
     codes = CodeSource()
-    for i, session in enumerate(sessions):
+    for i, session in enumerate(ones):
         session.take(1000 + i, 1, 100.0, 0, codes())
+    for i, session in enumerate(fulls):
+        for p in range(30):
+            session.take(5000 + 100 * i + p, 1, 100.0, 0, codes())
     epoch = await client.incr(keys.epoch("h1:2026-12-01"))
-    write = ShardWrite("h1:2026-12-01", "h1", epoch, sessions, new_session_ids=[])
+    write = ShardWrite("h1:2026-12-01", "h1", epoch, ones + fulls, new_session_ids=[])
     assert await store.commit([write]) == [None]
     groups = []
 
@@ -197,10 +208,26 @@ async def test_a_round_of_many_sessions_is_written_in_several_transactions(store
         return lambda pipe: None
 
     changes = await RecordBook(client, keys).sync(now=120.0, follow=follow)
-    assert len(changes) == 60
-    assert groups == [25, 25, 10]
-    assert await client.hlen(keys.records) == 60
+    assert len(changes) == 60 + 300
+    assert sum(groups) == 360
+    assert max(groups) <= TX_RECORDS
+    assert len(groups) == -(-360 // TX_RECORDS), "no transaction smaller than it must be"
+    assert await client.hlen(keys.records) == 360
     assert await client.scard(keys.changed_claimed) == 0
+
+
+def test_transactions_bound_sessions_and_records_and_never_split_a_session():
+    sizes = [1] * (TX_SESSIONS + 50) + [TX_RECORDS + 50, 3, TX_RECORDS - 3, 1]
+    groups = transactions([("k", None, [None] * n, None) for n in sizes])
+    assert [len(g) for g in groups] == [TX_SESSIONS, 50, 1, 2, 1]
+    assert [sum(len(m[2]) for m in g) for g in groups] == [
+        TX_SESSIONS,
+        50,
+        TX_RECORDS + 50,  # too big for any transaction: alone, whole
+        TX_RECORDS,  # 3 + 197: exactly full
+        1,
+    ]
+    assert transactions([]) == [[]], "a round that read nothing still ends its claim"
 
 
 async def test_a_claim_left_by_a_crash_is_redone(store):
