@@ -118,9 +118,11 @@ def records_of(
     known: dict[str, Record],
     now: float,
     rows: Iterable[int] | None = None,
+    ages: dict[int, int] | None = None,
 ) -> list[Record]:
     """The records of ``session`` that are new or changed against ``known`` (by booking id),
-    looking at ``rows`` only (None: every row).
+    looking at ``rows`` only (None: every row); a new record takes its patient's age on the
+    visit date from ``ages`` (-1 if not there).
 
     What a record knows beyond the snapshot (when it was made, the patient's age, the HIS and
     insurance numbers) is carried over from its known version."""
@@ -159,6 +161,7 @@ def records_of(
                 refunded=extra.refunded,
                 made_at=made_at,
                 changed_at=changed_at,
+                age=-1 if ages is None else ages.get(int(patient), -1),
                 was_confirmed=confirmed,
             )
             out.append(record)

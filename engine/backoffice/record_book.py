@@ -40,6 +40,7 @@ from engine.backoffice.record import (
     records_of,
     sale_of,
 )
+from engine.core.session import WORDS
 from engine.core.snapshot import decode_session
 from engine.errors import SnapshotError, StoreUnavailable
 from engine.store.keys import Keys
@@ -253,17 +254,19 @@ class RecordBook:
             found = iter(await self.get_many(ids))
             old_sales = iter(await self._sales([s.id for s in sessions]))
             every: list[Change] = []
+            known = [{r.booking_id: r for r in islice(found, len(had)) if r} for _, had in looks]
+            ages = await self._ages(sessions, looks, known)
             made = []  # (snapshot key, session, its changes, its sale)
-            for (key, session), (rows, had) in zip(readable, looks, strict=True):
-                mine = {r.booking_id: r for r in islice(found, len(had)) if r}
+            for (key, session), (rows, _), mine in zip(readable, looks, known, strict=True):
                 changes = [
-                    (mine.get(r.booking_id), r) for r in records_of(session, mine, now, rows)
+                    (mine.get(r.booking_id), r)
+                    for r in records_of(session, mine, now, rows, ages.get(session.spec.date))
                 ]
                 made.append((key, session, changes, sale_of(session, next(old_sales), now)))
             # a transaction per group of sessions: all of a session's writes or none, without
             # holding Redis (and the bookings behind it) for one huge EXEC
             for index, group in enumerate(transactions(made)):
-                changes = await self._with_ages([c for _, _, mine, _ in group for c in mine])
+                changes = [c for _, _, mine, _ in group for c in mine]
                 extra = await follow(changes) if follow is not None and changes else None
                 done = [key for key, *_ in group] + (gone + unreadable if index == 0 else [])
                 async with self.client.pipeline(transaction=True) as pipe:
@@ -285,26 +288,33 @@ class RecordBook:
             raise StoreUnavailable(f"records sync failed: {exc}") from exc
         return every
 
-    async def _with_ages(
-        self, changes: list[tuple[Record | None, Record]]
-    ) -> list[tuple[Record | None, Record]]:
-        fresh = sorted({new.patient_id for old, new in changes if old is None})
-        if not fresh:
-            return changes
-        raws = await self.client.mget([self.keys.entity("patient", p) for p in fresh])
+    async def _ages(
+        self,
+        sessions: list[Any],
+        looks: list[tuple[list[int], set[int]]],
+        known: list[dict[str, Record]],
+    ) -> dict[str, dict[int, int]]:
+        """visit date → patient → age on it, for the patients of the rows looked at that have
+        no record yet (one read of their birth dates for the whole round)."""
+        fresh: dict[str, set[int]] = {}
+        for session, (rows, _), mine in zip(sessions, looks, known, strict=True):
+            words = session.bookings
+            patients = {
+                int(words[row * WORDS]) for row in rows if session.booking_id(row) not in mine
+            }
+            if patients:
+                fresh.setdefault(session.spec.date, set()).update(patients)
+        everyone = sorted(set().union(*fresh.values())) if fresh else []
+        if not everyone:
+            return {}
+        raws = await self.client.mget([self.keys.entity("patient", p) for p in everyone])
         births = {
             p: orjson.loads(raw).get("birth_date") if raw else None
-            for p, raw in zip(fresh, raws, strict=True)
+            for p, raw in zip(everyone, raws, strict=True)
         }
-        return [
-            (
-                old,
-                new
-                if old is not None
-                else replace(new, age=age_on(births[new.patient_id], new.date)),
-            )
-            for old, new in changes
-        ]
+        return {
+            date: {p: age_on(births[p], date) for p in patients} for date, patients in fresh.items()
+        }
 
     async def put(self, changes: Iterable[Change], sales: Iterable[SessionSale] = ()) -> None:
         """Write records (with their indexes) and sales in one round trip."""

@@ -22,12 +22,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import hiredis
 import msgpack
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.connection import HiredisRespSerializer
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import DataError, NoScriptError, RedisError, ResponseError
 from redis.utils import HIREDIS_AVAILABLE
 
 from engine.core.policy import PLATFORM, Policy
@@ -120,10 +120,15 @@ def packed_by_hiredis(connection_class: type[Any]) -> type[Any]:
     about a microsecond an argument, and a commit has a hundred (its host's largest cost)."""
     if not HIREDIS_AVAILABLE:
         return connection_class
-    serializer = HiredisRespSerializer()
 
     def pack_command(self: Any, *args: Any) -> list[bytes]:
-        return serializer.pack(*args)
+        name = args[0]  # a command of two words ("SCRIPT LOAD") goes as two arguments
+        if " " in name if isinstance(name, str) else b" " in name:
+            args = (*name.split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError as exc:  # as redis-py says it
+            raise DataError(str(exc)) from exc
 
     return type(
         f"Packed{connection_class.__name__}", (connection_class,), {"pack_command": pack_command}

@@ -233,3 +233,17 @@ async def test_my_bookings_are_written_by_the_commit_itself_for_every_patient(st
     assert await write_all(store, epoch, shard) == [None]
     mine = {p: await redis_client.smembers(store.keys.patient_bookings(p)) for p in range(4)}
     assert mine == {0: {b"s0.0"}, 1: {b"s0.1"}, 2: {b"s0.2", b"s1.0"}, 3: {b"s0.3"}}
+
+
+async def test_commands_packed_by_hiredis_round_trip_and_refuse_what_redis_py_refuses(store):
+    from redis.exceptions import DataError
+
+    assert store.client.connection_pool.connection_class.__name__ == "PackedConnection"
+    await store.client.set("st:packed", "价格 1.5")  # str, spaces, UTF-8
+    assert await store.client.get("st:packed") == "价格 1.5".encode()
+    assert await store.client.execute_command("CONFIG GET", "maxmemory")  # two words
+    await store.client.hset("st:h", mapping={"a": 1, "b": 2.5, "c": b"\x00\xff"})
+    assert await store.client.hgetall("st:h") == {b"a": b"1", b"b": b"2.5", b"c": b"\x00\xff"}
+    with pytest.raises(DataError):
+        await store.client.execute_command("SET", "st:x", None)
+    assert await store.client.get("st:x") is None
