@@ -136,6 +136,7 @@ class Run:
     statuses: dict[int, int]
     seconds: float
     cpu: dict[str, float] | None = None  # CPU seconds by process group during the run
+    behind: float = 0.0  # seconds the back office took to catch up after the run
 
     def per_answer(self, group: str, status: int | None = 201) -> float:
         """CPU microseconds of ``group`` per answer with ``status`` (None: per any answer)."""
@@ -185,13 +186,12 @@ def wrk(
     mix = re.search(r"STATUS ?(.*)", out.stdout).group(1).split()  # type: ignore[union-attr]
     statuses = {int(k): int(v) for k, v in (x.split("=") for x in mix)}
     cpu = None
-    if then is not None:
-        then()
+    behind = then() if then is not None else 0.0
     if measure is not None:
         after = measure()
         cpu = {g: after[g] - before[g] for g in GROUPS if g != "wrk"}
         cpu["wrk"] = children_cpu() - wrk_before
-    return Run(rate, p50, p99, statuses, seconds, cpu)
+    return Run(rate, p50, p99, statuses, seconds, cpu, behind)
 
 
 def start_server(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
@@ -647,6 +647,10 @@ def print_table(args, rows, audits, booked) -> None:  # type: ignore[no-untyped-
             f"| {name} | " + " | ".join(f"{c:,.0f}" for c in cells) + f" | {sum(cells):,.0f} |"
         )
     out.append("")
+    out.append(
+        "the back office (outbox carried, records indexed) caught up "
+        f"{med('c', 'behind'):.1f} s after the end of a (c) run (median)"
+    )
     out.append(
         f"slotengine bookings in Redis after all runs: {booked:,} (audit clean: "
         f"{audits.get('c', 0) == 0})"

@@ -101,6 +101,11 @@ class Settings(BaseModel):
     redis_timeout: float = Field(default=2.0, gt=0)
     host_channel: bool = True  # batches go over a direct socket to the host, not a Ray call
     host_call_seconds: float = Field(default=10.0, gt=0)  # deadline of a call to a host
+    # CPU niceness of the hosts (the booking path, like the API workers) and of the courier and
+    # the dispatcher (back-office work): under a crowd the booking path gets the cores first,
+    # and notices, records and HIS deliveries catch up after (Ray starts its workers at 15)
+    host_nice: int = Field(default=0, ge=-20, le=19)
+    background_nice: int = Field(default=19, ge=-20, le=19)
     redis_appendfsync: Literal["always", "everysec"] = "always"
     # the API (api/)
     admin_token: str | None = Field(default=None, min_length=16)

@@ -34,7 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from engine.actors.ticker import tick_self
+from engine.actors.ticker import set_niceness, tick_self
 from engine.backoffice.deliveries import Deliveries
 from engine.backoffice.record_book import RecordBook
 from engine.core.clock import Clock, usable_offset
@@ -75,6 +75,7 @@ class Courier:
     def __init__(self, settings: Settings) -> None:
         assert settings.redis_url is not None
         self.settings = settings
+        set_niceness(settings.background_nice)
         self._loop = asyncio.new_event_loop()
         self.rounds = CourierWork(settings)
         self._timer: threading.Thread | None = None

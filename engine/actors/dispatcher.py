@@ -8,7 +8,7 @@ import asyncio
 import logging
 import threading
 
-from engine.actors.ticker import tick_self
+from engine.actors.ticker import set_niceness, tick_self
 from engine.backoffice.deliveries import Deliveries
 from engine.core.clock import Clock, usable_offset
 from engine.settings import Settings
@@ -30,6 +30,7 @@ class Dispatcher:
     def __init__(self, settings: Settings) -> None:
         assert settings.redis_url is not None
         self.settings = settings
+        set_niceness(settings.background_nice)
         self._loop = asyncio.new_event_loop()
         store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout)
         self.deliveries = Deliveries.from_settings(store.client, store.keys, settings)

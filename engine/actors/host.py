@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from engine.actors.channel import ChannelServer
-from engine.actors.ticker import tick_self
+from engine.actors.ticker import set_niceness, tick_self
 from engine.core.clock import Clock, usable_offset
 from engine.core.placement import default_host
 from engine.core.policy import PLATFORM
@@ -53,6 +53,8 @@ class Host:
         assert settings.redis_url is not None, "a host needs a resolved Redis URL"
         self.index = index
         self.settings = settings
+        if timer:  # an actor: a process of its own, on the booking path
+            set_niceness(settings.host_nice)
         self.shards: dict[str, tuple[int, Shard]] = {}  # shard id → (epoch, shard)
         self.published: dict[str, str] = {}  # session id → last published status
         self.clock = Clock()

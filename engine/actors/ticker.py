@@ -1,10 +1,29 @@
 """Timers for synchronous Ray actors: a thread that sends the actor a call to itself every
-period, so timer work queues behind requests and never runs beside them."""
+period, so timer work queues behind requests and never runs beside them; and the background
+actors' lower CPU priority."""
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
+
+log = logging.getLogger(__name__)
+
+
+def set_niceness(nice: int) -> int:
+    """Put this actor process (a process of its own) at CPU niceness ``nice``; the niceness it
+    has after. Ray starts its workers at 15: a host on the booking path asks for the default
+    0, which needs CAP_SYS_NICE (else it stays, with a warning); the background actors ask for
+    19, which anyone may: they then run on what the booking path leaves."""
+    current = os.nice(0)
+    if nice != current:
+        try:
+            current = os.nice(nice - current)
+        except OSError as exc:
+            log.warning("cannot move the CPU niceness from %d to %d: %s", current, nice, exc)
+    return current
 
 
 def tick_self(method: str, period: float, name: str) -> threading.Thread:

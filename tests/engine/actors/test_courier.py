@@ -8,6 +8,7 @@ reached is a sender of its own (senders are pluggable, ``notices.Sender``).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -302,3 +303,34 @@ async def test_a_failing_indexer_is_counted_and_the_round_goes_on(rounds, redis_
     counters = await rounds.drain()
     assert await kinds(redis_client, keys, 5) == ["confirmed"]
     assert counters["failures"] == 1
+
+
+def niceness_of(comm: str) -> list[int]:
+    """The CPU niceness of every process named ``comm`` (as the kernel shows it)."""
+    from pathlib import Path
+
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "comm").read_text().strip() == comm:
+                stat = (proc / "stat").read_text()
+                found.append(int(stat[stat.rindex(")") + 2 :].split()[16]))  # field 19
+        except OSError:
+            continue
+    return found
+
+
+def test_the_back_office_actors_run_below_the_booking_path(runtime):
+    from engine.actors.names import find_courier, find_dispatcher
+
+    ray = pytest.importorskip("ray")
+    ray.get(find_courier(runtime.settings).info.remote(), timeout=60)
+    ray.get(find_dispatcher(runtime.settings).info.remote(), timeout=60)
+    assert (runtime.settings.host_nice, runtime.settings.background_nice) == (0, 19)
+    couriers, dispatchers = niceness_of("ray::Courier"), niceness_of("ray::Dispatcher")
+    assert couriers and set(couriers) == {19}
+    assert dispatchers and set(dispatchers) == {19}
+    hosts = niceness_of("ray::Host")
+    assert hosts and max(hosts) < 19, "a host always runs above the back office"
+    if os.geteuid() == 0:  # may raise its priority (CAP_SYS_NICE): it has the default
+        assert set(hosts) == {0}
