@@ -168,7 +168,8 @@ def main() -> None:
         }
         before = host_counters(rt)
         run = wrk(f"http://127.0.0.1:{port}", plan, args.duration, args.connections)
-        during = {k: v - before.get(k, 0) for k, v in host_counters(rt).items()}
+        after = host_counters(rt)
+        during = {k: v - before.get(k, 0) for k, v in after.items()}
         settle(url, Keys(settings.namespace))
         for name, proc in spies.items():
             _, err = proc.communicate(timeout=60)
@@ -185,7 +186,9 @@ def main() -> None:
             f"{during['commits'] / args.duration:,.0f} commits/s, "
             f"{during['shard_writes'] / commits:.1f} shards a commit, "
             f"decide {1e6 * during['decide_seconds'] / calls:.0f} us and "
-            f"commit {1e6 * during['commit_seconds'] / calls:.0f} us a call"
+            f"commit {1e6 * during['commit_seconds'] / calls:.0f} us a call; garbage "
+            f"collection {during['gc_seconds']:.2f} s, {during['gc_full']:.0f} full, the "
+            f"longest {1e3 * after['gc_longest']:.0f} ms"
         )
         for name in found:
             path = RESULTS / f"profile-{name}.txt"

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from engine.actors.channel import ChannelServer
-from engine.actors.ticker import set_niceness, tick_self
+from engine.actors.ticker import set_niceness, tick_self, watch_gc
 from engine.core.clock import Clock, usable_offset
 from engine.core.placement import default_host
 from engine.core.policy import PLATFORM
@@ -80,7 +80,8 @@ class Host:
             "decide_seconds": 0.0,
             "commit_seconds": 0.0,
         }
-        if timer:
+        if timer:  # an actor: the process is its own
+            watch_gc(self.counters)
             self.start_timer()
 
     # ----- Ray methods ---------------------------------------------------------------------

@@ -4,10 +4,12 @@ actors' lower CPU priority."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +26,28 @@ def set_niceness(nice: int) -> int:
         except OSError as exc:
             log.warning("cannot move the CPU niceness from %d to %d: %s", current, nice, exc)
     return current
+
+
+def watch_gc(counters: dict[str, float]) -> Callable[[str, dict[str, int]], None]:
+    """Count this process's garbage collections into ``counters``: ``gc_seconds`` (all of
+    them), ``gc_full`` (full ones: they walk every object, the longest pauses) and
+    ``gc_longest`` (seconds)."""
+    started = [0.0]
+    for name in ("gc_seconds", "gc_full", "gc_longest"):
+        counters.setdefault(name, 0)
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+            return
+        took = time.perf_counter() - started[0]
+        counters["gc_seconds"] += took
+        counters["gc_longest"] = max(counters["gc_longest"], took)
+        if info.get("generation") == 2:
+            counters["gc_full"] += 1
+
+    gc.callbacks.append(callback)
+    return callback
 
 
 def tick_self(method: str, period: float, name: str) -> threading.Thread:
