@@ -97,6 +97,12 @@ def lost(batch: list[tuple[Request, Any]], reason: str) -> list[Outcome]:
     return [unavailable if request[1] in READS else unknown for request, _ in batch]
 
 
+def unsent(batch: list[tuple[Request, Any]], reason: str) -> list[Outcome]:
+    """The answers of a batch that surely never reached its host: nothing changed."""
+    unavailable = Unavailable(reason)
+    return [unavailable for _ in batch]
+
+
 class Mailbox:
     """Batches requests for one host: at most one call in flight, the rest queue behind it."""
 
@@ -136,7 +142,11 @@ class Mailbox:
                     outcomes = pickle.loads(await self.send([request for request, _ in batch]))
                     if self.observe is not None:
                         self.observe(len(batch), time.perf_counter() - started)
-                except (RayError, ChannelError, TimeoutError) as exc:
+                except ChannelError as exc:
+                    log.warning("host call failed: %s", exc)
+                    reason = f"host: {exc}"
+                    outcomes = lost(batch, reason) if exc.sent else unsent(batch, reason)
+                except (RayError, TimeoutError) as exc:
                     log.warning("host call failed: %s", exc)
                     outcomes = lost(batch, f"host: {type(exc).__name__}")
                 except Exception as exc:  # never leave a caller waiting

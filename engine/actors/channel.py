@@ -16,8 +16,10 @@ restarts and controls the hosts, and carries every call that is not a batch of r
   outcomes, the same bytes ``Host.submit`` returns over Ray.
 - **Deadlines.** Every exchange has one (``Settings.host_call_seconds``). A call that fails
   or times out once sent closes the connection (no late answer can be taken for the next
-  call's) and its writes are ``OutcomeUnknown``, as a failed Ray call's are; the next call
-  asks Ray for the host's channel again, which finds a restarted incarnation.
+  call's) and its writes are ``OutcomeUnknown``, as a failed Ray call's are; one that failed
+  before its frame went out (the host not found, not reachable, not verified) is
+  ``Unavailable``: nothing was booked. The next call asks Ray for the host's channel again,
+  which finds a restarted incarnation.
 
 The host serves each connection on a thread of its own and decides under the host's lock, so a
 batch from the channel and a Ray call never run beside each other.
@@ -38,6 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack
+from ray.exceptions import RayError
 
 from engine.core.protocol import CREATE, Request
 
@@ -149,7 +152,12 @@ def read_frame(conn: socket.socket) -> bytes | None:
 
 
 class ChannelError(Exception):
-    """The channel failed; once a batch was sent, its outcome is unknown."""
+    """The channel failed. ``sent``: the batch may have reached the host (its outcome is
+    unknown); else it surely did not (the host could not be found, reached or verified)."""
+
+    def __init__(self, message: str, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class ChannelClient:
@@ -164,16 +172,18 @@ class ChannelClient:
         self._writer: asyncio.StreamWriter | None = None
         self._lock = asyncio.Lock()
         self._calls = 0
+        self._sent = False  # did the current call's frame go out
 
     async def call(self, requests: list[Request]) -> bytes:
         """Send a batch, answer the host's pickled outcomes; ``ChannelError`` on any failure
         (connecting, sending, a timeout, a closed connection)."""
         async with self._lock:  # one exchange at a time (the mailbox sends one anyway)
+            self._sent = False
             try:
                 return await asyncio.wait_for(self._exchange(requests), self.deadline)
-            except (OSError, EOFError, TimeoutError, ValueError, ChannelError) as exc:
+            except (OSError, EOFError, TimeoutError, ValueError, ChannelError, RayError) as exc:
                 self.close()
-                raise ChannelError(f"{type(exc).__name__}: {exc}") from exc
+                raise ChannelError(f"{type(exc).__name__}: {exc}", sent=self._sent) from exc
 
     async def _exchange(self, requests: list[Request]) -> bytes:
         if self._reader is not None and self._reader.at_eof():  # closed while idle (a host
@@ -183,6 +193,7 @@ class ChannelClient:
         assert self._reader is not None and self._writer is not None
         self._calls += 1
         call_id = self._calls
+        self._sent = True  # from here on the host may have it
         self._writer.write(frame(msgpack.packb([call_id, requests])))
         header = await self._reader.readexactly(HEADER.size)
         (size,) = HEADER.unpack(header)

@@ -95,6 +95,25 @@ async def test_a_call_past_its_deadline_fails_in_time_and_the_next_reconnects():
         server.close()
 
 
+async def test_a_batch_lost_after_it_went_out_says_so_and_one_never_sent_says_that():
+    def dies(requests):
+        raise OSError("the host died while deciding")
+
+    server = ChannelServer("127.0.0.1", dies)
+    client = client_of(server)
+    try:
+        with pytest.raises(ChannelError) as lost:
+            await client.call(batch(2))
+        assert lost.value.sent, "it reached the host: the outcome is unknown"
+        server.close()
+        with pytest.raises(ChannelError) as refused:
+            await client.call(batch(2))
+        assert not refused.value.sent, "nobody listens: it surely never left"
+    finally:
+        client.close()
+        server.close()
+
+
 async def test_a_server_gone_is_a_channel_error_not_a_hang():
     server = echo_server()
     client = client_of(server, deadline=2.0)

@@ -25,7 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.actors.host import Host
-from engine.client import Mailbox, request_key
+from engine.client import Engine, Mailbox, request_key
 from engine.core.protocol import BOOK, LOOKUP
 from engine.core.session import SessionSpec
 from engine.outcomes import Booked, OutcomeUnknown, Unavailable
@@ -156,13 +156,49 @@ async def test_a_host_call_that_fails_after_it_was_sent_is_unknown_for_writes_on
     assert isinstance(await read, Unavailable)
 
 
-async def test_a_booking_sent_to_a_dead_host_is_outcome_unknown(runtime):
+async def test_a_call_that_surely_never_reached_its_host_is_unavailable_for_all():
+    from engine.actors.channel import ChannelError
+
+    async def send(batch):
+        raise ChannelError("connection refused", sent=False)
+
+    mailbox = Mailbox(send, max_batch=10)
+    write = mailbox.put((1, BOOK, "h:d", "s", 1, 1))
+    read = mailbox.put((2, LOOKUP, "h:d", "s", 0, None))
+    assert isinstance(await write, Unavailable)
+    assert isinstance(await read, Unavailable)
+
+
+async def test_a_channel_call_lost_after_it_went_out_is_unknown_for_writes():
+    from engine.actors.channel import ChannelError
+
+    async def send(batch):
+        raise ChannelError("connection reset", sent=True)
+
+    mailbox = Mailbox(send, max_batch=10)
+    assert isinstance(await mailbox.put((1, BOOK, "h:d", "s", 1, 1)), OutcomeUnknown)
+
+
+async def test_a_booking_for_a_dead_host_is_unavailable_when_it_never_left(runtime):
     engine = runtime.engine()
     session = spec("dead1")
     assert (await engine.create_session(session)).session_id == "dead1"
     index = engine.host_of(session.shard_id)
     ray.kill(runtime.hosts[index], no_restart=True)
-    got = await engine.book("dead1", 1, "r1")
+    got = await engine.book("dead1", 1, "r1")  # the channel cannot be found: nothing sent
+    assert isinstance(got, Unavailable), got
+    [stored] = await engine.store.read_shard_sessions(session.shard_id)
+    assert stored.count == 0, "and indeed nothing was booked"
+    await engine.close()
+
+
+async def test_a_booking_sent_over_ray_to_a_dead_host_is_outcome_unknown(runtime):
+    engine = Engine(runtime.settings.model_copy(update={"host_channel": False}), runtime.hosts)
+    session = spec("dead2")
+    assert (await engine.create_session(session)).session_id == "dead2"
+    index = engine.host_of(session.shard_id)
+    ray.kill(runtime.hosts[index], no_restart=True)
+    got = await engine.book("dead2", 1, "r1")
     assert isinstance(got, OutcomeUnknown), got
     await engine.close()
 
