@@ -21,9 +21,11 @@ import time
 
 import pytest
 import ray
+from ray.exceptions import RayActorError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from engine.actors.channel import ChannelError
 from engine.actors.host import Host
 from engine.client import Engine, Mailbox, request_key
 from engine.core.protocol import BOOK, LOOKUP
@@ -143,40 +145,26 @@ def test_a_commit_that_cannot_be_settled_is_outcome_unknown_never_unavailable(ho
 # ----- the client's mailbox ------------------------------------------------------------------
 
 
-async def test_a_host_call_that_fails_after_it_was_sent_is_unknown_for_writes_only():
-    from ray.exceptions import RayActorError
-
+@pytest.mark.parametrize(
+    ("failure", "write_answer"),
+    [
+        (RayActorError(), OutcomeUnknown),  # a Ray call that failed once sent
+        (ChannelError("connection reset", sent=True), OutcomeUnknown),  # lost on the way back
+        (ChannelError("connection refused", sent=False), Unavailable),  # surely never left
+    ],
+    ids=["ray", "channel-sent", "channel-unsent"],
+)
+async def test_a_failed_host_call_is_unknown_for_writes_only_once_it_may_have_arrived(
+    failure, write_answer
+):
     async def send(batch):
-        raise RayActorError()
+        raise failure
 
     mailbox = Mailbox(send, max_batch=10)
     write = mailbox.put((1, BOOK, "h:d", "s", 1, 1))
     read = mailbox.put((2, LOOKUP, "h:d", "s", 0, None))
-    assert isinstance(await write, OutcomeUnknown)
-    assert isinstance(await read, Unavailable)
-
-
-async def test_a_call_that_surely_never_reached_its_host_is_unavailable_for_all():
-    from engine.actors.channel import ChannelError
-
-    async def send(batch):
-        raise ChannelError("connection refused", sent=False)
-
-    mailbox = Mailbox(send, max_batch=10)
-    write = mailbox.put((1, BOOK, "h:d", "s", 1, 1))
-    read = mailbox.put((2, LOOKUP, "h:d", "s", 0, None))
-    assert isinstance(await write, Unavailable)
-    assert isinstance(await read, Unavailable)
-
-
-async def test_a_channel_call_lost_after_it_went_out_is_unknown_for_writes():
-    from engine.actors.channel import ChannelError
-
-    async def send(batch):
-        raise ChannelError("connection reset", sent=True)
-
-    mailbox = Mailbox(send, max_batch=10)
-    assert isinstance(await mailbox.put((1, BOOK, "h:d", "s", 1, 1)), OutcomeUnknown)
+    assert isinstance(await write, write_answer)
+    assert isinstance(await read, Unavailable), "a read changed nothing either way"
 
 
 async def test_a_booking_for_a_dead_host_is_unavailable_when_it_never_left(runtime):
