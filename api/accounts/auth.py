@@ -77,6 +77,7 @@ class Tokens:
         self._admin = admin_token.encode()
         self._lifetime = lifetime_seconds
         self._verified: dict[str, tuple[int, float, int]] = {}  # token → (patient, exp, ver)
+        self._claimed: dict[str, int | None] = {}  # token → the subject it claims (unchecked)
         self.versions: dict[int, int] = {}
 
     def issue(self, patient_id: int, now: float | None = None, version: int | None = None) -> str:
@@ -131,8 +132,17 @@ class Tokens:
         """The fast path's question: is the caller one of ``holders``? Reads the claimed
         subject cheaply and verifies the token (cached) only when that subject is a holder, so
         a stranger costs no signature check and a forged token naming a holder gains nothing:
-        None unless the token is valid and its patient holds a booking."""
-        claimed = claimed_patient(token)
+        None unless the token is valid and its patient holds a booking. The claim is read once
+        per token (a crowd presses "book" again and again with the same one)."""
+        if token is None:
+            return None
+        if token in self._claimed:
+            claimed = self._claimed[token]
+        else:
+            claimed = claimed_patient(token)
+            if len(self._claimed) >= self.CACHE_SIZE:
+                self._claimed.clear()
+            self._claimed[token] = claimed
         if claimed is None or claimed not in holders:
             return None
         return claimed if self.patient_of(token) == claimed else None  # type: ignore[arg-type]

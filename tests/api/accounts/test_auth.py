@@ -111,3 +111,23 @@ def test_the_fast_path_believes_a_holder_claim_only_with_a_valid_token():
     assert t.holder_of(forged, holders) is None
     assert t.holder_of(real, frozenset({7})) is None
     assert t.holder_of(None, holders) is None
+
+
+def test_the_claims_read_once_per_token_never_outlive_a_revocation_or_the_bound():
+    t = tokens()
+    real = t.issue(42)
+    forged = jwt.encode(
+        {"sub": "42", "aud": "patient", "exp": 2e9, "iat": 1, "ver": 1},
+        "not-the-key" * 3,
+        algorithm=ALGORITHM,
+    )
+    holders = frozenset({42})
+    for _ in range(3):  # the second and third reads come from the cache
+        assert t.holder_of(real, holders) == 42
+        assert t.holder_of(forged, holders) is None
+    t.set_version(42, 2)  # revoked: the cached claim does not make it valid
+    assert t.holder_of(real, holders) is None
+    t.CACHE_SIZE = 5
+    for n in range(12):
+        t.holder_of(t.issue(1000 + n), holders)
+    assert len(t._claimed) <= 5
