@@ -61,16 +61,33 @@ def _patient(state: dict[str, Any], authorization: str | None) -> int | None:
     return state["tokens"].patient_of(token) if token else None
 
 
-def lua() -> FastAPI:
+async def open_lua(state: dict[str, Any]) -> None:
+    """The Lua rows' Redis client, their script and the tokens, into ``state``."""
     import redis.asyncio as aioredis
+
+    state["redis"] = aioredis.Redis.from_url(os.environ["BENCH_REDIS_URL"], max_connections=256)
+    state["sha"] = await state["redis"].script_load(LUA)
+    state["tokens"] = _tokens()
+
+
+async def take_with_lua(state: dict[str, Any], session_id: str, patient: int) -> int:
+    """The seed's answer: one script call; the stock left, or < 0 when none was taken."""
+    return await state["redis"].evalsha(
+        state["sha"],
+        2,
+        f"{PREFIX}:{session_id}:stock",
+        f"{PREFIX}:{session_id}:patients",
+        patient,
+    )
+
+
+def lua() -> FastAPI:
 
     state: dict[str, Any] = {}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
-        state["redis"] = aioredis.Redis.from_url(os.environ["BENCH_REDIS_URL"], max_connections=256)
-        state["sha"] = await state["redis"].script_load(LUA)
-        state["tokens"] = _tokens()
+        await open_lua(state)
         yield
         await state["redis"].aclose()
 
@@ -81,13 +98,7 @@ def lua() -> FastAPI:
         patient = _patient(state, authorization)
         if patient is None:
             return JSONResponse({"code": "unauthenticated"}, status_code=401)
-        left = await state["redis"].evalsha(
-            state["sha"],
-            2,
-            f"{PREFIX}:{session_id}:stock",
-            f"{PREFIX}:{session_id}:patients",
-            patient,
-        )
+        left = await take_with_lua(state, session_id, patient)
         if left < 0:
             return JSONResponse({"code": "sold_out"}, status_code=409)
         return {"session_id": session_id, "remaining": left}
@@ -98,7 +109,6 @@ def lua() -> FastAPI:
 def lua_raw() -> Any:
     """The seed's Lua answer behind a raw ASGI front like ``api/fastpath/booking.py``."""
     import orjson
-    import redis.asyncio as aioredis
 
     state: dict[str, Any] = {}
     prefix, suffix = "/v1/sessions/", "/bookings"
@@ -118,10 +128,7 @@ def lua_raw() -> Any:
         if scope["type"] == "lifespan":
             while (message := await receive())["type"] != "lifespan.shutdown":
                 if message["type"] == "lifespan.startup":
-                    url = os.environ["BENCH_REDIS_URL"]
-                    state["redis"] = aioredis.Redis.from_url(url, max_connections=256)
-                    state["sha"] = await state["redis"].script_load(LUA)
-                    state["tokens"] = _tokens()
+                    await open_lua(state)
                     await send({"type": "lifespan.startup.complete"})
             await state["redis"].aclose()
             await send({"type": "lifespan.shutdown.complete"})
@@ -148,13 +155,7 @@ def lua_raw() -> Any:
             request_id = None
         if not isinstance(request_id, str) or not 1 <= len(request_id) <= 64:
             return await answer(send, 422, answers[422])
-        left = await state["redis"].evalsha(
-            state["sha"],
-            2,
-            f"{PREFIX}:{session_id}:stock",
-            f"{PREFIX}:{session_id}:patients",
-            patient,
-        )
+        left = await take_with_lua(state, session_id, patient)
         if left < 0:
             return await answer(send, 409, answers[409])
         await answer(send, 201, orjson.dumps({"session_id": session_id, "remaining": left}))

@@ -34,7 +34,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from engine.actors.ticker import set_niceness, tick_self
+from engine.actors.process import set_niceness
+from engine.actors.ticker import tick_self
 from engine.backoffice.deliveries import Deliveries
 from engine.backoffice.record_book import RecordBook
 from engine.core.clock import Clock, usable_offset

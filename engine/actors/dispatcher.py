@@ -8,7 +8,8 @@ import asyncio
 import logging
 import threading
 
-from engine.actors.ticker import set_niceness, tick_self
+from engine.actors.process import set_niceness
+from engine.actors.ticker import tick_self
 from engine.backoffice.deliveries import Deliveries
 from engine.core.clock import Clock, usable_offset
 from engine.settings import Settings

@@ -30,7 +30,8 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from engine.actors.channel import ChannelServer
-from engine.actors.ticker import set_niceness, tick_self, watch_gc
+from engine.actors.process import set_niceness, watch_gc
+from engine.actors.ticker import tick_self
 from engine.core.clock import Clock, usable_offset
 from engine.core.placement import default_host
 from engine.core.policy import PLATFORM
@@ -116,19 +117,16 @@ class Host:
         """Reload a hospital's policy and bans (or the platform's bans, for ``platform``) into
         every loaded shard they concern."""
         with self._lock:
-            return self._refresh_rules(scope)
-
-    def _refresh_rules(self, scope: str) -> int:
-        policy, bans = self._run(self._store.read_rules(scope))
-        count = 0
-        for _, shard in self.shards.values():
-            if scope == PLATFORM:
-                shard.platform_blacklist = bans
-                count += 1
-            elif shard.hospital_id == scope:
-                shard.set_rules(policy or shard.policy, bans)
-                count += 1
-        return count
+            policy, bans = self._run(self._store.read_rules(scope))
+            count = 0
+            for _, shard in self.shards.values():
+                if scope == PLATFORM:
+                    shard.platform_blacklist = bans
+                    count += 1
+                elif shard.hospital_id == scope:
+                    shard.set_rules(policy or shard.policy, bans)
+                    count += 1
+            return count
 
     def set_clock(self, offset: float) -> float:
         """Move this host's clock (the offset is also in Redis for restarts); only a movable
@@ -195,17 +193,14 @@ class Host:
 
     def info(self) -> dict[str, Any]:
         with self._lock:
-            return self._info()
-
-    def _info(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "started_at": self.started_at,
-            "shards": sorted(self.shards),
-            "epochs": {k: e for k, (e, _) in self.shards.items()},
-            "channel_connections": self._channel.connections if self._channel else 0,
-            **self.counters,
-        }
+            return {
+                "index": self.index,
+                "started_at": self.started_at,
+                "shards": sorted(self.shards),
+                "epochs": {k: e for k, (e, _) in self.shards.items()},
+                "channel_connections": self._channel.connections if self._channel else 0,
+                **self.counters,
+            }
 
     # ----- deciding and committing ---------------------------------------------------------
 
@@ -232,7 +227,7 @@ class Host:
         versions = self._run(self._store.ban_versions(scopes))
         for scope, version in zip(scopes, versions, strict=True):
             if self._ban_versions.get(scope, b"") != version:
-                self._refresh_rules(scope)
+                self.refresh_rules(scope)  # the lock is reentrant
                 self._ban_versions[scope] = version
 
     def _forget_moved(self) -> None:

@@ -212,9 +212,8 @@ def sale_of(session: DoctorSession, old: SessionSale | None, now: float) -> Sess
 def marks_of(session: DoctorSession) -> bytes:
     """What a session's rows are now, as far as their records go: each row's booking number,
     state word and extra word, packed (kept beside the records: ``changed_rows``)."""
-    words = session.bookings
     numbers = b"" if session.numbers is None else session.numbers.tobytes()
-    return msgpack.packb([numbers, words[2::WORDS].tobytes(), words[3::WORDS].tobytes()])
+    return msgpack.packb([numbers, session.metas.tobytes(), session.extras.tobytes()])
 
 
 def changed_rows(session: DoctorSession, mark: bytes | None) -> tuple[list[int], set[int]]:
@@ -229,8 +228,7 @@ def changed_rows(session: DoctorSession, mark: bytes | None) -> tuple[list[int],
     old_metas, old_extras = array("q"), array("q")
     old_metas.frombytes(raw_metas)
     old_extras.frombytes(raw_extras)
-    words = session.bookings
-    metas, extras = words[2::WORDS], words[3::WORDS]
+    metas, extras = session.metas, session.extras
     seen = len(old_metas)
     numbers = session.numbers
     same_rows = raw_numbers == b"" if numbers is None else numbers[:seen].tobytes() == raw_numbers

@@ -260,6 +260,10 @@ class DoctorSession:
         return self.bookings[2::WORDS]
 
     @property
+    def extras(self) -> array:
+        return self.bookings[3::WORDS]
+
+    @property
     def version(self) -> int:
         """Grows with every booking, every freed slot and every slot returned to the pool
         (bookings made + bookings ended + slots returned)."""

@@ -2,7 +2,7 @@
 
 Only the host that holds a shard writes its snapshots, and only through ``commit``: a Lua script
 per shard that first checks the shard's epoch (fencing, invariant 7), then writes the changed
-doctor- sessions' snapshots (marking them changed for the records,
+doctor-sessions' snapshots (marking them changed for the records,
 ``backoffice/record_book.py``), adds each new booking to its patient's "my bookings" set,
 appends the outbox entry, sets the shard's commit token and publishes the stock change,
 atomically. The script goes by its SHA (``EVALSHA``), loaded again if Redis forgot it. All
@@ -172,6 +172,12 @@ def never_sent(exc: BaseException) -> bool:
     return "connecting to" in text or "Timeout connecting" in text
 
 
+def round_trip_failure(exc: RedisError) -> StoreUnavailable | CommitUncertain:
+    """What a commit's failed round trip means: known not sent, or perhaps run."""
+    kind = StoreUnavailable if never_sent(exc) else CommitUncertain
+    return kind(f"commit failed: {type(exc).__name__}: {exc}")
+
+
 class Store:
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
         self.client = client
@@ -290,21 +296,18 @@ class Store:
         try:
             results = await self._send_commit(writes, self._commit_sha)
         except RedisError as exc:
-            kind = StoreUnavailable if never_sent(exc) else CommitUncertain
-            failure = kind(f"commit failed: {type(exc).__name__}: {exc}")
-            return [failure for _ in writes]
-        again = [i for i, (r, _) in enumerate(results) if isinstance(r, NoScriptError)]
+            return [round_trip_failure(exc)] * len(writes)
+        again = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
         if again:  # Redis lost its scripts (a restart, SCRIPT FLUSH): those never ran, so
             try:  # they go again, once, after loading it
                 self._commit_sha = await self.client.script_load(COMMIT_SCRIPT)
                 retried = await self._send_commit([writes[i] for i in again], self._commit_sha)
             except RedisError as exc:
-                kind = StoreUnavailable if never_sent(exc) else CommitUncertain
-                retried = [(kind(f"commit failed: {type(exc).__name__}: {exc}"), [])] * len(again)
+                retried = [round_trip_failure(exc)] * len(again)
             for i, result in zip(again, retried, strict=True):
                 results[i] = result
         out: list[BaseException | None] = []
-        for w, (result, _) in zip(writes, results, strict=True):
+        for w, result in zip(writes, results, strict=True):
             if isinstance(result, StoreUnavailable | CommitUncertain):  # the second try's
                 out.append(result)
             elif isinstance(result, ResponseError) and "FENCED" in str(result):
@@ -315,11 +318,9 @@ class Store:
                 out.append(None)
         return out
 
-    async def _send_commit(
-        self, writes: Sequence[ShardWrite], sha: str
-    ) -> list[tuple[Any, list[Any]]]:
-        """One round trip: each write's script and the catalog repairs after it; for each
-        write (the script's result, the repairs' results)."""
+    async def _send_commit(self, writes: Sequence[ShardWrite], sha: str) -> list[Any]:
+        """One round trip: each write's script and the catalog repairs after it; each
+        script's result (the repairs' are not needed)."""
         keys = self.keys
         extras: list[int] = []  # commands after each write's script
         async with self.client.pipeline(transaction=False) as pipe:
@@ -356,8 +357,12 @@ class Store:
                     pipe.sadd(keys.shards, w.shard_id)
                     count += len(w.new_session_ids) + 1
                 extras.append(count)
-            results = iter(await self._execute(pipe))
-        return [(next(results), [next(results) for _ in range(count)]) for count in extras]
+            results = await self._execute(pipe)
+        out, at = [], 0
+        for count in extras:
+            out.append(results[at])
+            at += 1 + count
+        return out
 
     async def _execute(self, pipe: Any) -> list[Any]:
         """Send a commit's pipeline (a seam for the tests that inject failures)."""

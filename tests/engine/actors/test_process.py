@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import os
 
-from engine.actors.ticker import set_niceness, watch_gc
+from engine.actors.process import set_niceness, watch_gc
 
 
 def test_garbage_collections_are_counted_with_their_time():
@@ -28,7 +28,7 @@ def test_a_niceness_asked_for_is_the_one_the_process_has():
     import sys
 
     code = (
-        "import os; from engine.actors.ticker import set_niceness; "
+        "import os; from engine.actors.process import set_niceness; "
         "print(set_niceness(19), os.nice(0))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
