@@ -106,6 +106,23 @@ def host_counters(rt: Runtime) -> dict[str, float]:
     return totals
 
 
+def redis_stats(url: str, reset: bool = False) -> dict[str, dict[str, float]]:
+    """Redis's own cost by command (``INFO commandstats``); ``reset`` starts the count."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        if reset:
+            client.config_resetstat()
+            return {}
+        return {
+            name.removeprefix("cmdstat_"): stats
+            for name, stats in client.info("commandstats").items()
+        }
+    finally:
+        client.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=1)
@@ -167,10 +184,12 @@ def main() -> None:
             for name, pid in found.items()
         }
         before = host_counters(rt)
+        redis_stats(url, reset=True)
         run = wrk(f"http://127.0.0.1:{port}", plan, args.duration, args.connections)
         after = host_counters(rt)
         during = {k: v - before.get(k, 0) for k, v in after.items()}
         settle(url, Keys(settings.namespace))
+        commands = redis_stats(url)
         for name, proc in spies.items():
             _, err = proc.communicate(timeout=60)
             if proc.returncode:
@@ -190,6 +209,16 @@ def main() -> None:
             f"collection {during['gc_seconds']:.2f} s, {during['gc_full']:.0f} full, the "
             f"longest {1e3 * after['gc_longest']:.0f} ms"
         )
+        spent = sum(c["usec"] for c in commands.values()) or 1
+        print(
+            f"redis: {spent / max(run.booked * args.duration, 1):.1f} us of commands a booking "
+            "(INFO commandstats, the run and the back office's catch-up), by command:"
+        )
+        for name, c in sorted(commands.items(), key=lambda kv: -kv[1]["usec"])[:8]:
+            print(
+                f"  {c['usec'] / spent:6.1%}  {name}: {c['calls']:,} calls, "
+                f"{c['usec_per_call']:.1f} us a call"
+            )
         for name in found:
             path = RESULTS / f"profile-{name}.txt"
             if not path.exists():

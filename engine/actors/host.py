@@ -46,6 +46,17 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class _Waiting:
+    """A batch waiting to be decided, and then its answer (or the failure that ended it)."""
+
+    __slots__ = ("answer", "error", "requests")
+
+    def __init__(self, requests: Sequence[Request]) -> None:
+        self.requests = requests
+        self.answer: bytes | None = None
+        self.error: BaseException | None = None
+
+
 class Host:
     """One host of the pool. Decorated with ``ray.remote`` by ``actors/pool.py``."""
 
@@ -70,6 +81,8 @@ class Host:
         self._incarnation = secrets.token_hex(6)
         self._ban_versions: dict[str, bytes | None] = {}  # scope → bans version applied
         self._lock = threading.RLock()  # Ray calls and the channel's batches, one at a time
+        self._queue: list[_Waiting] = []  # batches waiting for the lock (``submit``)
+        self._queue_lock = threading.Lock()
         self._channel: ChannelServer | None = None
         self.started_at = time.time()
         self.counters: dict[str, float] = {
@@ -92,10 +105,42 @@ class Host:
 
         The answer is the pickled list of outcomes: one pickle for the whole batch is several
         times cheaper than Ray serializing each outcome object on its own.
+
+        Batches that arrive while the host is busy (one per API worker's connection, and a Ray
+        call) are combined: whichever caller takes the lock next decides every waiting batch in
+        one group commit, and each caller answers its own part. Under a crowd from N workers
+        that is one Redis round trip where there were N.
         """
+        waiting = _Waiting(requests)
+        with self._queue_lock:
+            self._queue.append(waiting)
         with self._lock:
-            outcomes = self._decide_and_commit(requests)
-        return pickle.dumps(outcomes, protocol=pickle.HIGHEST_PROTOCOL)
+            if waiting.answer is None and waiting.error is None:
+                with self._queue_lock:
+                    batches, self._queue = self._queue, []
+                self._decide_batches(batches)
+        if waiting.error is not None:
+            raise waiting.error
+        assert waiting.answer is not None
+        return waiting.answer
+
+    def _decide_batches(self, batches: list[_Waiting]) -> None:
+        """Decide the combined batches in one group commit; answer (or fail) each one."""
+        self.counters["combined"] = self.counters.get("combined", 0) + len(batches) - 1
+        try:
+            if len(batches) == 1:
+                outcomes = self._decide_and_commit(batches[0].requests)
+            else:
+                outcomes = self._decide_and_commit([r for b in batches for r in b.requests])
+            start = 0
+            for b in batches:
+                end = start + len(b.requests)
+                b.answer = pickle.dumps(outcomes[start:end], protocol=pickle.HIGHEST_PROTOCOL)
+                start = end
+        except BaseException as exc:  # a bug: every combined caller fails (sent: unknown)
+            for b in batches:
+                b.error = exc
+            raise
 
     def submit_unbatched(self, request: Request) -> Outcome:
         """Baseline for the benchmark: one request per call, one Redis write per request."""
