@@ -34,12 +34,18 @@ def init_ray(settings: Settings) -> bool:
     ray.init(
         address="local",  # our own, never a stale cluster a file in /tmp/ray points at
         num_cpus=cpus,
+        resources=host_places(settings),
         include_dashboard=False,
         namespace=settings.namespace,
         log_to_driver=False,
         configure_logging=False,
     )
     return True
+
+
+def host_places(settings: Settings) -> dict[str, float]:
+    """The host resource a local Ray offers: a place for every host of the pool."""
+    return {settings.host_resource: float(settings.hosts)} if settings.host_resource else {}
 
 
 class Runtime:

@@ -94,6 +94,10 @@ class Settings(BaseModel):
     ray_address: str | None = None
     hosts: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=1024)
     host_cpus: float = Field(default=1.0, ge=0)
+    # The Ray resource a host actor needs one of (ray_cluster.yaml gives it to the workers, the
+    # local Ray of ``up`` to its node), so hosts land only where the operator offers places;
+    # empty: none needed (any node with CPU).
+    host_resource: str = Field(default="slot_host", pattern=r"^[A-Za-z0-9_]*$")
     data_dir: Path = Path(".slotengine")
     namespace: str = Field(default="slotengine", pattern=r"^[A-Za-z0-9_.-]+$")
     max_batch: int = Field(default=4096, ge=1)

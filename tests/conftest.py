@@ -34,7 +34,13 @@ async def redis_client(redis_server):
 def ray_local():
     """A local Ray started once for the whole run (2 cores here: keep it small)."""
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, namespace="tests")
+    ray.init(
+        num_cpus=4,
+        resources={"slot_host": 64},  # places for every pool the tests start
+        include_dashboard=False,
+        log_to_driver=False,
+        namespace="tests",
+    )
     yield
     ray.shutdown()
 

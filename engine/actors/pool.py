@@ -41,6 +41,7 @@ def start_pool(settings: Settings) -> list[ActorHandle]:
     flight when its host died is retried once on the new incarnation; requests are idempotent,
     so a retried booking gets the same slot, never a second one.
     """
+    check_places(settings)
     handles = [
         RemoteHost.options(  # type: ignore[attr-defined]
             name=host_name(settings, i),
@@ -49,12 +50,32 @@ def start_pool(settings: Settings) -> list[ActorHandle]:
             max_restarts=-1,
             max_task_retries=1,
             num_cpus=settings.host_cpus,
+            resources={settings.host_resource: 1} if settings.host_resource else None,
             scheduling_strategy="SPREAD",
         ).remote(i, settings)
         for i in range(settings.hosts)
     ]
     ray.get([h.info.remote() for h in handles], timeout=START_SECONDS)  # no hang: a clear error
     return handles
+
+
+def check_places(settings: Settings) -> None:
+    """Refuse at once, saying what to do, when the cluster cannot place the pool's hosts
+    (rather than wait for Ray to place them until the start's deadline)."""
+    if not settings.host_resource:
+        return
+    offered = ray.cluster_resources().get(settings.host_resource, 0)
+    if offered < settings.hosts:
+        raise PoolError(
+            f"the Ray cluster offers {offered:g} {settings.host_resource!r} places and the pool "
+            f"has {settings.hosts} hosts (SLOTENGINE_HOSTS): start the worker nodes with "
+            f"--resources='{{\"{settings.host_resource}\": N}}' (see ray_cluster.yaml), or "
+            f"set SLOTENGINE_HOSTS to at most {offered:g}"
+        )
+
+
+class PoolError(RuntimeError):
+    """The pool cannot start as configured (the message says why and what to change)."""
 
 
 def start_courier(settings: Settings) -> ActorHandle:
