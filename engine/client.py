@@ -21,7 +21,7 @@ from ray.exceptions import RayError
 from engine.actors.channel import ChannelClient, ChannelError, flat
 from engine.actors.names import find_courier, find_dispatcher
 from engine.core.clock import Clock, usable_offset
-from engine.core.placement import default_host
+from engine.core.placement import owner
 from engine.core.policy import PLATFORM, Conduct, Policy, judge, parse_conduct
 from engine.core.protocol import (
     BOOK,
@@ -50,6 +50,7 @@ from engine.outcomes import (
     Forbidden,
     JoinOutcome,
     LeaveOutcome,
+    Moved,
     NotFound,
     NotPayable,
     Outcome,
@@ -87,6 +88,7 @@ def parse_booking_id(booking_id: str) -> tuple[str, int] | None:
 
 
 READS = frozenset({STATE, LOOKUP, LIST})  # request kinds that change nothing
+MOVED_RESENDS = 3  # a request answered ``Moved`` follows the directory this many times
 
 
 def lost(batch: list[tuple[Request, Any]], reason: str) -> list[Outcome]:
@@ -195,6 +197,7 @@ class Engine:
         self._pinned: dict[str, int] = {}
         self._host_of: dict[str, int] = {}
         self._lookups: dict[str, asyncio.Future[str | None]] = {}
+        self.resends = 0  # requests resent after a ``Moved`` answer
 
     def _sender(self, index: int) -> Callable[[list[Request]], Any]:
         """How a mailbox sends a batch to host ``index``: over its channel when every request
@@ -218,17 +221,55 @@ class Engine:
     # ----- routing -------------------------------------------------------------------------
 
     async def refresh_placement(self) -> None:
-        """Re-read pinned shards (call after ``Store.place``)."""
+        """Re-read the directory (pinned and moved shards)."""
         self._pinned = await self.store.placement()
         self._host_of.clear()
 
     def host_of(self, shard_id: str) -> int:
         index = self._host_of.get(shard_id)
         if index is None:
-            pinned = self._pinned.get(shard_id)
-            index = pinned if pinned is not None else default_host(shard_id, len(self.hosts))
+            index = owner(shard_id, self._pinned, len(self.hosts))
             self._host_of[shard_id] = index
         return index
+
+    async def move(self, shard_id: str, host: int | None) -> int:
+        """Hand a shard over to ``host`` (None: its default host); the directory's new version.
+
+        The directory changes first; then the old host is told to release the shard, which it
+        does after its commit in flight, answering ``Moved`` from then on; only then does this
+        client send to the new host, which loads the shard (bumping its epoch) with the first
+        request that reaches it — by then the old host writes it no more, so no commit of
+        either is fenced. Other clients learn the move from a ``Moved`` answer and resend:
+        no request is lost or decided twice. If the old host cannot be told (dead, cut off),
+        the new host's epoch fences it instead.
+        """
+        old = owner(shard_id, await self.store.placement(), len(self.hosts))
+        version = await self.store.place(shard_id, host)
+        new = owner(shard_id, await self.store.placement(), len(self.hosts))
+        if new != old:
+            try:
+                await asyncio.wait_for(
+                    self.hosts[old].release.remote(shard_id), self.settings.host_call_seconds
+                )
+            except (RayError, TimeoutError) as exc:  # fenced by the new host's epoch instead
+                log.warning("host %d did not release %s: %s", old, shard_id, exc)
+        await self.refresh_placement()
+        return version
+
+    async def _resend(self, request: Request, moved: Moved) -> Outcome:
+        """Follow ``Moved`` answers to the shard's host, a bounded number of times; the
+        request was not decided by any host that answered ``Moved``."""
+        shard_id = request[2]
+        for _ in range(MOVED_RESENDS):
+            if not 0 <= moved.host < len(self.hosts):
+                break
+            self._host_of[shard_id] = moved.host
+            self.resends += 1
+            outcome = await self._send_once(request, moved.host)
+            if not isinstance(outcome, Moved):
+                return outcome
+            moved = outcome
+        return Unavailable(f"shard {shard_id} is moving (last placed on host {moved.host})")
 
     async def _shard(self, session_id: str) -> str | None:
         shard_id = self._shard_of.get(session_id)
@@ -245,7 +286,12 @@ class Engine:
         return shard_id
 
     async def _send(self, request: Request) -> Outcome:
-        index = self.host_of(request[2])
+        outcome = await self._send_once(request, self.host_of(request[2]))
+        if isinstance(outcome, Moved):
+            return await self._resend(request, outcome)
+        return outcome
+
+    async def _send_once(self, request: Request, index: int) -> Outcome:
         if self.batched:
             return await self.mailboxes[index].put(request)
         try:
@@ -273,7 +319,10 @@ class Engine:
         shard_id = self._shard_of.get(session_id)
         if shard_id is not None and self.batched:  # the hot path: no extra coroutine frames
             request = (stamp, BOOK, shard_id, session_id, patient_id, key)
-            return await self.mailboxes[self.host_of(shard_id)].put(request)  # type: ignore[return-value]
+            outcome = await self.mailboxes[self.host_of(shard_id)].put(request)
+            if type(outcome) is Moved:
+                outcome = await self._resend(request, outcome)
+            return outcome  # type: ignore[return-value]
         return await self._routed(BOOK, session_id, patient_id, key, stamp)  # type: ignore[return-value]
 
     async def release(

@@ -283,6 +283,15 @@ class Unavailable:
 
 
 @dataclass(slots=True)
+class Moved:
+    """The host asked does not carry this shard (the directory places it on ``host``); nothing
+    was decided. The client resends to ``host`` a bounded number of times; it never reaches
+    the API (past the bound the answer is ``Unavailable``)."""
+
+    host: int
+
+
+@dataclass(slots=True)
 class OutcomeUnknown:
     """The store may or may not have committed it (the round trip failed after the write may
     have been sent, and it could not be read back yet): the caller must not be told "nothing

@@ -33,12 +33,12 @@ from engine.actors.channel import ChannelServer
 from engine.actors.process import set_niceness, watch_gc
 from engine.actors.ticker import tick_self
 from engine.core.clock import Clock, usable_offset
-from engine.core.placement import default_host
+from engine.core.placement import owner
 from engine.core.policy import PLATFORM
 from engine.core.protocol import Request, decide, split_shard_id
 from engine.core.shard import Shard
 from engine.errors import CommitUncertain, Fenced, SlotEngineError, StoreUnavailable
-from engine.outcomes import Outcome, OutcomeUnknown, Unavailable
+from engine.outcomes import Moved, Outcome, OutcomeUnknown, Unavailable
 from engine.settings import Settings
 from engine.store.shards import ShardWrite, Store
 
@@ -173,6 +173,18 @@ class Host:
                     count += 1
             return count
 
+    def release(self, shard_id: str) -> bool:
+        """Stop carrying a shard (it was placed on another host): after any commit in flight
+        (the lock), forget it; its requests are answered ``Moved`` from now on. True if it
+        was carried."""
+        with self._lock:
+            held = self.shards.pop(shard_id, None)
+            self._reload.discard(shard_id)
+            if held is not None:
+                for session_id in held[1].sessions:
+                    self.published.pop(session_id, None)
+            return held is not None
+
     def set_clock(self, offset: float) -> float:
         """Move this host's clock (the offset is also in Redis for restarts); only a movable
         clock moves."""
@@ -259,9 +271,10 @@ class Host:
             shard_id
             for shard_id in self._run(self._store.shard_ids())
             if split_shard_id(shard_id)[1] >= yesterday
-            and pinned.get(shard_id, default_host(shard_id, self.settings.hosts)) == self.index
+            and owner(shard_id, pinned, self.settings.hosts) == self.index
         }
-        failed = self._activate(mine - self.shards.keys())
+        activated = self._activate(mine - self.shards.keys())
+        failed = {s for s, why in activated.items() if isinstance(why, Unavailable)}
         self._warm = not failed
         log.info("host %d loaded %d shards", self.index, len(mine) - len(failed))
 
@@ -280,8 +293,8 @@ class Host:
         epoch, so we could not write them anyway; this stops us answering reads for them)."""
         pinned = self._run(self._store.placement())
         for shard_id in list(self.shards):
-            if pinned.get(shard_id, default_host(shard_id, self.settings.hosts)) != self.index:
-                self.shards.pop(shard_id, None)
+            if owner(shard_id, pinned, self.settings.hosts) != self.index:
+                self.release(shard_id)
 
     def start_timer(self) -> None:
         """Start the thread that sends this host its ticks (once per incarnation)."""
@@ -320,10 +333,25 @@ class Host:
                 outcomes[i] = reason
         return outcomes
 
-    def _activate(self, shard_ids: set[str]) -> dict[str, Unavailable]:
-        """Load shards met for the first time (or again after a failed commit)."""
-        failed: dict[str, Unavailable] = {}
+    def _activate(self, shard_ids: set[str]) -> dict[str, Unavailable | Moved]:
+        """Load shards met for the first time (or again after a failed commit), if they are
+        this host's: the directory is read first, and a shard placed on another host is
+        answered ``Moved`` — never loaded here, its epoch untouched (loading it would fence
+        the host that owns it)."""
+        failed: dict[str, Unavailable | Moved] = {}
+        if not shard_ids:
+            return failed
+        try:
+            pins = self._run(self._store.pins(sorted(shard_ids)))
+        except SlotEngineError as exc:
+            log.warning("cannot read the directory: %s", exc)
+            return {shard_id: Unavailable(str(exc)) for shard_id in shard_ids}
         for shard_id in shard_ids:
+            placed = owner(shard_id, pins, self.settings.hosts)
+            if placed != self.index:
+                failed[shard_id] = Moved(placed)
+                self._reload.discard(shard_id)
+                continue
             hospital_id, date = split_shard_id(shard_id)
             try:
                 self.shards[shard_id] = self._run(

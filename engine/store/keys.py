@@ -135,6 +135,11 @@ class Keys:
         return f"{self.prefix}:placement"
 
     @property
+    def placement_version(self) -> str:
+        """Counter: bumped by every change of ``placement`` (in the same transaction)."""
+        return f"{self.prefix}:placement:version"
+
+    @property
     def shards(self) -> str:
         """Set of every shard id ever created (for audits and reloads)."""
         return f"{self.prefix}:shards"

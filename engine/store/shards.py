@@ -408,12 +408,31 @@ class Store:
             raise StoreUnavailable(f"placement unreachable: {exc}") from exc
         return {k.decode(): int(v) for k, v in raw.items()}
 
-    async def place(self, shard_id: str, host_index: int) -> None:
-        """Pin a shard to a host (the hosts see it on their next placement refresh)."""
+    async def pins(self, shard_ids: Sequence[str]) -> dict[str, int]:
+        """The directory's entries for these shards (the pinned ones only)."""
+        if not shard_ids:
+            return {}
         try:
-            await self.client.hset(self.keys.placement, shard_id, host_index)
+            raw = await self.client.hmget(self.keys.placement, list(shard_ids))
+        except RedisError as exc:
+            raise StoreUnavailable(f"placement unreachable: {exc}") from exc
+        return {s: int(v) for s, v in zip(shard_ids, raw, strict=True) if v is not None}
+
+    async def place(self, shard_id: str, host_index: int | None) -> int:
+        """Pin a shard to a host (None: back to its default host) and bump the directory's
+        version, in one transaction; the new version. Hosts check the directory before
+        loading a shard and drop one placed elsewhere on their next tick."""
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                if host_index is None:
+                    pipe.hdel(self.keys.placement, shard_id)
+                else:
+                    pipe.hset(self.keys.placement, shard_id, host_index)
+                pipe.incr(self.keys.placement_version)
+                *_, version = await pipe.execute()
         except RedisError as exc:
             raise StoreUnavailable(f"placement not written: {exc}") from exc
+        return int(version)
 
     async def claim_session(self, session_id: str, shard_id: str) -> str:
         """Bind a new doctor-session id to its shard, once; the shard that holds the id."""
