@@ -25,7 +25,7 @@ DATE = time.strftime("%Y-%m-%d", time.gmtime(NOW + 5 * 86400))
 
 @pytest.fixture
 def host(redis_server, redis_client, settings_for):
-    made = Host(0, settings_for(redis_server.url), timer=False)
+    made = Host(0, settings_for(redis_server.url, hosts=1), timer=False)
     session = helpers.spec(id="m1", hospital_id="hm", date=DATE, capacity=10, opens_at=NOW - 60)
     made._run(made._store.claim_session(session.id, session.shard_id))
     pickle.loads(made.submit([(time.time_ns(), CREATE, session.shard_id, session, 0, 0)]))

@@ -72,7 +72,7 @@ class Faulty(Store):
 
 @pytest.fixture
 def host(redis_server, redis_client, settings_for):
-    settings = settings_for(redis_server.url)
+    settings = settings_for(redis_server.url, hosts=1)  # a pool of one: every shard its own
     made = Host(0, settings, timer=False)
     store = made._store
     made._store = Faulty(store.client, store.keys)
