@@ -8,6 +8,7 @@ load. Every request is stamped on arrival so the host can decide in arrival orde
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import pickle
@@ -198,6 +199,11 @@ class Engine:
         self._host_of: dict[str, int] = {}
         self._lookups: dict[str, asyncio.Future[str | None]] = {}
         self.resends = 0  # requests resent after a ``Moved`` answer
+        self.rerouted = 0  # queued requests sent elsewhere when their host lost its lease
+        self._live: frozenset[int] | None = None  # hosts holding a lease (None: all count)
+        self._watch: asyncio.Task[None] | None = None
+        with contextlib.suppress(RuntimeError):  # no loop: the leases are not followed
+            self._watch = asyncio.get_running_loop().create_task(self._watch_leases())
 
     def _sender(self, index: int) -> Callable[[list[Request]], Any]:
         """How a mailbox sends a batch to host ``index``: over its channel when every request
@@ -213,6 +219,10 @@ class Engine:
         return send
 
     async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
         for channel in self.channels:
             if channel is not None:
                 channel.close()
@@ -228,9 +238,50 @@ class Engine:
     def host_of(self, shard_id: str) -> int:
         index = self._host_of.get(shard_id)
         if index is None:
-            index = owner(shard_id, self._pinned, len(self.hosts))
+            index = owner(shard_id, self._pinned, len(self.hosts), self._live)
             self._host_of[shard_id] = index
         return index
+
+    async def _watch_leases(self) -> None:
+        """Follow the hosts' leases (one read every renewal period): when one lapses, its
+        shards go to the hosts that score them next, and the requests still queued for it
+        (never sent) go there too; a host that is back takes its shards again."""
+        period = self.settings.lease_renew_seconds
+        while True:
+            try:
+                live = await self.store.live_hosts(len(self.hosts)) or None
+            except StoreUnavailable:
+                live = self._live  # keep the last view; the hosts' epochs fence any mistake
+            except Exception:  # a bug: keep following
+                log.exception("reading the leases failed")
+                live = self._live
+            if live != self._live:
+                lost = set(self._live or range(len(self.hosts))) - set(
+                    live or range(len(self.hosts))
+                )
+                log.info("live hosts: %s (lost %s)", sorted(live or []), sorted(lost))
+                self._live = live
+                self._host_of.clear()
+                for index in lost:
+                    self._reroute(index)
+            await asyncio.sleep(period)
+
+    def _reroute(self, index: int) -> None:
+        """Send the requests queued for host ``index`` (not yet sent) to their shards' hosts
+        now; its batch in flight, if any, is answered when its call ends (or its deadline)."""
+        queued = self.mailboxes[index].queue[:]
+        del self.mailboxes[index].queue[:]
+        for request, future in queued:
+            self.rerouted += 1
+            asyncio.get_running_loop().create_task(self._send_to(request, future))
+
+    async def _send_to(self, request: Request, future: asyncio.Future[Outcome]) -> None:
+        try:
+            outcome = await self._send(request)
+        except Exception as exc:  # never leave a caller waiting; it was not sent
+            outcome = Unavailable(f"rerouting failed: {type(exc).__name__}")
+        if not future.done():
+            future.set_result(outcome)
 
     async def move(self, shard_id: str, host: int | None) -> int:
         """Hand a shard over to ``host`` (None: its default host); the directory's new version.
@@ -243,9 +294,9 @@ class Engine:
         no request is lost or decided twice. If the old host cannot be told (dead, cut off),
         the new host's epoch fences it instead.
         """
-        old = owner(shard_id, await self.store.placement(), len(self.hosts))
+        old = owner(shard_id, await self.store.placement(), len(self.hosts), self._live)
         version = await self.store.place(shard_id, host)
-        new = owner(shard_id, await self.store.placement(), len(self.hosts))
+        new = owner(shard_id, await self.store.placement(), len(self.hosts), self._live)
         if new != old:
             try:
                 await asyncio.wait_for(

@@ -105,6 +105,10 @@ class Settings(BaseModel):
     redis_timeout: float = Field(default=2.0, gt=0)
     host_channel: bool = True  # batches go over a direct socket to the host, not a Ray call
     host_call_seconds: float = Field(default=10.0, gt=0)  # deadline of a call to a host
+    # Host leases (actors/lease.py): renewed every ``lease_renew_seconds`` from a thread of the
+    # host's own; a host whose lease is ``lease_seconds`` old is out of the placement.
+    lease_seconds: float = Field(default=1.5, gt=0)
+    lease_renew_seconds: float = Field(default=0.3, gt=0)
     # CPU niceness of the hosts (the booking path, like the API workers) and of the courier and
     # the dispatcher (back-office work): under a crowd the booking path gets the cores first,
     # and notices, records and HIS deliveries catch up after (Ray starts its workers at 15)

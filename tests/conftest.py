@@ -32,17 +32,36 @@ async def redis_client(redis_server):
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """A local Ray started once for the whole run (2 cores here: keep it small)."""
+    """A local Ray cluster started once for the whole run (2 cores here: keep it small): a
+    head node with every test's CPUs and host places; multi-node tests add worker nodes to it
+    (``ray_cluster``) with host places of their own resource, so their pools land only there.
+    """
+    from ray.cluster_utils import Cluster
+
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    ray.init(
-        num_cpus=4,
-        resources={"slot_host": 64},  # places for every pool the tests start
-        include_dashboard=False,
-        log_to_driver=False,
-        namespace="tests",
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 4,
+            "resources": {"slot_host": 64},  # places for every pool the tests start
+            "include_dashboard": False,
+            "object_store_memory": 200 << 20,
+        },
     )
-    yield
+    ray.init(address=cluster.address, namespace="tests", log_to_driver=False)
+    yield cluster
     ray.shutdown()
+    cluster.shutdown()
+
+
+@pytest.fixture
+def ray_cluster(ray_local):
+    """The session's cluster, for tests that add (and kill) worker nodes; the nodes a test
+    added are removed after it, whatever happened."""
+    before = set(ray_local.worker_nodes)
+    yield ray_local
+    for node in set(ray_local.worker_nodes) - before:
+        ray_local.remove_node(node, allow_graceful=False)
 
 
 @pytest.fixture

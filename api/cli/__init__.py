@@ -4,6 +4,7 @@ slotengine demo     start Redis (embedded unless configured), a local Ray and th
                     pool, release a catalog of doctor-sessions, play a flash crowd through
                     the engine, audit Redis, print what happened, and stop everything
 slotengine audit    check the invariants against the Redis of SLOTENGINE_REDIS_URL
+slotengine ops      the actor cluster: status, where a shard lives (api/cli/ops.py)
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from collections import Counter
 
 import click
 
+from api.cli.joining import URL_FILE, platform_redis_url
+from api.cli.ops import ops
 from engine.outcomes import Booked
 from engine.runtime import Runtime
 from engine.settings import Settings
@@ -171,8 +174,6 @@ def notices(limit: int, patient: int | None) -> None:
 
 
 # ----- the platform: API workers on the engine ---------------------------------------------
-
-URL_FILE = "redis.url"
 
 
 @main.command()
@@ -371,17 +372,6 @@ def seed(patients: int, out: str) -> None:
     click.echo(f"{count} patients with tokens written to {out}")
 
 
-def _redis_url(settings: Settings) -> str:
-    """The platform's Redis: SLOTENGINE_REDIS_URL, else the one ``slotengine up`` started."""
-    url = settings.redis_url
-    url_file = settings.data_dir / "redis" / URL_FILE
-    if url is None and url_file.exists():
-        url = url_file.read_text().strip()
-    if url is None:
-        raise click.UsageError("set SLOTENGINE_REDIS_URL (slotengine up prints it)")
-    return url
-
-
 def _seed(settings: Settings, patients: int, out: str) -> int:
     import csv
 
@@ -391,7 +381,7 @@ def _seed(settings: Settings, patients: int, out: str) -> int:
     from api.services import shared_secret
     from engine.store.keys import Keys
 
-    url = _redis_url(settings)
+    url = platform_redis_url(settings)
 
     async def go() -> list[tuple[int, str, str]]:
         import redis.asyncio as aioredis
@@ -486,7 +476,7 @@ def loadtest(
     seconds = time.time() - started
 
     async def audit_run():  # type: ignore[no-untyped-def]
-        store = Store.from_url(_redis_url(settings), settings.namespace)
+        store = Store.from_url(platform_redis_url(settings), settings.namespace)
         try:
             return await check(store, read_acks(acks))
         finally:
@@ -513,6 +503,8 @@ def loadtest(
     click.echo(f"({seconds:.0f}s; CSVs and report in {folder}/)")
     sys.exit(0 if report.ok else 1)
 
+
+main.add_command(ops)
 
 if __name__ == "__main__":
     main()

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from engine.actors.channel import ChannelServer
+from engine.actors.lease import LeaseKeeper
 from engine.actors.process import set_niceness, watch_gc
 from engine.actors.ticker import tick_self
 from engine.core.clock import Clock, usable_offset
@@ -94,8 +95,10 @@ class Host:
             "decide_seconds": 0.0,
             "commit_seconds": 0.0,
         }
+        self._lease: LeaseKeeper | None = None
         if timer:  # an actor: the process is its own
             watch_gc(self.counters)
+            self._lease = self._take_lease()
             self.start_timer()
 
     # ----- Ray methods ---------------------------------------------------------------------
@@ -256,8 +259,41 @@ class Host:
                 "shards": sorted(self.shards),
                 "epochs": {k: e for k, (e, _) in self.shards.items()},
                 "channel_connections": self._channel.connections if self._channel else 0,
+                "lease_renewals": self._lease.renewals if self._lease else 0,
+                "lease_failures": self._lease.failures if self._lease else 0,
                 **self.counters,
             }
+
+    # ----- placement -----------------------------------------------------------------------
+
+    def _take_lease(self) -> LeaseKeeper:
+        import os
+
+        import ray
+
+        node = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
+        node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+        holder = {
+            "incarnation": self._incarnation,
+            "node": node,
+            "node_id": node_id,
+            "pid": os.getpid(),
+            "started": self.started_at,
+        }
+        assert self.settings.redis_url is not None
+        return LeaseKeeper(
+            self.settings.redis_url,
+            self._store.keys.lease(self.index),
+            holder,
+            self.settings.lease_seconds,
+            self.settings.lease_renew_seconds,
+        )
+
+    def _live(self) -> frozenset[int] | None:
+        """The hosts holding a lease, this one always among them; None when no host holds
+        one (hosts driven by hand, or every lease lost with Redis): then every host counts."""
+        live = self._run(self._store.live_hosts(self.settings.hosts))
+        return live | {self.index} if live else None
 
     # ----- deciding and committing ---------------------------------------------------------
 
@@ -266,12 +302,12 @@ class Host:
 
     def _warm_up(self, now: float) -> None:
         yesterday = time.strftime("%Y-%m-%d", time.gmtime(now - 2 * 86400))
-        pinned = self._run(self._store.placement())
+        pinned, live = self._run(self._store.placement()), self._live()
         mine = {
             shard_id
             for shard_id in self._run(self._store.shard_ids())
             if split_shard_id(shard_id)[1] >= yesterday
-            and owner(shard_id, pinned, self.settings.hosts) == self.index
+            and owner(shard_id, pinned, self.settings.hosts, live) == self.index
         }
         activated = self._activate(mine - self.shards.keys())
         failed = {s for s, why in activated.items() if isinstance(why, Unavailable)}
@@ -291,9 +327,9 @@ class Host:
     def _forget_moved(self) -> None:
         """Drop shards pinned to another host since we loaded them (their new host bumped the
         epoch, so we could not write them anyway; this stops us answering reads for them)."""
-        pinned = self._run(self._store.placement())
+        pinned, live = self._run(self._store.placement()), self._live()
         for shard_id in list(self.shards):
-            if owner(shard_id, pinned, self.settings.hosts) != self.index:
+            if owner(shard_id, pinned, self.settings.hosts, live) != self.index:
                 self.release(shard_id)
 
     def start_timer(self) -> None:
@@ -342,12 +378,12 @@ class Host:
         if not shard_ids:
             return failed
         try:
-            pins = self._run(self._store.pins(sorted(shard_ids)))
+            pins, live = self._run(self._store.pins(sorted(shard_ids))), self._live()
         except SlotEngineError as exc:
             log.warning("cannot read the directory: %s", exc)
             return {shard_id: Unavailable(str(exc)) for shard_id in shard_ids}
         for shard_id in shard_ids:
-            placed = owner(shard_id, pins, self.settings.hosts)
+            placed = owner(shard_id, pins, self.settings.hosts, live)
             if placed != self.index:
                 failed[shard_id] = Moved(placed)
                 self._reload.discard(shard_id)

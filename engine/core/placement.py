@@ -5,12 +5,14 @@ operator, read by the caller), else its rendezvous (highest-random-weight) host 
 pool's: every host scores the shard with a stable hash and the highest score wins. Going from
 N hosts to N+1 moves only the shards the new host outscores, about 1/(N+1) of them (a modulo
 hash would move about N/(N+1)); a removed host's shards spread over all the others.
+Only live hosts count (those holding a lease, ``actors/lease.py``): a lost host's shards go
+to the hosts that score them next, and nothing else moves.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 
 def score(shard_id: str, host: int) -> int:
@@ -19,14 +21,19 @@ def score(shard_id: str, host: int) -> int:
     return int.from_bytes(digest, "big")
 
 
-def default_host(shard_id: str, hosts: int) -> int:
-    """The rendezvous host of a shard among hosts ``0 .. hosts-1``."""
-    return max(range(hosts), key=lambda host: score(shard_id, host))
+def default_host(shard_id: str, hosts: int, live: Collection[int] | None = None) -> int:
+    """The rendezvous host of a shard among the live hosts of ``0 .. hosts-1`` (every one
+    of them when none is known to be live)."""
+    candidates = [h for h in range(hosts) if h in live] if live else range(hosts)
+    return max(candidates or range(hosts), key=lambda host: score(shard_id, host))
 
 
-def owner(shard_id: str, pins: Mapping[str, int], hosts: int) -> int:
-    """The directory's answer: the pinned host if it is one of the pool's, else the default."""
+def owner(
+    shard_id: str, pins: Mapping[str, int], hosts: int, live: Collection[int] | None = None
+) -> int:
+    """The directory's answer: the pinned host if it is one of the pool's and live, else the
+    default among the live hosts."""
     pinned = pins.get(shard_id)
-    if pinned is not None and 0 <= pinned < hosts:
+    if pinned is not None and 0 <= pinned < hosts and (not live or pinned in live):
         return pinned
-    return default_host(shard_id, hosts)
+    return default_host(shard_id, hosts, live)

@@ -134,6 +134,10 @@ class Keys:
         """Hash: shard id → host index, for shards pinned or moved off their default host."""
         return f"{self.prefix}:placement"
 
+    def lease(self, host: int) -> str:
+        """String with a TTL: host ``host`` is alive (its incarnation, node and start)."""
+        return f"{self.prefix}:lease:{host}"
+
     @property
     def placement_version(self) -> str:
         """Counter: bumped by every change of ``placement`` (in the same transaction)."""

@@ -18,6 +18,7 @@ resent blindly could run twice, and a caller must learn what happened, not guess
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -417,6 +418,31 @@ class Store:
         except RedisError as exc:
             raise StoreUnavailable(f"placement unreachable: {exc}") from exc
         return {s: int(v) for s, v in zip(shard_ids, raw, strict=True) if v is not None}
+
+    async def live_hosts(self, hosts: int) -> frozenset[int]:
+        """The hosts of a pool of ``hosts`` that hold a lease now (``actors/lease.py``)."""
+        try:
+            raw = await self.client.mget([self.keys.lease(i) for i in range(hosts)])
+        except RedisError as exc:
+            raise StoreUnavailable(f"leases unreachable: {exc}") from exc
+        return frozenset(i for i, v in enumerate(raw) if v is not None)
+
+    async def leases(self, hosts: int) -> dict[int, tuple[dict, float]]:
+        """Each live host's lease: (its holder's details, seconds left)."""
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for i in range(hosts):
+                    pipe.get(self.keys.lease(i))
+                    pipe.pttl(self.keys.lease(i))
+                raw = await pipe.execute()
+        except RedisError as exc:
+            raise StoreUnavailable(f"leases unreachable: {exc}") from exc
+        out = {}
+        for i in range(hosts):
+            value, ttl = raw[2 * i], raw[2 * i + 1]
+            if value is not None:
+                out[i] = (json.loads(value), max(ttl, 0) / 1000)
+        return out
 
     async def place(self, shard_id: str, host_index: int | None) -> int:
         """Pin a shard to a host (None: back to its default host) and bump the directory's

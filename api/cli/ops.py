@@ -1,0 +1,104 @@
+"""``slotengine ops``: look at and steer the actor cluster of a running platform.
+
+Joins it like ``slotengine serve`` does: ``SLOTENGINE_RAY_ADDRESS`` (default ``auto``: the
+cluster this machine belongs to), ``SLOTENGINE_REDIS_URL`` (or the URL file ``up`` wrote),
+``SLOTENGINE_NAMESPACE`` and ``SLOTENGINE_HOSTS`` as the platform has them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import click
+import ray
+
+from api.cli.joining import platform_redis_url
+from engine.actors.names import find_pool
+from engine.client import Engine
+from engine.settings import Settings
+from engine.store.shards import Store
+from engine.tools.cluster import cluster_status
+
+
+def joined() -> Settings:
+    settings = Settings.from_env()
+    settings = settings.model_copy(update={"redis_url": platform_redis_url(settings)})
+    if not ray.is_initialized():
+        ray.init(
+            address=settings.ray_address or "auto",
+            namespace=settings.namespace,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    return settings
+
+
+@click.group()
+def ops() -> None:
+    """Operate the actor cluster: its status, where a shard lives."""
+
+
+@ops.command()
+@click.option("--json", "as_json", is_flag=True, help="one JSON document")
+def status(as_json: bool) -> None:
+    """Nodes, hosts (lease, node, shards, requests/s, batch sizes, epochs)."""
+    settings = joined()
+
+    async def go() -> dict[str, Any]:
+        assert settings.redis_url is not None
+        store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout)
+        try:
+            return await cluster_status(settings, store)
+        finally:
+            await store.close()
+
+    data = asyncio.run(go())
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    live_nodes = sum(n["alive"] for n in data["nodes"])
+    click.echo(f"{live_nodes} of {len(data['nodes'])} nodes alive; {data['shards']} shards")
+    for n in data["nodes"]:
+        click.echo(
+            f"  node {n['node_id'][:12]} {n['address']:<15} "
+            f"{'alive' if n['alive'] else 'DEAD ':<5}  {n['cpus']:g} CPUs, "
+            f"{n['host_places']:g} host places"
+        )
+    click.echo("host  live  node             lease age  shards  req/s    batch  epochs")
+    for h in data["hosts"]:
+        if "error" in h:
+            tail = h["error"]
+        else:
+            tail = (
+                f"{h['shards_loaded']:>6}  {h['requests_per_second']:>7}  "
+                f"{h['mean_batch']:>5}  {len(h['epochs'])}"
+            )
+        age = "-" if h["lease_age_seconds"] is None else f"{h['lease_age_seconds']:.2f} s"
+        click.echo(
+            f"{h['index']:>4}  {'yes' if h['live'] else 'NO':<4}  {h['node'] or '-':<15}  "
+            f"{age:>9}  {tail}"
+        )
+
+
+@ops.command()
+@click.argument("shard")
+@click.argument("host")
+def place(shard: str, host: str) -> None:
+    """Hand SHARD (hospital:date) over to HOST (an index, or ``default``)."""
+    settings = joined()
+    index = None if host == "default" else int(host)
+    if index is not None and not 0 <= index < settings.hosts:
+        raise click.UsageError(f"HOST is 0..{settings.hosts - 1} or default")
+
+    async def go() -> tuple[int, int]:
+        engine = Engine(settings, find_pool(settings))
+        try:
+            version = await engine.move(shard, index)
+            return version, engine.host_of(shard)
+        finally:
+            await engine.close()
+
+    version, now = asyncio.run(go())
+    click.echo(f"{shard} is on host {now} (directory version {version})")

@@ -1,0 +1,91 @@
+"""What the actor cluster looks like now, for operators (``slotengine ops status``).
+
+Read from the places that know: Ray's node table, the hosts' leases and the directory in Redis,
+and each live host's own counters (one Ray call each, with a deadline: a dead host is reported,
+never waited for).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import ray
+
+from engine.actors.names import host_name
+from engine.core.placement import owner
+from engine.settings import Settings
+from engine.store.shards import Store
+
+INFO_SECONDS = 3.0  # deadline of one host's info
+
+
+async def host_info(settings: Settings, index: int) -> dict[str, Any] | str:
+    """A host's counters, or why they could not be had."""
+    try:
+        handle = ray.get_actor(host_name(settings, index), namespace=settings.namespace)
+        return await asyncio.wait_for(handle.info.remote(), INFO_SECONDS)
+    except ValueError:
+        return "not started"
+    except Exception as exc:  # dead, restarting, or past the deadline
+        return f"unreachable: {type(exc).__name__}"
+
+
+async def cluster_status(settings: Settings, store: Store) -> dict[str, Any]:
+    """Nodes, hosts (lease, shards, load, epochs) and the directory, as one document."""
+    now = time.time()
+    nodes = [
+        {
+            "node_id": n["NodeID"],
+            "address": n["NodeManagerAddress"],
+            "alive": n["Alive"],
+            "cpus": n["Resources"].get("CPU", 0),
+            "host_places": n["Resources"].get(settings.host_resource, 0),
+        }
+        for n in ray.nodes()
+    ]
+    leases = await store.leases(settings.hosts)
+    pins = await store.placement()
+    infos = await asyncio.gather(*(host_info(settings, i) for i in range(settings.hosts)))
+    live = frozenset(leases) or None
+    known = await store.shard_ids()
+    placed: dict[int, int] = {}
+    for shard_id in known:
+        index = owner(shard_id, pins, settings.hosts, live)
+        placed[index] = placed.get(index, 0) + 1
+    hosts = []
+    for index, info in enumerate(infos):
+        holder, left = leases.get(index, ({}, 0.0))
+        row: dict[str, Any] = {
+            "index": index,
+            "live": index in leases,
+            "node": holder.get("node"),
+            "node_id": holder.get("node_id"),
+            "lease_left_seconds": round(left, 2),
+            "lease_age_seconds": round(settings.lease_seconds - left, 2) if holder else None,
+            "shards_placed": placed.get(index, 0),
+        }
+        if isinstance(info, str):
+            row["error"] = info
+        else:
+            up = max(now - info["started_at"], 1e-9)
+            calls = info["calls"] or 1
+            row.update(
+                incarnation_started_at=info["started_at"],
+                shards_loaded=len(info["shards"]),
+                epochs=info["epochs"],
+                requests=int(info["requests"]),
+                requests_per_second=round(info["requests"] / up, 1),
+                mean_batch=round(info["requests"] / calls, 1),
+                commits=int(info["commits"]),
+            )
+        hosts.append(row)
+    return {
+        "at": now,
+        "namespace": settings.namespace,
+        "nodes": nodes,
+        "hosts": hosts,
+        "shards": len(known),
+        "pins": pins,
+    }

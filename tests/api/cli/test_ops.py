@@ -1,0 +1,88 @@
+"""``slotengine ops`` against a real pool on the local Ray cluster and the real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import ray
+from click.testing import CliRunner
+
+from api.cli import main
+from engine.outcomes import Booked
+from engine.tools.crowd import catalog
+from tests.engine.actors.test_host import create_all
+
+
+def env_of(runtime) -> dict[str, str]:
+    s = runtime.settings
+    return {
+        "SLOTENGINE_REDIS_URL": s.redis_url,
+        "SLOTENGINE_NAMESPACE": s.namespace,
+        "SLOTENGINE_HOSTS": str(s.hosts),
+    }
+
+
+def run(runtime, work):
+    """``work(engine)`` on a fresh engine, in an event loop of its own (the commands run
+    theirs with ``asyncio.run``, so these tests are not coroutines)."""
+
+    async def go():
+        engine = runtime.engine()
+        try:
+            return await work(engine)
+        finally:
+            await engine.close()
+
+    return asyncio.run(go())
+
+
+def test_status_shows_every_host_its_lease_and_its_shards(runtime):
+    specs = catalog(hospitals=4, sessions_per_hospital=1, capacity=5, prefix="ops")
+
+    async def prepare(engine):
+        await create_all(engine, specs)
+        for k, s in enumerate(specs):
+            assert isinstance(await engine.book(s.id, k, f"r{k}"), Booked)
+
+    run(runtime, prepare)
+    done = CliRunner().invoke(main, ["ops", "status", "--json"], env=env_of(runtime))
+    assert done.exit_code == 0, done.output
+    data = json.loads(done.output)
+    assert [h["index"] for h in data["hosts"]] == [0, 1]
+    assert all(h["live"] and 0 < h["lease_left_seconds"] <= 1.5 for h in data["hosts"])
+    assert data["shards"] == 4
+    assert sum(h["shards_placed"] for h in data["hosts"]) == 4
+    loaded = {s for h in data["hosts"] for s in h["epochs"]}
+    assert loaded == {s.shard_id for s in specs}, "each shard loaded on exactly its host"
+    assert sum(h["requests"] for h in data["hosts"]) >= 8  # 4 creates, 4 bookings
+    assert any(n["alive"] and n["host_places"] > 0 for n in data["nodes"])
+    table = CliRunner().invoke(main, ["ops", "status"], env=env_of(runtime))
+    assert table.exit_code == 0 and "host  live" in table.output
+
+
+def test_place_hands_a_shard_over_and_bookings_follow(runtime):
+    [spec] = catalog(hospitals=1, sessions_per_hospital=1, capacity=5, prefix="opp")
+
+    async def prepare(engine):
+        await create_all(engine, [spec])
+        assert isinstance(await engine.book(spec.id, 1, "a"), Booked)
+        return engine.host_of(spec.shard_id)
+
+    old = run(runtime, prepare)
+    new = 1 - old
+    done = CliRunner().invoke(main, ["ops", "place", spec.shard_id, str(new)], env=env_of(runtime))
+    assert done.exit_code == 0, done.output
+    assert f"is on host {new}" in done.output
+    infos = ray.get([h.info.remote() for h in runtime.hosts], timeout=30)
+    assert spec.shard_id not in infos[old]["shards"], "the old host released it"
+
+    async def book_again(engine):
+        assert isinstance(await engine.book(spec.id, 2, "b"), Booked)
+        return engine.host_of(spec.shard_id)
+
+    assert run(runtime, book_again) == new
+    infos = ray.get([h.info.remote() for h in runtime.hosts], timeout=30)
+    assert spec.shard_id in infos[new]["shards"]
+    bad = CliRunner().invoke(main, ["ops", "place", spec.shard_id, "7"], env=env_of(runtime))
+    assert bad.exit_code == 2 and "HOST is 0..1" in bad.output
