@@ -243,25 +243,34 @@ class Engine:
         return index
 
     async def _watch_leases(self) -> None:
-        """Follow the hosts' leases (one read every renewal period): when one lapses, its
-        shards go to the hosts that score them next, and the requests still queued for it
-        (never sent) go there too; a host that is back takes its shards again."""
+        """Follow the hosts' leases (one read every renewal period).
+
+        A host whose lease lapsed is lost: its shards go at once to the hosts that score them
+        next, and the requests still queued for it (never sent) go there too; if it was only
+        cut off, the epoch the new host bumps fences it. A host that still holds its lease
+        (drained, or alive while another comes back) is never gone around: it keeps being
+        sent its shards until it answers ``Moved`` — after its commit in flight — so no
+        handoff fences a commit."""
         period = self.settings.lease_renew_seconds
         while True:
             try:
-                live = await self.store.live_hosts(len(self.hosts)) or None
-            except StoreUnavailable:
-                live = self._live  # keep the last view; the hosts' epochs fence any mistake
+                leased, serving = await self.store.host_view(len(self.hosts))
+            except StoreUnavailable:  # keep the last view; the hosts' epochs fence any mistake
+                await asyncio.sleep(period)
+                continue
             except Exception:  # a bug: keep following
                 log.exception("reading the leases failed")
-                live = self._live
+                await asyncio.sleep(period)
+                continue
+            live = serving or None
             if live != self._live:
-                lost = set(self._live or range(len(self.hosts))) - set(
-                    live or range(len(self.hosts))
-                )
-                log.info("live hosts: %s (lost %s)", sorted(live or []), sorted(lost))
+                everyone = set(range(len(self.hosts)))
+                lost = set(self._live or everyone) - (set(leased) if leased else everyone)
+                log.info("serving hosts: %s (lost %s)", sorted(live or everyone), sorted(lost))
                 self._live = live
-                self._host_of.clear()
+                for shard_id, index in list(self._host_of.items()):
+                    if index in lost:
+                        del self._host_of[shard_id]
                 for index in lost:
                     self._reroute(index)
             await asyncio.sleep(period)

@@ -19,7 +19,7 @@ from engine.actors.names import find_pool
 from engine.client import Engine
 from engine.settings import Settings
 from engine.store.shards import Store
-from engine.tools.cluster import cluster_status
+from engine.tools.cluster import cluster_status, drain, node_named
 
 
 def joined() -> Settings:
@@ -37,7 +37,7 @@ def joined() -> Settings:
 
 @click.group()
 def ops() -> None:
-    """Operate the actor cluster: its status, where a shard lives."""
+    """Operate the actor cluster: its status, where a shard lives, draining a node."""
 
 
 @ops.command()
@@ -80,6 +80,34 @@ def status(as_json: bool) -> None:
             f"{h['index']:>4}  {'yes' if h['live'] else 'NO':<4}  {h['node'] or '-':<15}  "
             f"{age:>9}  {tail}"
         )
+
+
+@ops.command(name="drain")
+@click.argument("node")
+@click.option("--undo", is_flag=True, help="let the node's hosts take shards again")
+def drain_command(node: str, undo: bool) -> None:
+    """Move every shard off NODE (a Ray node id, its first characters, or its address);
+    afterwards removing the node fails no booking."""
+    settings = joined()
+    try:
+        node_id = node_named(node)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+    async def go() -> dict[str, Any]:
+        assert settings.redis_url is not None
+        store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout)
+        try:
+            return await drain(settings, store, node_id, on=not undo)
+        finally:
+            await store.close()
+
+    done = asyncio.run(go())
+    verb = "no longer drained" if undo else "drained"
+    click.echo(
+        f"node {node_id[:12]} {verb}; its hosts {done['hosts']} released "
+        f"{done['released']} shards (directory version {done['version']})"
+    )
 
 
 @ops.command()

@@ -290,10 +290,22 @@ class Host:
         )
 
     def _live(self) -> frozenset[int] | None:
-        """The hosts holding a lease, this one always among them; None when no host holds
-        one (hosts driven by hand, or every lease lost with Redis): then every host counts."""
+        """The hosts that serve (a lease, on a node not being drained), this one among them
+        unless its node is being drained; None when no host holds a lease (hosts driven by
+        hand, or every lease lost with Redis): then every host counts."""
         live = self._run(self._store.live_hosts(self.settings.hosts))
-        return live | {self.index} if live else None
+        if not live:
+            return None
+        if self._lease is not None and self._lease.node_id in self._run(self._store.draining()):
+            return live - {self.index} or None
+        return live | {self.index}
+
+    def release_all(self) -> int:
+        """Release every shard placed elsewhere now (after ``ops drain``); how many."""
+        with self._lock:
+            before = len(self.shards)
+            self._forget_moved()
+            return before - len(self.shards)
 
     # ----- deciding and committing ---------------------------------------------------------
 

@@ -139,6 +139,11 @@ class Keys:
         return f"{self.prefix}:lease:{host}"
 
     @property
+    def draining(self) -> str:
+        """Set of Ray node ids being drained: their hosts are out of the placement."""
+        return f"{self.prefix}:placement:draining"
+
+    @property
     def placement_version(self) -> str:
         """Counter: bumped by every change of ``placement`` (in the same transaction)."""
         return f"{self.prefix}:placement:version"

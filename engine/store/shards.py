@@ -420,12 +420,46 @@ class Store:
         return {s: int(v) for s, v in zip(shard_ids, raw, strict=True) if v is not None}
 
     async def live_hosts(self, hosts: int) -> frozenset[int]:
-        """The hosts of a pool of ``hosts`` that hold a lease now (``actors/lease.py``)."""
+        """The hosts of a pool of ``hosts`` that serve now: they hold a lease
+        (``actors/lease.py``) on a node that is not being drained."""
+        return (await self.host_view(hosts))[1]
+
+    async def host_view(self, hosts: int) -> tuple[frozenset[int], frozenset[int]]:
+        """(the hosts holding a lease, those of them that serve: not on a drained node)."""
         try:
-            raw = await self.client.mget([self.keys.lease(i) for i in range(hosts)])
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.mget([self.keys.lease(i) for i in range(hosts)])
+                pipe.smembers(self.keys.draining)
+                raw, draining = await pipe.execute()
         except RedisError as exc:
             raise StoreUnavailable(f"leases unreachable: {exc}") from exc
-        return frozenset(i for i, v in enumerate(raw) if v is not None)
+        drained = {d.decode() for d in draining}
+        leased = frozenset(i for i, v in enumerate(raw) if v is not None)
+        if not drained:
+            return leased, leased
+        serving = frozenset(i for i in leased if json.loads(raw[i]).get("node_id") not in drained)
+        return leased, serving
+
+    async def draining(self) -> set[str]:
+        """The node ids being drained (``ops drain``): no host on them is placed shards."""
+        try:
+            return {d.decode() for d in await self.client.smembers(self.keys.draining)}
+        except RedisError as exc:
+            raise StoreUnavailable(f"draining nodes unreachable: {exc}") from exc
+
+    async def drain(self, node_id: str, on: bool = True) -> int:
+        """Start (or, ``on`` False, end) draining a node; the directory's new version."""
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                if on:
+                    pipe.sadd(self.keys.draining, node_id)
+                else:
+                    pipe.srem(self.keys.draining, node_id)
+                pipe.incr(self.keys.placement_version)
+                *_, version = await pipe.execute()
+        except RedisError as exc:
+            raise StoreUnavailable(f"draining not written: {exc}") from exc
+        return int(version)
 
     async def leases(self, hosts: int) -> dict[int, tuple[dict, float]]:
         """Each live host's lease: (its holder's details, seconds left)."""

@@ -89,3 +89,43 @@ async def cluster_status(settings: Settings, store: Store) -> dict[str, Any]:
         "shards": len(known),
         "pins": pins,
     }
+
+
+def node_named(name: str) -> str:
+    """The Ray node id a name means: a node id, its first characters, or a node's address."""
+    matches = [
+        n["NodeID"]
+        for n in ray.nodes()
+        if n["Alive"] and (n["NodeID"].startswith(name) or n["NodeManagerAddress"] == name)
+    ]
+    if len(matches) != 1:
+        raise ValueError(f"{name!r} names {len(matches)} live nodes (give more of its id)")
+    return matches[0]
+
+
+async def drain(settings: Settings, store: Store, node_id: str, on: bool = True) -> dict:
+    """Move every shard off the hosts on a node (``on`` False: let them take shards again).
+
+    The directory marks the node drained first; then each of its hosts releases the shards
+    that are no longer its own, after its commit in flight, answering ``Moved`` from then on,
+    and the other hosts load them with the next request: nothing fails, nothing is fenced.
+    Afterwards the node can be removed without failing a booking."""
+    version = await store.drain(node_id, on)
+    leases = await store.leases(settings.hosts)
+    on_node = sorted(i for i, (holder, _) in leases.items() if holder.get("node_id") == node_id)
+    released: dict[int, int | str] = {}
+    for index in on_node if on else []:
+        try:
+            handle = ray.get_actor(host_name(settings, index), namespace=settings.namespace)
+            released[index] = await asyncio.wait_for(
+                handle.release_all.remote(), settings.host_call_seconds
+            )
+        except Exception as exc:  # its shards move anyway when its lease lapses
+            released[index] = f"unreachable: {type(exc).__name__}"
+    return {
+        "node_id": node_id,
+        "draining": on,
+        "version": version,
+        "hosts": on_node,
+        "released": released,
+    }

@@ -21,6 +21,7 @@ import pytest
 from engine.outcomes import Booked, OutcomeUnknown, Unavailable
 from engine.runtime import Runtime
 from engine.tools.audit import audit
+from engine.tools.cluster import drain
 from engine.tools.crowd import catalog, plan, play
 from tests.engine.actors.test_host import check_against_truth, create_all, seed
 
@@ -110,3 +111,42 @@ async def test_a_killed_node_s_shards_serve_again_on_the_survivor(two_nodes, ray
     for s in specs:
         assert report.live_per_session[s.id] <= s.capacity
     await engine.close()
+
+
+@pytest.mark.timeout(600)
+async def test_a_drained_node_is_removed_without_failing_a_booking(two_nodes, ray_cluster):
+    rt, nodes = two_nodes
+    engine, stale = rt.engine(), rt.engine()
+    specs = catalog(hospitals=6, sessions_per_hospital=4, capacity=30, prefix="dr")
+    await create_all(engine, specs)
+    on = await node_of_hosts(engine, 2)
+    drained = next(i for i, node_id in on.items() if node_id == nodes[0].node_id)
+    assert any(engine.host_of(s.shard_id) == drained for s in specs), "it carries shards"
+
+    requests = plan(specs, 30_000, patients=4_000, seed=seed())
+    crowd = asyncio.ensure_future(
+        asyncio.gather(play(engine, requests[::2], 8), play(stale, requests[1::2], 8))
+    )
+    await asyncio.sleep(0.5)
+    assert not crowd.done(), "drained in the middle of the crowd"
+    done = await drain(rt.settings, engine.store, nodes[0].node_id)
+    assert done["hosts"] == [drained] and done["released"][drained] > 0
+    info = await rt.hosts[drained].info.remote()
+    assert info["shards"] == [], "the drained host carries nothing"
+    await asyncio.sleep(0.5)
+    ray_cluster.remove_node(nodes[0], allow_graceful=True)
+    answers = [a for share in await crowd for a in share]
+
+    kinds = Counter(type(a.outcome).__name__ for a in answers)
+    print("outcomes:", dict(kinds), "resends:", engine.resends + stale.resends)
+    assert kinds["Unavailable"] == kinds["OutcomeUnknown"] == 0, "no failed booking"
+    for s in specs:  # and after: every shard books on the host that is left
+        assert not isinstance(
+            await engine.book(s.id, 990_000, f"after-{s.id}"), OutcomeUnknown | Unavailable
+        )
+    report = await audit(engine.store)
+    check_against_truth(answers, report)
+    assert report.booked == 30 * len(specs)
+    await engine.store.drain(nodes[0].node_id, on=False)
+    for e in (engine, stale):
+        await e.close()

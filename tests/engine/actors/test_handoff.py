@@ -72,7 +72,7 @@ async def test_shards_handed_over_under_load_lose_and_double_nothing(quiet_timer
     ``Moved``): a handoff must stop the old host before anyone sends to the new one."""
     runtime = quiet_timers
     specs = catalog(hospitals=4, sessions_per_hospital=6, capacity=30, prefix="ho")
-    requests = plan(specs, 6_000, patients=1_200, seed=seed())
+    requests = plan(specs, 20_000, patients=3_000, seed=seed())  # long enough for many moves
     first, second = runtime.engine(), runtime.engine()
     operator = first
     await create_all(operator, specs)
