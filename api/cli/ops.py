@@ -19,7 +19,7 @@ from engine.actors.names import find_pool
 from engine.client import Engine
 from engine.settings import Settings
 from engine.store.shards import Store
-from engine.tools.cluster import cluster_status, drain, node_named
+from engine.tools.cluster import cluster_status, drain, node_named, plan_moves, shard_load
 
 
 def joined() -> Settings:
@@ -130,3 +130,44 @@ def place(shard: str, host: str) -> None:
 
     version, now = asyncio.run(go())
     click.echo(f"{shard} is on host {now} (directory version {version})")
+
+
+@ops.command()
+@click.option("--top", default=10, show_default=True)
+@click.option("--seconds", default=2.0, show_default=True, help="how long to measure")
+def hot(top: int, seconds: float) -> None:
+    """The shards with the most requests per second now, and their hosts."""
+    settings = joined()
+    load = asyncio.run(shard_load(settings, seconds))
+    ranked = sorted(load.items(), key=lambda kv: -kv[1][1])[:top]
+    click.echo(f"{'shard':<32} {'host':>4} {'req/s':>9}")
+    for shard_id, (index, rate) in ranked:
+        click.echo(f"{shard_id:<32} {index:>4} {rate:>9.1f}")
+
+
+@ops.command()
+@click.option("--by", type=click.Choice(["count", "rate"]), default="count", show_default=True)
+@click.option("--max-moves", default=8, show_default=True, help="moves in this round")
+@click.option("--seconds", default=2.0, show_default=True, help="rate measured over")
+def rebalance(by: str, max_moves: int, seconds: float) -> None:
+    """Even the hosts out, by shard count or by request rate, a bounded number of moves
+    (each a handoff: nothing fails); run it again for another round."""
+    settings = joined()
+
+    async def go() -> list[tuple[str, int, int]]:
+        assert settings.redis_url is not None
+        load = await shard_load(settings, seconds if by == "rate" else 0.0)
+        engine = Engine(settings, find_pool(settings))
+        try:
+            live = await engine.store.live_hosts(settings.hosts) or range(settings.hosts)
+            moves = plan_moves(load, sorted(live), by, max_moves)
+            for shard_id, _, to in moves:
+                await engine.move(shard_id, to)
+            return moves
+        finally:
+            await engine.close()
+
+    moves = asyncio.run(go())
+    for shard_id, was, to in moves:
+        click.echo(f"moved {shard_id}: host {was} -> {to}")
+    click.echo(f"{len(moves)} moves ({by})")

@@ -70,6 +70,7 @@ class Host:
             set_niceness(settings.host_nice)
         self.shards: dict[str, tuple[int, Shard]] = {}  # shard id → (epoch, shard)
         self.published: dict[str, str] = {}  # session id → last published status
+        self.shard_requests: dict[str, int] = {}  # shard id → requests decided here, ever
         self.clock = Clock()
         self.zone = ZoneInfo(settings.timezone)
         self._loop = asyncio.new_event_loop()  # private: drives the async Redis client
@@ -257,6 +258,7 @@ class Host:
                 "index": self.index,
                 "started_at": self.started_at,
                 "shards": sorted(self.shards),
+                "shard_requests": {k: self.shard_requests.get(k, 0) for k in self.shards},
                 "epochs": {k: e for k, (e, _) in self.shards.items()},
                 "channel_connections": self._channel.connections if self._channel else 0,
                 "lease_renewals": self._lease.renewals if self._lease else 0,
@@ -371,6 +373,9 @@ class Host:
                 log.exception("deciding %r failed", requests[i])
                 failed[shard_id] = Unavailable(f"internal: {type(exc).__name__}")
                 self._drop(shard_id)
+        load = self.shard_requests
+        for shard_id, indexes in touched.items():  # per shard, for ``ops hot`` and rebalance
+            load[shard_id] = load.get(shard_id, 0) + len(indexes)
         writes = self._collect_writes([s for s in touched if s not in failed], now)
         decided = time.perf_counter()
         self.counters["decide_seconds"] += decided - started

@@ -129,3 +129,59 @@ async def drain(settings: Settings, store: Store, node_id: str, on: bool = True)
         "hosts": on_node,
         "released": released,
     }
+
+
+async def shard_load(settings: Settings, seconds: float) -> dict[str, tuple[int, float]]:
+    """Each loaded shard's host and its request rate over the next ``seconds`` (0: no
+    measure, every rate 0)."""
+    before = await asyncio.gather(*(host_info(settings, i) for i in range(settings.hosts)))
+    if seconds <= 0:
+        return {
+            shard_id: (index, 0.0)
+            for index, info in enumerate(before)
+            if not isinstance(info, str)
+            for shard_id in info["shard_requests"]
+        }
+    await asyncio.sleep(seconds)
+    after = await asyncio.gather(*(host_info(settings, i) for i in range(settings.hosts)))
+    load: dict[str, tuple[int, float]] = {}
+    for index, (b, a) in enumerate(zip(before, after, strict=True)):
+        if isinstance(a, str):
+            continue
+        then = {} if isinstance(b, str) else b["shard_requests"]
+        for shard_id, count in a["shard_requests"].items():
+            load[shard_id] = (index, (count - then.get(shard_id, 0)) / seconds)
+    return load
+
+
+def plan_moves(
+    load: dict[str, tuple[int, float]], hosts: list[int], by: str, max_moves: int
+) -> list[tuple[str, int, int]]:
+    """Moves (shard, from host, to host) that even out the hosts, at most ``max_moves``.
+
+    ``by="count"``: shards per host until the busiest and the idlest differ by at most one;
+    ``by="rate"``: requests/s per host, each move the shard of the busiest host whose rate is
+    nearest half the gap to the idlest, while that narrows the gap (pure: the caller moves)."""
+    if not hosts:
+        return []
+    carried: dict[int, dict[str, float]] = {h: {} for h in hosts}
+    for shard_id, (index, rate) in load.items():
+        if index in carried:
+            carried[index][shard_id] = 1.0 if by == "count" else rate
+    moves: list[tuple[str, int, int]] = []
+    while len(moves) < max_moves:
+        totals = {h: sum(shards.values()) for h, shards in carried.items()}
+        busiest = max(totals, key=lambda h: totals[h])
+        idlest = min(totals, key=lambda h: totals[h])
+        gap = totals[busiest] - totals[idlest]
+        if busiest == idlest or gap <= (1.0 if by == "count" else 0.0):
+            break
+        shard_id, weight = min(
+            carried[busiest].items(), key=lambda kv: (abs(kv[1] - gap / 2), kv[0])
+        )
+        if weight <= 0 or weight >= gap:  # moving it would not narrow the gap
+            break
+        del carried[busiest][shard_id]
+        carried[idlest][shard_id] = weight
+        moves.append((shard_id, busiest, idlest))
+    return moves

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from api.cli import main
 from engine.outcomes import Booked
+from engine.tools.cluster import shard_load
 from engine.tools.crowd import catalog
 from tests.engine.actors.test_host import create_all
 
@@ -86,3 +87,47 @@ def test_place_hands_a_shard_over_and_bookings_follow(runtime):
     assert spec.shard_id in infos[new]["shards"]
     bad = CliRunner().invoke(main, ["ops", "place", spec.shard_id, "7"], env=env_of(runtime))
     assert bad.exit_code == 2 and "HOST is 0..1" in bad.output
+
+
+def test_rebalance_by_count_evens_the_hosts_out_and_bookings_go_on(runtime):
+    specs = catalog(hospitals=6, sessions_per_hospital=1, capacity=5, prefix="rb")
+
+    async def pile_up(engine):
+        await create_all(engine, specs)
+        for s in specs:  # everything on host 0
+            await engine.move(s.shard_id, 0)
+            assert isinstance(await engine.book(s.id, 1, "a"), Booked)
+
+    run(runtime, pile_up)
+    done = CliRunner().invoke(main, ["ops", "rebalance", "--by", "count"], env=env_of(runtime))
+    assert done.exit_code == 0, done.output
+    assert "3 moves (count)" in done.output, done.output
+    status = json.loads(
+        CliRunner().invoke(main, ["ops", "status", "--json"], env=env_of(runtime)).output
+    )
+    placed = [h["shards_placed"] for h in status["hosts"]]
+    assert placed == [3, 3], placed
+
+    async def book_everywhere(engine):
+        return [await engine.book(s.id, 2, "b") for s in specs]
+
+    assert all(isinstance(o, Booked) for o in run(runtime, book_everywhere))
+
+
+async def test_hot_ranks_the_shard_with_the_most_requests_first(runtime):
+    engine = runtime.engine()
+    specs = catalog(hospitals=3, sessions_per_hospital=1, capacity=5, prefix="hot")
+    await create_all(engine, specs)
+    hot_spec = specs[1]
+
+    async def traffic():
+        for n in range(150):  # sold out after 5: the refusals count as requests too
+            await engine.book(hot_spec.id, 10 + n, f"h{n}")
+        for s in (specs[0], specs[2]):
+            await engine.book(s.id, 1, "once")
+
+    _, load = await asyncio.gather(traffic(), shard_load(runtime.settings, 1.0))
+    ranked = sorted(load, key=lambda shard: -load[shard][1])
+    assert ranked[0] == hot_spec.shard_id
+    assert load[hot_spec.shard_id][1] > 10 * max(load[s][1] for s in ranked[1:])
+    await engine.close()
