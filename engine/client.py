@@ -89,6 +89,7 @@ def parse_booking_id(booking_id: str) -> tuple[str, int] | None:
 
 
 READS = frozenset({STATE, LOOKUP, LIST})  # request kinds that change nothing
+WATCH_STOP_SECONDS = 1.0  # the longest ``close`` waits for the lease watcher to end
 MOVED_RESENDS = 3  # a request answered ``Moved`` follows the directory this many times
 
 
@@ -202,6 +203,7 @@ class Engine:
         self.rerouted = 0  # queued requests sent elsewhere when their host lost its lease
         self._live: frozenset[int] | None = None  # hosts holding a lease (None: all count)
         self._watch: asyncio.Task[None] | None = None
+        self._closed = False
         with contextlib.suppress(RuntimeError):  # no loop: the leases are not followed
             self._watch = asyncio.get_running_loop().create_task(self._watch_leases())
 
@@ -219,10 +221,10 @@ class Engine:
         return send
 
     async def close(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+        self._closed = True
+        if self._watch is not None:  # bounded: a Redis client may turn the cancellation of
+            self._watch.cancel()  # a command into an error, which the loop would survive
+            await asyncio.wait([self._watch], timeout=WATCH_STOP_SECONDS)
         for channel in self.channels:
             if channel is not None:
                 channel.close()
@@ -252,13 +254,15 @@ class Engine:
         sent its shards until it answers ``Moved`` — after its commit in flight — so no
         handoff fences a commit."""
         period = self.settings.lease_renew_seconds
-        while True:
+        while not self._closed:
             try:
                 leased, serving = await self.store.host_view(len(self.hosts))
             except StoreUnavailable:  # keep the last view; the hosts' epochs fence any mistake
                 await asyncio.sleep(period)
                 continue
             except Exception:  # a bug: keep following
+                if self._closed:
+                    return
                 log.exception("reading the leases failed")
                 await asyncio.sleep(period)
                 continue

@@ -90,3 +90,12 @@ def runtime(ray_local, redis_server, redis_client, settings_for):
     rt = Runtime.start(settings_for(redis_server.url))
     yield rt
     rt.stop()
+
+
+@pytest.fixture
+def slow_timers(ray_local, redis_server, redis_client, settings_for):
+    """A pool whose timers stay quiet for the test: a host keeps a moved shard in memory
+    (no tick drops it), so only a handoff or the epoch decides what happens to it."""
+    rt = Runtime.start(settings_for(redis_server.url, tick_seconds=60))
+    yield rt
+    rt.stop()

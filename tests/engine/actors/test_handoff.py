@@ -15,7 +15,6 @@ import pytest
 from engine.client import request_key
 from engine.core.protocol import BOOK
 from engine.outcomes import Booked, Moved
-from engine.runtime import Runtime
 from engine.tools.audit import audit
 from engine.tools.crowd import catalog, plan, play
 from tests.engine.actors.test_host import check_against_truth, create_all, seed
@@ -58,19 +57,11 @@ async def test_a_stale_driver_is_answered_after_a_moved_and_a_resend(runtime):
     await stale.close()
 
 
-@pytest.fixture
-def quiet_timers(ray_local, redis_server, redis_client, settings_for):
-    """A pool whose ticks do not drop moved shards on their own: only a handoff does."""
-    rt = Runtime.start(settings_for(redis_server.url, tick_seconds=60))
-    yield rt
-    rt.stop()
-
-
 @pytest.mark.timeout(600)
-async def test_shards_handed_over_under_load_lose_and_double_nothing(quiet_timers):
+async def test_shards_handed_over_under_load_lose_and_double_nothing(slow_timers):
     """The operator also books (its directory is fresh at once, the others' only after a
     ``Moved``): a handoff must stop the old host before anyone sends to the new one."""
-    runtime = quiet_timers
+    runtime = slow_timers
     specs = catalog(hospitals=4, sessions_per_hospital=6, capacity=30, prefix="ho")
     requests = plan(specs, 20_000, patients=3_000, seed=seed())  # long enough for many moves
     first, second = runtime.engine(), runtime.engine()

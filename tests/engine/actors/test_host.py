@@ -241,14 +241,6 @@ async def test_rules_change_reaches_loaded_shards(runtime):
     await engine.close()
 
 
-@pytest.fixture
-def slow_timers(ray_local, redis_server, redis_client, settings_for):
-    """A pool whose timers stay quiet for the test (so a host keeps a moved shard in memory)."""
-    rt = Runtime.start(settings_for(redis_server.url, tick_seconds=60))
-    yield rt
-    rt.stop()
-
-
 async def test_moving_a_shard_fences_the_old_host(slow_timers):
     runtime = slow_timers
     engine = runtime.engine()
