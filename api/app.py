@@ -28,6 +28,7 @@ from api.routers import (
     back_office,
     bookings,
     browse,
+    cluster,
     hospital_patients,
     operations,
     patients,
@@ -45,6 +46,7 @@ ROUTERS = (
     hospital_patients,
     admin_sessions,
     platform,
+    cluster,
     back_office,
     operations,
 )

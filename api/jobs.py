@@ -71,8 +71,35 @@ async def check_health(s: Services) -> None:
         health["ray"] = f"unreachable: {reason}"
     else:
         health["ray"] = "ok"
+    try:
+        leases = await s.engine.store.leases(len(s.engine.hosts))
+    except Exception:  # Redis away: no lease is known to be held
+        leases = {}
+    hosts = {}
+    for index, call in enumerate(calls):
+        info = call.result() if call in done and call.exception() is None else None
+        hosts[index] = host_figures(info, leases.get(index))
+    health["hosts"] = hosts
     health["checked_at"] = time.time()
     s.health = health
+
+
+def host_figures(info: dict[str, Any] | None, lease: tuple[dict, float] | None) -> dict:
+    """One host's figures for /metrics, from its counters (None: it did not answer) and its
+    lease (None: it holds none)."""
+    figures: dict[str, float] = {
+        "up": 0.0 if info is None else 1.0,
+        "lease_seconds_left": 0.0 if lease is None else lease[1],
+    }
+    if info is not None:
+        figures.update(
+            shards=len(info["shards"]),
+            requests=info["requests"],
+            calls=info["calls"],
+            commits=info["commits"],
+            failed_commits=info["failed_commits"],
+        )
+    return figures
 
 
 async def read_figures(s: Services) -> None:

@@ -41,9 +41,16 @@ HOST_CALL = Histogram(
 GAUGES = ("outbox_pending", "unsettled_payments", "dead_letters_waiting")
 
 
-def render(courier: dict[str, float] | None = None) -> tuple[bytes, str]:
+HOST_COUNTERS = ("requests", "calls", "commits", "failed_commits")
+
+
+def render(
+    courier: dict[str, float] | None = None, hosts: dict[int, dict[str, float]] | None = None
+) -> tuple[bytes, str]:
     """The worker's (or all workers') metrics, plus the courier's figures read at scrape time
-    (``outbox_pending``, ``unsettled_payments`` and its counters), which no worker owns."""
+    (``outbox_pending``, ``unsettled_payments`` and its counters), which no worker owns, and
+    each host's (up, lease, shards, requests, commits) as the background health check last
+    read them: a scrape never calls into the hosts."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         MultiProcessCollector(registry)
@@ -54,4 +61,13 @@ def render(courier: dict[str, float] | None = None) -> tuple[bytes, str]:
         kind = "gauge" if name in GAUGES else "counter"
         metric = f"slotengine_courier_{name}"
         body += f"# TYPE {metric} {kind}\n{metric} {value}\n".encode()
+    names = sorted({name for figures in (hosts or {}).values() for name in figures})
+    for name in names:
+        kind = "counter" if name in HOST_COUNTERS else "gauge"
+        metric = f"slotengine_host_{name}" + ("_total" if kind == "counter" else "")
+        lines = [f"# TYPE {metric} {kind}"]
+        for index, figures in sorted((hosts or {}).items()):
+            if name in figures:
+                lines.append(f'{metric}{{host="{index}"}} {figures[name]}')
+        body += ("\n".join(lines) + "\n").encode()
     return body, CONTENT_TYPE_LATEST

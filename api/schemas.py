@@ -241,5 +241,12 @@ class PolicyIn(Loose):
     )
 
 
+class DrainIn(Loose):
+    node: str = Field(
+        min_length=1, max_length=128
+    )  # a Ray node id, its first characters, or its address
+    undo: bool = False
+
+
 class ClockIn(Loose):
     advance_seconds: float = Field(gt=0, le=400 * 86400)

@@ -58,5 +58,5 @@ async def metrics_reader(
 async def prometheus(s: ServicesDep) -> Response:
     """Prometheus text (the platform admin's bearer token unless SLOTENGINE_METRICS_PUBLIC);
     the courier's figures as a background task last read them."""
-    body, content_type = metrics.render(s.figures)
+    body, content_type = metrics.render(s.figures, s.health.get("hosts"))
     return Response(body, media_type=content_type)

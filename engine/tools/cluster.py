@@ -43,7 +43,7 @@ async def cluster_status(settings: Settings, store: Store) -> dict[str, Any]:
             "cpus": n["Resources"].get("CPU", 0),
             "host_places": n["Resources"].get(settings.host_resource, 0),
         }
-        for n in ray.nodes()
+        for n in await asyncio.to_thread(ray.nodes)  # a GCS call: off the event loop
     ]
     leases = await store.leases(settings.hosts)
     pins = await store.placement()
@@ -91,12 +91,13 @@ async def cluster_status(settings: Settings, store: Store) -> dict[str, Any]:
     }
 
 
-def node_named(name: str) -> str:
-    """The Ray node id a name means: a node id, its first characters, or a node's address."""
+def node_named(name: str, nodes: list[dict] | None = None) -> str:
+    """The Ray node id a name means: a node id, its first characters, or a node's address
+    (among ``nodes``, Ray's node table, read now if not given)."""
     matches = [
         n["NodeID"]
-        for n in ray.nodes()
-        if n["Alive"] and (n["NodeID"].startswith(name) or n["NodeManagerAddress"] == name)
+        for n in (ray.nodes() if nodes is None else nodes)
+        if n["Alive"] and name and (n["NodeID"].startswith(name) or n["NodeManagerAddress"] == name)
     ]
     if len(matches) != 1:
         raise ValueError(f"{name!r} names {len(matches)} live nodes (give more of its id)")

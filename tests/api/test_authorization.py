@@ -255,6 +255,8 @@ TABLE: dict[tuple[str, str], Entry] = {
     ("DELETE", "/v1/admin/outbox/dead-letters/{dead_id}"): Entry(platform(404)),
     ("GET", "/v1/admin/notifications"): Entry(platform(200)),
     ("POST", "/v1/admin/clock"): Entry(platform(200), body=lambda w: {"advance_seconds": 1}),
+    ("GET", "/v1/admin/cluster"): Entry(platform(200)),
+    ("POST", "/v1/admin/cluster/drain"): Entry(platform(404), body=lambda w: {"node": "none"}),
     # ----- the back office
     ("GET", "/v1/admin/records"): Entry(hospital(200), query=_of_a),
     ("GET", "/v1/admin/records.csv"): Entry(hospital(200), query=_of_a),
