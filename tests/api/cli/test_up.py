@@ -50,6 +50,14 @@ def test_ctrl_c_after_a_node_loss_stops_everything_within_10_s(ray_cluster, tmp_
             time.sleep(0.2)
         token = next(ln.split(":", 1)[1].strip() for ln in lines if "demo patient token" in ln)
         base = f"http://127.0.0.1:{port}"
+        while True:  # "up" is printed just before the API workers start listening
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert up.poll() is None and time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.2)
         answer = httpx.post(
             f"{base}/v1/sessions/s1/bookings",
             json={"request_id": "before-the-loss"},
