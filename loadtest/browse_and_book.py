@@ -14,14 +14,14 @@ import uuid
 from locust import between, events, task
 from locust.contrib.fasthttp import FastHttpUser
 
-from loadtest.common import Acks, Tokens, join_waitlist, pay
+from loadtest.common import Acks, Tokens, join_waitlist, pay, process_share
 
 STATE: dict = {}
 
 
 @events.init.add_listener
 def _setup(environment, **_kwargs) -> None:  # type: ignore[no-untyped-def]
-    STATE["tokens"] = Tokens()
+    STATE["tokens"] = Tokens(lambda: process_share(environment))
     STATE["acks"] = Acks()
 
 

@@ -7,6 +7,7 @@ import itertools
 import os
 import threading
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -20,16 +21,33 @@ def patients() -> list[tuple[int, str]]:
 
 
 class Tokens:
-    """Hands each simulated user its own patient, round robin."""
+    """Hands each simulated user its own patient, round robin; with ``share`` (a function
+    answering this locust process's index and the number of processes) only this process's
+    share of the patients, so no two processes play the same patient. The share is asked at
+    the first ``take``: a locust worker learns its index from the master after it starts."""
 
-    def __init__(self) -> None:
-        self.rows = patients()
-        self._next = itertools.cycle(self.rows)
+    def __init__(self, share: Callable[[], tuple[int, int]] = lambda: (0, 1)) -> None:
+        self.all = patients()
+        self.share = share
+        self.rows: list[tuple[int, str]] | None = None
+        self._next: Iterator[tuple[int, str]] | None = None
         self._lock = threading.Lock()
 
     def take(self) -> tuple[int, str]:
         with self._lock:
+            if self._next is None:
+                index, processes = self.share()
+                self.rows = self.all[index::processes] or self.all
+                self._next = itertools.cycle(self.rows)
             return next(self._next)
+
+
+def process_share(environment) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """(this process's index, the number of load processes) under locust's ``--processes``
+    or a distributed run (SLOTENGINE_LOAD_PROCESSES processes in all); (0, 1) alone."""
+    processes = int(os.environ.get("SLOTENGINE_LOAD_PROCESSES", "1"))
+    index = getattr(environment.runner, "worker_index", 0)
+    return (index % processes, processes) if processes > 1 else (0, 1)
 
 
 class Acks:

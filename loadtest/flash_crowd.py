@@ -20,7 +20,7 @@ from locust import LoadTestShape, events, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.exception import StopUser
 
-from loadtest.common import Acks, Tokens, join_waitlist, pay, target_sessions
+from loadtest.common import Acks, Tokens, join_waitlist, pay, process_share, target_sessions
 
 SPIKE_USERS = int(os.environ.get("SPIKE_USERS", "2000"))
 SPIKE_SECONDS = float(os.environ.get("SPIKE_SECONDS", "3"))
@@ -32,7 +32,7 @@ STATE: dict = {}
 
 @events.init.add_listener
 def _setup(environment, **_kwargs) -> None:  # type: ignore[no-untyped-def]
-    STATE["tokens"] = Tokens()
+    STATE["tokens"] = Tokens(lambda: process_share(environment))
     STATE["acks"] = Acks()
     STATE["sessions"] = target_sessions(environment.host)
 
