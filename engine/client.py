@@ -307,9 +307,13 @@ class Engine:
         no request is lost or decided twice. If the old host cannot be told (dead, cut off),
         the new host's epoch fences it instead.
         """
-        old = owner(shard_id, await self.store.placement(), len(self.hosts), self._live)
+        pins = await self.store.placement()
+        old = owner(shard_id, pins, len(self.hosts), self._live)
         version = await self.store.place(shard_id, host)
-        new = owner(shard_id, await self.store.placement(), len(self.hosts), self._live)
+        pins = {k: v for k, v in pins.items() if k != shard_id}  # the directory as written
+        if host is not None:
+            pins[shard_id] = host
+        new = owner(shard_id, pins, len(self.hosts), self._live)
         if new != old:
             try:
                 await asyncio.wait_for(

@@ -295,12 +295,12 @@ class Host:
         """The hosts that serve (a lease, on a node not being drained), this one among them
         unless its node is being drained; None when no host holds a lease (hosts driven by
         hand, or every lease lost with Redis): then every host counts."""
-        live = self._run(self._store.live_hosts(self.settings.hosts))
-        if not live:
+        leased, serving = self._run(self._store.host_view(self.settings.hosts))
+        if not serving:
             return None
-        if self._lease is not None and self._lease.node_id in self._run(self._store.draining()):
-            return live - {self.index} or None
-        return live | {self.index}
+        if self.index in leased and self.index not in serving:  # its own node is drained
+            return serving
+        return serving | {self.index}
 
     def release_all(self) -> int:
         """Release every shard placed elsewhere now (after ``ops drain``); how many."""

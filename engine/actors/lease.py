@@ -28,7 +28,6 @@ class LeaseKeeper:
 
     def __init__(self, url: str, key: str, holder: dict, ttl: float, period: float) -> None:
         self.key = key
-        self.node_id = holder.get("node_id")
         self.value = json.dumps(holder, sort_keys=True)
         self.ttl_ms = max(1, int(ttl * 1000))
         self.period = period

@@ -48,7 +48,7 @@ async def cluster_status(settings: Settings, store: Store) -> dict[str, Any]:
     leases = await store.leases(settings.hosts)
     pins = await store.placement()
     infos = await asyncio.gather(*(host_info(settings, i) for i in range(settings.hosts)))
-    live = frozenset(leases) or None
+    live = (await store.host_view(settings.hosts))[1] or None  # as the hosts place shards
     known = await store.shard_ids()
     placed: dict[int, int] = {}
     for shard_id in known:
