@@ -61,7 +61,8 @@ async def check_health(s: Services) -> None:
         health["redis"] = "ok"
     except Exception as exc:
         health["redis"] = f"unreachable: {type(exc).__name__}"
-    calls = [asyncio.ensure_future(h.info.remote()) for h in s.engine.hosts]
+    serving = [(i, h) for i, h in enumerate(s.engine.hosts) if h is not None]  # not retired
+    calls = [asyncio.ensure_future(h.info.remote()) for _, h in serving]
     done, pending = await asyncio.wait(calls, timeout=5)
     for call in pending:
         call.cancel()
@@ -76,7 +77,7 @@ async def check_health(s: Services) -> None:
     except Exception:  # Redis away: no lease is known to be held
         leases = {}
     hosts = {}
-    for index, call in enumerate(calls):
+    for (index, _), call in zip(serving, calls, strict=True):
         info = call.result() if call in done and call.exception() is None else None
         hosts[index] = host_figures(info, leases.get(index))
     health["hosts"] = hosts

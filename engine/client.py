@@ -13,14 +13,14 @@ import hashlib
 import logging
 import pickle
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from ray.actor import ActorHandle
 from ray.exceptions import RayError
 
 from engine.actors.channel import ChannelClient, ChannelError, flat
-from engine.actors.names import find_courier, find_dispatcher
+from engine.actors.names import find_courier, find_dispatcher, find_host
 from engine.core.clock import Clock, usable_offset
 from engine.core.placement import owner
 from engine.core.policy import PLATFORM, Conduct, Policy, judge, parse_conduct
@@ -173,7 +173,7 @@ class Engine:
     def __init__(
         self,
         settings: Settings,
-        hosts: list[ActorHandle],
+        hosts: Sequence[ActorHandle | None],
         *,
         batched: bool = True,
         observe: Callable[[int, float], None] | None = None,
@@ -181,18 +181,14 @@ class Engine:
         """``observe(batch_size, seconds)`` is called after every host call (for metrics)."""
         assert settings.redis_url is not None, "resolve the Redis URL first (see runtime.py)"
         self.settings = settings
-        self.hosts = hosts
+        self.hosts = list(hosts)  # by index; None: a host retired with its node
         self.batched = batched
         self.store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout)
-        self.channels = [
-            ChannelClient(h.channel.remote, settings.host_call_seconds)
-            if settings.host_channel
-            else None
-            for h in hosts
-        ]
-        self.mailboxes = [
-            Mailbox(self._sender(i), settings.max_batch, observe) for i in range(len(hosts))
-        ]
+        self._observe = observe
+        self.channels: list[ChannelClient | None] = []
+        self.mailboxes: list[Mailbox] = []
+        for index in range(len(self.hosts)):
+            self._add_host(index)
         self.gateway = SandboxGateway(self.store.client, self.store.keys)
         self.clock = Clock()
         self._shard_of: dict[str, str] = {}
@@ -207,6 +203,16 @@ class Engine:
         with contextlib.suppress(RuntimeError):  # no loop: the leases are not followed
             self._watch = asyncio.get_running_loop().create_task(self._watch_leases())
 
+    def _add_host(self, index: int) -> None:
+        """Give host ``index`` (``self.hosts[index]``) its channel and its mailbox."""
+        host = self.hosts[index]
+        self.channels.append(
+            ChannelClient(host.channel.remote, self.settings.host_call_seconds)
+            if self.settings.host_channel and host is not None
+            else None
+        )
+        self.mailboxes.append(Mailbox(self._sender(index), self.settings.max_batch, self._observe))
+
     def _sender(self, index: int) -> Callable[[list[Request]], Any]:
         """How a mailbox sends a batch to host ``index``: over its channel when every request
         can cross it, else (and without a channel) as a Ray call; each with the deadline."""
@@ -214,11 +220,36 @@ class Engine:
         deadline = self.settings.host_call_seconds
 
         async def send(batch: list[Request]) -> bytes:
+            if host is None:  # retired with its node: nothing was sent
+                raise ChannelError(f"host {index} is retired", sent=False)
             if channel is not None and all(flat(r) for r in batch):
                 return await channel.call(batch)
             return await asyncio.wait_for(host.submit.remote(batch), deadline)
 
         return send
+
+    def _serving(self) -> list[ActorHandle]:
+        """The hosts to tell about rules, the clock and timers: those holding a lease (every
+        host when none is known to)."""
+        live = self._live
+        return [h for i, h in enumerate(self.hosts) if h is not None and (not live or i in live)]
+
+    async def follow_pool(self) -> None:
+        """Take in the hosts a pool that follows the nodes has started since (numbered in
+        Redis; found by name); also done by the lease watcher every renewal period."""
+        if self.settings.follows_nodes:
+            await self._grow((await self.store.host_view(0)).size)
+
+    async def _grow(self, size: int) -> None:
+        if size <= len(self.hosts):
+            return
+        found = await asyncio.to_thread(
+            lambda: [find_host(self.settings, i) for i in range(len(self.hosts), size)]
+        )
+        for host in found:
+            self.hosts.append(host)
+            self._add_host(len(self.hosts) - 1)
+        log.info("pool: %d hosts numbered", len(self.hosts))
 
     async def close(self) -> None:
         self._closed = True
@@ -256,7 +287,10 @@ class Engine:
         period = self.settings.lease_renew_seconds
         while not self._closed:
             try:
-                leased, serving = await self.store.host_view(len(self.hosts))
+                leased, serving, size = await self.store.host_view(len(self.hosts))
+                if self.settings.follows_nodes and size > len(self.hosts):
+                    await self._grow(size)  # hosts started on new nodes: known before used
+                    leased, serving, size = await self.store.host_view(len(self.hosts))
             except StoreUnavailable:  # keep the last view; the hosts' epochs fence any mistake
                 await asyncio.sleep(period)
                 continue
@@ -314,7 +348,7 @@ class Engine:
         if host is not None:
             pins[shard_id] = host
         new = owner(shard_id, pins, len(self.hosts), self._live)
-        if new != old:
+        if new != old and self.hosts[old] is not None:
             try:
                 await asyncio.wait_for(
                     self.hosts[old].release.remote(shard_id), self.settings.host_call_seconds
@@ -329,7 +363,7 @@ class Engine:
         request was not decided by any host that answered ``Moved``."""
         shard_id = request[2]
         for _ in range(MOVED_RESENDS):
-            if not 0 <= moved.host < len(self.hosts):
+            if not 0 <= moved.host < len(self.hosts) or self.hosts[moved.host] is None:
                 break
             self._host_of[shard_id] = moved.host
             self.resends += 1
@@ -362,8 +396,11 @@ class Engine:
     async def _send_once(self, request: Request, index: int) -> Outcome:
         if self.batched:
             return await self.mailboxes[index].put(request)
+        host = self.hosts[index]
+        if host is None:
+            return Unavailable(f"host {index} is retired")
         try:
-            return await self.hosts[index].submit_unbatched.remote(request)
+            return await host.submit_unbatched.remote(request)
         except RayError as exc:
             return lost([(request, None)], f"host: {type(exc).__name__}")[0]
 
@@ -507,7 +544,7 @@ class Engine:
 
     async def _refresh(self, scope: str) -> Done | Unavailable:
         try:
-            await asyncio.gather(*(h.refresh_rules.remote(scope) for h in self.hosts))
+            await asyncio.gather(*(h.refresh_rules.remote(scope) for h in self._serving()))
         except RayError as exc:
             return Unavailable(str(exc))
         return Done()
@@ -556,13 +593,13 @@ class Engine:
         offset = float(await self.store.client.incrbyfloat(keys.clock, seconds))
         self.clock.set_offset(offset)
         await self.store.client.publish(keys.clock_channel, repr(offset))
-        await asyncio.gather(*(h.set_clock.remote(offset) for h in self.hosts))
+        await asyncio.gather(*(h.set_clock.remote(offset) for h in self._serving()))
         await self.run_timers()
         return self.clock.now()
 
     async def run_timers(self) -> dict[str, int]:
         """Fire every host's timers now and wait for the courier to carry the outbox out."""
-        await asyncio.gather(*(h.tick.remote() for h in self.hosts))
+        await asyncio.gather(*(h.tick.remote() for h in self._serving()))
         return await self.drain_outbox()
 
     async def courier_info(self) -> dict[str, int]:

@@ -15,7 +15,13 @@ import logging
 import ray
 from ray.actor import ActorHandle
 
-from engine.actors.pool import start_courier, start_dispatcher, start_pool, stop_pool
+from engine.actors.pool import (
+    PoolFollower,
+    start_courier,
+    start_dispatcher,
+    start_pool,
+    stop_pool,
+)
 from engine.client import Engine
 from engine.settings import Settings
 from engine.store.embedded import EmbeddedRedis, private_dir
@@ -30,7 +36,7 @@ def init_ray(settings: Settings) -> bool:
     if settings.ray_address:
         ray.init(address=settings.ray_address, namespace=settings.namespace, log_to_driver=False)
         return False
-    cpus = max(2, int(settings.hosts * settings.host_cpus + 0.999))
+    cpus = max(2, int(local_hosts(settings) * settings.host_cpus + 0.999))
     ray.init(
         address="local",  # our own, never a stale cluster a file in /tmp/ray points at
         num_cpus=cpus,
@@ -43,9 +49,15 @@ def init_ray(settings: Settings) -> bool:
     return True
 
 
+def local_hosts(settings: Settings) -> int:
+    """How many hosts a local Ray (one node) carries."""
+    return settings.hosts_per_node if settings.follows_nodes else settings.hosts
+
+
 def host_places(settings: Settings) -> dict[str, float]:
     """The host resource a local Ray offers: a place for every host of the pool."""
-    return {settings.host_resource: float(settings.hosts)} if settings.host_resource else {}
+    places = float(local_hosts(settings))
+    return {settings.host_resource: places} if settings.host_resource else {}
 
 
 class Runtime:
@@ -54,12 +66,14 @@ class Runtime:
     def __init__(
         self,
         settings: Settings,
-        hosts: list[ActorHandle],
+        hosts: list[ActorHandle | None],
         redis: EmbeddedRedis | None,
         owns_ray: bool,
+        follower: PoolFollower | None = None,
     ) -> None:
         self.settings = settings
-        self.hosts = hosts
+        self._hosts = hosts
+        self.follower = follower  # a pool that follows the nodes (else a fixed one)
         self.redis = redis
         self.owns_ray = owns_ray
         self.courier: ActorHandle | None = None  # carries the outbox out (see courier.py)
@@ -75,19 +89,33 @@ class Runtime:
             ).start()
             settings = settings.model_copy(update={"redis_url": redis.url})
             log.info("embedded Redis at %s (data in %s)", redis.url, redis.data_dir)
+        follower = None
         try:
             owns_ray = init_ray(settings)
-            hosts = start_pool(settings)
+            if settings.follows_nodes:
+                follower = PoolFollower(settings, fresh=owns_ray).start()
+                hosts = follower.handles
+            else:
+                hosts = start_pool(settings)
             courier = start_courier(settings)
             dispatcher = start_dispatcher(settings)
         except BaseException:
+            if follower is not None:
+                follower.stop()
+                stop_pool(follower.handles)
             if redis is not None:
                 redis.stop()
             raise
-        runtime = cls(settings, hosts, redis, owns_ray)
+        runtime = cls(settings, hosts, redis, owns_ray, follower)
         runtime.courier = courier
         runtime.dispatcher = dispatcher
         return runtime
+
+    @property
+    def hosts(self) -> list[ActorHandle | None]:
+        """The pool's hosts by index (None: retired with its node); a pool that follows the
+        nodes grows as nodes join."""
+        return self.follower.handles if self.follower is not None else self._hosts
 
     def engine(self, *, batched: bool = True) -> Engine:
         """A client for this runtime; build it inside the event loop that will use it."""
@@ -95,6 +123,8 @@ class Runtime:
 
     def stop(self) -> None:
         try:
+            if self.follower is not None:
+                self.follower.stop()
             stop_pool(self.hosts, self.settings)
         finally:
             if self.owns_ray:

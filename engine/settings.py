@@ -5,6 +5,7 @@
 | SLOTENGINE_REDIS_URL        | Redis to use; unset = start a private embedded server          |
 | SLOTENGINE_RAY_ADDRESS      | Ray cluster to join (e.g. ``auto``); unset = start a local one |
 | SLOTENGINE_HOSTS            | host actors in the pool (default: CPUs of this machine)        |
+| SLOTENGINE_HOSTS_PER_NODE   | instead: a pool that follows the nodes, N hosts on each        |
 | SLOTENGINE_HOST_CPUS        | Ray CPUs reserved per host actor (default 1)                   |
 | SLOTENGINE_DATA_DIR         | embedded Redis data folder (default ``./.slotengine``)         |
 | SLOTENGINE_NAMESPACE        | Ray namespace, actor names and Redis key prefix                |
@@ -47,7 +48,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PREFIX = "SLOTENGINE_"
 _LIMIT = re.compile(r"^([0-9]+)/([0-9]+(?:\.[0-9]+)?)$")
@@ -93,6 +94,11 @@ class Settings(BaseModel):
     redis_url: str | None = None
     ray_address: str | None = None
     hosts: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=1024)
+    # A pool that follows the cluster (``actors/pool.py PoolFollower``): this many hosts on
+    # every node offering host places, started as nodes join, retired with them; 0: a fixed
+    # pool of ``hosts`` (which then must not be set as well)
+    hosts_per_node: int = Field(default=0, ge=0, le=64)
+    pool_follow_seconds: float = Field(default=2.0, gt=0)  # how often the pool looks at nodes
     host_cpus: float = Field(default=1.0, ge=0)
     # The Ray resource a host actor needs one of (ray_cluster.yaml gives it to the workers, the
     # local Ray of ``up`` to its node), so hosts land only where the operator offers places;
@@ -162,6 +168,20 @@ class Settings(BaseModel):
         for network in networks if isinstance(networks, tuple) else ():
             ipaddress.ip_network(network, strict=False)  # ValueError: not a network
         return networks
+
+    @model_validator(mode="after")
+    def _one_pool_size(self) -> Settings:
+        if self.hosts_per_node and "hosts" in self.model_fields_set:
+            raise ValueError(
+                "SLOTENGINE_HOSTS (a fixed pool of that many hosts) and SLOTENGINE_HOSTS_PER_NODE "
+                "(a pool that follows the nodes) exclude each other: set only one"
+            )
+        return self
+
+    @property
+    def follows_nodes(self) -> bool:
+        """The pool follows the cluster's nodes (``hosts_per_node``), not a fixed size."""
+        return self.hosts_per_node > 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

@@ -19,7 +19,7 @@ from collections import Counter
 
 import click
 
-from api.cli.joining import URL_FILE, platform_redis_url
+from api.cli.joining import URL_FILE, platform_redis_url, pool_env, pool_words
 from api.cli.ops import ops
 from engine.outcomes import Booked
 from engine.runtime import Runtime
@@ -60,7 +60,7 @@ def demo(
     seed = seed if seed is not None else int(time.time()) % 100_000
     click.echo(
         f"starting: Redis {settings.redis_url or 'embedded (' + str(settings.data_dir) + ')'}"
-        f", Ray {settings.ray_address or 'local'}, {settings.hosts} host actors"
+        f", Ray {settings.ray_address or 'local'}, {pool_words(settings)}"
     )
     started = time.perf_counter()
     with Runtime.start(settings) as rt:
@@ -220,7 +220,7 @@ def up(host: str, port: int, workers: int, demo: bool, his: bool) -> None:
                 "SLOTENGINE_REDIS_URL": url,
                 "SLOTENGINE_RAY_ADDRESS": ray.get_runtime_context().gcs_address,
                 "SLOTENGINE_ADMIN_TOKEN": admin_token,
-                "SLOTENGINE_HOSTS": str(rt.settings.hosts),
+                **pool_env(rt.settings),
                 "SLOTENGINE_NAMESPACE": rt.settings.namespace,
                 "SLOTENGINE_HIS_ALLOW_NETWORKS": ",".join(rt.settings.his_allow_networks),
             }

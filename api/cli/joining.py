@@ -18,3 +18,17 @@ def platform_redis_url(settings: Settings) -> str:
     if url is None:
         raise click.UsageError("set SLOTENGINE_REDIS_URL (slotengine up prints it)")
     return url
+
+
+def pool_words(settings: Settings) -> str:
+    """The pool as the banner says it."""
+    if settings.follows_nodes:
+        return f"{settings.hosts_per_node} host actors per node"
+    return f"{settings.hosts} host actors"
+
+
+def pool_env(settings: Settings) -> dict[str, str]:
+    """The variables that tell the API workers the pool's shape."""
+    if settings.follows_nodes:
+        return {"SLOTENGINE_HOSTS_PER_NODE": str(settings.hosts_per_node)}
+    return {"SLOTENGINE_HOSTS": str(settings.hosts)}

@@ -2,7 +2,8 @@
 
 Joins it like ``slotengine serve`` does: ``SLOTENGINE_RAY_ADDRESS`` (default ``auto``: the
 cluster this machine belongs to), ``SLOTENGINE_REDIS_URL`` (or the URL file ``up`` wrote),
-``SLOTENGINE_NAMESPACE`` and ``SLOTENGINE_HOSTS`` as the platform has them.
+``SLOTENGINE_NAMESPACE`` and ``SLOTENGINE_HOSTS`` (or ``SLOTENGINE_HOSTS_PER_NODE``) as the
+platform has them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import click
 import ray
 
 from api.cli.joining import platform_redis_url
-from engine.actors.names import find_pool
+from engine.actors.names import find_pool, pool_size
 from engine.client import Engine
 from engine.settings import Settings
 from engine.store.shards import Store
@@ -117,8 +118,9 @@ def place(shard: str, host: str) -> None:
     """Hand SHARD (hospital:date) over to HOST (an index, or ``default``)."""
     settings = joined()
     index = None if host == "default" else int(host)
-    if index is not None and not 0 <= index < settings.hosts:
-        raise click.UsageError(f"HOST is 0..{settings.hosts - 1} or default")
+    size = pool_size(settings)
+    if index is not None and not 0 <= index < size:
+        raise click.UsageError(f"HOST is 0..{size - 1} or default")
 
     async def go() -> tuple[int, int]:
         engine = Engine(settings, find_pool(settings))
@@ -159,7 +161,8 @@ def rebalance(by: str, max_moves: int, seconds: float) -> None:
         load = await shard_load(settings, seconds if by == "rate" else 0.0)
         engine = Engine(settings, find_pool(settings))
         try:
-            live = await engine.store.live_hosts(settings.hosts) or range(settings.hosts)
+            size = len(engine.hosts)
+            live = await engine.store.live_hosts(size) or range(size)
             moves = plan_moves(load, sorted(live), by, max_moves)
             for shard_id, _, to in moves:
                 await engine.move(shard_id, to)

@@ -538,9 +538,11 @@ class CourierWork:
         if not ray.is_initialized():  # used outside Ray (tests of the rounds alone)
             return
         try:
-            if self._hosts is None:
+            if self._hosts is None or self.settings.follows_nodes:  # a pool that grows
                 self._hosts = find_pool(self.settings)
-            ray.get([h.refresh_rules.remote(scope) for h in self._hosts], timeout=5)
+            ray.get(
+                [h.refresh_rules.remote(scope) for h in self._hosts if h is not None], timeout=5
+            )
         except Exception as exc:
             self._hosts = None
             log.warning("could not reach every host to refresh bans: %s", exc)

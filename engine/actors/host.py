@@ -97,6 +97,10 @@ class Host:
             "commit_seconds": 0.0,
         }
         self._lease: LeaseKeeper | None = None
+        # the pool's size the placement is computed over: fixed, or (a pool that follows the
+        # nodes) as numbered in Redis, read with the leases
+        self._pool_size = index + 1 if settings.follows_nodes else settings.hosts
+        self.node_id = ""
         if timer:  # an actor: the process is its own
             watch_gc(self.counters)
             self._lease = self._take_lease()
@@ -256,6 +260,7 @@ class Host:
         with self._lock:
             return {
                 "index": self.index,
+                "node_id": self.node_id,
                 "started_at": self.started_at,
                 "shards": sorted(self.shards),
                 "shard_requests": {k: self.shard_requests.get(k, 0) for k in self.shards},
@@ -275,6 +280,7 @@ class Host:
 
         node = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
         node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+        self.node_id = node_id
         holder = {
             "incarnation": self._incarnation,
             "node": node,
@@ -295,7 +301,10 @@ class Host:
         """The hosts that serve (a lease, on a node not being drained), this one among them
         unless its node is being drained; None when no host holds a lease (hosts driven by
         hand, or every lease lost with Redis): then every host counts."""
-        leased, serving = self._run(self._store.host_view(self.settings.hosts))
+        leased, serving, size = self._run(self._store.host_view(self._pool_size))
+        if size > self._pool_size:  # hosts started on new nodes since: count them
+            self._pool_size = size
+            leased, serving, size = self._run(self._store.host_view(self._pool_size))
         if not serving:
             return None
         if self.index in leased and self.index not in serving:  # its own node is drained
@@ -321,7 +330,7 @@ class Host:
             shard_id
             for shard_id in self._run(self._store.shard_ids())
             if split_shard_id(shard_id)[1] >= yesterday
-            and owner(shard_id, pinned, self.settings.hosts, live) == self.index
+            and owner(shard_id, pinned, self._pool_size, live) == self.index
         }
         activated = self._activate(mine - self.shards.keys())
         failed = {s for s, why in activated.items() if isinstance(why, Unavailable)}
@@ -343,7 +352,7 @@ class Host:
         epoch, so we could not write them anyway; this stops us answering reads for them)."""
         pinned, live = self._run(self._store.placement()), self._live()
         for shard_id in list(self.shards):
-            if owner(shard_id, pinned, self.settings.hosts, live) != self.index:
+            if owner(shard_id, pinned, self._pool_size, live) != self.index:
                 self.release(shard_id)
 
     def start_timer(self) -> None:
@@ -400,7 +409,7 @@ class Host:
             log.warning("cannot read the directory: %s", exc)
             return {shard_id: Unavailable(str(exc)) for shard_id in shard_ids}
         for shard_id in shard_ids:
-            placed = owner(shard_id, pins, self.settings.hosts, live)
+            placed = owner(shard_id, pins, self._pool_size, live)
             if placed != self.index:
                 failed[shard_id] = Moved(placed)
                 self._reload.discard(shard_id)

@@ -24,12 +24,36 @@ def dispatcher_name(settings: Settings) -> str:
     return f"{settings.namespace}-dispatcher"
 
 
-def find_pool(settings: Settings) -> list[ActorHandle]:
-    """Handles of a running pool (for a driver that did not start it)."""
-    return [
-        ray.get_actor(host_name(settings, i), namespace=settings.namespace)
-        for i in range(settings.hosts)
-    ]
+def pool_size(settings: Settings) -> int:
+    """How many host indices the pool has: ``hosts`` for a fixed pool; for one that follows
+    the nodes, as numbered in Redis by the pool's follower (some retired with their node)."""
+    if not settings.follows_nodes:
+        return settings.hosts
+    import redis
+
+    from engine.store.keys import Keys
+
+    assert settings.redis_url is not None, "resolve the Redis URL first (see runtime.py)"
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=settings.redis_timeout)
+    try:
+        return int(client.get(Keys(settings.namespace).pool_size) or 0)
+    finally:
+        client.close()
+
+
+def find_pool(settings: Settings) -> list[ActorHandle | None]:
+    """Handles of a running pool (for a driver that did not start it), by host index; in a
+    pool that follows the nodes, None for a host retired with its node."""
+    return [find_host(settings, i) for i in range(pool_size(settings))]
+
+
+def find_host(settings: Settings, index: int) -> ActorHandle | None:
+    try:
+        return ray.get_actor(host_name(settings, index), namespace=settings.namespace)
+    except ValueError:  # no such actor (any more)
+        if not settings.follows_nodes:
+            raise
+        return None
 
 
 def find_courier(settings: Settings) -> ActorHandle:

@@ -134,6 +134,12 @@ class Keys:
         """Hash: shard id → host index, for shards pinned or moved off their default host."""
         return f"{self.prefix}:placement"
 
+    @property
+    def pool_size(self) -> str:
+        """Integer: how many host indices a pool that follows the nodes has numbered (hosts
+        ``0 .. n-1``, some retired with their node; ``actors/pool.py PoolFollower``)."""
+        return f"{self.prefix}:pool:size"
+
     def lease(self, host: int) -> str:
         """String with a TTL: host ``host`` is alive (its incarnation, node and start)."""
         return f"{self.prefix}:lease:{host}"

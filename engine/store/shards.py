@@ -21,7 +21,7 @@ import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import hiredis
 import msgpack
@@ -134,6 +134,14 @@ def packed_by_hiredis(connection_class: type[Any]) -> type[Any]:
     return type(
         f"Packed{connection_class.__name__}", (connection_class,), {"pack_command": pack_command}
     )
+
+
+class HostView(NamedTuple):
+    """What the leases say (``Store.host_view``)."""
+
+    leased: frozenset[int]  # hosts holding a lease
+    serving: frozenset[int]  # those of them not on a drained node
+    size: int  # the pool's size as numbered in Redis (a pool that follows the nodes; else 0)
 
 
 @dataclass(slots=True)
@@ -422,23 +430,33 @@ class Store:
     async def live_hosts(self, hosts: int) -> frozenset[int]:
         """The hosts of a pool of ``hosts`` that serve now: they hold a lease
         (``actors/lease.py``) on a node that is not being drained."""
-        return (await self.host_view(hosts))[1]
+        return (await self.host_view(hosts)).serving
 
-    async def host_view(self, hosts: int) -> tuple[frozenset[int], frozenset[int]]:
-        """(the hosts holding a lease, those of them that serve: not on a drained node)."""
+    async def host_view(self, hosts: int) -> HostView:
+        """The hosts of ``0 .. hosts-1`` holding a lease, those of them that serve (not on a
+        drained node), and the pool's size as numbered in Redis (0 for a fixed pool)."""
         try:
             async with self.client.pipeline(transaction=False) as pipe:
-                pipe.mget([self.keys.lease(i) for i in range(hosts)])
+                pipe.mget([self.keys.lease(i) for i in range(hosts)] or [self.keys.pool_size])
                 pipe.smembers(self.keys.draining)
-                raw, draining = await pipe.execute()
+                pipe.get(self.keys.pool_size)
+                raw, draining, size = await pipe.execute()
         except RedisError as exc:
             raise StoreUnavailable(f"leases unreachable: {exc}") from exc
+        raw = raw[:hosts]
         drained = {d.decode() for d in draining}
         leased = frozenset(i for i, v in enumerate(raw) if v is not None)
         if not drained:
-            return leased, leased
+            return HostView(leased, leased, int(size or 0))
         serving = frozenset(i for i in leased if json.loads(raw[i]).get("node_id") not in drained)
-        return leased, serving
+        return HostView(leased, serving, int(size or 0))
+
+    async def pool_size(self) -> int:
+        """The hosts a pool that follows the nodes has numbered (0: a fixed pool)."""
+        try:
+            return int(await self.client.get(self.keys.pool_size) or 0)
+        except RedisError as exc:
+            raise StoreUnavailable(f"pool size unreachable: {exc}") from exc
 
     async def draining(self) -> set[str]:
         """The node ids being drained (``ops drain``): no host on them is placed shards."""

@@ -21,6 +21,11 @@ from engine.store.shards import Store
 INFO_SECONDS = 3.0  # deadline of one host's info
 
 
+async def pool_size(settings: Settings, store: Store) -> int:
+    """The pool's host indices: fixed, or as a pool that follows the nodes numbered them."""
+    return await store.pool_size() if settings.follows_nodes else settings.hosts
+
+
 async def host_info(settings: Settings, index: int) -> dict[str, Any] | str:
     """A host's counters, or why they could not be had."""
     try:
@@ -45,14 +50,15 @@ async def cluster_status(settings: Settings, store: Store) -> dict[str, Any]:
         }
         for n in await asyncio.to_thread(ray.nodes)  # a GCS call: off the event loop
     ]
-    leases = await store.leases(settings.hosts)
+    size = await pool_size(settings, store)
+    leases = await store.leases(size)
     pins = await store.placement()
-    infos = await asyncio.gather(*(host_info(settings, i) for i in range(settings.hosts)))
-    live = (await store.host_view(settings.hosts))[1] or None  # as the hosts place shards
+    infos = await asyncio.gather(*(host_info(settings, i) for i in range(size)))
+    live = (await store.host_view(size)).serving or None  # as the hosts place shards
     known = await store.shard_ids()
     placed: dict[int, int] = {}
     for shard_id in known:
-        index = owner(shard_id, pins, settings.hosts, live)
+        index = owner(shard_id, pins, size, live)
         placed[index] = placed.get(index, 0) + 1
     hosts = []
     for index, info in enumerate(infos):
@@ -112,7 +118,7 @@ async def drain(settings: Settings, store: Store, node_id: str, on: bool = True)
     and the other hosts load them with the next request: nothing fails, nothing is fenced.
     Afterwards the node can be removed without failing a booking."""
     version = await store.drain(node_id, on)
-    leases = await store.leases(settings.hosts)
+    leases = await store.leases(await pool_size(settings, store))
     on_node = sorted(i for i, (holder, _) in leases.items() if holder.get("node_id") == node_id)
     released: dict[int, int | str] = {}
     for index in on_node if on else []:
@@ -135,7 +141,15 @@ async def drain(settings: Settings, store: Store, node_id: str, on: bool = True)
 async def shard_load(settings: Settings, seconds: float) -> dict[str, tuple[int, float]]:
     """Each loaded shard's host and its request rate over the next ``seconds`` (0: no
     measure, every rate 0)."""
-    before = await asyncio.gather(*(host_info(settings, i) for i in range(settings.hosts)))
+    size = settings.hosts
+    if settings.follows_nodes:
+        assert settings.redis_url is not None
+        store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout)
+        try:
+            size = await store.pool_size()
+        finally:
+            await store.close()
+    before = await asyncio.gather(*(host_info(settings, i) for i in range(size)))
     if seconds <= 0:
         return {
             shard_id: (index, 0.0)
@@ -144,7 +158,7 @@ async def shard_load(settings: Settings, seconds: float) -> dict[str, tuple[int,
             for shard_id in info["shard_requests"]
         }
     await asyncio.sleep(seconds)
-    after = await asyncio.gather(*(host_info(settings, i) for i in range(settings.hosts)))
+    after = await asyncio.gather(*(host_info(settings, i) for i in range(size)))
     load: dict[str, tuple[int, float]] = {}
     for index, (b, a) in enumerate(zip(before, after, strict=True)):
         if isinstance(a, str):

@@ -281,7 +281,7 @@ async def test_timers_expire_holds_and_announce_opening(runtime):
         hospital_id="tm",
         department_id="tm-d",
         doctor_id="x",
-        date="2026-12-02",
+        date=time.strftime("%Y-%m-%d", time.gmtime(time.time() + 7 * 86400)),  # ahead of now
         capacity=1,
         fee=500,
         opens_at=opens_at,
