@@ -271,7 +271,10 @@ class Engine:
     def host_of(self, shard_id: str) -> int:
         index = self._host_of.get(shard_id)
         if index is None:
-            index = owner(shard_id, self._pinned, len(self.hosts), self._live)
+            live = self._live
+            if live is None and None in self.hosts:  # no lease seen yet: never a retired host
+                live = frozenset(i for i, h in enumerate(self.hosts) if h is not None)
+            index = owner(shard_id, self._pinned, len(self.hosts), live)
             self._host_of[shard_id] = index
         return index
 

@@ -95,6 +95,12 @@ class Courier:
     def info(self) -> dict[str, int]:
         return dict(self.rounds.counters)
 
+    def node(self) -> str:
+        """The Ray node this actor runs on (``ops status``)."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
     def start_timer(self) -> None:
         if self._timer is not None:
             return

@@ -52,6 +52,12 @@ class Dispatcher:
     def info(self) -> dict[str, int]:
         return dict(self.deliveries.counters)
 
+    def node(self) -> str:
+        """The Ray node this actor runs on (``ops status``)."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
     def start_timer(self) -> None:
         if self._timer is None:
             self._timer = tick_self("run", self.settings.tick_seconds, "dispatcher-timer")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from typing import Any
 
 import ray
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 START_SECONDS = 120  # an actor Ray cannot place (no CPU left) fails the start, never hangs it
 JOIN_SECONDS = 60  # the follower's wait for hosts started on a node that joined
 STOP_SECONDS = 2.0  # the longest the follower's stop waits for its thread
+HEAD = "node:__internal_head__"  # the resource only Ray's head node offers
+REFUSED_SECONDS = 30.0  # a node that could not take a host is not asked again for this long
+# (a node killed outright stays "alive" in Ray's table until its death is declared, ~15 s)
 RemoteHost = ray.remote(Host)
 RemoteCourier = ray.remote(Courier)
 RemoteDispatcher = ray.remote(Dispatcher)
@@ -102,6 +106,7 @@ class PoolFollower:
         self.handles: list[ActorHandle | None] = []  # by host index; None: retired
         self.node_of: dict[int, str] = {}  # host index → its node, for the hosts in service
         self.retired = 0
+        self._refused: dict[str, float] = {}  # node → when a host could not be placed on it
         self._key = Keys(settings.namespace).pool_size
         self._redis = redis.Redis.from_url(
             settings.redis_url, socket_timeout=settings.redis_timeout
@@ -128,14 +133,18 @@ class PoolFollower:
         """Retire the hosts of nodes gone, start hosts on nodes short of them; the indices of
         the hosts started (each answered ``info`` within ``wait`` seconds, else retired)."""
         resource, per_node = self.settings.host_resource, self.settings.hosts_per_node
+        now = time.monotonic()
         places = {
             n["NodeID"]: int(n["Resources"].get(resource, 0)) for n in ray.nodes() if n["Alive"]
         }
+        self._refused = {n: t for n, t in self._refused.items() if now - t < REFUSED_SECONDS}
         for index, node in list(self.node_of.items()):
             if node not in places:
                 self._retire(index, f"its node {node[:12]} is gone")
         starting: dict[int, ActorHandle] = {}
         for node, offered in places.items():
+            if node in self._refused:  # gone but not yet declared dead, most likely
+                continue
             have = sum(1 for n in self.node_of.values() if n == node)
             for _ in range(min(per_node, offered) - have):
                 index = len(self.handles)
@@ -152,11 +161,13 @@ class PoolFollower:
         asked = {h.info.remote(): i for i, h in starting.items()}
         ready, late = ray.wait(list(asked), num_returns=len(asked), timeout=wait)
         for ref in late:
+            self._refused[self.node_of.get(asked[ref], "")] = now
             self._retire(asked[ref], f"it did not start within {wait:g} s")
         for ref in ready:
             try:
                 ray.get(ref, timeout=0)
-            except Exception as exc:  # it died starting
+            except Exception as exc:  # it died starting, or its node is gone unannounced
+                self._refused[self.node_of.get(asked[ref], "")] = now
                 self._retire(asked[ref], f"it failed to start: {type(exc).__name__}")
         self._redis.set(self._key, len(self.handles))
         started = [i for i in starting if self.handles[i] is not None]
@@ -239,12 +250,13 @@ def _start_single(remote: Any, name: str, settings: Settings) -> ActorHandle:
     """Start (or find) a named actor of which the namespace has one, restarted for ever and
     using no CPU of its own; answer once it answers ``info``.
 
-    It is placed on the node of the process that starts the platform (the head, where
-    ``slotengine up`` runs), softly: losing a worker node never takes it, so the outbox and
-    the HIS deliveries go on through any worker's loss; if its own node is lost (the head:
-    the cluster with it, unless Ray's GCS is made fault tolerant) Ray restarts it elsewhere.
+    It is placed on the head node (Ray's ``node:__internal_head__`` resource, which a head
+    restarted with GCS fault tolerance offers again; Ray Serve places its controller so):
+    losing a worker node never takes it, so the outbox and the HIS deliveries go on through
+    any worker's loss. (A soft node affinity is not enough: Ray places an actor that asks for
+    no CPU elsewhere under it.) If no node offers the resource it goes wherever Ray puts it.
     """
-    here = ray.get_runtime_context().get_node_id()
+    head = any(n["Alive"] and HEAD in n["Resources"] for n in ray.nodes())
     actor = remote.options(
         name=name,
         namespace=settings.namespace,
@@ -252,7 +264,7 @@ def _start_single(remote: Any, name: str, settings: Settings) -> ActorHandle:
         max_restarts=-1,
         max_task_retries=-1,
         num_cpus=0,
-        scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True),
+        resources={HEAD: 0.001} if head else None,
     ).remote(settings)
     ray.get(actor.info.remote(), timeout=START_SECONDS)
     return actor

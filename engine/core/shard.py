@@ -92,8 +92,9 @@ KEEP_ENDED, KEEP_FORGOTTEN = 256, 4096  # defaults of Settings.ended_kept / idem
 
 
 def random_delay(most: int) -> int:
-    """Seconds a freed slot is held back: uniform in 0..most (``secrets``: not guessable)."""
-    return secrets.randbelow(most + 1) if most > 0 else 0
+    """Seconds a freed slot is held back: uniform in 1..most (``secrets``: not guessable);
+    never 0, so a slot is never back in the second it was freed (a scalper's handover)."""
+    return 1 + secrets.randbelow(most) if most > 0 else 0
 
 
 class CodeSource:

@@ -13,7 +13,7 @@ from typing import Any
 
 import ray
 
-from engine.actors.names import host_name
+from engine.actors.names import courier_name, dispatcher_name, host_name
 from engine.core.placement import owner
 from engine.settings import Settings
 from engine.store.shards import Store
@@ -24,6 +24,15 @@ INFO_SECONDS = 3.0  # deadline of one host's info
 async def pool_size(settings: Settings, store: Store) -> int:
     """The pool's host indices: fixed, or as a pool that follows the nodes numbered them."""
     return await store.pool_size() if settings.follows_nodes else settings.hosts
+
+
+async def single_node(name: str, settings: Settings) -> str | None:
+    """The node the courier or the dispatcher runs on (None: not found or not answering)."""
+    try:
+        handle = ray.get_actor(name, namespace=settings.namespace)
+        return await asyncio.wait_for(handle.node.remote(), INFO_SECONDS)
+    except Exception:
+        return None
 
 
 async def host_info(settings: Settings, index: int) -> dict[str, Any] | str:
@@ -92,6 +101,8 @@ async def cluster_status(settings: Settings, store: Store) -> dict[str, Any]:
         "namespace": settings.namespace,
         "nodes": nodes,
         "hosts": hosts,
+        "courier": await single_node(courier_name(settings), settings),
+        "dispatcher": await single_node(dispatcher_name(settings), settings),
         "shards": len(known),
         "pins": pins,
     }

@@ -61,6 +61,9 @@ async def test_a_killed_node_s_shards_serve_again_on_the_survivor(two_nodes, ray
     victim_index = next(i for i, node_id in on.items() if node_id == nodes[0].node_id)
     victims = [s for s in shards if engine.host_of(s) == victim_index]
     assert victims, "the killed node carries shards"
+    head = ray_cluster.head_node.node_id
+    assert await asyncio.wait_for(rt.courier.node.remote(), 10) == head, "courier on the head"
+    assert await asyncio.wait_for(rt.dispatcher.node.remote(), 10) == head
 
     requests = plan(specs, 30_000, patients=4_000, seed=seed())
     crowd = asyncio.ensure_future(play(engine, requests, 16))
@@ -84,6 +87,9 @@ async def test_a_killed_node_s_shards_serve_again_on_the_survivor(two_nodes, ray
             await asyncio.sleep(0.05)
 
     back = await asyncio.gather(*(serving_again(p) for p in probes))
+    # the courier and the dispatcher live on the head: the worker's loss never took them
+    assert await asyncio.wait_for(rt.courier.node.remote(), 10) == head
+    assert await asyncio.wait_for(rt.dispatcher.node.remote(), 10) == head
     answers = await crowd
     worst = max(back)
     print(
@@ -110,6 +116,9 @@ async def test_a_killed_node_s_shards_serve_again_on_the_survivor(two_nodes, ray
     assert report.ok, report.problems
     for s in specs:
         assert report.live_per_session[s.id] <= s.capacity
+    # and the courier carries the whole crowd's outbox out, through the worker's loss
+    await asyncio.wait_for(engine.drain_outbox(), 60)
+    assert await engine.store.client.xlen(engine.store.keys.outbox) == 0
     await engine.close()
 
 
@@ -130,7 +139,8 @@ async def test_a_drained_node_is_removed_without_failing_a_booking(two_nodes, ra
     await asyncio.sleep(0.5)
     assert not crowd.done(), "drained in the middle of the crowd"
     done = await drain(rt.settings, engine.store, nodes[0].node_id)
-    assert done["hosts"] == [drained] and done["released"][drained] > 0
+    # released now, or already by the host's own tick once the directory said so
+    assert done["hosts"] == [drained] and isinstance(done["released"][drained], int)
     info = await rt.hosts[drained].info.remote()
     assert info["shards"] == [], "the drained host carries nothing"
     await asyncio.sleep(0.5)

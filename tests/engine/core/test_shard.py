@@ -298,3 +298,10 @@ def test_lookup_and_list_show_bookings_as_they_stand():
     assert shard.lookup("s0", 2) == NotFound("booking")
     assert shard.lookup("s0", -1) == NotFound("booking")
     assert shard.bookings_of("nope") == NotFound("session")
+
+
+def test_a_freed_slot_is_held_back_a_second_at_least_and_at_most_the_jitter():
+    from engine.core.shard import random_delay
+
+    assert {random_delay(3) for _ in range(500)} == {1, 2, 3}
+    assert random_delay(0) == 0
