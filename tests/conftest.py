@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 
 import pytest
 import ray
@@ -60,8 +61,16 @@ def ray_cluster(ray_local):
     added are removed after it, whatever happened."""
     before = set(ray_local.worker_nodes)
     yield ray_local
-    for node in set(ray_local.worker_nodes) - before:
-        ray_local.remove_node(node, allow_graceful=False)
+    for node in set(ray_local.worker_nodes) - before:  # graceful: Ray knows at once
+        ray_local.remove_node(node, allow_graceful=True)
+    # a node a test killed outright stays "alive" in Ray's table until its death is declared
+    # (~15 s): wait for it, so that no later test's actor is placed on it
+    keep = {ray_local.head_node.node_id} | {n.node_id for n in ray_local.worker_nodes}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not {n["NodeID"] for n in ray.nodes() if n["Alive"]} - keep:
+            break
+        time.sleep(0.5)
 
 
 @pytest.fixture

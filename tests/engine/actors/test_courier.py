@@ -306,13 +306,16 @@ async def test_a_failing_indexer_is_counted_and_the_round_goes_on(rounds, redis_
 
 
 def niceness_of(comm: str) -> list[int]:
-    """The CPU niceness of every process named ``comm`` (as the kernel shows it)."""
+    """The CPU niceness of every process named ``comm`` (as the kernel shows it: Ray names an
+    actor's process ``ray::Class`` when idle and ``ray::Class.method`` while it runs one, cut
+    to 15 characters)."""
     from pathlib import Path
 
     found = []
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and (proc / "comm").read_text().strip() == comm:
+            name = (proc / "comm").read_text().strip() if proc.name.isdigit() else ""
+            if name == comm or name.startswith(comm + "."):
                 stat = (proc / "stat").read_text()
                 found.append(int(stat[stat.rindex(")") + 2 :].split()[16]))  # field 19
         except OSError:
