@@ -366,6 +366,9 @@ class Engine:
         request was not decided by any host that answered ``Moved``."""
         shard_id = request[2]
         for _ in range(MOVED_RESENDS):
+            if moved.host >= len(self.hosts) and self.settings.follows_nodes:
+                with contextlib.suppress(StoreUnavailable, TimeoutError):
+                    await asyncio.wait_for(self.follow_pool(), self.settings.host_call_seconds)
             if not 0 <= moved.host < len(self.hosts) or self.hosts[moved.host] is None:
                 break
             self._host_of[shard_id] = moved.host
@@ -547,9 +550,12 @@ class Engine:
 
     async def _refresh(self, scope: str) -> Done | Unavailable:
         try:
-            await asyncio.gather(*(h.refresh_rules.remote(scope) for h in self._serving()))
-        except RayError as exc:
-            return Unavailable(str(exc))
+            await asyncio.wait_for(
+                asyncio.gather(*(h.refresh_rules.remote(scope) for h in self._serving())),
+                self.settings.host_call_seconds,
+            )
+        except (RayError, TimeoutError) as exc:
+            return Unavailable(str(exc) or "a host did not answer in time")
         return Done()
 
     async def conduct(self, patient_id: int) -> dict[str, Conduct]:
@@ -596,13 +602,19 @@ class Engine:
         offset = float(await self.store.client.incrbyfloat(keys.clock, seconds))
         self.clock.set_offset(offset)
         await self.store.client.publish(keys.clock_channel, repr(offset))
-        await asyncio.gather(*(h.set_clock.remote(offset) for h in self._serving()))
+        await asyncio.wait_for(
+            asyncio.gather(*(h.set_clock.remote(offset) for h in self._serving())),
+            self.settings.host_call_seconds,
+        )
         await self.run_timers()
         return self.clock.now()
 
     async def run_timers(self) -> dict[str, int]:
         """Fire every host's timers now and wait for the courier to carry the outbox out."""
-        await asyncio.gather(*(h.tick.remote() for h in self._serving()))
+        await asyncio.wait_for(
+            asyncio.gather(*(h.tick.remote() for h in self._serving())),
+            self.settings.host_call_seconds,
+        )
         return await self.drain_outbox()
 
     async def courier_info(self) -> dict[str, int]:

@@ -93,8 +93,8 @@ class Runtime:
         try:
             owns_ray = init_ray(settings)
             if settings.follows_nodes:
-                follower = PoolFollower(settings, fresh=owns_ray).start()
-                hosts = follower.handles
+                follower = PoolFollower(settings, fresh=owns_ray)
+                hosts = follower.start().handles
             else:
                 hosts = start_pool(settings)
             courier = start_courier(settings)

@@ -164,7 +164,8 @@ def rebalance(by: str, max_moves: int, seconds: float) -> None:
         engine = Engine(settings, find_pool(settings))
         try:
             size = len(engine.hosts)
-            live = await engine.store.live_hosts(size) or range(size)
+            present = [i for i, h in enumerate(engine.hosts) if h is not None]  # not retired
+            live = [i for i in await engine.store.live_hosts(size) if i in present] or present
             moves = plan_moves(load, sorted(live), by, max_moves)
             for shard_id, _, to in moves:
                 await engine.move(shard_id, to)

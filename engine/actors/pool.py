@@ -128,6 +128,9 @@ class PoolFollower:
             self.handles.append(handle if node else None)
             if node:
                 self.node_of[index] = node
+            elif handle is not None:  # retired: it must not keep serving under a lease
+                with contextlib.suppress(Exception):
+                    ray.kill(handle, no_restart=True)
 
     def step(self, wait: float = JOIN_SECONDS) -> list[int]:
         """Retire the hosts of nodes gone, start hosts on nodes short of them; the indices of
@@ -145,6 +148,8 @@ class PoolFollower:
         for node, offered in places.items():
             if node in self._refused:  # gone but not yet declared dead, most likely
                 continue
+            if self._stop.is_set():
+                break
             have = sum(1 for n in self.node_of.values() if n == node)
             for _ in range(min(per_node, offered) - have):
                 index = len(self.handles)
@@ -157,6 +162,7 @@ class PoolFollower:
                 self.node_of[index] = node
                 starting[index] = handle
         if not starting:
+            self._write_size()  # again each step: a write lost to a blip is made good
             return []
         asked = {h.info.remote(): i for i, h in starting.items()}
         ready, late = ray.wait(list(asked), num_returns=len(asked), timeout=wait)
@@ -169,10 +175,14 @@ class PoolFollower:
             except Exception as exc:  # it died starting, or its node is gone unannounced
                 self._refused[self.node_of.get(asked[ref], "")] = now
                 self._retire(asked[ref], f"it failed to start: {type(exc).__name__}")
-        self._redis.set(self._key, len(self.handles))
+        self._write_size()
         started = [i for i in starting if self.handles[i] is not None]
         log.info("pool: started hosts %s; %d in service", started, len(self.node_of))
         return started
+
+    def _write_size(self) -> None:
+        if self.handles and not self._stop.is_set():  # after stop, a later run numbers it
+            self._redis.set(self._key, len(self.handles))
 
     def _retire(self, index: int, why: str) -> None:
         log.warning("pool: host %d retired: %s", index, why)
