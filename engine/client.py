@@ -187,6 +187,7 @@ class Engine:
         self._observe = observe
         self.channels: list[ChannelClient | None] = []
         self.mailboxes: list[Mailbox] = []
+        self._present: frozenset[int] | None = None  # hosts not retired (None: every host)
         for index in range(len(self.hosts)):
             self._add_host(index)
         self.gateway = SandboxGateway(self.store.client, self.store.keys)
@@ -212,6 +213,8 @@ class Engine:
             else None
         )
         self.mailboxes.append(Mailbox(self._sender(index), self.settings.max_batch, self._observe))
+        if None in self.hosts:  # before any lease is seen, a retired host is never placed on
+            self._present = frozenset(i for i, h in enumerate(self.hosts) if h is not None)
 
     def _sender(self, index: int) -> Callable[[list[Request]], Any]:
         """How a mailbox sends a batch to host ``index``: over its channel when every request
@@ -228,11 +231,14 @@ class Engine:
 
         return send
 
-    def _serving(self) -> list[ActorHandle]:
-        """The hosts to tell about rules, the clock and timers: those holding a lease (every
-        host when none is known to)."""
+    async def _tell_serving(self, call: Callable[[ActorHandle], Any]) -> None:
+        """Make ``call`` on every host to tell about rules, the clock and timers — those holding
+        a lease (every host not retired when none is known to) — within one deadline."""
         live = self._live
-        return [h for i, h in enumerate(self.hosts) if h is not None and (not live or i in live)]
+        serving = [h for i, h in enumerate(self.hosts) if h is not None and (not live or i in live)]
+        await asyncio.wait_for(
+            asyncio.gather(*(call(h) for h in serving)), self.settings.host_call_seconds
+        )
 
     async def follow_pool(self) -> None:
         """Take in the hosts a pool that follows the nodes has started since (numbered in
@@ -271,10 +277,7 @@ class Engine:
     def host_of(self, shard_id: str) -> int:
         index = self._host_of.get(shard_id)
         if index is None:
-            live = self._live
-            if live is None and None in self.hosts:  # no lease seen yet: never a retired host
-                live = frozenset(i for i, h in enumerate(self.hosts) if h is not None)
-            index = owner(shard_id, self._pinned, len(self.hosts), live)
+            index = owner(shard_id, self._pinned, len(self.hosts), self._live or self._present)
             self._host_of[shard_id] = index
         return index
 
@@ -550,10 +553,7 @@ class Engine:
 
     async def _refresh(self, scope: str) -> Done | Unavailable:
         try:
-            await asyncio.wait_for(
-                asyncio.gather(*(h.refresh_rules.remote(scope) for h in self._serving())),
-                self.settings.host_call_seconds,
-            )
+            await self._tell_serving(lambda h: h.refresh_rules.remote(scope))
         except (RayError, TimeoutError) as exc:
             return Unavailable(str(exc) or "a host did not answer in time")
         return Done()
@@ -602,19 +602,13 @@ class Engine:
         offset = float(await self.store.client.incrbyfloat(keys.clock, seconds))
         self.clock.set_offset(offset)
         await self.store.client.publish(keys.clock_channel, repr(offset))
-        await asyncio.wait_for(
-            asyncio.gather(*(h.set_clock.remote(offset) for h in self._serving())),
-            self.settings.host_call_seconds,
-        )
+        await self._tell_serving(lambda h: h.set_clock.remote(offset))
         await self.run_timers()
         return self.clock.now()
 
     async def run_timers(self) -> dict[str, int]:
         """Fire every host's timers now and wait for the courier to carry the outbox out."""
-        await asyncio.wait_for(
-            asyncio.gather(*(h.tick.remote() for h in self._serving())),
-            self.settings.host_call_seconds,
-        )
+        await self._tell_serving(lambda h: h.tick.remote())
         return await self.drain_outbox()
 
     async def courier_info(self) -> dict[str, int]:

@@ -34,7 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from engine.actors.process import set_niceness
+from engine.actors.process import set_niceness, this_node
 from engine.actors.ticker import tick_self
 from engine.backoffice.deliveries import Deliveries
 from engine.backoffice.record_book import RecordBook
@@ -97,9 +97,7 @@ class Courier:
 
     def node(self) -> str:
         """The Ray node this actor runs on (``ops status``)."""
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
+        return this_node()
 
     def start_timer(self) -> None:
         if self._timer is not None:

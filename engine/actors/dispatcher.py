@@ -8,7 +8,7 @@ import asyncio
 import logging
 import threading
 
-from engine.actors.process import set_niceness
+from engine.actors.process import set_niceness, this_node
 from engine.actors.ticker import tick_self
 from engine.backoffice.deliveries import Deliveries
 from engine.core.clock import Clock, usable_offset
@@ -54,9 +54,7 @@ class Dispatcher:
 
     def node(self) -> str:
         """The Ray node this actor runs on (``ops status``)."""
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
+        return this_node()
 
     def start_timer(self) -> None:
         if self._timer is None:

@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo
 
 from engine.actors.channel import ChannelServer
 from engine.actors.lease import LeaseKeeper
-from engine.actors.process import set_niceness, watch_gc
+from engine.actors.process import set_niceness, this_node, watch_gc
 from engine.actors.ticker import tick_self
 from engine.core.clock import Clock, usable_offset
 from engine.core.placement import owner
@@ -279,8 +279,7 @@ class Host:
         import ray
 
         node = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
-        node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
-        self.node_id = node_id
+        node_id = self.node_id = this_node()
         holder = {
             "incarnation": self._incarnation,
             "node": node,

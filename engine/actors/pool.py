@@ -167,14 +167,12 @@ class PoolFollower:
         asked = {h.info.remote(): i for i, h in starting.items()}
         ready, late = ray.wait(list(asked), num_returns=len(asked), timeout=wait)
         for ref in late:
-            self._refused[self.node_of.get(asked[ref], "")] = now
-            self._retire(asked[ref], f"it did not start within {wait:g} s")
+            self._retire(asked[ref], f"it did not start within {wait:g} s", refused=True)
         for ref in ready:
             try:
                 ray.get(ref, timeout=0)
             except Exception as exc:  # it died starting, or its node is gone unannounced
-                self._refused[self.node_of.get(asked[ref], "")] = now
-                self._retire(asked[ref], f"it failed to start: {type(exc).__name__}")
+                self._retire(asked[ref], f"it failed to start: {type(exc).__name__}", refused=True)
         self._write_size()
         started = [i for i in starting if self.handles[i] is not None]
         log.info("pool: started hosts %s; %d in service", started, len(self.node_of))
@@ -184,10 +182,14 @@ class PoolFollower:
         if self.handles and not self._stop.is_set():  # after stop, a later run numbers it
             self._redis.set(self._key, len(self.handles))
 
-    def _retire(self, index: int, why: str) -> None:
+    def _retire(self, index: int, why: str, *, refused: bool = False) -> None:
+        """Retire host ``index``; ``refused``: its node could not take it (not asked again for
+        ``REFUSED_SECONDS``)."""
         log.warning("pool: host %d retired: %s", index, why)
         handle, self.handles[index] = self.handles[index], None
-        self.node_of.pop(index, None)
+        node = self.node_of.pop(index, None)
+        if refused and node is not None:
+            self._refused[node] = time.monotonic()
         self.retired += 1
         if handle is not None:
             with contextlib.suppress(Exception):

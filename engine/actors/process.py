@@ -1,5 +1,5 @@
 """What an actor process sets about itself: its CPU priority, and counters of its garbage
-collections (an actor is a process of its own)."""
+collections (an actor is a process of its own); and the Ray node it runs on."""
 
 from __future__ import annotations
 
@@ -10,6 +10,13 @@ import time
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
+
+
+def this_node() -> str:
+    """The Ray node this process runs on ("" outside Ray)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
 def set_niceness(nice: int) -> int:

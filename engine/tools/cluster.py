@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ray
 
-from engine.actors.names import courier_name, dispatcher_name, host_name
+from engine.actors.names import find_courier, find_dispatcher, host_name
 from engine.core.placement import owner
 from engine.settings import Settings
 from engine.store.shards import Store
@@ -26,11 +27,10 @@ async def pool_size(settings: Settings, store: Store) -> int:
     return await store.pool_size() if settings.follows_nodes else settings.hosts
 
 
-async def single_node(name: str, settings: Settings) -> str | None:
+async def single_node(find: Callable[[Settings], Any], settings: Settings) -> str | None:
     """The node the courier or the dispatcher runs on (None: not found or not answering)."""
     try:
-        handle = ray.get_actor(name, namespace=settings.namespace)
-        return await asyncio.wait_for(handle.node.remote(), INFO_SECONDS)
+        return await asyncio.wait_for(find(settings).node.remote(), INFO_SECONDS)
     except Exception:
         return None
 
@@ -101,8 +101,8 @@ async def cluster_status(settings: Settings, store: Store) -> dict[str, Any]:
         "namespace": settings.namespace,
         "nodes": nodes,
         "hosts": hosts,
-        "courier": await single_node(courier_name(settings), settings),
-        "dispatcher": await single_node(dispatcher_name(settings), settings),
+        "courier": await single_node(find_courier, settings),
+        "dispatcher": await single_node(find_dispatcher, settings),
         "shards": len(known),
         "pins": pins,
     }
