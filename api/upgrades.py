@@ -1,8 +1,5 @@
-"""Upgrade steps over stored data, run once per installation by the first API worker to start.
-
-Each step is named and recorded in ``Keys.upgrades`` when done; workers starting together take
-a lock so one of them runs the steps while the others wait for it. Every step is idempotent, so
-a step cut off half way is simply run again.
+"""The API's upgrade steps over stored data, run once per installation by the first API worker
+to start, after the engine's (``engine/store/layout.py``: the runner, its lock and record).
 
 - ``remask-ids``: the masked ID numbers stored before the security review showed the birth
   digits; each is re-masked in place (``identity.remask``: it never reveals more than today's
@@ -16,9 +13,7 @@ a step cut off half way is simply run again.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,10 +22,9 @@ import redis.asyncio as aioredis
 
 from api.accounts.identity import normalize_phone, remask
 from engine.store.keys import Keys
+from engine.store.layout import ENGINE_STEPS, run_steps
 
 log = logging.getLogger(__name__)
-LOCK_SECONDS = 300
-WAIT_SECONDS = 120.0
 
 
 async def _patients(client: aioredis.Redis, keys: Keys) -> list[tuple[str, int]]:
@@ -68,7 +62,11 @@ async def e164_phones(client: aioredis.Redis, keys: Keys) -> int:
         if phone is None:
             log.warning("patient %s: stored phone is not a valid number; left as it is", patient_id)
             continue
-        if phone == stored:
+        if phone == stored:  # the index is done; its doc may not be (a run cut off)
+            doc = await _doc(client, keys, patient_id)
+            if doc is not None and doc.get("phone") != phone:
+                doc["phone"] = phone
+                await client.set(keys.entity("patient", patient_id), orjson.dumps(doc))
             continue
         owner = await client.hget(index, phone)
         if owner is not None and int(owner) != patient_id:
@@ -83,13 +81,15 @@ async def e164_phones(client: aioredis.Redis, keys: Keys) -> int:
             )
             continue
         doc = await _doc(client, keys, patient_id)
+        # the index (one key) in one command, then the doc: cut off between, the step runs
+        # again and finds the index done and the doc still to write
         async with client.pipeline(transaction=True) as pipe:
             pipe.hset(index, phone, patient_id)
             pipe.hdel(index, stored)
-            if doc is not None:
-                doc["phone"] = phone
-                pipe.set(keys.entity("patient", patient_id), orjson.dumps(doc))
             await pipe.execute()
+        if doc is not None:
+            doc["phone"] = phone
+            await client.set(keys.entity("patient", patient_id), orjson.dumps(doc))
         changed += 1
     return changed
 
@@ -101,25 +101,5 @@ STEPS: tuple[tuple[str, Callable[[aioredis.Redis, Keys], Awaitable[int]]], ...] 
 
 
 async def run_upgrades(client: aioredis.Redis, keys: Keys) -> dict[str, int]:
-    """Run every step not yet recorded (one worker at a time); what each changed."""
-    done = {k.decode() for k in await client.hkeys(keys.upgrades)}
-    if all(name in done for name, _ in STEPS):
-        return {}
-    lock = f"{keys.upgrades}:lock"
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not await client.set(lock, "1", nx=True, ex=LOCK_SECONDS):
-        if time.monotonic() > deadline:
-            raise TimeoutError("another worker has held the upgrade lock too long")
-        await asyncio.sleep(0.2)  # another worker runs them: wait, then find them done
-    try:
-        done = {k.decode() for k in await client.hkeys(keys.upgrades)}
-        out = {}
-        for name, step in STEPS:
-            if name in done:
-                continue
-            out[name] = await step(client, keys)
-            await client.hset(keys.upgrades, name, repr(time.time()))
-            log.info("upgrade %s: %d changed", name, out[name])
-        return out
-    finally:
-        await client.delete(lock)
+    """The engine's steps (``engine/store/layout.py``), then the API's, each once."""
+    return await run_steps(client, keys, (*ENGINE_STEPS, *STEPS))

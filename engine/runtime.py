@@ -25,6 +25,7 @@ from engine.actors.pool import (
 from engine.client import Engine
 from engine.settings import Settings
 from engine.store.embedded import EmbeddedRedis, private_dir
+from engine.store.layout import run_engine_steps
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class Runtime:
             log.info("embedded Redis at %s (data in %s)", redis.url, redis.data_dir)
         follower = None
         try:
+            run_engine_steps(settings.redis_url, settings.namespace, settings.redis_timeout * 5)
             owns_ray = init_ray(settings)
             if settings.follows_nodes:
                 follower = PoolFollower(settings, fresh=owns_ray)

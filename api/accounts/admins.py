@@ -66,10 +66,8 @@ class Admins:
                 "disabled": False,
                 "created_at": time.time(),
             }
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.set(self.keys.entity("admin", admin_id), orjson.dumps(stored))
-                pipe.sadd(self.keys.all("admin"), admin_id)
-                await pipe.execute()
+            await self.client.set(self.keys.entity("admin", admin_id), orjson.dumps(stored))
+            await self.client.sadd(self.keys.all("admin"), admin_id)  # listed once it is there
         except RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
         return admin_id

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from engine.core.session import SessionSpec
 from engine.errors import StoreUnavailable
 from engine.store.keys import Keys
+from engine.store.slots import mget
 
 PREFIX = {"hospital": "h", "department": "dep", "doctor": "doc", "session": "s"}
 ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
@@ -65,12 +66,15 @@ class Catalog:
     async def _many(self, kind: str, ids: list[str]) -> list[dict[str, Any]]:
         if not ids:
             return []
-        raws = await self.client.mget([self.keys.entity(kind, i) for i in ids])
+        raws = await mget(self.client, [self.keys.entity(kind, i) for i in ids])
         return [orjson.loads(r) for r in raws if r is not None]
 
     async def _put(self, kind: str, doc: dict[str, Any], parent: tuple[str, str] | None) -> None:
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.set(self.keys.entity(kind, doc["id"]), orjson.dumps(doc))
+        """The entity first, then the sets that list it (each in its own slot): a set never
+        names an entity that is not there; cut off between, the entity is written but unlisted,
+        and writing it again lists it."""
+        await self.client.set(self.keys.entity(kind, doc["id"]), orjson.dumps(doc))
+        async with self.client.pipeline(transaction=False) as pipe:
             pipe.sadd(self.keys.all(kind), doc["id"])
             if parent is not None:
                 parent_kind, parent_id = parent
@@ -117,13 +121,13 @@ class Catalog:
             "department": ("hospital", "hospital_id"),
             "doctor": ("department", "department_id"),
         }
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(self.keys.entity(kind, doc["id"]))
+        async with self.client.pipeline(transaction=False) as pipe:  # unlisted first
             pipe.srem(self.keys.all(kind), doc["id"])
             if kind in parents:
                 parent_kind, field = parents[kind]
                 pipe.srem(self.keys.children(parent_kind, doc[field], kind), doc["id"])
             await pipe.execute()
+        await self.client.delete(self.keys.entity(kind, doc["id"]))
 
     async def sessions_under(self, kind: str, doc: dict[str, Any]) -> list[dict[str, Any]]:
         """The doctor-sessions of a hospital, a department or a doctor."""
@@ -142,17 +146,12 @@ class Catalog:
 
     async def set_rota(self, doc: dict[str, Any]) -> None:
         doc = {**doc, "id": doc["doctor_id"], "updated_at": time.time()}
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.set(self.keys.entity("rota", doc["id"]), orjson.dumps(doc))
-            pipe.sadd(self.keys.all("rota"), doc["id"])
-            await pipe.execute()
+        await self.client.set(self.keys.entity("rota", doc["id"]), orjson.dumps(doc))
+        await self.client.sadd(self.keys.all("rota"), doc["id"])  # listed once it is there
 
     async def drop_rota(self, doctor_id: str) -> bool:
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(self.keys.entity("rota", doctor_id))
-            pipe.srem(self.keys.all("rota"), doctor_id)
-            deleted, _ = await pipe.execute()
-        return bool(deleted)
+        await self.client.srem(self.keys.all("rota"), doctor_id)  # unlisted first
+        return bool(await self.client.delete(self.keys.entity("rota", doctor_id)))
 
     async def rotas(self) -> list[dict[str, Any]]:
         ids = sorted(m.decode() for m in await self.client.smembers(self.keys.all("rota")))

@@ -9,7 +9,9 @@ platform has them.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+from collections import Counter
 from typing import Any
 
 import click
@@ -21,6 +23,7 @@ from engine.client import Engine
 from engine.settings import Settings
 from engine.store.shards import Store
 from engine.tools.cluster import cluster_status, drain, node_named, plan_moves, shard_load
+from engine.tools.slots import watch
 
 
 def joined() -> Settings:
@@ -177,3 +180,25 @@ def rebalance(by: str, max_moves: int, seconds: float) -> None:
     for shard_id, was, to in moves:
         click.echo(f"moved {shard_id}: host {was} -> {to}")
     click.echo(f"{len(moves)} moves ({by})")
+
+
+@ops.command(name="cross-slot")
+@click.option("--seconds", default=60.0, show_default=True, help="how long to watch")
+def cross_slot(seconds: float) -> None:
+    """Watch the platform's Redis (MONITOR: it slows Redis while it runs) and list every
+    script, transaction or command that would be CROSSSLOT on a Redis Cluster; exit status 1
+    when there is one. A check before moving a platform to a cluster."""
+    settings = Settings.from_env()
+    url = platform_redis_url(settings)
+    out = io.StringIO()
+    watch(url, out, seconds)
+    found = Counter(
+        (f["kind"], f["command"], " ".join(f["families"]))
+        for f in map(json.loads, out.getvalue().splitlines())
+        if "mark" not in f
+    )
+    for (kind, command, families), count in found.most_common():
+        click.echo(f"{count:>7}  {kind:<7} {command:<10} {families}")
+    click.echo(f"{sum(found.values())} cross-slot in {seconds:g} s")
+    if found:
+        raise SystemExit(1)

@@ -40,6 +40,7 @@ from engine.backoffice.record_book import Change, RecordBook
 from engine.errors import EgressRefused, HisRejected, HisUnavailable
 from engine.settings import Settings
 from engine.store.keys import Keys
+from engine.store.slots import mget
 
 log = logging.getLogger(__name__)
 HIS, INSURANCE = "his", "insurance"
@@ -277,21 +278,22 @@ class Deliveries:
 
     async def configure(self, hospital_id: str, config: dict[str, str] | None) -> None:
         """Set (or with None, remove) a hospital's endpoints: ``his_url``, ``insurance_url``."""
-        keys = self.keys
-        async with self.client.pipeline(transaction=True) as pipe:
-            if config:
-                pipe.set(keys.his_config(hospital_id), orjson.dumps(config))
-                pipe.sadd(keys.his_hospitals, hospital_id)
-            else:  # a new link later pulls from the start
-                pipe.delete(keys.his_config(hospital_id), keys.his_cursor(hospital_id))
-                pipe.srem(keys.his_hospitals, hospital_id)
-            await pipe.execute()
+        keys = self.keys  # the config before it is listed, unlisted before it goes (two slots)
+        if config:
+            await self.client.set(keys.his_config(hospital_id), orjson.dumps(config))
+            await self.client.sadd(keys.his_hospitals, hospital_id)
+        else:  # a new link later pulls from the start
+            await self.client.srem(keys.his_hospitals, hospital_id)
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.delete(keys.his_config(hospital_id))
+                pipe.delete(keys.his_cursor(hospital_id))
+                await pipe.execute()
 
     async def configs(self) -> dict[str, dict[str, str]]:
         ids = sorted(m.decode() for m in await self.client.smembers(self.keys.his_hospitals))
         if not ids:
             return {}
-        raws = await self.client.mget([self.keys.his_config(i) for i in ids])
+        raws = await mget(self.client, [self.keys.his_config(i) for i in ids])
         return {i: orjson.loads(raw) for i, raw in zip(ids, raws, strict=True) if raw}
 
     async def config(self, hospital_id: str) -> dict[str, str] | None:

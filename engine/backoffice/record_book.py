@@ -44,6 +44,7 @@ from engine.core.session import WORDS
 from engine.core.snapshot import decode_session
 from engine.errors import SnapshotError, StoreUnavailable
 from engine.store.keys import Keys
+from engine.store.slots import mget
 
 # KEYS: changed set, claimed set. ARGV: how many. Moves up to that many snapshot keys from
 # changed to claimed and returns the claimed set (older claims first come back too).
@@ -236,7 +237,7 @@ class RecordBook:
             )
             if not claimed:
                 return []
-            raws = await self.client.mget(claimed)
+            raws = await mget(self.client, claimed)
             readable, unreadable, gone = [], [], []
             for key, raw in zip(claimed, raws, strict=True):
                 if not raw:
@@ -307,7 +308,7 @@ class RecordBook:
         everyone = sorted(set().union(*fresh.values())) if fresh else []
         if not everyone:
             return {}
-        raws = await self.client.mget([self.keys.entity("patient", p) for p in everyone])
+        raws = await mget(self.client, [self.keys.entity("patient", p) for p in everyone])
         births = {
             p: orjson.loads(raw).get("birth_date") if raw else None
             for p, raw in zip(everyone, raws, strict=True)

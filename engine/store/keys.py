@@ -1,7 +1,11 @@
 """Every Redis key and channel name, in one place.
 
-A shard's keys share the hash tag ``{hospital:date}`` so the commit script that writes them
-touches one Redis Cluster slot.
+Every script and transaction touches one Redis Cluster slot, so that the same code runs on one
+Redis and on a cluster: a shard's keys share the hash tag ``{hospital:date}``; the keys written
+together in one scope share that scope's tag — a scope's bans and their version
+``{scope}``, a hospital's manual lists ``{hospital}``, a patient's notices and their sent
+markers ``{patient id}``, the placement directory with its version and drained nodes
+``{placement}``. ``engine/store/layout.py`` moves the keys of an older layout once.
 """
 
 from __future__ import annotations
@@ -31,16 +35,16 @@ class Keys:
 
     def bans(self, scope: str) -> str:
         """Hash: patient → banned until (epoch), of one hospital or of the platform."""
-        return f"{self.prefix}:bans:{scope}"
+        return f"{self.prefix}:bans:{{{scope}}}"
 
     def bans_version(self, scope: str) -> str:
         """Counter bumped by every change of a scope's bans (hosts reload when it moves)."""
-        return f"{self.prefix}:bans:{scope}:version"
+        return f"{self.prefix}:bans:{{{scope}}}:version"
 
     def patient_list(self, hospital_id: str, kind: str) -> str:
         """Hash: patient → JSON {reason, until, by, at}; a hospital's manual ``blacklist`` or
         ``whitelist`` (whitelisted patients are not banned by the rules until ``until``)."""
-        return f"{self.prefix}:hospital:{hospital_id}:{kind}"
+        return f"{self.prefix}:hospital:{{{hospital_id}}}:{kind}"
 
     def patient_tags(self, hospital_id: str) -> str:
         """Hash: patient → JSON list of a hospital's tags (groups) for that patient."""
@@ -94,12 +98,9 @@ class Keys:
         return f"{self.prefix}:clock"
 
     def payment(self, booking_id: str) -> str:
-        """Hash: the sandbox gateway's payment for one booking (its order)."""
+        """Hash: the sandbox gateway's payment for one booking (its order), with its refunds
+        as fields ``r:<refund key>`` → amount (one key: the refund script touches one slot)."""
         return f"{self.prefix}:payment:{booking_id}"
-
-    def refunds(self, booking_id: str) -> str:
-        """Hash: refund key → amount, the refunds of one booking's payment."""
-        return f"{self.prefix}:payment:{booking_id}:refunds"
 
     @property
     def payments(self) -> str:
@@ -118,11 +119,12 @@ class Keys:
 
     def patient_notices(self, patient_id: int) -> str:
         """List of a patient's latest notifications, newest first."""
-        return f"{self.prefix}:patient:{patient_id}:notices"
+        return f"{self.prefix}:patient:{{{patient_id}}}:notices"
 
-    def sent(self, notice_id: str) -> str:
-        """Marks a notification as delivered, so a replayed outbox does not send it twice."""
-        return f"{self.prefix}:sent:{notice_id}"
+    def sent(self, patient_id: int, notice_id: str) -> str:
+        """Marks a notification as delivered, so a replayed outbox does not send it twice (in
+        its patient's slot, with the list it goes to)."""
+        return f"{self.prefix}:patient:{{{patient_id}}}:sent:{notice_id}"
 
     @property
     def catalog(self) -> str:
@@ -132,7 +134,7 @@ class Keys:
     @property
     def placement(self) -> str:
         """Hash: shard id → host index, for shards pinned or moved off their default host."""
-        return f"{self.prefix}:placement"
+        return f"{self.prefix}:{{placement}}"
 
     @property
     def pool_size(self) -> str:
@@ -147,12 +149,12 @@ class Keys:
     @property
     def draining(self) -> str:
         """Set of Ray node ids being drained: their hosts are out of the placement."""
-        return f"{self.prefix}:placement:draining"
+        return f"{self.prefix}:{{placement}}:draining"
 
     @property
     def placement_version(self) -> str:
         """Counter: bumped by every change of ``placement`` (in the same transaction)."""
-        return f"{self.prefix}:placement:version"
+        return f"{self.prefix}:{{placement}}:version"
 
     @property
     def shards(self) -> str:

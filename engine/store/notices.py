@@ -56,18 +56,20 @@ class Sender(Protocol):
         (same ``id``): the outbox delivers at least once."""
 
 
-# KEYS: notices stream, then each notice's sent marker and patient list. ARGV: keep, ttl, then
-# each notice's json. A notice whose marker is set already (a replay) is skipped.
+# KEYS: one patient's notice list, then each notice's sent marker (all in the patient's slot).
+# ARGV: keep, ttl, then each notice's json. A notice whose marker is set already (a replay) is
+# skipped. Returns the positions (1-based) of the notices delivered now.
 BOARD_SCRIPT = """
-local delivered = 0
+local delivered = {}
 for i = 3, #ARGV do
   local n = i - 2
-  if redis.call('SET', KEYS[2 * n], 1, 'NX', 'EX', ARGV[2]) then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', 1000000, '*', 'n', ARGV[i])
-    redis.call('LPUSH', KEYS[2 * n + 1], ARGV[i])
-    redis.call('LTRIM', KEYS[2 * n + 1], 0, tonumber(ARGV[1]) - 1)
-    delivered = delivered + 1
+  if redis.call('SET', KEYS[n + 1], 1, 'NX', 'EX', ARGV[2]) then
+    redis.call('LPUSH', KEYS[1], ARGV[i])
+    delivered[#delivered + 1] = n
   end
+end
+if #delivered > 0 then
+  redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[1]) - 1)
 end
 return delivered
 """
@@ -75,7 +77,10 @@ BOARD_CHUNK = 500  # notices a script call
 
 
 class NoticeBoard:
-    """The default sender: an operator-readable stream plus each patient's latest notices."""
+    """The default sender: each patient's latest notices, and an operator-readable stream of
+    the notices delivered. One script per patient (their list and sent markers share the
+    patient's slot); the stream is written after, in its own slot: a sender cut off between the
+    two leaves a notice in the patient's list but not in the operator's view."""
 
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
         self.client = client
@@ -86,31 +91,44 @@ class NoticeBoard:
         if self.sha is None:
             self.sha = await self.client.script_load(BOARD_SCRIPT)
         try:
-            await self._send(notices, self.sha)
+            delivered = await self._send(notices, self.sha)
         except NoScriptError:  # Redis restarted without it: load it again (a replay is safe)
             self.sha = await self.client.script_load(BOARD_SCRIPT)
-            await self._send(notices, self.sha)
+            delivered = await self._send(notices, self.sha)
+        if delivered:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for n in delivered:
+                    pipe.xadd(self.keys.notices, {"n": n.to_json()}, maxlen=1_000_000)
+                await pipe.execute()
 
-    async def _send(self, notices: list[Notice], sha: str) -> None:
-        """One script call per ``BOARD_CHUNK`` notices (not one a notice), in one round trip."""
+    async def _send(self, notices: list[Notice], sha: str) -> list[Notice]:
+        """One script call per patient and ``BOARD_CHUNK`` notices, in one round trip; the
+        notices delivered now (not replays), in their order."""
         keys = self.keys
+        by_patient: dict[int, list[Notice]] = {}
+        for n in notices:
+            by_patient.setdefault(n.patient_id, []).append(n)
+        chunks = [
+            (patient, mine[start : start + BOARD_CHUNK])
+            for patient, mine in by_patient.items()
+            for start in range(0, len(mine), BOARD_CHUNK)
+        ]
         async with self.client.pipeline(transaction=False) as pipe:
-            for start in range(0, len(notices), BOARD_CHUNK):
-                chunk = notices[start : start + BOARD_CHUNK]
+            for patient, chunk in chunks:
                 pipe.evalsha(
                     sha,
-                    1 + 2 * len(chunk),
-                    keys.notices,
-                    *[
-                        k
-                        for n in chunk
-                        for k in (keys.sent(n.id), keys.patient_notices(n.patient_id))
-                    ],
+                    1 + len(chunk),
+                    keys.patient_notices(patient),
+                    *[keys.sent(patient, n.id) for n in chunk],
                     KEEP_PER_PATIENT,
                     KEEP_SENT_SECONDS,
                     *[n.to_json() for n in chunk],
                 )
-            await pipe.execute()
+            results = await pipe.execute()
+        fresh = {
+            id(chunk[i - 1]) for (_, chunk), got in zip(chunks, results, strict=True) for i in got
+        }
+        return [n for n in notices if id(n) in fresh]
 
 
 async def patient_notices(client: aioredis.Redis, keys: Keys, patient_id: int) -> list[dict]:

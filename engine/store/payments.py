@@ -50,24 +50,25 @@ class PaymentGateway(Protocol):
     async def payment(self, booking_id: str) -> Payment | None: ...
 
 
-# KEYS: payment hash, payments set, pending zset. ARGV: booking, account, amount, new id, now
+# KEYS: payment hash. ARGV: booking, account, amount, new id, now. (The booking is listed in
+# the payments set and the pending set before: a listed booking without a payment is skipped
+# by their readers, a payment never goes unlisted.)
 CHARGE_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'payment_id', ARGV[4], 'booking_id', ARGV[1],
              'account', ARGV[2], 'amount', ARGV[3], 'refunded', 0, 'paid_at', ARGV[5])
-  redis.call('SADD', KEYS[2], ARGV[1])
-  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
 end
 return redis.call('HMGET', KEYS[1], 'payment_id', 'account', 'amount', 'refunded', 'paid_at')
 """
 
-# KEYS: payment hash, refunds hash. ARGV: key, amount (-1 = the rest). Returns [paid out, account]
+# KEYS: payment hash (its refunds are its fields ``r:<key>``). ARGV: key, amount (-1 = the rest).
+# Returns [paid out, account].
 REFUND_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return false
 end
 local account = redis.call('HGET', KEYS[1], 'account')
-local done = redis.call('HGET', KEYS[2], ARGV[1])
+local done = redis.call('HGET', KEYS[1], 'r:' .. ARGV[1])
 if done then
   return {tonumber(done), account}
 end
@@ -78,7 +79,7 @@ local left = paid - refunded
 if want < 0 or want > left then
   want = left
 end
-redis.call('HSET', KEYS[2], ARGV[1], want)
+redis.call('HSET', KEYS[1], 'r:' .. ARGV[1], want)
 redis.call('HINCRBY', KEYS[1], 'refunded', want)
 return {want, account}
 """
@@ -94,19 +95,21 @@ class SandboxGateway:
     async def charge(self, booking_id: str, account: int, amount: int) -> Payment:
         if amount <= 0:
             raise ValueError("a payment must be positive")
-        new_id = f"pay_{secrets.token_hex(8)}"
+        new_id, now = f"pay_{secrets.token_hex(8)}", time.time()
         try:
+            async with self.client.pipeline(transaction=False) as pipe:  # listed first
+                pipe.sadd(self.keys.payments, booking_id)
+                pipe.zadd(self.keys.pending_payments, {booking_id: now}, nx=True)
+                await pipe.execute()
             pid, acct, amt, refunded, paid_at = await self.client.eval(
                 CHARGE_SCRIPT,
-                3,
+                1,
                 self.keys.payment(booking_id),
-                self.keys.payments,
-                self.keys.pending_payments,
                 booking_id,
                 account,
                 amount,
                 new_id,
-                repr(time.time()),
+                repr(now),
             )
         except RedisError as exc:
             raise StoreUnavailable(f"payment gateway unreachable: {exc}") from exc
@@ -116,9 +119,8 @@ class SandboxGateway:
         try:
             result = await self.client.eval(
                 REFUND_SCRIPT,
-                2,
+                1,
                 self.keys.payment(booking_id),
-                self.keys.refunds(booking_id),
                 key,
                 -1 if amount is None else amount,
             )
@@ -136,9 +138,8 @@ class SandboxGateway:
                 for booking_id, amount, key in refunds:
                     pipe.eval(
                         REFUND_SCRIPT,
-                        2,
+                        1,
                         keys.payment(booking_id),
-                        keys.refunds(booking_id),
                         key,
                         -1 if amount is None else amount,
                     )
@@ -182,8 +183,8 @@ class SandboxGateway:
         return [r.decode() for r in raw]
 
     async def refunds(self, booking_id: str) -> dict[str, int]:
-        raw = await self.client.hgetall(self.keys.refunds(booking_id))
-        return {k.decode(): int(v) for k, v in raw.items()}
+        raw = await self.client.hgetall(self.keys.payment(booking_id))
+        return {k[2:].decode(): int(v) for k, v in raw.items() if k.startswith(b"r:")}
 
     async def ledger(self) -> dict[str, Payment]:
         """Every payment, by booking id (for audits: money in = money out + kept)."""

@@ -43,6 +43,7 @@ from engine.core.snapshot import (
 )
 from engine.errors import CommitUncertain, Fenced, SnapshotError, StoreUnavailable
 from engine.store.keys import Keys
+from engine.store.slots import by_slot, mget
 
 # KEYS: epoch, sessions-set, outbox stream, changed-sessions set, commit token, snapshot keys
 # (n), patients' booking sets (m). ARGV: epoch, channel, message, events, n, token, payloads
@@ -97,20 +98,13 @@ return 0
 """
 
 
-# KEYS: rules, bans hash, bans version. ARGV: the v1 rules as read, the v2 policy, then
-# patient, until pairs. Moves version 1's bans out of the rules unless the rules changed since.
+# KEYS: rules. ARGV: the v1 rules as read, the v2 policy. Writes the v2 policy unless the rules
+# changed since they were read (version 1's bans were moved out before, ``_migrate_rules``).
 MIGRATE_SCRIPT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[2])
-for i = 3, #ARGV, 2 do
-  local old = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0')
-  if tonumber(ARGV[i + 1]) > old then
-    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-  end
-end
-redis.call('INCR', KEYS[3])
 return 1
 """
 
@@ -272,19 +266,14 @@ class Store:
     async def _migrate_rules(
         self, hospital_id: str, old: bytes, policy: Policy, bans: dict[int, float]
     ) -> None:
-        """Once, atomically, and only if nobody changed the rules since they were read."""
-        keys = self.keys
-        pairs = [x for patient, until in bans.items() for x in (patient, repr(until))]
+        """The bans first (they only grow: done twice, they are the same), then the policy,
+        only if nobody changed the rules since they were read; cut off between the two, the
+        rules are still version 1 and the next activation does it again."""
         try:
+            if bans:
+                await self.extend_bans([(hospital_id, p, until) for p, until in bans.items()])
             await self.client.eval(
-                MIGRATE_SCRIPT,
-                3,
-                keys.rules(hospital_id),
-                keys.bans(hospital_id),
-                keys.bans_version(hospital_id),
-                old,
-                encode_rules(policy),
-                *pairs,
+                MIGRATE_SCRIPT, 1, self.keys.rules(hospital_id), old, encode_rules(policy)
             )
         except RedisError as exc:
             raise StoreUnavailable(f"cannot migrate the rules of {hospital_id}: {exc}") from exc
@@ -436,14 +425,19 @@ class Store:
         """The hosts of ``0 .. hosts-1`` holding a lease, those of them that serve (not on a
         drained node), and the pool's size as numbered in Redis (0 for a fixed pool)."""
         try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.mget([self.keys.lease(i) for i in range(hosts)] or [self.keys.pool_size])
+            names = [self.keys.lease(i) for i in range(hosts)]
+            async with self.client.pipeline(transaction=False) as pipe:  # one slot a command
+                for positions in by_slot(names).values():
+                    pipe.mget([names[i] for i in positions])
                 pipe.smembers(self.keys.draining)
                 pipe.get(self.keys.pool_size)
-                raw, draining, size = await pipe.execute()
+                *parts, draining, size = await pipe.execute()
         except RedisError as exc:
             raise StoreUnavailable(f"leases unreachable: {exc}") from exc
-        raw = raw[:hosts]
+        raw: list[bytes | None] = [None] * hosts
+        for positions, values in zip(by_slot(names).values(), parts, strict=True):
+            for i, value in zip(positions, values, strict=True):
+                raw[i] = value
         drained = {d.decode() for d in draining}
         leased = frozenset(i for i, v in enumerate(raw) if v is not None)
         if not drained:
@@ -536,7 +530,7 @@ class Store:
 
     async def ban_versions(self, scopes: list[str]) -> list[bytes | None]:
         try:
-            return await self.client.mget([self.keys.bans_version(s) for s in scopes])
+            return await mget(self.client, [self.keys.bans_version(s) for s in scopes])
         except RedisError as exc:
             raise StoreUnavailable(f"bans unreachable: {exc}") from exc
 

@@ -67,8 +67,13 @@ async def kinds(client: aioredis.Redis, keys: Keys, patient: int) -> list[str]:
 
 
 async def break_refunds(client: aioredis.Redis, keys: Keys, booking_id: str) -> None:
-    """Make every refund of the booking fail until repaired (WRONGTYPE in the gateway)."""
-    await client.set(keys.refunds(booking_id), "not a hash")
+    """Make every refund of the booking fail until repaired (the refund script cannot count
+    what was refunded), its payment otherwise kept."""
+    await client.hset(keys.payment(booking_id), "refunded", "not a number")
+
+
+async def repair_refunds(client: aioredis.Redis, keys: Keys, booking_id: str) -> None:
+    await client.hset(keys.payment(booking_id), "refunded", 0)  # nothing was refunded
 
 
 async def test_a_poison_entry_does_not_hold_up_the_notice_behind_it(rounds, redis_client):
@@ -129,7 +134,7 @@ async def test_an_entry_that_recovers_before_its_last_delivery_is_not_dead_lette
     for _ in range(rounds.settings.outbox_max_tries - 1):
         await rounds.drain()
     assert (await rounds.gateway.payment("s1.0")).refunded == 0
-    await redis_client.delete(keys.refunds("s1.0"))  # repaired
+    await repair_refunds(redis_client, keys, "s1.0")
     counters = await rounds.drain()
     assert (await rounds.gateway.payment("s1.0")).refunded == 900
     assert await DeadLetters(redis_client, keys).count() == 0
@@ -202,7 +207,7 @@ async def test_retry_puts_a_dead_letter_back_and_the_next_round_handles_it(
     dead = DeadLetters(redis_client, keys)
     (letter,) = await dead.list()
     assert letter["error"].startswith("StoreUnavailable: ")
-    await redis_client.delete(keys.refunds("s1.0"))  # what made it fail is fixed
+    await repair_refunds(redis_client, keys, "s1.0")  # what made it fail is fixed
     assert await dead.retry(letter["id"]) is True
     assert await dead.count() == 0
     assert await redis_client.xlen(keys.outbox) == 1
@@ -222,7 +227,7 @@ async def test_a_retried_dead_letter_names_its_notices_after_the_first_entry(
     await break_refunds(redis_client, keys, "s1.0")
     first = await put(redis_client, keys, [REFUND, NOTICE])
     await rounds.drain()
-    await redis_client.delete(keys.refunds("s1.0"))
+    await repair_refunds(redis_client, keys, "s1.0")
     dead = DeadLetters(redis_client, keys)
     (letter,) = await dead.list()
     await dead.retry(letter["id"])

@@ -105,9 +105,10 @@ async def test_shards_handed_over_under_load_lose_and_double_nothing(slow_timers
 async def test_a_pin_written_before_the_start_is_honoured(
     ray_local, redis_server, redis_client, settings_for
 ):
-    """Pins an earlier version wrote (the same ``<ns>:placement`` hash, shard → host index) are
-    directory entries from the first start: the shard is served by its pinned host, not by
-    its rendezvous default, and booking there works."""
+    """Pins an earlier version wrote (its ``<ns>:placement`` hash, shard → host index, moved
+    to the one-slot name by the upgrade at the start) are directory entries from the first
+    start: the shard is served by its pinned host, not by its rendezvous default, and booking
+    there works."""
     from engine.core.placement import default_host
     from engine.runtime import Runtime
     from engine.store.keys import Keys
@@ -115,8 +116,11 @@ async def test_a_pin_written_before_the_start_is_honoured(
     settings = settings_for(redis_server.url, hosts=2)
     spec = catalog(hospitals=1, sessions_per_hospital=1, capacity=5, prefix="pin")[0]
     pinned = 1 - default_host(spec.shard_id, 2)
-    await redis_client.hset(Keys(settings.namespace).placement, spec.shard_id, pinned)
+    await redis_client.hset(f"{settings.namespace}:placement", spec.shard_id, pinned)
     rt = Runtime.start(settings)
+    assert (
+        await redis_client.hget(Keys(settings.namespace).placement, spec.shard_id) == b"%d" % pinned
+    )
     try:
         engine = rt.engine()
         await create_all(engine, [spec])

@@ -1,0 +1,156 @@
+"""Moving stored data to a new key layout, once per installation, before anything reads it.
+
+A step is named and recorded in ``Keys.upgrades`` when done; processes starting together take
+a lock so that one runs the steps while the others wait for it. Every step is idempotent, so a
+step cut off half way is run again. The engine's steps run in ``Runtime.start`` before any host,
+courier or dispatcher starts, and in every API worker before it serves (``api/upgrades.py``
+adds the API's own steps after them); an installation with nothing stored yet records them
+without looking.
+
+- ``one-slot-keys``: the keys a script or transaction writes together get one hash tag, so
+  that each touches one Redis Cluster slot (``engine/store/keys.py``): the bans and their
+  versions, a hospital's manual black- and whitelist, each patient's notices (the sent markers
+  are made again from the notices kept: a replayed outbox entry of a notice trimmed away long
+  ago is the only one that could be sent twice), the placement directory with its version and
+  drained nodes; a payment's refunds move into the payment's own hash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import orjson
+import redis.asyncio as aioredis
+
+from engine.store.keys import Keys
+
+log = logging.getLogger(__name__)
+LOCK_SECONDS = 300
+WAIT_SECONDS = 120.0
+SENT_SECONDS = 30 * 86400  # as ``notices.KEEP_SENT_SECONDS``
+
+Step = Callable[[aioredis.Redis, Keys], Awaitable[int]]
+
+
+async def _old_keys(client: aioredis.Redis, pattern: str) -> list[bytes]:
+    return [k async for k in client.scan_iter(match=pattern, count=1000)]
+
+
+async def _move(client: aioredis.Redis, old: bytes | str, new: str) -> int:
+    """Copy ``old`` to ``new`` (``DUMP``, ``RESTORE … REPLACE`` with its time to live), then
+    delete it: each command on one key, so it runs on a cluster too; cut off between, the
+    step run again copies the same value again. 0 when there is nothing to move."""
+    if old == new.encode():
+        return 0
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.dump(old)
+        pipe.pttl(old)
+        value, ttl = await pipe.execute()
+    if value is None:
+        return 0
+    await client.restore(new, max(ttl, 0), value, replace=True)
+    await client.delete(old)
+    return 1
+
+
+async def one_slot_keys(client: aioredis.Redis, keys: Keys) -> int:
+    """Each family's keys of the older layout to their one-slot names; how many moved."""
+    p = keys.prefix
+    moved = 0
+    for old in await _old_keys(client, f"{p}:bans:*"):
+        rest = old.decode()[len(p) + len(":bans:") :]
+        if rest.startswith("{"):
+            continue
+        scope, _, suffix = rest.partition(":")
+        moved += await _move(client, old, keys.bans_version(scope) if suffix else keys.bans(scope))
+    for kind in ("blacklist", "whitelist"):
+        for old in await _old_keys(client, f"{p}:hospital:*:{kind}"):
+            hospital = old.decode()[len(p) + len(":hospital:") : -len(kind) - 1]
+            if not hospital.startswith("{"):
+                moved += await _move(client, old, keys.patient_list(hospital, kind))
+    for old, new in (
+        (f"{p}:placement", keys.placement),
+        (f"{p}:placement:version", keys.placement_version),
+        (f"{p}:placement:draining", keys.draining),
+    ):
+        moved += await _move(client, old, new)
+    for old in await _old_keys(client, f"{p}:patient:*:notices"):
+        patient = old.decode()[len(p) + len(":patient:") : -len(":notices")]
+        if patient.startswith("{") or not patient.isdigit():
+            continue
+        moved += await _move(client, old, keys.patient_notices(int(patient)))
+        kept = await client.lrange(keys.patient_notices(int(patient)), 0, -1)
+        async with client.pipeline(transaction=False) as pipe:
+            for raw in kept:
+                notice_id = orjson.loads(raw)["id"]
+                pipe.set(keys.sent(int(patient), notice_id), 1, ex=SENT_SECONDS)
+            await pipe.execute()
+    for old in await _old_keys(client, f"{p}:payment:*:refunds"):
+        booking_id = old.decode()[len(p) + len(":payment:") : -len(":refunds")]
+        refunds = await client.hgetall(old)
+        if refunds:  # then the old hash goes: cut off between, it is copied again
+            await client.hset(
+                keys.payment(booking_id), mapping={b"r:" + k: v for k, v in refunds.items()}
+            )
+        await client.delete(old)
+        moved += 1
+    return moved
+
+
+ENGINE_STEPS: tuple[tuple[str, Step], ...] = (("one-slot-keys", one_slot_keys),)
+
+
+async def run_steps(
+    client: aioredis.Redis, keys: Keys, steps: Sequence[tuple[str, Step]] = ENGINE_STEPS
+) -> dict[str, int]:
+    """Run every step not yet recorded (one process at a time); what each changed."""
+    done = {k.decode() for k in await client.hkeys(keys.upgrades)}
+    if all(name in done for name, _ in steps):
+        return {}
+    lock = f"{keys.upgrades}:lock"
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not await client.set(lock, "1", nx=True, ex=LOCK_SECONDS):
+        if time.monotonic() > deadline:
+            raise TimeoutError("another process has held the upgrade lock too long")
+        await asyncio.sleep(0.2)  # another process runs them: wait, then find them done
+    try:
+        done = {k.decode() for k in await client.hkeys(keys.upgrades)}
+        fresh = await _fresh_but_lock(client, keys, lock)
+        out = {}
+        for name, step in steps:
+            if name in done:
+                continue
+            out[name] = 0 if fresh else await step(client, keys)
+            await client.hset(keys.upgrades, name, repr(time.time()))
+            if out[name]:
+                log.info("upgrade %s: %d changed", name, out[name])
+        return out
+    finally:
+        await client.delete(lock)
+
+
+async def _fresh_but_lock(client: aioredis.Redis, keys: Keys, lock: str) -> bool:
+    """Nothing stored under the namespace but the upgrade records and their lock."""
+    ours = {lock.encode(), keys.upgrades.encode()}
+    async for key in client.scan_iter(match=f"{keys.prefix}:*", count=1000):
+        if key not in ours:
+            return False
+    return True
+
+
+def run_engine_steps(url: str, prefix: str, timeout: float = 10.0) -> dict[str, int]:
+    """The engine's steps from synchronous code (``Runtime.start``), on a client of its own."""
+
+    async def run() -> dict[str, int]:
+        client = aioredis.Redis.from_url(url, socket_timeout=timeout)
+        try:
+            return await run_steps(client, Keys(prefix))
+        finally:
+            await client.aclose()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # whether a loop runs here or not
+        return pool.submit(asyncio.run, run()).result()

@@ -1,0 +1,40 @@
+"""Reads over keys of many Redis Cluster slots, in one round trip.
+
+``MGET`` of keys in two slots is a ``CROSSSLOT`` error on a cluster; these group the keys by
+slot (``redis.crc.key_slot``), send one command per slot in one pipeline (redis-py's cluster
+pipeline sends each node its part) and put the answers back in the keys' order. On one Redis it
+is the same round trip as one ``MGET``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis.crc import key_slot
+
+
+def by_slot(keys: Sequence[str | bytes]) -> dict[int, list[int]]:
+    """Positions of ``keys``, grouped by their cluster slot."""
+    groups: dict[int, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key_slot(key.encode() if isinstance(key, str) else key), []).append(i)
+    return groups
+
+
+async def mget(client: Any, keys: Sequence[str | bytes]) -> list[bytes | None]:
+    """``MGET`` of keys in any slots: each key's value (None where it is absent)."""
+    if not keys:
+        return []
+    groups = by_slot(keys)
+    if len(groups) == 1:
+        return await client.mget(list(keys))
+    async with client.pipeline(transaction=False) as pipe:
+        for positions in groups.values():
+            pipe.mget([keys[i] for i in positions])
+        answers = await pipe.execute()
+    out: list[bytes | None] = [None] * len(keys)
+    for positions, values in zip(groups.values(), answers, strict=True):
+        for i, value in zip(positions, values, strict=True):
+            out[i] = value
+    return out

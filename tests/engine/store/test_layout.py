@@ -1,0 +1,121 @@
+"""The move to one-slot keys (engine/store/layout.py) on the session's real Redis: the keys
+written under the names the previous release used are found, after the upgrade, where the
+engine reads them now, and nothing they promised is lost (a refund key, a notice sent, a
+ban, a pin, a drained node)."""
+
+from __future__ import annotations
+
+import orjson
+from redis.crc import key_slot
+
+from engine.core.policy import PLATFORM
+from engine.store.keys import Keys
+from engine.store.layout import ENGINE_STEPS, run_steps
+from engine.store.notices import Notice, NoticeBoard, patient_notices
+from engine.store.payments import SandboxGateway
+from engine.store.shards import Store
+
+NS = "old"
+
+
+def notice(n: int) -> Notice:
+    return Notice(f"9-0:{n}", "confirmed", 7, f"s1.{n}", "s1", 100.0 + n, {})
+
+
+async def write_the_previous_layout(client) -> None:
+    """What the release before one-slot keys stored, under its key names."""
+    await client.hset(f"{NS}:bans:h1", mapping={"3": "9000000000.0"})
+    await client.set(f"{NS}:bans:h1:version", 4)
+    await client.hset(f"{NS}:bans:platform", mapping={"5": "8000000000.0"})
+    await client.set(f"{NS}:bans:platform:version", 2)
+    await client.hset(f"{NS}:hospital:h1:blacklist", "3", orjson.dumps({"reason": "scalping"}))
+    await client.hset(f"{NS}:hospital:h1:whitelist", "8", orjson.dumps({"reason": "staff"}))
+    await client.hset(f"{NS}:placement", "h1:2026-12-03", 1)
+    await client.set(f"{NS}:placement:version", 6)
+    await client.sadd(f"{NS}:placement:draining", "node-a")
+    sent = [notice(1), notice(2)]
+    for n in sent:
+        await client.lpush(f"{NS}:patient:7:notices", n.to_json())
+        await client.set(f"{NS}:sent:{n.id}", 1, ex=3600)
+    await client.hset(
+        f"{NS}:payment:s1.0",
+        mapping={
+            "payment_id": "pay_1",
+            "booking_id": "s1.0",
+            "account": 7,
+            "amount": 1000,
+            "refunded": 300,
+            "paid_at": 1.0,
+        },
+    )
+    await client.hset(f"{NS}:payment:s1.0:refunds", "s1.0:cancel", 300)
+    await client.sadd(f"{NS}:payments", "s1.0")
+
+
+async def test_the_previous_layout_moves_once_and_keeps_its_promises(redis_client):
+    await write_the_previous_layout(redis_client)
+    keys = Keys(NS)
+    moved = await run_steps(redis_client, keys)
+    assert moved == {"one-slot-keys": 11}  # 4 bans keys, 2 lists, 3 placement, notices, refunds
+    assert await run_steps(redis_client, keys) == {}  # recorded: never again
+
+    store = Store(redis_client, keys)
+    assert (await store.read_rules("h1"))[1] == {3: 9e9}
+    assert (await store.read_rules(PLATFORM))[1] == {5: 8e9}
+    assert await store.ban_versions(["h1", PLATFORM]) == [b"4", b"2"]
+    assert await store.placement() == {"h1:2026-12-03": 1}
+    assert await store.draining() == {"node-a"}
+    assert int(await redis_client.get(keys.placement_version)) == 6
+    assert await redis_client.hexists(keys.patient_list("h1", "blacklist"), "3")
+    assert await redis_client.hexists(keys.patient_list("h1", "whitelist"), "8")
+
+    gateway = SandboxGateway(redis_client, keys)
+    assert await gateway.refunds("s1.0") == {"s1.0:cancel": 300}
+    again = await gateway.refund("s1.0", 300, "s1.0:cancel")  # the same key: paid out once
+    assert again.amount == 300 and (await gateway.payment("s1.0")).refunded == 300
+    assert not await redis_client.exists(f"{NS}:payment:s1.0:refunds")
+
+    board = NoticeBoard(redis_client, keys)
+    await board.send([notice(2), notice(3)])  # 2 is a replay of a notice sent before
+    assert [n["id"] for n in await patient_notices(redis_client, keys, 7)] == [
+        "9-0:3",
+        "9-0:2",
+        "9-0:1",
+    ]
+    leftovers = [k async for k in redis_client.scan_iter(match=f"{NS}:*")]
+    old_names = {
+        f"{NS}:{name}".encode()
+        for name in (
+            "bans:h1",
+            "bans:h1:version",
+            "bans:platform",
+            "bans:platform:version",
+            "hospital:h1:blacklist",
+            "hospital:h1:whitelist",
+            "placement",
+            "placement:version",
+            "placement:draining",
+            "patient:7:notices",
+        )
+    }
+    assert not old_names & set(leftovers)
+
+
+async def test_keys_written_together_share_a_slot():
+    keys = Keys(NS)
+    together = [
+        (keys.bans("h1"), keys.bans_version("h1")),
+        (keys.bans(PLATFORM), keys.bans_version(PLATFORM)),
+        (keys.patient_list("h1", "blacklist"), keys.patient_list("h1", "whitelist")),
+        (keys.placement, keys.placement_version, keys.draining),
+        (keys.patient_notices(7), keys.sent(7, "1-0:1"), keys.sent(7, "2-0:5")),
+        (keys.epoch("h1:2026-12-03"), keys.session("h1:2026-12-03", "s1")),
+    ]
+    for group in together:
+        assert len({key_slot(k.encode()) for k in group}) == 1, group
+
+
+async def test_a_new_installation_records_the_steps_without_moving_anything(redis_client):
+    keys = Keys("fresh")
+    assert await run_steps(redis_client, keys) == {name: 0 for name, _ in ENGINE_STEPS}
+    assert set(await redis_client.hkeys(keys.upgrades)) == {n.encode() for n, _ in ENGINE_STEPS}
