@@ -39,6 +39,17 @@ class CommitUncertain(StoreUnavailable):
     it. ``Store.settle`` finds out (and fences the shard so that it cannot run later)."""
 
 
+class NotDurable(StoreUnavailable):
+    """A commit ran on the master, but Redis did not confirm within the deadline that it
+    reached the AOF the durability level asks for (``WAITAOF``): it may be lost in a crash or
+    a failover, so what it decided is answered ``OutcomeUnknown``."""
+
+
+class DurabilityError(SlotEngineError):
+    """The durability asked for (``SLOTENGINE_DURABILITY``) cannot be kept by this Redis: the
+    platform refuses to start rather than acknowledge what it cannot keep."""
+
+
 class RedisServerError(SlotEngineError):
     """The embedded Redis server could not be found or started."""
 

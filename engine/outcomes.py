@@ -311,6 +311,19 @@ Refusal = (
     | NotFound
 )
 Stored = Unavailable | OutcomeUnknown  # what the store may answer instead of the decision
+# decisions that tell the caller something was written (what a host that cannot confirm its
+# commits durable answers ``OutcomeUnknown`` instead, ``actors/host.py``)
+ACKNOWLEDGED = (
+    Booked,
+    Released,
+    Paid,
+    CheckedIn,
+    SuspendDone,
+    Waitlisted,
+    LeftWaitlist,
+    Created,
+    Done,
+)
 BookOutcome = Booked | Refusal | Stored
 # What each command decides in the shard (``core/shard.py``); the engine (``client.py``) may
 # answer ``Stored`` instead, and ``api/answers.py`` matches on each union.

@@ -10,6 +10,8 @@ workers join a running runtime with ``find_pool``.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 
 import ray
@@ -23,9 +25,11 @@ from engine.actors.pool import (
     stop_pool,
 )
 from engine.client import Engine
+from engine.errors import DurabilityError
 from engine.settings import Settings
 from engine.store.embedded import EmbeddedRedis, private_dir
-from engine.store.layout import run_engine_steps
+from engine.store.layout import run_steps
+from engine.store.shards import Store
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,25 @@ def host_places(settings: Settings) -> dict[str, float]:
     return {settings.host_resource: places} if settings.host_resource else {}
 
 
+def prepare_store(settings: Settings) -> None:
+    """Before any actor starts: the stored data in the current layout (``store/layout.py``),
+    and the durability asked for one this Redis can keep (else ``DurabilityError``)."""
+    assert settings.redis_url is not None
+
+    async def run() -> str | None:
+        store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout * 5)
+        try:
+            await run_steps(store.client, store.keys)
+            return await store.durability_problem(settings.durability)
+        finally:
+            await store.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # whether a loop runs here or not
+        problem = pool.submit(asyncio.run, run()).result()
+    if problem is not None:
+        raise DurabilityError(problem)
+
+
 class Runtime:
     """Everything this process started, and how to stop it again."""
 
@@ -92,7 +115,7 @@ class Runtime:
             log.info("embedded Redis at %s (data in %s)", redis.url, redis.data_dir)
         follower = None
         try:
-            run_engine_steps(settings.redis_url, settings.namespace, settings.redis_timeout * 5)
+            prepare_store(settings)
             owns_ray = init_ray(settings)
             if settings.follows_nodes:
                 follower = PoolFollower(settings, fresh=owns_ray)

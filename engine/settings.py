@@ -121,6 +121,11 @@ class Settings(BaseModel):
     host_nice: int = Field(default=0, ge=-20, le=19)
     background_nice: int = Field(default=19, ge=-20, le=19)
     redis_appendfsync: Literal["always", "everysec"] = "always"
+    # What an acknowledged booking has survived (engine/store/shards.py ``Durability``): ``local``
+    # the master's AOF fsync (``WAITAOF 1 0``), ``replica`` also a replica's (``WAITAOF 1 1``);
+    # a commit not confirmed within ``durability_wait_ms`` is answered ``outcome_unknown``
+    durability: Literal["local", "replica"] = "local"
+    durability_wait_ms: int = Field(default=500, ge=1, le=60_000)
     # the API (api/)
     admin_token: str | None = Field(default=None, min_length=16)
     secret: str | None = Field(default=None, min_length=16)
@@ -175,6 +180,11 @@ class Settings(BaseModel):
             raise ValueError(
                 "SLOTENGINE_HOSTS (a fixed pool of that many hosts) and SLOTENGINE_HOSTS_PER_NODE "
                 "(a pool that follows the nodes) exclude each other: set only one"
+            )
+        if self.durability_wait_ms >= self.redis_timeout * 1000:
+            raise ValueError(
+                "SLOTENGINE_DURABILITY_WAIT_MS must be shorter than SLOTENGINE_REDIS_TIMEOUT "
+                "(a commit's wait for durability is part of its round trip)"
             )
         return self
 

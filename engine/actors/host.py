@@ -38,10 +38,10 @@ from engine.core.placement import owner
 from engine.core.policy import PLATFORM
 from engine.core.protocol import Request, decide, split_shard_id
 from engine.core.shard import Shard
-from engine.errors import CommitUncertain, Fenced, SlotEngineError, StoreUnavailable
-from engine.outcomes import Moved, Outcome, OutcomeUnknown, Unavailable
+from engine.errors import CommitUncertain, Fenced, NotDurable, SlotEngineError, StoreUnavailable
+from engine.outcomes import ACKNOWLEDGED, Moved, Outcome, OutcomeUnknown, Unavailable
 from engine.settings import Settings
-from engine.store.shards import ShardWrite, Store
+from engine.store.shards import Durability, ShardWrite, Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -75,6 +75,10 @@ class Host:
         self.zone = ZoneInfo(settings.timezone)
         self._loop = asyncio.new_event_loop()  # private: drives the async Redis client
         self._store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout)
+        self._store.durability = Durability.of(settings.durability, settings.durability_wait_ms)
+        # a commit ran but was not confirmed durable: until a later write is, every
+        # acknowledgement this host gives could rest on it (``_confirmed``)
+        self._unconfirmed = False
         self._timer: threading.Thread | None = None
         self._warm = False
         self._reload: set[str] = set()  # shards dropped after a failure, to load again
@@ -392,7 +396,20 @@ class Host:
         for shard_id, reason in failed.items():
             for i in touched.get(shard_id, ()):
                 outcomes[i] = reason
+        if self._unconfirmed and not self._confirmed(bool(writes)):
+            unknown = OutcomeUnknown("not confirmed durable yet: retry with the same request id")
+            outcomes = [unknown if isinstance(o, ACKNOWLEDGED) else o for o in outcomes]
         return outcomes
+
+    def _confirmed(self, wrote: bool) -> bool:
+        """After a commit that was not confirmed durable: whether it is now. A batch that
+        wrote and was still not confirmed is not; one that wrote nothing asks Redis with a
+        write of its own (Redis replicates in order: a later write confirmed confirms every
+        earlier one)."""
+        if not wrote:
+            probe = f"{self._store.keys.prefix}:durability:probe:{self.index}"
+            self._unconfirmed = not self._run(self._store.confirm(probe))
+        return not self._unconfirmed
 
     def _activate(self, shard_ids: set[str]) -> dict[str, Unavailable | Moved]:
         """Load shards met for the first time (or again after a failed commit), if they are
@@ -477,9 +494,17 @@ class Host:
         for w, error in zip(writes, results, strict=True):
             if isinstance(error, CommitUncertain):
                 error = self._settle(w)
-            if error is None:
+            if error is None or isinstance(error, NotDurable):
                 for session_id, status, _, _ in w.stock:
                     self.published[session_id] = status
+            if error is None:
+                self._unconfirmed = False  # this one confirmed confirms every earlier one
+                continue
+            if isinstance(error, NotDurable):  # it ran: memory is what the master holds
+                self._unconfirmed = True
+                self.counters["undurable_commits"] = self.counters.get("undurable_commits", 0) + 1
+                log.warning("commit of %s: %s", w.shard_id, error)
+                failures[w.shard_id] = OutcomeUnknown(str(error))
                 continue
             self.counters["failed_commits"] += 1
             self._drop(w.shard_id)

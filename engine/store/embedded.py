@@ -79,11 +79,19 @@ def free_port() -> int:
 class EmbeddedRedis:
     """A Redis server process owned by this process. Use as a context manager or start/stop."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, appendfsync: str = "always"):
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        appendfsync: str = "always",
+        replica_of: EmbeddedRedis | None = None,
+    ):
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.appendfsync = appendfsync
-        self.password = secrets.token_urlsafe(24)  # other local users get nothing from the port
+        self.replica_of = replica_of  # a replica of that server (with its password)
+        # other local users get nothing from the port
+        self.password = replica_of.password if replica_of else secrets.token_urlsafe(24)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -104,6 +112,11 @@ class EmbeddedRedis:
                 "protected-mode yes",
                 f"requirepass {self.password}",
                 "daemonize no",
+                *(
+                    [f"replicaof 127.0.0.1 {self.replica_of.port}", f"masterauth {self.password}"]
+                    if self.replica_of is not None
+                    else []
+                ),
                 "",
             ]
         )

@@ -18,7 +18,6 @@ without looking.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -140,17 +139,3 @@ async def _fresh_but_lock(client: aioredis.Redis, keys: Keys, lock: str) -> bool
         if key not in ours:
             return False
     return True
-
-
-def run_engine_steps(url: str, prefix: str, timeout: float = 10.0) -> dict[str, int]:
-    """The engine's steps from synchronous code (``Runtime.start``), on a client of its own."""
-
-    async def run() -> dict[str, int]:
-        client = aioredis.Redis.from_url(url, socket_timeout=timeout)
-        try:
-            return await run_steps(client, Keys(prefix))
-        finally:
-            await client.aclose()
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # whether a loop runs here or not
-        return pool.submit(asyncio.run, run()).result()

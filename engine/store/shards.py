@@ -41,7 +41,7 @@ from engine.core.snapshot import (
     encode_session,
     legacy_bans,
 )
-from engine.errors import CommitUncertain, Fenced, SnapshotError, StoreUnavailable
+from engine.errors import CommitUncertain, Fenced, NotDurable, SnapshotError, StoreUnavailable
 from engine.store.keys import Keys
 from engine.store.slots import by_slot, mget
 
@@ -130,6 +130,28 @@ def packed_by_hiredis(connection_class: type[Any]) -> type[Any]:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Durability:
+    """What a commit waits for before it counts as done: ``WAITAOF local replicas timeout``
+    sent last in the commit's pipeline (it waits for this connection's own writes, and Redis
+    replicates in order, so a later write confirmed confirms every earlier one). ``local``:
+    the master's AOF fsync (``appendfsync everysec`` then keeps the same promise as
+    ``always``); ``replica``: a replica's AOF too, so a failover keeps the commit."""
+
+    replicas: int = 0  # 0: ``local``; 1: ``replica``
+    wait_ms: int = 500
+
+    @classmethod
+    def of(cls, level: str, wait_ms: int) -> Durability:
+        return cls(1 if level == "replica" else 0, wait_ms)
+
+    def met(self, reply: Any) -> bool:
+        """Whether a ``WAITAOF`` reply ([local fsynced, replicas fsynced]) keeps the promise."""
+        if isinstance(reply, BaseException) or not isinstance(reply, list | tuple):
+            return False
+        return int(reply[0]) >= 1 and int(reply[1]) >= self.replicas
+
+
 class HostView(NamedTuple):
     """What the leases say (``Store.host_view``)."""
 
@@ -186,6 +208,7 @@ class Store:
         self.client = client
         self.keys = keys
         self._commit_sha: str | None = None  # EVALSHA: the commit script is sent once
+        self.durability: Durability | None = None  # set by the host: commits wait for it
 
     @classmethod
     def from_url(cls, url: str, prefix: str, timeout: float = 2.0, connections: int = 64) -> Store:
@@ -306,8 +329,8 @@ class Store:
                 results[i] = result
         out: list[BaseException | None] = []
         for w, result in zip(writes, results, strict=True):
-            if isinstance(result, StoreUnavailable | CommitUncertain):  # the second try's
-                out.append(result)
+            if isinstance(result, StoreUnavailable | CommitUncertain):  # the second try's,
+                out.append(result)  # or the commit ran but was not confirmed durable
             elif isinstance(result, ResponseError) and "FENCED" in str(result):
                 out.append(Fenced(f"{w.shard_id}: {result}"))
             elif isinstance(result, BaseException):  # the script refused before writing
@@ -355,12 +378,61 @@ class Store:
                     pipe.sadd(keys.shards, w.shard_id)
                     count += len(w.new_session_ids) + 1
                 extras.append(count)
+            if self.durability is not None:  # last: it waits for this connection's writes
+                d = self.durability
+                pipe.execute_command("WAITAOF", 1, d.replicas, d.wait_ms)
             results = await self._execute(pipe)
         out, at = [], 0
         for count in extras:
             out.append(results[at])
             at += 1 + count
+        if self.durability is not None and not self.durability.met(results[-1]):
+            why = f"not confirmed durable within {self.durability.wait_ms} ms: {results[-1]!r}"
+            out = [r if isinstance(r, BaseException) else NotDurable(why) for r in out]
         return out
+
+    async def confirm(self, probe: str) -> bool:
+        """Whether everything this client's earlier commits wrote is as durable as
+        ``durability`` asks: a write of ``probe`` (a key of the caller's own), then
+        ``WAITAOF`` — a later write confirmed confirms every earlier one."""
+        if self.durability is None:
+            return True
+        d = self.durability
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.incr(probe)
+                pipe.execute_command("WAITAOF", 1, d.replicas, d.wait_ms)
+                _, reply = await pipe.execute(raise_on_error=False)
+        except RedisError:
+            return False
+        return d.met(reply)
+
+    async def durability_problem(self, level: str) -> str | None:
+        """Why commits could never be confirmed at ``level`` (None: they can): the AOF off,
+        ``WAITAOF`` unknown (Redis < 7.2), or for ``replica`` no replica connected."""
+        replicas = Durability.of(level, 100).replicas
+        try:
+            info = await self.client.info("replication")
+            connected = int(info.get("connected_slaves", 0))
+            if replicas and connected < replicas:
+                return (
+                    "SLOTENGINE_DURABILITY=replica needs a replica connected to the master "
+                    f"(it has {connected}); give Redis one, or use local"
+                )
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.incr(f"{self.keys.prefix}:durability:check")
+                pipe.execute_command("WAITAOF", 1, replicas, 2000)
+                _, reply = await pipe.execute(raise_on_error=False)
+        except RedisError as exc:
+            return f"cannot check the durability on Redis: {exc}"
+        if isinstance(reply, BaseException):
+            return (
+                f"SLOTENGINE_DURABILITY={level}: Redis refuses WAITAOF ({reply}); it needs "
+                "Redis 7.2 or Valkey, with appendonly yes"
+            )
+        if not Durability(replicas).met(reply):
+            return f"SLOTENGINE_DURABILITY={level}: Redis did not confirm a write in 2 s ({reply})"
+        return None
 
     async def _execute(self, pipe: Any) -> list[Any]:
         """Send a commit's pipeline (a seam for the tests that inject failures)."""
