@@ -158,6 +158,7 @@ async def test_the_pool_follows_the_nodes(ray_cluster, redis_server, redis_clien
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.unwatched  # it compares request rates: MONITOR would skew them
 async def test_rebalance_after_a_node_joins_under_load(
     ray_cluster, redis_server, redis_client, settings_for
 ):
