@@ -122,9 +122,10 @@ class Settings(BaseModel):
     background_nice: int = Field(default=19, ge=-20, le=19)
     redis_appendfsync: Literal["always", "everysec"] = "always"
     # What an acknowledged booking has survived (engine/store/shards.py ``Durability``): ``local``
-    # the master's AOF fsync (``WAITAOF 1 0``), ``replica`` also a replica's (``WAITAOF 1 1``);
+    # the master's AOF fsync (``WAITAOF 1 0``), ``replica`` also a replica's (``WAITAOF 1 1``),
+    # ``replica-received`` the master's AOF and a replica's memory (``WAIT 1``);
     # a commit not confirmed within ``durability_wait_ms`` is answered ``outcome_unknown``
-    durability: Literal["local", "replica"] = "local"
+    durability: Literal["local", "replica", "replica-received"] = "local"
     durability_wait_ms: int = Field(default=500, ge=1, le=60_000)
     # the API (api/)
     admin_token: str | None = Field(default=None, min_length=16)

@@ -132,24 +132,54 @@ def packed_by_hiredis(connection_class: type[Any]) -> type[Any]:
 
 @dataclass(frozen=True, slots=True)
 class Durability:
-    """What a commit waits for before it counts as done: ``WAITAOF local replicas timeout``
-    sent last in the commit's pipeline (it waits for this connection's own writes, and Redis
-    replicates in order, so a later write confirmed confirms every earlier one). ``local``:
-    the master's AOF fsync (``appendfsync everysec`` then keeps the same promise as
-    ``always``); ``replica``: a replica's AOF too, so a failover keeps the commit."""
+    """What a commit waits for before it counts as done, sent last in the commit's pipeline
+    (each waits for this connection's own writes, and Redis replicates in order, so a later
+    write confirmed confirms every earlier one):
 
-    replicas: int = 0  # 0: ``local``; 1: ``replica``
+    - ``local``: ``WAITAOF 1 0``, the master's AOF fsync (``appendfsync everysec`` then keeps
+      the same promise as ``always``);
+    - ``replica``: ``WAITAOF 1 1``, a replica's AOF fsync too: the commit survives the master
+      and the replica crashing together (Valkey 9.1's replicas report their fsync about once a
+      second: a commit then takes about a second);
+    - ``replica-received``: ``WAITAOF 1 0`` and ``WAIT 1``, the master's AOF and a replica's
+      memory: the commit survives the master's loss and a failover (a millisecond), not the
+      master and the promoted replica crashing within its fsync.
+    """
+
+    replicas: int = 0  # replicas whose AOF must have it (``replica``)
+    received: int = 0  # replicas that must have received it (``replica-received``)
     wait_ms: int = 500
 
     @classmethod
     def of(cls, level: str, wait_ms: int) -> Durability:
-        return cls(1 if level == "replica" else 0, wait_ms)
+        return cls(
+            replicas=1 if level == "replica" else 0,
+            received=1 if level == "replica-received" else 0,
+            wait_ms=wait_ms,
+        )
 
-    def met(self, reply: Any) -> bool:
-        """Whether a ``WAITAOF`` reply ([local fsynced, replicas fsynced]) keeps the promise."""
-        if isinstance(reply, BaseException) or not isinstance(reply, list | tuple):
+    def send(self, pipe: Any) -> None:
+        """Queue the waits (last in a pipeline)."""
+        pipe.execute_command("WAITAOF", 1, self.replicas, self.wait_ms)
+        if self.received:
+            pipe.execute_command("WAIT", self.received, self.wait_ms)
+
+    @property
+    def commands(self) -> int:
+        return 2 if self.received else 1
+
+    def met(self, replies: Sequence[Any]) -> bool:
+        """Whether the replies of ``send`` ([local fsynced, replicas fsynced], then the
+        replicas that received it) keep the promise."""
+        waitaof = replies[0]
+        if isinstance(waitaof, BaseException) or not isinstance(waitaof, list | tuple):
             return False
-        return int(reply[0]) >= 1 and int(reply[1]) >= self.replicas
+        if int(waitaof[0]) < 1 or int(waitaof[1]) < self.replicas:
+            return False
+        if self.received:
+            wait = replies[1]
+            return not isinstance(wait, BaseException) and int(wait) >= self.received
+        return True
 
 
 class HostView(NamedTuple):
@@ -379,15 +409,15 @@ class Store:
                     count += len(w.new_session_ids) + 1
                 extras.append(count)
             if self.durability is not None:  # last: it waits for this connection's writes
-                d = self.durability
-                pipe.execute_command("WAITAOF", 1, d.replicas, d.wait_ms)
+                self.durability.send(pipe)
             results = await self._execute(pipe)
         out, at = [], 0
         for count in extras:
             out.append(results[at])
             at += 1 + count
-        if self.durability is not None and not self.durability.met(results[-1]):
-            why = f"not confirmed durable within {self.durability.wait_ms} ms: {results[-1]!r}"
+        d = self.durability
+        if d is not None and not d.met(waits := results[len(results) - d.commands :]):
+            why = f"not confirmed durable within {d.wait_ms} ms: {waits!r}"
             out = [r if isinstance(r, BaseException) else NotDurable(why) for r in out]
         return out
 
@@ -401,37 +431,38 @@ class Store:
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.incr(probe)
-                pipe.execute_command("WAITAOF", 1, d.replicas, d.wait_ms)
-                _, reply = await pipe.execute(raise_on_error=False)
+                d.send(pipe)
+                _, *waits = await pipe.execute(raise_on_error=False)
         except RedisError:
             return False
-        return d.met(reply)
+        return d.met(waits)
 
     async def durability_problem(self, level: str) -> str | None:
         """Why commits could never be confirmed at ``level`` (None: they can): the AOF off,
-        ``WAITAOF`` unknown (Redis < 7.2), or for ``replica`` no replica connected."""
-        replicas = Durability.of(level, 100).replicas
+        ``WAITAOF`` unknown (Redis < 7.2), or for the replica levels no replica connected."""
+        d = Durability.of(level, 3000)
+        needed = max(d.replicas, d.received)
         try:
             info = await self.client.info("replication")
             connected = int(info.get("connected_slaves", 0))
-            if replicas and connected < replicas:
+            if connected < needed:
                 return (
-                    "SLOTENGINE_DURABILITY=replica needs a replica connected to the master "
+                    f"SLOTENGINE_DURABILITY={level} needs a replica connected to the master "
                     f"(it has {connected}); give Redis one, or use local"
                 )
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.incr(f"{self.keys.prefix}:durability:check")
-                pipe.execute_command("WAITAOF", 1, replicas, 2000)
-                _, reply = await pipe.execute(raise_on_error=False)
+                d.send(pipe)
+                _, *waits = await pipe.execute(raise_on_error=False)
         except RedisError as exc:
             return f"cannot check the durability on Redis: {exc}"
-        if isinstance(reply, BaseException):
+        if isinstance(waits[0], BaseException):
             return (
-                f"SLOTENGINE_DURABILITY={level}: Redis refuses WAITAOF ({reply}); it needs "
+                f"SLOTENGINE_DURABILITY={level}: Redis refuses WAITAOF ({waits[0]}); it needs "
                 "Redis 7.2 or Valkey, with appendonly yes"
             )
-        if not Durability(replicas).met(reply):
-            return f"SLOTENGINE_DURABILITY={level}: Redis did not confirm a write in 2 s ({reply})"
+        if not d.met(waits):
+            return f"SLOTENGINE_DURABILITY={level}: Redis did not confirm a write in 3 s {waits}"
         return None
 
     async def _execute(self, pipe: Any) -> list[Any]:
