@@ -119,3 +119,49 @@ async def test_a_new_installation_records_the_steps_without_moving_anything(redi
     keys = Keys("fresh")
     assert await run_steps(redis_client, keys) == {name: 0 for name, _ in ENGINE_STEPS}
     assert set(await redis_client.hkeys(keys.upgrades)) == {n.encode() for n, _ in ENGINE_STEPS}
+
+
+async def test_a_data_folder_of_the_previous_release_starts_in_the_new_layout(
+    ray_local, settings_for, tmp_path
+):
+    """``tests/data/release-1bd0c5c``: the AOF that release wrote (its own code, run by
+    ``tests/data/make_previous_release.py``): a paid booking, a cancelled one refunded, a hold,
+    bans of the hospital and the platform, a blacklist entry, a pinned shard, the notices
+    its courier delivered. The new release starts on it and finds each where it reads now."""
+    import shutil
+    from pathlib import Path
+
+    from engine.outcomes import BookingInfo
+    from engine.runtime import Runtime
+    from engine.store.embedded import EmbeddedRedis
+
+    data = tmp_path / "redis"
+    data.mkdir()
+    release = Path(__file__).parents[2] / "data" / "release-1bd0c5c" / "appendonlydir"
+    shutil.copytree(release, data / "appendonlydir")
+    with EmbeddedRedis(data) as server:
+        rt = Runtime.start(settings_for(server.url, namespace="prev", hosts=1))
+        engine = rt.engine()
+        try:
+            keys, client = engine.store.keys, engine.store.client
+            assert set(await client.hkeys(keys.upgrades)) == {b"one-slot-keys"}
+            assert (await engine.store.read_rules("h1"))[1].keys() == {9}
+            assert (await engine.store.read_rules(PLATFORM))[1].keys() == {8}
+            assert await engine.store.placement() == {"h1:2026-12-06": 0}
+            assert await client.hexists(keys.patient_list("h1", "blacklist"), "9")
+            gateway = SandboxGateway(client, keys)
+            assert await gateway.refunds("prev1.1") == {"prev1.1:cancelled": 1500}
+            again = await gateway.refund("prev1.1", None, "prev1.1:cancelled")
+            assert again.amount == 1500 and (await gateway.payment("prev1.1")).refunded == 1500
+            for patient in (1, 2):
+                for n in await patient_notices(client, keys, patient):
+                    assert await client.exists(keys.sent(patient, n["id"])), n["id"]
+            kinds = [n["kind"] for n in await patient_notices(client, keys, 2)]
+            assert kinds == ["cancelled", "confirmed"]
+            first = await engine.booking("prev1.0")
+            assert isinstance(first, BookingInfo) and first.patient_id == 1 and first.paid
+            old = ("bans:h1", "placement", "payment:prev1.1:refunds", "patient:1:notices")
+            assert not await client.exists(*[f"prev:{name}" for name in old])
+        finally:
+            await engine.close()
+            rt.stop()
