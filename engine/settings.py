@@ -182,12 +182,13 @@ class Settings(BaseModel):
                 "SLOTENGINE_HOSTS (a fixed pool of that many hosts) and SLOTENGINE_HOSTS_PER_NODE "
                 "(a pool that follows the nodes) exclude each other: set only one"
             )
-        if self.durability_wait_ms >= self.redis_timeout * 1000:
-            raise ValueError(
-                "SLOTENGINE_DURABILITY_WAIT_MS must be shorter than SLOTENGINE_REDIS_TIMEOUT "
-                "(a commit's wait for durability is part of its round trip)"
-            )
         return self
+
+    @property
+    def durability_wait(self) -> int:
+        """Milliseconds a commit waits for its durability: ``durability_wait_ms``, cut to
+        80% of ``redis_timeout`` (the wait is part of the commit's round trip)."""
+        return max(1, min(self.durability_wait_ms, int(self.redis_timeout * 800)))
 
     @property
     def follows_nodes(self) -> bool:

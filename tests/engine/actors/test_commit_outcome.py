@@ -185,7 +185,13 @@ async def test_a_booking_sent_over_ray_to_a_dead_host_is_outcome_unknown(runtime
     session = spec("dead2")
     assert (await engine.create_session(session)).session_id == "dead2"
     index = engine.host_of(session.shard_id)
-    ray.kill(runtime.hosts[index], no_restart=True)
+    ray.kill(runtime.hosts[index], no_restart=True)  # asynchronous: wait until it took
+    for _ in range(100):
+        try:
+            await asyncio.wait_for(runtime.hosts[index].info.remote(), 1)
+        except (ray.exceptions.RayActorError, TimeoutError):
+            break
+        await asyncio.sleep(0.05)
     got = await engine.book("dead2", 1, "r1")
     assert isinstance(got, OutcomeUnknown), got
     await engine.close()
