@@ -167,12 +167,25 @@ async def test_a_failed_host_call_is_unknown_for_writes_only_once_it_may_have_ar
     assert isinstance(await read, Unavailable), "a read changed nothing either way"
 
 
+async def killed(host) -> None:
+    """``ray.kill`` is asynchronous: a call right after it may still be served. Wait until
+    the host is gone."""
+    ray.kill(host, no_restart=True)
+    for _ in range(100):
+        try:
+            await asyncio.wait_for(host.info.remote(), 1)
+        except (RayActorError, TimeoutError):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the killed host still answers")
+
+
 async def test_a_booking_for_a_dead_host_is_unavailable_when_it_never_left(runtime):
     engine = runtime.engine()
     session = spec("dead1")
     assert (await engine.create_session(session)).session_id == "dead1"
     index = engine.host_of(session.shard_id)
-    ray.kill(runtime.hosts[index], no_restart=True)
+    await killed(runtime.hosts[index])
     got = await engine.book("dead1", 1, "r1")  # the channel cannot be found: nothing sent
     assert isinstance(got, Unavailable), got
     [stored] = await engine.store.read_shard_sessions(session.shard_id)
@@ -185,13 +198,7 @@ async def test_a_booking_sent_over_ray_to_a_dead_host_is_outcome_unknown(runtime
     session = spec("dead2")
     assert (await engine.create_session(session)).session_id == "dead2"
     index = engine.host_of(session.shard_id)
-    ray.kill(runtime.hosts[index], no_restart=True)  # asynchronous: wait until it took
-    for _ in range(100):
-        try:
-            await asyncio.wait_for(runtime.hosts[index].info.remote(), 1)
-        except (ray.exceptions.RayActorError, TimeoutError):
-            break
-        await asyncio.sleep(0.05)
+    await killed(runtime.hosts[index])
     got = await engine.book("dead2", 1, "r1")
     assert isinstance(got, OutcomeUnknown), got
     await engine.close()
