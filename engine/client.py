@@ -163,6 +163,13 @@ class Mailbox:
             self.busy = False
 
 
+def _cancelled() -> bool:
+    """The running task was asked to stop, even if a library swallowed the CancelledError
+    (the request stays counted until ``uncancel``)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class Engine:
     """``await engine.book(session_id, patient_id, request_id)`` and friends.
 
@@ -298,10 +305,12 @@ class Engine:
                     await self._grow(size)  # hosts started on new nodes: known before used
                     leased, serving, size = await self.store.host_view(len(self.hosts))
             except StoreUnavailable:  # keep the last view; the hosts' epochs fence any mistake
+                if self._closed or _cancelled():  # redis-py may turn a cancellation into this
+                    return
                 await asyncio.sleep(period)
                 continue
             except Exception:  # a bug: keep following
-                if self._closed:
+                if self._closed or _cancelled():
                     return
                 log.exception("reading the leases failed")
                 await asyncio.sleep(period)

@@ -124,7 +124,7 @@ async def test_a_new_installation_records_the_steps_without_moving_anything(redi
 async def test_a_data_folder_of_the_previous_release_starts_in_the_new_layout(
     ray_local, settings_for, tmp_path
 ):
-    """``tests/data/release-1bd0c5c``: the AOF that release wrote (its own code, run by
+    """``tests/data/release_1bd0c5c``: the AOF that release wrote (its own code, run by
     ``tests/data/make_previous_release.py``): a paid booking, a cancelled one refunded, a hold,
     bans of the hospital and the platform, a blacklist entry, a pinned shard, the notices
     its courier delivered. The new release starts on it and finds each where it reads now."""
@@ -137,7 +137,7 @@ async def test_a_data_folder_of_the_previous_release_starts_in_the_new_layout(
 
     data = tmp_path / "redis"
     data.mkdir()
-    release = Path(__file__).parents[2] / "data" / "release-1bd0c5c" / "appendonlydir"
+    release = Path(__file__).parents[2] / "data" / "release_1bd0c5c" / "appendonlydir"
     shutil.copytree(release, data / "appendonlydir")
     with EmbeddedRedis(data) as server:
         rt = Runtime.start(settings_for(server.url, namespace="prev", hosts=1))
