@@ -20,7 +20,7 @@ from pathlib import Path
 import ray
 import redis
 
-from benchmarks.engine import machine, median, run_engine_variant
+from benchmarks.engine import machine, median, publish, run_engine_variant
 from engine.runtime import Runtime
 from engine.settings import Settings
 from engine.store.embedded import EmbeddedRedis
@@ -106,12 +106,7 @@ def main() -> None:
                 f"| {level} | {c} | {rate:,.0f} | {p50:.2f} | {p99:.2f} | {bad} | "
                 f"{rate / rows['local', c][0]:.2f}x |"
             )
-    table = "\n".join(out)
-    print()
-    print(table)
-    results = Path("benchmarks/results")
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "durability.md").write_text(table + "\n")
+    publish("durability", "\n".join(out))
 
 
 if __name__ == "__main__":

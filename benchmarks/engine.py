@@ -317,6 +317,15 @@ def machine() -> str:
     return f"{platform.machine()} {cpu}, {os.cpu_count()} cores, {system}"
 
 
+def publish(name: str, table: str) -> None:
+    """Print a benchmark's table and keep it in ``benchmarks/results/<name>.md``."""
+    print()
+    print(table)
+    results = Path("benchmarks/results")
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{name}.md").write_text(table + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -390,12 +399,7 @@ def main() -> None:
     out.append(
         f"(d) reload of a 500-session shard (15,000 bookings) by a host: {reload_seconds:.3f} s"
     )
-    table = "\n".join(out)
-    print()
-    print(table)
-    results = Path("benchmarks/results")
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "engine.md").write_text(table + "\n")
+    publish("engine", "\n".join(out))
 
 
 if __name__ == "__main__":

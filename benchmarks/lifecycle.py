@@ -44,7 +44,7 @@ import msgpack
 import ray
 import redis
 
-from benchmarks.engine import machine, median, percentile
+from benchmarks.engine import machine, median, percentile, publish
 from engine.client import Engine
 from engine.core.placement import default_host
 from engine.core.policy import Policy
@@ -507,12 +507,7 @@ def main() -> None:
         finally:
             rt.stop()
 
-    text = table(args.repeats, settings, server, results, sizes)
-    print()
-    print(text)
-    folder = Path("benchmarks/results")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "lifecycle.md").write_text(text + "\n")
+    publish("lifecycle", table(args.repeats, settings, server, results, sizes))
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ from engine.core.snapshot import (
 )
 from engine.errors import CommitUncertain, Fenced, NotDurable, SnapshotError, StoreUnavailable
 from engine.store.keys import Keys
-from engine.store.slots import by_slot, mget
+from engine.store.slots import mget, queue_mget
 
 # KEYS: epoch, sessions-set, outbox stream, changed-sessions set, commit token, snapshot keys
 # (n), patients' booking sets (m). ARGV: epoch, channel, message, events, n, token, payloads
@@ -427,15 +427,18 @@ class Store:
         ``WAITAOF`` — a later write confirmed confirms every earlier one."""
         if self.durability is None:
             return True
-        d = self.durability
         try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.incr(probe)
-                d.send(pipe)
-                _, *waits = await pipe.execute(raise_on_error=False)
+            return self.durability.met(await self._write_and_wait(probe, self.durability))
         except RedisError:
             return False
-        return d.met(waits)
+
+    async def _write_and_wait(self, probe: str, d: Durability) -> list[Any]:
+        """A write of ``probe`` and the waits of ``d`` after it: their replies."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.incr(probe)
+            d.send(pipe)
+            _, *waits = await pipe.execute(raise_on_error=False)
+        return waits
 
     async def durability_problem(self, level: str) -> str | None:
         """Why commits could never be confirmed at ``level`` (None: they can): the AOF off,
@@ -450,10 +453,7 @@ class Store:
                     f"SLOTENGINE_DURABILITY={level} needs a replica connected to the master "
                     f"(it has {connected}); give Redis one, or use local"
                 )
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.incr(f"{self.keys.prefix}:durability:check")
-                d.send(pipe)
-                _, *waits = await pipe.execute(raise_on_error=False)
+            waits = await self._write_and_wait(f"{self.keys.prefix}:durability:check", d)
         except RedisError as exc:
             return f"cannot check the durability on Redis: {exc}"
         if isinstance(waits[0], BaseException):
@@ -528,19 +528,14 @@ class Store:
         """The hosts of ``0 .. hosts-1`` holding a lease, those of them that serve (not on a
         drained node), and the pool's size as numbered in Redis (0 for a fixed pool)."""
         try:
-            names = [self.keys.lease(i) for i in range(hosts)]
-            async with self.client.pipeline(transaction=False) as pipe:  # one slot a command
-                for positions in by_slot(names).values():
-                    pipe.mget([names[i] for i in positions])
+            async with self.client.pipeline(transaction=False) as pipe:
+                leases = queue_mget(pipe, [self.keys.lease(i) for i in range(hosts)])
                 pipe.smembers(self.keys.draining)
                 pipe.get(self.keys.pool_size)
                 *parts, draining, size = await pipe.execute()
         except RedisError as exc:
             raise StoreUnavailable(f"leases unreachable: {exc}") from exc
-        raw: list[bytes | None] = [None] * hosts
-        for positions, values in zip(by_slot(names).values(), parts, strict=True):
-            for i, value in zip(positions, values, strict=True):
-                raw[i] = value
+        raw = leases(parts)
         drained = {d.decode() for d in draining}
         leased = frozenset(i for i, v in enumerate(raw) if v is not None)
         if not drained:

@@ -8,7 +8,7 @@ is the same round trip as one ``MGET``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.crc import key_slot
@@ -22,19 +22,29 @@ def by_slot(keys: Sequence[str | bytes]) -> dict[int, list[int]]:
     return groups
 
 
+def queue_mget(pipe: Any, keys: Sequence[str | bytes]) -> Callable[[list], list]:
+    """Queue one ``MGET`` per slot of ``keys`` on ``pipe`` (first in it); the function that
+    turns the pipeline's first replies (one per ``MGET``) into each key's value, in order."""
+    groups = list(by_slot(keys).values())
+    for positions in groups:
+        pipe.mget([keys[i] for i in positions])
+
+    def values(replies: list) -> list[bytes | None]:
+        out: list[bytes | None] = [None] * len(keys)
+        for positions, answer in zip(groups, replies[: len(groups)], strict=True):
+            for i, value in zip(positions, answer, strict=True):
+                out[i] = value
+        return out
+
+    return values
+
+
 async def mget(client: Any, keys: Sequence[str | bytes]) -> list[bytes | None]:
     """``MGET`` of keys in any slots: each key's value (None where it is absent)."""
     if not keys:
         return []
-    groups = by_slot(keys)
-    if len(groups) == 1:
+    if len(by_slot(keys)) == 1:
         return await client.mget(list(keys))
     async with client.pipeline(transaction=False) as pipe:
-        for positions in groups.values():
-            pipe.mget([keys[i] for i in positions])
-        answers = await pipe.execute()
-    out: list[bytes | None] = [None] * len(keys)
-    for positions, values in zip(groups.values(), answers, strict=True):
-        for i, value in zip(positions, values, strict=True):
-            out[i] = value
-    return out
+        values = queue_mget(pipe, keys)
+        return values(await pipe.execute())
