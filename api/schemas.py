@@ -7,7 +7,15 @@ from datetime import date as Date
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+)
 
 from api.accounts.identity import ID_TYPES
 from engine.core.policy import MAX_BAN_DAYS, MAX_RETURN_JITTER
@@ -220,7 +228,7 @@ class PolicyIn(Loose):
     cancel_until: HHMM | None = None
     fee_tiers: list[FeeTierIn] | None = Field(default=None, min_length=1, max_length=20)
     no_show_grace_minutes: int | None = Field(default=None, ge=0, le=1440)
-    no_show_refund: bool | None = None
+    no_show_refund: StrictBool | None = None
     ban_rules: list[BanRuleIn] | None = Field(default=None, max_length=10)
     ban_days: list[Annotated[int, Field(ge=1, le=MAX_BAN_DAYS)]] | None = Field(
         default=None, min_length=1, max_length=10
@@ -245,7 +253,7 @@ class DrainIn(Loose):
     node: str = Field(
         min_length=1, max_length=128
     )  # a Ray node id, its first characters, or its address
-    undo: bool = False
+    undo: StrictBool = False  # true or false, not 0 or "yes"
 
 
 class ClockIn(Loose):

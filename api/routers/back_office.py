@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StrictBool
 
 from api.answers import content, declared
 from api.catalog.his_import import import_schedules, pull
@@ -75,7 +75,7 @@ class HisConfigIn(BaseModel):
 
     his_url: HttpUrl
     insurance_url: HttpUrl | None = None
-    pull: bool = True
+    pull: StrictBool = True
 
 
 class SchedulesIn(BaseModel):

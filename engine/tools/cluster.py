@@ -108,16 +108,24 @@ async def cluster_status(settings: Settings, store: Store) -> dict[str, Any]:
     }
 
 
+MIN_PREFIX = 6  # "0" must not drain whichever node's id happens to start with it
+
+
 def node_named(name: str, nodes: list[dict] | None = None) -> str:
-    """The Ray node id a name means: a node id, its first characters, or a node's address
-    (among ``nodes``, Ray's node table, read now if not given)."""
+    """The Ray node id a name means: a node id, its first ``MIN_PREFIX`` or more characters,
+    or a node's address (among ``nodes``, Ray's node table, read now if not given)."""
+    prefix = len(name) >= MIN_PREFIX
     matches = [
         n["NodeID"]
         for n in (ray.nodes() if nodes is None else nodes)
-        if n["Alive"] and name and (n["NodeID"].startswith(name) or n["NodeManagerAddress"] == name)
+        if n["Alive"]
+        and ((prefix and n["NodeID"].startswith(name)) or n["NodeManagerAddress"] == name)
     ]
     if len(matches) != 1:
-        raise ValueError(f"{name!r} names {len(matches)} live nodes (give more of its id)")
+        raise ValueError(
+            f"{name!r} names {len(matches)} live nodes"
+            f" (give a node's address or at least {MIN_PREFIX} characters of its id)"
+        )
     return matches[0]
 
 

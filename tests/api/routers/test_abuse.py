@@ -230,14 +230,18 @@ async def test_only_the_platform_makes_a_hospitals_bans_platform_wide(http):
         {"ban_days": [30, 5000]},
         {"ban_rules": [{"kind": "cancel", "count": 1, "window_days": 3650}]},
         {"return_jitter_seconds": 100_000},
+        {"no_show_refund": 1},  # a yes or no is true or false, not a number
+        {"no_show_refund": "false"},
     ],
 )
 async def test_ban_lengths_and_windows_are_capped(http, policy):
     cat = await make_catalog(http, doctors=1)
     path = f"/v1/admin/hospitals/{cat['hospital']}/policy"
+    before = (await http.get(path, headers=admin_headers())).json()
     r = await http.put(path, json=policy, headers=admin_headers())
     assert r.status_code == 422
     assert r.json()["code"] == "invalid_request"
+    assert (await http.get(path, headers=admin_headers())).json() == before
 
 
 async def test_the_platform_lists_and_lifts_platform_bans(app, http):

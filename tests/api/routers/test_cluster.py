@@ -31,8 +31,12 @@ async def test_only_the_platform_admin_sees_the_cluster(http):
 
 async def test_a_drain_names_a_live_node_or_is_refused_and_changes_nothing(http, app):
     store = app.app.state.services.engine.store
+    node_id = ray.get_runtime_context().get_node_id()  # the head: where this pool's hosts are
     for body, status, code in (
         ({"node": "no-such-node"}, 404, "not_found"),
+        ({"node": node_id[:5]}, 404, "not_found"),  # too few characters to name a node
+        ({"node": node_id, "undo": 0}, 422, "invalid_request"),
+        ({"node": node_id, "undo": "yes"}, 422, "invalid_request"),
         ({}, 422, "invalid_request"),
         ({"node": 7}, 422, "invalid_request"),
         ({"node": ""}, 422, "invalid_request"),
@@ -42,7 +46,6 @@ async def test_a_drain_names_a_live_node_or_is_refused_and_changes_nothing(http,
         assert answer.json()["message"]
     assert await store.draining() == set(), "nothing was drained"
 
-    node_id = ray.get_runtime_context().get_node_id()  # the head: where this pool's hosts are
     done = await http.post(
         "/v1/admin/cluster/drain", json={"node": node_id[:12]}, headers=admin_headers()
     )
