@@ -31,6 +31,7 @@ from api.services import (
 )
 from engine.core.clock import usable_offset
 from engine.outcomes import Bookings, SessionState
+from engine.store.outbox import Outbox
 from engine.store.shards import parse_stock_message
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ async def read_figures(s: Services) -> None:
     client, keys = s.engine.store.client, s.engine.store.keys
     figures: dict[str, float] = {}
     try:
-        figures["outbox_pending"] = await client.xlen(keys.outbox)
+        figures["outbox_pending"] = await Outbox(client, keys).backlog(everywhere=False)
         figures["unsettled_payments"] = await client.zcard(keys.pending_payments)
         figures["dead_letters_waiting"] = await s.dead_letters.count()
         call = asyncio.ensure_future(s.engine.courier_info())

@@ -3,9 +3,10 @@ notices to the sender, violations to the patients' conduct records and bans — 
 the booking records up to date (``backoffice/record_book.py``), asking for HIS deliveries
 (``backoffice/deliveries.py``).
 
-Hosts never wait for any of this: their commit only appends one outbox entry (atomically with
-the snapshots that caused it). The courier reads the stream through a consumer group, handles
-each entry, then acknowledges and deletes it. Every step is idempotent (refunds are keyed,
+Hosts never wait for any of this: their commit only appends one outbox entry to its shard's
+stream (atomically with the snapshots that caused it) and rings the doorbell. The courier reads
+the streams rung (``store/outbox.py``) through consumer groups, handles each entry, then
+acknowledges and deletes it. Every step is idempotent (refunds are keyed,
 notices carry stable ids, violations are keyed by booking and kind, bans only grow), so an entry
 replayed after a crash or a Redis outage does nothing twice.
 
@@ -31,7 +32,6 @@ from typing import Any
 
 import msgpack
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.actors.process import set_niceness, this_node
@@ -46,13 +46,14 @@ from engine.settings import Settings
 from engine.store.dead_letters import DeadLetters, describe
 from engine.store.keys import Keys
 from engine.store.notices import Notice, Sender, load_sender
+from engine.store.outbox import Entry, Outbox, Stream
 from engine.store.payments import SandboxGateway
 from engine.store.shards import Store
 
 log = logging.getLogger(__name__)
-GROUP = "couriers"
-CONSUMER = "courier"
-BATCH = 256
+BATCH = 256  # entries read from each stream at once
+STREAMS_PER_READ = 64  # streams read in one round trip
+SWEEP_SECONDS = 60.0  # every shard's stream is looked at this often (``Outbox.sweep``)
 SETTLE_SECONDS = 60.0  # a charge the engine has not answered by then is looked at
 RECONCILE_LIMIT = 1000  # waiting holds looked past per round
 INDEX_ROUNDS = 20  # times 500 changed sessions indexed per round at most
@@ -64,9 +65,9 @@ UNREACHABLE: tuple[type[BaseException], ...] = (
     RedisTimeoutError,
     HisUnavailable,
 )
-Entry = tuple[bytes, dict[bytes, bytes]]  # an outbox entry as read: id, fields
-Failed = tuple[bytes, dict[bytes, bytes], Exception]  # ... and why its handling failed
-Exhausted = tuple[bytes, dict[bytes, bytes], Exception, int]  # ... on its last delivery (count)
+Read = tuple[Stream, bytes, dict[bytes, bytes]]  # an outbox entry as read: stream, id, fields
+Failed = tuple[Stream, bytes, dict[bytes, bytes], Exception]  # ... and why its handling failed
+Exhausted = tuple[Stream, bytes, dict[bytes, bytes], Exception, int]  # ... on its last try
 
 
 class Courier:
@@ -134,7 +135,8 @@ class CourierWork:
         self.records = RecordBook(self.store.client, self.keys)
         self.deliveries = Deliveries(self.store.client, self.keys)
         self.dead_letters = DeadLetters(self.store.client, self.keys)
-        self._grouped = False
+        self.outbox = Outbox(self.store.client, self.keys)
+        self._next_sweep = 0.0  # the first round sweeps
         self._tallied = False
         self._hosts: list | None = None
 
@@ -164,69 +166,93 @@ class CourierWork:
         return dict(self.counters)
 
     async def carry(self) -> None:
-        """Carry the outbox out: first what earlier rounds left pending (reading on past each
-        read, so an entry that fails again is delivered once a round), then new entries."""
+        """Carry the outbox out (``outbox.py``): of every stream rung, first what earlier
+        rounds left pending (reading on past each read, so an entry that fails again is
+        delivered once a round), then new entries; every stream's reads go in one round trip
+        and its entries are handled together. A shard's stream with nothing left answers its
+        doorbell; one whose entry failed stays rung, for the next round."""
         client = self.store.client
-        if not self._grouped:
-            try:
-                await client.xgroup_create(self.keys.outbox, GROUP, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-            self._grouped = True
         self.clock.set_offset(
             usable_offset(await client.get(self.keys.clock), self.settings.movable_clock)
         )
-        after = "0"
-        while entries := await self._read(after):
-            await self._carry(entries)
-            if len(entries) < BATCH:
-                break
-            after = entries[-1][0].decode()
-        while entries := await self._read(">"):
-            await self._carry(entries)
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_SECONDS
+            if found := await self.outbox.sweep():
+                log.warning("courier: %d shards' outbox entries were never rung for", found)
+        streams = await self.outbox.rung()
+        for at in range(0, len(streams), STREAMS_PER_READ):
+            await self._carry_streams(streams[at : at + STREAMS_PER_READ])
 
-    async def _read(self, start: str) -> list[Entry]:
-        reply = await self.store.client.xreadgroup(
-            GROUP, CONSUMER, {self.keys.outbox: start}, count=BATCH
-        )
-        return reply[0][1] if reply else []
+    async def _carry_streams(self, streams: list[Stream]) -> None:
+        waiting = set(streams)  # not answered: read to the end, or an entry failed
+        failed: set[Stream] = set()  # with an entry that failed and stays pending
+        starts = [(stream, "0") for stream in streams]
+        while starts:  # what earlier rounds left pending, read on past each read
+            reads = await self.outbox.read(starts, BATCH)
+            failed |= await self._carry(starts, reads)
+            starts = [
+                (stream, entries[-1][0].decode())
+                for (stream, _), entries in zip(starts, reads, strict=True)
+                if len(entries) == BATCH
+            ]
+        starts = [(stream, ">") for stream in streams]
+        while starts:
+            reads = await self.outbox.read(starts, BATCH)
+            failed |= await self._carry(starts, reads)
+            for (stream, _), entries in zip(starts, reads, strict=True):
+                if len(entries) < BATCH and stream not in failed:
+                    waiting.discard(stream)
+            starts = [
+                start for start, entries in zip(starts, reads, strict=True) if len(entries) == BATCH
+            ]
+        await self.outbox.answer([stream for stream in streams if stream not in waiting])
 
-    async def _carry(self, entries: list[Entry]) -> None:
-        """Handle one read of the outbox and settle it (``_settle``). The entries are handled
-        together; if that fails, one at a time, so that no bad entry holds up a good one. An
-        entry that finds a service unreachable ends that (the others would most likely find
-        it so too, each after a timeout) and is raised once the rest is settled; it is counted
-        like any failure, so an entry that always times out still reaches the dead letters,
-        and the entries behind it flow on."""
-        done: list[bytes] = []
+    async def _carry(
+        self, starts: list[tuple[Stream, str]], reads: list[list[Entry]]
+    ) -> set[Stream]:
+        """Handle one read of the outbox (any number of streams) and settle it (``_settle``);
+        the streams with a failed entry left pending. The entries are handled together; if
+        that fails, one at a time, so that no bad entry holds up a good one. An entry that
+        finds a service unreachable ends that (the others would most likely find it so too,
+        each after a timeout) and is raised once the rest is settled; it is counted like any
+        failure, so an entry that always times out still reaches the dead letters, and the
+        entries behind it flow on."""
+        done: list[Read] = []
         failed: list[Failed] = []
-        readable: list[tuple[bytes, dict[bytes, bytes], str, list[list[Any]]]] = []
-        for entry_id, fields in entries:
-            if not fields:  # deleted while pending
-                done.append(entry_id)
-                continue
-            try:
-                readable.append((entry_id, fields, _origin(entry_id, fields), _events(fields)))
-            except Exception as exc:
-                failed.append((entry_id, fields, exc))
+        readable: list[tuple[Read, str, list[list[Any]]]] = []
+        for (stream, _), entries in zip(starts, reads, strict=True):
+            for entry_id, fields in entries:
+                entry = (stream, entry_id, fields)
+                if not fields:  # deleted while pending
+                    done.append(entry)
+                    continue
+                try:
+                    readable.append((entry, _origin(stream, entry_id, fields), _events(fields)))
+                except Exception as exc:
+                    failed.append((*entry, exc))
         outage: Exception | None = None
-        error = await self._attempt([(origin, events) for _, _, origin, events in readable])
+        error = (
+            await self._attempt([(origin, events) for _, origin, events in readable])
+            if readable
+            else None
+        )
         if error is None:
-            done += [entry_id for entry_id, *_ in readable]
+            done += [entry for entry, _, _ in readable]
         else:
-            for entry_id, fields, origin, events in readable:
+            for entry, origin, events in readable:
                 one = error if len(readable) == 1 else await self._attempt([(origin, events)])
                 if one is None:
-                    done.append(entry_id)
+                    done.append(entry)
                     continue
-                failed.append((entry_id, fields, one))
+                failed.append((*entry, one))
                 if unreachable(one):  # likely away for all: the others wait for the next round
                     outage = one
                     break
-        await self._settle(done, failed)
+        pending = await self._settle(done, failed)
         if outage is not None:
             raise outage
+        return pending
 
     async def _attempt(self, batch: list[tuple[str, list[list[Any]]]]) -> Exception | None:
         """``_handle_batch``, answering its failure instead of raising it."""
@@ -236,56 +262,57 @@ class CourierWork:
             return exc
         return None
 
-    async def _settle(self, done: list[bytes], failed: list[Failed]) -> None:
+    async def _settle(self, done: list[Read], failed: list[Failed]) -> set[Stream]:
         """Acknowledge and delete the entries done, and the failed ones whose delivery count
         has reached ``outbox_max_tries`` once they are in the dead letters (``_bury``); the
-        other failed entries stay pending for the next round."""
-        client, keys = self.store.client, self.keys
+        other failed entries stay pending for the next round (their streams are answered)."""
         last: list[Exhausted] = []
+        pending: set[Stream] = set()
         if failed:
-            async with client.pipeline(transaction=False) as pipe:
-                for entry_id, _, _ in failed:
-                    pipe.xpending_range(keys.outbox, GROUP, entry_id, entry_id, 1)
-                pending = await pipe.execute()
+            counts = await self.outbox.deliveries([(stream, i) for stream, i, _, _ in failed])
             limit = self.settings.outbox_max_tries
-            for (entry_id, fields, exc), found in zip(failed, pending, strict=True):
-                tries = int(found[0]["times_delivered"]) if found else 0
+            for (stream, entry_id, fields, exc), tries in zip(failed, counts, strict=True):
                 self.counters["failures"] += 1
                 if tries >= limit:
-                    last.append((entry_id, fields, exc, tries))
+                    last.append((stream, entry_id, fields, exc, tries))
                 else:
+                    pending.add(stream)
                     log.warning(
                         "outbox entry %s failed (delivery %d of %d): %s",
-                        _origin(entry_id, fields),
+                        _origin(stream, entry_id, fields),
                         tries,
                         limit,
                         describe(exc),
                     )
         buried = await self._bury(last) if last else []
-        settled = done + buried
-        if not settled:
-            return
-        async with client.pipeline(transaction=True) as pipe:
-            pipe.xack(keys.outbox, GROUP, *settled)
-            pipe.xdel(keys.outbox, *settled)
-            await pipe.execute()
+        pending |= {stream for stream, _, _, _, _ in last} - {stream for stream, _ in buried}
+        settled: dict[Stream, list[bytes]] = {}
+        for stream, entry_id, *_ in done:
+            settled.setdefault(stream, []).append(entry_id)
+        for stream, entry_id in buried:
+            settled.setdefault(stream, []).append(entry_id)
+        if settled:
+            await self.outbox.settle(settled)
         self.counters["entries"] += len(done)
         self.counters["dead_letters"] += len(buried)
+        return pending
 
-    async def _bury(self, last: list[Exhausted]) -> list[bytes]:
-        """Move to the dead letters the entries that failed their last delivery; the ids of
-        those moved. Their dead letters are written, and confirmed, before the entries are
-        acknowledged: a crash in between at worst writes one twice, and an entry whose dead
-        letter could not be written stays pending."""
-        origins = [_origin(entry_id, fields) for entry_id, fields, _, _ in last]
+    async def _bury(self, last: list[Exhausted]) -> list[tuple[Stream, bytes]]:
+        """Move to the dead letters the entries that failed their last delivery; those moved.
+        Their dead letters are written, and confirmed, before the entries are acknowledged: a
+        crash in between at worst writes one twice, and an entry whose dead letter could not
+        be written stays pending."""
+        origins = [_origin(stream, entry_id, fields) for stream, entry_id, fields, _, _ in last]
         dead_ids = await self.dead_letters.bury(
             [
                 (origin, fields.get(b"e", b""), exc, tries)
-                for origin, (_, fields, exc, tries) in zip(origins, last, strict=True)
+                for origin, (_, _, fields, exc, tries) in zip(origins, last, strict=True)
             ]
         )
         buried = []
-        for origin, (entry_id, _, exc, tries), dead_id in zip(origins, last, dead_ids, strict=True):
+        for origin, (stream, entry_id, _, exc, tries), dead_id in zip(
+            origins, last, dead_ids, strict=True
+        ):
             if dead_id is None:
                 log.error(
                     "outbox entry %s failed %d times but could not be moved to the dead "
@@ -294,7 +321,7 @@ class CourierWork:
                     tries,
                 )
                 continue
-            buried.append(entry_id)
+            buried.append((stream, entry_id))
             log.error(
                 "outbox entry %s failed %d times, moved to the dead letters as %s: %s",
                 origin,
@@ -564,10 +591,12 @@ def unreachable(exc: BaseException) -> bool:
     return False
 
 
-def _origin(entry_id: bytes, fields: dict[bytes, bytes]) -> str:
-    """The id an outbox entry was first written with (a retried dead letter keeps it): its
+def _origin(stream: Stream, entry_id: bytes, fields: dict[bytes, bytes]) -> str:
+    """The name an outbox entry was first written under (a retried dead letter keeps it): its
     notices are named after it, so a notice already delivered is not delivered again."""
-    return fields.get(b"origin", entry_id).decode(errors="replace")
+    if b"origin" in fields:
+        return fields[b"origin"].decode(errors="replace")
+    return stream.origin(entry_id)
 
 
 def _events(fields: dict[bytes, bytes]) -> list[list[Any]]:

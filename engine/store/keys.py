@@ -5,7 +5,8 @@ Redis and on a cluster: a shard's keys share the hash tag ``{hospital:date}``; t
 together in one scope share that scope's tag — a scope's bans and their version
 ``{scope}``, a hospital's manual lists ``{hospital}``, a patient's notices and their sent
 markers ``{patient id}``, the placement directory with its version and drained nodes
-``{placement}``. ``engine/store/layout.py`` moves the keys of an older layout once.
+``{placement}``, the platform-wide outbox and its dead letters ``{outbox}`` (a shard's outbox
+stream has the shard's tag). ``engine/store/layout.py`` moves the keys of an older layout once.
 """
 
 from __future__ import annotations
@@ -58,16 +59,29 @@ class Keys:
         """Set of the scopes (hospital ids, ``platform``) where a patient has violations."""
         return f"{self.prefix}:patient:{patient_id}:conduct"
 
+    def shard_outbox(self, shard_id: str) -> str:
+        """Stream of a shard's outbox events (refunds, notices, violations), one entry per
+        commit that had any, written by the commit script (``outbox.py``)."""
+        return f"{self.prefix}:{{{shard_id}}}:outbox"
+
+    @property
+    def outbox_doorbell(self) -> str:
+        """Sorted set: shard id → commits that wrote to its outbox since the courier last
+        found it empty (rung in the commit's pipeline; ``outbox.py``)."""
+        return f"{self.prefix}:outbox:doorbell"
+
     @property
     def outbox(self) -> str:
-        """Stream of outbox events (refunds, notices, violations), one entry per commit."""
-        return f"{self.prefix}:outbox"
+        """The platform-wide outbox stream: entries of the releases before the shards' own
+        streams, and dead letters put back; the courier reads it with the shards'."""
+        return f"{self.prefix}:{{outbox}}"
 
     @property
     def outbox_dead(self) -> str:
         """Stream of outbox entries that failed ``outbox_max_tries`` times (dead letters): kept
-        for the platform admin to retry or drop, so that everything behind them flows on."""
-        return f"{self.prefix}:outbox:dead"
+        for the platform admin to retry or drop, so that everything behind them flows on (a
+        retry moves one back to ``outbox``, in one transaction: they share the tag)."""
+        return f"{self.prefix}:{{outbox}}:dead"
 
     def commit_seq(self, shard_id: str) -> str:
         """The shard's commit counter, bumped by every commit script: read back after a round

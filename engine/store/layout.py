@@ -13,6 +13,9 @@ without looking.
   are made again from the notices kept: a replayed outbox entry of a notice trimmed away long
   ago is the only one that could be sent twice), the placement directory with its version and
   drained nodes; a payment's refunds move into the payment's own hash.
+- ``outbox-slot``: the platform-wide outbox stream (its consumer group and pending entries
+  with it) and the dead letters under ``{outbox}``; new entries go to the shards' own streams
+  (``outbox.py``), and the courier carries what the old stream still holds.
 """
 
 from __future__ import annotations
@@ -100,7 +103,19 @@ async def one_slot_keys(client: aioredis.Redis, keys: Keys) -> int:
     return moved
 
 
-ENGINE_STEPS: tuple[tuple[str, Step], ...] = (("one-slot-keys", one_slot_keys),)
+async def outbox_slot(client: aioredis.Redis, keys: Keys) -> int:
+    """The platform-wide outbox (with its consumer group and the entries pending in it) and
+    the dead letters under one tag, ``{outbox}``; how many moved. The courier reads on where
+    the old stream's group was."""
+    p = keys.prefix
+    moved = await _move(client, f"{p}:outbox", keys.outbox)
+    return moved + await _move(client, f"{p}:outbox:dead", keys.outbox_dead)
+
+
+ENGINE_STEPS: tuple[tuple[str, Step], ...] = (
+    ("one-slot-keys", one_slot_keys),
+    ("outbox-slot", outbox_slot),
+)
 
 
 async def run_steps(

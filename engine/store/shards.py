@@ -4,7 +4,8 @@ Only the host that holds a shard writes its snapshots, and only through ``commit
 per shard that first checks the shard's epoch (fencing, invariant 7), then writes the changed
 doctor-sessions' snapshots (marking them changed for the records,
 ``backoffice/record_book.py``), adds each new booking to its patient's "my bookings" set,
-appends the outbox entry, sets the shard's commit token and publishes the stock change,
+appends the outbox entry to the shard's own stream (ringing the courier's doorbell right
+after it, ``outbox.py``), sets the shard's commit token and publishes the stock change,
 atomically. The script goes by its SHA (``EVALSHA``), loaded again if Redis forgot it. All
 shards of a group commit go in one pipelined round trip. Redis failures become
 ``StoreUnavailable``; a round trip that failed after it may have been sent becomes
@@ -45,10 +46,10 @@ from engine.errors import CommitUncertain, Fenced, NotDurable, SnapshotError, St
 from engine.store.keys import Keys
 from engine.store.slots import mget, queue_mget
 
-# KEYS: epoch, sessions-set, outbox stream, changed-sessions set, commit token, snapshot keys
-# (n), patients' booking sets (m). ARGV: epoch, channel, message, events, n, token, payloads
-# (n), m, booking ids (m, one for each booking set), new session ids...
-# (the outbox is outside the shard's hash tag: on Redis Cluster it needs a per-shard stream)
+# KEYS: epoch, sessions-set, the shard's outbox stream, changed-sessions set, commit token,
+# snapshot keys (n), patients' booking sets (m). ARGV: epoch, channel, message, events, n,
+# token, payloads (n), m, booking ids (m, one for each booking set), new session ids...
+# (the changed-sessions set and the booking sets are outside the shard's hash tag)
 COMMIT_SCRIPT = """
 local current = redis.call('GET', KEYS[1])
 if current ~= ARGV[1] then
@@ -385,7 +386,7 @@ class Store:
                     5 + len(snap_keys) + len(w.new_bookings),
                     keys.epoch(w.shard_id),
                     keys.sessions(w.shard_id),
-                    keys.outbox,
+                    keys.shard_outbox(w.shard_id),
                     keys.changed_sessions,
                     keys.commit_seq(w.shard_id),
                     *snap_keys,
@@ -402,6 +403,9 @@ class Store:
                     *w.new_session_ids,
                 )
                 count = 0
+                if events:  # after the script: the courier reads the streams rung
+                    pipe.zincrby(keys.outbox_doorbell, 1, w.shard_id)
+                    count += 1
                 if w.new_session_ids:  # claimed already by the client; this only repairs
                     for session_id in w.new_session_ids:
                         pipe.hsetnx(keys.catalog, session_id, w.shard_id)

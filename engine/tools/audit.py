@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from engine.core.policy import Policy
 from engine.core.session import ENDED_STATES, STATE_NAMES, Extra, unpack_meta
 from engine.errors import SnapshotError
+from engine.store.outbox import Outbox
 from engine.store.payments import SandboxGateway
 from engine.store.shards import Store
 
@@ -134,7 +135,7 @@ async def audit_money(store: Store, report: AuditReport) -> None:
     payer is the booking's patient, and (once the outbox is empty) the gateway refunded exactly
     what the engine decided; a payment the engine never took was refunded in full."""
     gateway = SandboxGateway(store.client, store.keys)
-    report.outbox_pending = await store.client.xlen(store.keys.outbox)
+    report.outbox_pending = await Outbox(store.client, store.keys).backlog()
     settled = report.outbox_pending == 0
     for booking_id, payment in (await gateway.ledger()).items():
         report.money_in += payment.amount

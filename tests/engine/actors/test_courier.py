@@ -1,6 +1,6 @@
 """The courier's rounds and the dead letters, on a real Redis (the embedded server; no Ray).
 
-Bad outbox entries are written straight to the outbox stream, as a host with a bug would; a
+Bad outbox entries are written straight to a shard's outbox stream, as a host with a bug would; a
 refund is made to fail for a while by breaking the sandbox gateway's record of that booking's
 refunds (a key of the wrong type) and then repairing it; a notice provider that cannot be
 reached is a sender of its own (senders are pluggable, ``notices.Sender``).
@@ -8,6 +8,7 @@ reached is a sender of its own (senders are pluggable, ``notices.Sender``).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -17,19 +18,21 @@ import msgpack
 import pytest
 import redis.asyncio as aioredis
 
-from engine.actors.courier import GROUP, CourierWork
+from engine.actors.courier import CourierWork
 from engine.core.session import DoctorSession, SessionSpec
 from engine.core.shard import CodeSource
 from engine.settings import Settings
 from engine.store.dead_letters import DeadLetters
 from engine.store.keys import Keys
 from engine.store.notices import Notice, NoticeBoard, patient_notices
+from engine.store.outbox import GROUP, Outbox
 from engine.store.shards import ShardWrite
 from tests import helpers
 
 POISON = [["refund", "x"]]  # a malformed event: handling it always raises
 NOTICE = ["notice", "confirmed", 5, "s1.0", "s1", 1000.0, {"slot_no": 1}]
 REFUND = ["refund", "s1.0", 3, 900, "cancelled"]
+SHARD = "h1:2026-12-01"
 
 
 @pytest.fixture
@@ -53,13 +56,31 @@ def rounds(make_rounds: Callable[..., CourierWork]) -> CourierWork:
     return make_rounds(outbox_max_tries=3)
 
 
-async def put(client: aioredis.Redis, keys: Keys, events: list[Any]) -> str:
-    """Append one outbox entry, as a host's commit does."""
-    return (await client.xadd(keys.outbox, {"e": msgpack.packb(events)})).decode()
+async def put(
+    client: aioredis.Redis, keys: Keys, events: list[Any], shard: str | None = SHARD
+) -> str:
+    """Append one outbox entry to a shard's stream and ring, as a host's commit does (shard
+    None: to the platform-wide stream, as the release before did); the entry's name."""
+    payload = {"e": msgpack.packb(events)}
+    if shard is None:
+        return (await client.xadd(keys.outbox, payload)).decode()
+    await client.sadd(keys.shards, shard)
+    entry_id = (await client.xadd(keys.shard_outbox(shard), payload)).decode()
+    await client.zincrby(keys.outbox_doorbell, 1, shard)
+    return f"{shard}/{entry_id}"
 
 
 async def pending(client: aioredis.Redis, keys: Keys) -> int:
-    return (await client.xpending(keys.outbox, GROUP))["pending"]
+    """Entries delivered to the courier and not settled, in every stream."""
+    total = 0
+    for stream in (keys.outbox, keys.shard_outbox(SHARD)):
+        if await client.exists(stream):
+            total += (await client.xpending(stream, GROUP))["pending"]
+    return total
+
+
+async def backlog(client: aioredis.Redis, keys: Keys) -> int:
+    return await Outbox(client, keys).backlog()
 
 
 async def kinds(client: aioredis.Redis, keys: Keys, patient: int) -> list[str]:
@@ -108,7 +129,7 @@ async def test_a_poison_entry_is_moved_to_the_dead_letters_on_its_last_delivery(
     (letter,) = await DeadLetters(redis_client, keys).list()
     assert (letter["origin"], letter["events"], letter["tries"]) == (poison_id, POISON, 3)
     assert letter["error"].startswith("ValueError: not enough values to unpack")
-    assert await redis_client.xlen(keys.outbox) == 0
+    assert await backlog(redis_client, keys) == 0
     assert await pending(redis_client, keys) == 0
     assert (counters["failures"], counters["dead_letters"], counters["entries"]) == (3, 1, 0)
 
@@ -147,7 +168,7 @@ async def test_an_entry_that_recovers_before_its_last_delivery_is_not_dead_lette
     counters = await rounds.drain()
     assert (await rounds.gateway.payment("s1.0")).refunded == 900
     assert await DeadLetters(redis_client, keys).count() == 0
-    assert await redis_client.xlen(keys.outbox) == 0
+    assert await backlog(redis_client, keys) == 0
     assert (counters["refunded"], counters["failures"], counters["dead_letters"]) == (900, 2, 0)
 
 
@@ -219,10 +240,10 @@ async def test_retry_puts_a_dead_letter_back_and_the_next_round_handles_it(
     await repair_refunds(redis_client, keys, "s1.0")  # what made it fail is fixed
     assert await dead.retry(letter["id"]) is True
     assert await dead.count() == 0
-    assert await redis_client.xlen(keys.outbox) == 1
+    assert await redis_client.xlen(keys.outbox) == 1  # back, into the platform-wide stream
     await rounds.drain()
     assert (await rounds.gateway.payment("s1.0")).refunded == 900
-    assert await redis_client.xlen(keys.outbox) == 0
+    assert await backlog(redis_client, keys) == 0
     assert await dead.count() == 0
 
 
@@ -253,7 +274,7 @@ async def test_drop_removes_a_dead_letter_for_good(make_rounds, redis_client):
     assert await dead.drop(letter["id"]) is True
     assert await dead.count() == 0
     assert await dead.list() == []
-    assert await redis_client.xlen(rounds.keys.outbox) == 0
+    assert await backlog(redis_client, rounds.keys) == 0
 
 
 @pytest.mark.parametrize("dead_id", ["1-0", "garbage", ""])
@@ -279,7 +300,8 @@ async def test_an_unreadable_entry_is_dead_lettered_with_its_payload_unchanged(
     make_rounds, redis_client
 ):
     rounds = make_rounds(outbox_max_tries=1)
-    await redis_client.xadd(rounds.keys.outbox, {"e": b"\xc1 not msgpack"})
+    await redis_client.xadd(rounds.keys.shard_outbox(SHARD), {"e": b"\xc1 not msgpack"})
+    await redis_client.zincrby(rounds.keys.outbox_doorbell, 1, SHARD)
     await rounds.drain()
     (letter,) = await DeadLetters(redis_client, rounds.keys).list()
     assert letter["events"] is None
@@ -351,3 +373,117 @@ def test_the_back_office_actors_run_below_the_booking_path(runtime):
     assert hosts and max(hosts) < 19, "a host always runs above the back office"
     if os.geteuid() == 0:  # may raise its priority (CAP_SYS_NICE): it has the default
         assert set(hosts) == {0}
+
+
+# ----- the shards' streams and the doorbell ------------------------------------------------
+
+
+async def test_a_commit_writes_its_entry_to_its_shards_stream_and_rings(rounds, redis_client):
+    store, keys = rounds.store, rounds.keys
+    epoch = await redis_client.incr(keys.epoch(SHARD))
+    session = DoctorSession(spec())
+    write = ShardWrite(SHARD, "h1", epoch, [session], new_session_ids=["s1"], events=[NOTICE])
+    assert await store.commit([write]) == [None]
+    assert await redis_client.xlen(keys.shard_outbox(SHARD)) == 1
+    assert await redis_client.exists(keys.outbox) == 0  # nothing platform-wide
+    assert await redis_client.zscore(keys.outbox_doorbell, SHARD) == 1
+    counters = await rounds.drain()
+    assert counters["entries"] == 1
+    assert await kinds(redis_client, keys, 5) == ["confirmed"]
+    # answered: out of the doorbell, and the empty stream is gone with its group
+    assert await redis_client.zcard(keys.outbox_doorbell) == 0
+    assert await redis_client.exists(keys.shard_outbox(SHARD)) == 0
+    # the next commit makes the stream again; the courier makes the group again and reads it
+    assert await store.commit([ShardWrite(SHARD, "h1", epoch, [session], events=[NOTICE])]) == [
+        None
+    ]
+    assert (await rounds.drain())["entries"] == 2
+    assert await kinds(redis_client, keys, 5) == ["confirmed", "confirmed"]
+    assert await backlog(redis_client, keys) == 0
+
+
+async def test_entries_of_two_shards_with_the_same_id_are_two_notices(rounds, redis_client):
+    """Stream ids are unique within a stream only: the notices are named by shard and id."""
+    keys = rounds.keys
+    for shard in ("h1:2026-12-01", "h2:2026-12-01"):
+        await redis_client.sadd(keys.shards, shard)
+        await redis_client.xadd(keys.shard_outbox(shard), {"e": msgpack.packb([NOTICE])}, id="5-0")
+        await redis_client.zincrby(keys.outbox_doorbell, 1, shard)
+    await rounds.drain()
+    ids = sorted(n["id"] for n in await patient_notices(redis_client, keys, 5))
+    assert ids == ["h1:2026-12-01/5-0:0", "h2:2026-12-01/5-0:0"]
+
+
+async def test_an_entry_whose_ring_was_lost_is_found_by_the_sweep(rounds, redis_client):
+    keys = rounds.keys
+    await redis_client.sadd(keys.shards, SHARD)
+    await redis_client.xadd(keys.shard_outbox(SHARD), {"e": msgpack.packb([NOTICE])})  # no ring
+    await rounds.drain()  # a courier's first round sweeps
+    assert await kinds(redis_client, keys, 5) == ["confirmed"]
+    assert await backlog(redis_client, keys) == 0
+
+
+async def test_a_shard_that_rang_again_after_its_stream_was_read_stays_rung(redis_client):
+    keys = Keys("bell")
+    outbox = Outbox(redis_client, keys)
+    await put(redis_client, keys, [NOTICE])
+    streams = await outbox.rung()
+    reads = await outbox.read([(s, ">") for s in streams], 10)
+    assert [len(r) for r in reads] == [0, 1]
+    await outbox.settle({streams[1]: [reads[1][0][0]]})
+    await put(redis_client, keys, [NOTICE])  # a commit after the read
+    await outbox.answer(streams)
+    assert await redis_client.zscore(keys.outbox_doorbell, SHARD) == 2  # still rung
+    assert await redis_client.xlen(keys.shard_outbox(SHARD)) == 1  # and not deleted
+    streams = await outbox.rung()
+    reads = await outbox.read([(s, ">") for s in streams], 10)
+    await outbox.settle({streams[1]: [reads[1][0][0]]})
+    await outbox.answer(streams)
+    assert await redis_client.zcard(keys.outbox_doorbell) == 0
+    assert await outbox.backlog() == 0
+
+
+async def test_entries_a_previous_release_left_in_the_platform_wide_stream_are_carried(
+    rounds, redis_client
+):
+    keys = rounds.keys
+    old = await put(redis_client, keys, [NOTICE], shard=None)
+    await put(redis_client, keys, [NOTICE])
+    assert (await rounds.drain())["entries"] == 2
+    notices = await patient_notices(redis_client, keys, 5)
+    assert sorted(n["id"] for n in notices)[0] == f"{old}:0"
+    assert len(notices) == 2 and await backlog(redis_client, keys) == 0
+
+
+async def test_commits_racing_the_courier_are_each_carried_out_once(rounds, redis_client):
+    """Eight writers ring while the courier drains round after round: every entry of every
+    shard is carried, each notice once, and the doorbell ends empty."""
+
+    keys = rounds.keys
+    shards = [f"h{i}:2026-12-01" for i in range(4)]
+    writers, each = 8, 40
+
+    async def writer(w: int) -> None:
+        for n in range(each):
+            notice = ["notice", "confirmed", 100 + w, f"s{w}.{n}", f"s{w}", 1000.0, {}]
+            await put(redis_client, keys, [notice], shard=shards[(w + n) % len(shards)])
+            await asyncio.sleep(0)
+
+    done = asyncio.Event()
+
+    async def courier() -> None:
+        while not done.is_set():
+            await rounds.drain()
+            await asyncio.sleep(0.001)
+
+    running = asyncio.create_task(courier())
+    await asyncio.gather(*(writer(w) for w in range(writers)))
+    done.set()
+    await running
+    await rounds.drain()
+    assert rounds.counters["entries"] == writers * each
+    for w in range(writers):
+        notices = await patient_notices(redis_client, keys, 100 + w)
+        assert sorted(n["booking_id"] for n in notices) == sorted(f"s{w}.{n}" for n in range(each))
+    assert await redis_client.zcard(keys.outbox_doorbell) == 0
+    assert await backlog(redis_client, keys) == 0

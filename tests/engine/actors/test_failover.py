@@ -20,6 +20,7 @@ import pytest
 
 from engine.outcomes import Booked, OutcomeUnknown, Unavailable
 from engine.runtime import Runtime
+from engine.store.outbox import Outbox
 from engine.tools.audit import audit
 from engine.tools.cluster import drain
 from engine.tools.crowd import catalog, plan, play
@@ -118,7 +119,7 @@ async def test_a_killed_node_s_shards_serve_again_on_the_survivor(two_nodes, ray
         assert report.live_per_session[s.id] <= s.capacity
     # and the courier carries the whole crowd's outbox out, through the worker's loss
     await asyncio.wait_for(engine.drain_outbox(), 60)
-    assert await engine.store.client.xlen(engine.store.keys.outbox) == 0
+    assert await Outbox(engine.store.client, engine.store.keys).backlog() == 0
     await engine.close()
 
 

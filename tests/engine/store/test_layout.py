@@ -5,10 +5,13 @@ ban, a pin, a drained node)."""
 
 from __future__ import annotations
 
+import msgpack
 import orjson
 from redis.crc import key_slot
 
+from engine.actors.courier import CourierWork
 from engine.core.policy import PLATFORM
+from engine.store.dead_letters import DeadLetters
 from engine.store.keys import Keys
 from engine.store.layout import ENGINE_STEPS, run_steps
 from engine.store.notices import Notice, NoticeBoard, patient_notices
@@ -16,6 +19,9 @@ from engine.store.payments import SandboxGateway
 from engine.store.shards import Store
 
 NS = "old"
+
+
+OLD_NOTICE = ["notice", "confirmed", 9, "s2.0", "s2", 100.0, {}]
 
 
 def notice(n: int) -> Notice:
@@ -50,13 +56,22 @@ async def write_the_previous_layout(client) -> None:
     )
     await client.hset(f"{NS}:payment:s1.0:refunds", "s1.0:cancel", 300)
     await client.sadd(f"{NS}:payments", "s1.0")
+    # the platform-wide outbox: one entry delivered to the courier and not yet settled, one new
+    await client.xgroup_create(f"{NS}:outbox", "couriers", id="0", mkstream=True)
+    await client.xadd(f"{NS}:outbox", {"e": msgpack.packb([OLD_NOTICE])}, id="7-0")
+    await client.xreadgroup("couriers", "courier", {f"{NS}:outbox": ">"}, count=1)
+    await client.xadd(f"{NS}:outbox", {"e": msgpack.packb([OLD_NOTICE])}, id="8-0")
+    await client.xadd(f"{NS}:outbox:dead", {"origin": "3-0", "e": b"", "tries": 5})
 
 
-async def test_the_previous_layout_moves_once_and_keeps_its_promises(redis_client):
+async def test_the_previous_layout_moves_once_and_keeps_its_promises(
+    redis_client, redis_server, settings_for
+):
     await write_the_previous_layout(redis_client)
     keys = Keys(NS)
     moved = await run_steps(redis_client, keys)
-    assert moved == {"one-slot-keys": 11}  # 4 bans keys, 2 lists, 3 placement, notices, refunds
+    # 4 bans keys, 2 lists, 3 placement, notices, refunds; the outbox and its dead letters
+    assert moved == {"one-slot-keys": 11, "outbox-slot": 2}
     assert await run_steps(redis_client, keys) == {}  # recorded: never again
 
     store = Store(redis_client, keys)
@@ -82,6 +97,17 @@ async def test_the_previous_layout_moves_once_and_keeps_its_promises(redis_clien
         "9-0:2",
         "9-0:1",
     ]
+    # the old stream's group came along: the entry it had delivered is still pending
+    assert (await redis_client.xpending(keys.outbox, "couriers"))["pending"] == 1
+    assert await DeadLetters(redis_client, keys).count() == 1
+    rounds = CourierWork(settings_for(redis_server.url, namespace=NS))
+    try:
+        assert (await rounds.drain())["entries"] == 2
+    finally:
+        await rounds.store.close()
+    assert [n["id"] for n in await patient_notices(redis_client, keys, 9)] == ["8-0:0", "7-0:0"]
+    assert await redis_client.xlen(keys.outbox) == 0
+
     leftovers = [k async for k in redis_client.scan_iter(match=f"{NS}:*")]
     old_names = {
         f"{NS}:{name}".encode()
@@ -96,6 +122,8 @@ async def test_the_previous_layout_moves_once_and_keeps_its_promises(redis_clien
             "placement:version",
             "placement:draining",
             "patient:7:notices",
+            "outbox",
+            "outbox:dead",
         )
     }
     assert not old_names & set(leftovers)
@@ -109,7 +137,12 @@ async def test_keys_written_together_share_a_slot():
         (keys.patient_list("h1", "blacklist"), keys.patient_list("h1", "whitelist")),
         (keys.placement, keys.placement_version, keys.draining),
         (keys.patient_notices(7), keys.sent(7, "1-0:1"), keys.sent(7, "2-0:5")),
-        (keys.epoch("h1:2026-12-03"), keys.session("h1:2026-12-03", "s1")),
+        (
+            keys.epoch("h1:2026-12-03"),
+            keys.session("h1:2026-12-03", "s1"),
+            keys.shard_outbox("h1:2026-12-03"),
+        ),
+        (keys.outbox, keys.outbox_dead),
     ]
     for group in together:
         assert len({key_slot(k.encode()) for k in group}) == 1, group
@@ -144,7 +177,7 @@ async def test_a_data_folder_of_the_previous_release_starts_in_the_new_layout(
         engine = rt.engine()
         try:
             keys, client = engine.store.keys, engine.store.client
-            assert set(await client.hkeys(keys.upgrades)) == {b"one-slot-keys"}
+            assert set(await client.hkeys(keys.upgrades)) == {b"one-slot-keys", b"outbox-slot"}
             assert (await engine.store.read_rules("h1"))[1].keys() == {9}
             assert (await engine.store.read_rules(PLATFORM))[1].keys() == {8}
             assert await engine.store.placement() == {"h1:2026-12-06": 0}
@@ -160,7 +193,7 @@ async def test_a_data_folder_of_the_previous_release_starts_in_the_new_layout(
             assert kinds == ["cancelled", "confirmed"]
             first = await engine.booking("prev1.0")
             assert isinstance(first, BookingInfo) and first.patient_id == 1 and first.paid
-            old = ("bans:h1", "placement", "payment:prev1.1:refunds", "patient:1:notices")
+            old = ("bans:h1", "placement", "payment:prev1.1:refunds", "patient:1:notices", "outbox")
             assert not await client.exists(*[f"prev:{name}" for name in old])
         finally:
             await engine.close()

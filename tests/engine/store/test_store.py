@@ -9,6 +9,7 @@ from engine.core.policy import PLATFORM, FeeTier, Policy
 from engine.core.session import SessionSpec
 from engine.errors import Fenced, SnapshotError, StoreUnavailable
 from engine.store.embedded import free_port
+from engine.store.keys import Keys
 from engine.store.shards import ShardWrite, Store, parse_stock_message
 from tests import helpers
 
@@ -50,7 +51,7 @@ async def write_all(store, epoch, shard):
 
 async def outbox(redis_client) -> list[list]:
     """Every outbox event written so far, in commit order."""
-    entries = await redis_client.xrange("st:outbox")
+    entries = await redis_client.xrange(Keys("st").shard_outbox(SHARD))
     return [event for _, fields in entries for event in msgpack.unpackb(fields[b"e"])]
 
 
@@ -220,7 +221,7 @@ async def test_a_commit_after_redis_forgot_its_scripts_loads_it_again_and_writes
     [s0] = await store.read_shard_sessions(SHARD)
     assert sorted(p for _, p, _ in s0.live_bookings()) == [1, 2]
     assert await redis_client.smembers(store.keys.patient_bookings(2)) == {b"s0.1"}
-    assert await redis_client.xlen("st:outbox") == 2, "one outbox entry a commit, none twice"
+    assert await redis_client.xlen(store.keys.shard_outbox(SHARD)) == 2, "one entry a commit"
 
 
 async def test_my_bookings_are_written_by_the_commit_itself_for_every_patient(store, redis_client):
