@@ -109,7 +109,8 @@ def settle(url: str, keys: Any, limit: float = 120.0) -> float:
         while time.monotonic() - started < limit:
             groups = client.xinfo_groups(keys.outbox) if client.exists(keys.outbox) else []
             behind = sum(int(g.get("lag") or 0) + int(g.get("pending") or 0) for g in groups)
-            behind += client.zcard(keys.outbox_doorbell)  # shards' streams not yet emptied
+            for doorbell in client.scan_iter(match=keys.outbox_doorbell(0)[:-1] + "*"):
+                behind += client.zcard(doorbell)  # shards' streams not yet emptied
             behind += client.scard(keys.changed_sessions) + client.scard(keys.changed_claimed)
             if behind == 0:
                 break

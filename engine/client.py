@@ -20,7 +20,7 @@ from ray.actor import ActorHandle
 from ray.exceptions import RayError
 
 from engine.actors.channel import ChannelClient, ChannelError, flat
-from engine.actors.names import find_courier, find_dispatcher, find_host
+from engine.actors.names import find_couriers, find_dispatcher, find_host
 from engine.core.clock import Clock, usable_offset
 from engine.core.placement import owner
 from engine.core.policy import PLATFORM, Conduct, Policy, judge, parse_conduct
@@ -621,12 +621,17 @@ class Engine:
         return await self.drain_outbox()
 
     async def courier_info(self) -> dict[str, int]:
-        """The courier's counters: entries, notices, refunds, refunded, violations, bans."""
-        return await find_courier(self.settings).info.remote()
+        """The couriers' counters, summed: entries, notices, refunds, refunded, violations,
+        bans, failures, dead letters, records."""
+        return _summed(await asyncio.gather(*(c.info.remote() for c in self._couriers())))
 
     async def drain_outbox(self) -> dict[str, int]:
-        """Carry the outbox out now, and bring the booking records up to date."""
-        return await find_courier(self.settings).drain.remote()
+        """Carry the outbox out now (every courier at once), and bring the booking records up
+        to date; the couriers' counters, summed."""
+        return _summed(await asyncio.gather(*(c.drain.remote() for c in self._couriers())))
+
+    def _couriers(self) -> list[Any]:
+        return find_couriers(self.settings)
 
     async def deliver(self) -> dict[str, int]:
         """Carry out the HIS deliveries due now (the dispatcher also does every tick)."""
@@ -651,3 +656,11 @@ class Engine:
         calls = sum(m.calls for m in self.mailboxes)
         sizes = sum(m.sizes for m in self.mailboxes)
         return {"calls": calls, "requests": sizes, "mean_batch": sizes / calls if calls else 0.0}
+
+
+def _summed(counters: list[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for one in counters:
+        for name, value in one.items():
+            out[name] = out.get(name, 0) + value
+    return out

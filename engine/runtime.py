@@ -19,7 +19,7 @@ from ray.actor import ActorHandle
 
 from engine.actors.pool import (
     PoolFollower,
-    start_courier,
+    start_couriers,
     start_dispatcher,
     start_pool,
     stop_pool,
@@ -100,7 +100,7 @@ class Runtime:
         self.follower = follower  # a pool that follows the nodes (else a fixed one)
         self.redis = redis
         self.owns_ray = owns_ray
-        self.courier: ActorHandle | None = None  # carries the outbox out (see courier.py)
+        self.couriers: list[ActorHandle] = []  # carry the outbox out (see courier.py)
         self.dispatcher: ActorHandle | None = None  # HIS deliveries (see delivery.py)
 
     @classmethod
@@ -122,7 +122,7 @@ class Runtime:
                 hosts = follower.start().handles
             else:
                 hosts = start_pool(settings)
-            courier = start_courier(settings)
+            couriers = start_couriers(settings)
             dispatcher = start_dispatcher(settings)
         except BaseException:
             if follower is not None:
@@ -132,9 +132,14 @@ class Runtime:
                 redis.stop()
             raise
         runtime = cls(settings, hosts, redis, owns_ray, follower)
-        runtime.courier = courier
+        runtime.couriers = couriers
         runtime.dispatcher = dispatcher
         return runtime
+
+    @property
+    def courier(self) -> ActorHandle:
+        """Courier 0: it also reconciles the payments and indexes the records."""
+        return self.couriers[0]
 
     @property
     def hosts(self) -> list[ActorHandle | None]:

@@ -33,6 +33,7 @@
 | SLOTENGINE_ENDED_KEPT       | ended bookings a doctor-session keeps whole before compacting  |
 | SLOTENGINE_IDEMPOTENCY_KEPT | request keys of compacted bookings kept per doctor-session     |
 | SLOTENGINE_OUTBOX_MAX_TRIES | deliveries of an outbox entry before it goes to the dead letters |
+| SLOTENGINE_COURIERS | couriers, each carrying the outbox of its part of the shards (1) |
 
 Ray's own token authentication is configured by Ray's variables (``RAY_AUTH_MODE``,
 ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``); a driver joining a cluster started on this
@@ -155,6 +156,7 @@ class Settings(BaseModel):
     ended_kept: int = Field(default=256, ge=1, le=2048)
     idempotency_kept: int = Field(default=4096, ge=0, le=1_000_000)
     outbox_max_tries: int = Field(default=5, ge=1, le=1000)
+    couriers: int = Field(default=1, ge=1, le=64)  # the outbox's partitions (``outbox.py``)
 
     _limits = field_validator(
         "limit_register_address",

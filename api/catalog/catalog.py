@@ -208,16 +208,14 @@ class Catalog:
             doc = {**orjson.loads(raw), "password_hash": password_hash}
             await self.client.set(key, orjson.dumps(doc))
 
-    async def booked_at(self, patient_id: int, hospital_id: str) -> bool:
-        """Whether the patient has (or had) a booking at the hospital, from their own list of
-        bookings and the catalog's doctor-sessions."""
-        sessions = sorted(
-            {b.rpartition(".")[0] for b in await self.patient_booking_ids(patient_id)}
-        )
-        for doc in await self._many("session", [x for x in sessions if ID.fullmatch(x)]):
-            if doc.get("hospital_id") == hospital_id:
-                return True
-        return False
+    async def booked_at(self, patient_id: int, hospital_id: str) -> list[str]:
+        """The ids in the patient's own list of bookings of sessions at the hospital (the
+        catalog's doctor-sessions say where; the engine, whether each is the patient's)."""
+        ids = await self.patient_booking_ids(patient_id)
+        sessions = sorted({b.rpartition(".")[0] for b in ids if ID.fullmatch(b.rpartition(".")[0])})
+        docs = await self._many("session", sessions)
+        there = {doc.get("id") for doc in docs if doc.get("hospital_id") == hospital_id}
+        return [b for b in ids if b.rpartition(".")[0] in there]
 
     async def patient_booking_ids(self, patient_id: int) -> list[str]:
         members = await self.client.smembers(self.keys.patient_bookings(patient_id))

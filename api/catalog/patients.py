@@ -100,9 +100,12 @@ OCCUPYING = ("held", "booked", "checked_in", "no_show")
 
 async def booked_at(s: Services, hospital_id: str, patient_id: int) -> bool:
     """The patient has, or had, a booking at this hospital: in their own bookings (as the
-    engine committed them) or in the hospital's booking records (history included)."""
-    if await s.catalog.booked_at(patient_id, hospital_id):
-        return True
+    engine committed them: the engine says whose each is) or in the hospital's booking records
+    (history included)."""
+    for booking_id in await s.catalog.booked_at(patient_id, hospital_id):
+        info = await s.engine.booking(booking_id)
+        if isinstance(info, BookingInfo) and info.patient_id == patient_id:
+            return True
     page = await s.records.page(RecordQuery(hospital_id=hospital_id, patient_id=patient_id), 1)
     return bool(page.records)
 
@@ -145,8 +148,8 @@ async def view(s: Services, hospital_id: str, patient: dict[str, Any]) -> dict[s
     bookings = []
     for booking_id in await s.catalog.patient_booking_ids(patient_id):
         info = await s.engine.booking(booking_id)
-        if not isinstance(info, BookingInfo):
-            continue
+        if not isinstance(info, BookingInfo) or info.patient_id != patient_id:
+            continue  # listed for a commit that did not happen (``Store.follow_ups``)
         state = await s.engine.session_state(info.session_id)
         if isinstance(state, SessionState) and state.hospital_id == hospital_id:
             bookings.append(

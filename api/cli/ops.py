@@ -84,8 +84,9 @@ def status(as_json: bool) -> None:
             f"{h['index']:>4}  {'yes' if h['live'] else 'NO':<4}  {h['node'] or '-':<15}  "
             f"{age:>9}  {tail}"
         )
-    for name in ("courier", "dispatcher"):
-        click.echo(f"{name} on node {(data[name] or 'unreachable')[:12]}")
+    for partition, node in enumerate(data["couriers"]):
+        click.echo(f"courier {partition} on node {(node or 'unreachable')[:12]}")
+    click.echo(f"dispatcher on node {(data['dispatcher'] or 'unreachable')[:12]}")
 
 
 @ops.command(name="drain")

@@ -74,12 +74,12 @@ class Courier:
     """The Ray actor (decorated by ``pool.py``; one per namespace): a synchronous shell that
     runs ``CourierWork`` on its private event loop, one call at a time."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, partition: int = 0) -> None:
         assert settings.redis_url is not None
         self.settings = settings
         set_niceness(settings.background_nice)
         self._loop = asyncio.new_event_loop()
-        self.rounds = CourierWork(settings)
+        self.rounds = CourierWork(settings, partition)
         self._timer: threading.Thread | None = None
         self.start_timer()
 
@@ -110,9 +110,10 @@ class CourierWork:
     """What the courier does, round by round (async; kept apart from the actor because Ray
     makes any actor with an ``async def`` method an async actor)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, partition: int = 0) -> None:
         assert settings.redis_url is not None
         self.settings = settings
+        self.partition = partition  # its part of the shards' outbox (``outbox.py``)
         self.store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout)
         self.keys: Keys = self.store.keys
         self.gateway = SandboxGateway(self.store.client, self.keys)
@@ -135,7 +136,7 @@ class CourierWork:
         self.records = RecordBook(self.store.client, self.keys)
         self.deliveries = Deliveries(self.store.client, self.keys)
         self.dead_letters = DeadLetters(self.store.client, self.keys)
-        self.outbox = Outbox(self.store.client, self.keys)
+        self.outbox = Outbox(self.store.client, self.keys, partition, settings.couriers)
         self._next_sweep = 0.0  # the first round sweeps
         self._tallied = False
         self._hosts: list | None = None
@@ -150,7 +151,8 @@ class CourierWork:
             await self.carry()
         except Exception as exc:
             outbox_failure = exc
-        for part in (self.reconcile, self.index):  # after the outbox: its voids settle most
+        # after the outbox (its voids settle most); courier 0's alone
+        for part in (self.reconcile, self.index) if self.partition == 0 else ():
             try:
                 await part()
             except Exception as exc:
@@ -176,37 +178,45 @@ class CourierWork:
             usable_offset(await client.get(self.keys.clock), self.settings.movable_clock)
         )
         now = time.monotonic()
-        if now >= self._next_sweep:
+        if self.partition == 0 and now >= self._next_sweep:
             self._next_sweep = now + SWEEP_SECONDS
             if found := await self.outbox.sweep():
                 log.warning("courier: %d shards' outbox entries were never rung for", found)
         streams = await self.outbox.rung()
+        unreadable: list[Exception] = []
         for at in range(0, len(streams), STREAMS_PER_READ):
-            await self._carry_streams(streams[at : at + STREAMS_PER_READ])
+            unreadable += await self._carry_streams(streams[at : at + STREAMS_PER_READ])
+        if unreadable:  # the others were carried: raised for the round to count
+            raise unreadable[0]
 
-    async def _carry_streams(self, streams: list[Stream]) -> None:
+    async def _carry_streams(self, streams: list[Stream]) -> list[Exception]:
+        """Carry these streams out; why each that Redis could not read could not be."""
         waiting = set(streams)  # not answered: read to the end, or an entry failed
         failed: set[Stream] = set()  # with an entry that failed and stays pending
-        starts = [(stream, "0") for stream in streams]
-        while starts:  # what earlier rounds left pending, read on past each read
-            reads = await self.outbox.read(starts, BATCH)
-            failed |= await self._carry(starts, reads)
-            starts = [
-                (stream, entries[-1][0].decode())
-                for (stream, _), entries in zip(starts, reads, strict=True)
-                if len(entries) == BATCH
-            ]
-        starts = [(stream, ">") for stream in streams]
-        while starts:
-            reads = await self.outbox.read(starts, BATCH)
-            failed |= await self._carry(starts, reads)
-            for (stream, _), entries in zip(starts, reads, strict=True):
-                if len(entries) < BATCH and stream not in failed:
-                    waiting.discard(stream)
-            starts = [
-                start for start, entries in zip(starts, reads, strict=True) if len(entries) == BATCH
-            ]
+        unreadable: list[Exception] = []
+        for start in ("0", ">"):  # what earlier rounds left pending, read on; then new ones
+            starts = [(stream, start) for stream in streams]
+            while starts:
+                reads = await self.outbox.read(starts, BATCH)
+                got: list[list[Entry]] = []
+                for (stream, _), read in zip(starts, reads, strict=True):
+                    if isinstance(read, Exception):
+                        failed.add(stream)
+                        unreadable.append(read)
+                        log.warning("courier: %s cannot be read: %s", stream.key, read)
+                    got.append([] if isinstance(read, Exception) else read)
+                failed |= await self._carry(starts, got)
+                if start == ">":
+                    for (stream, _), entries in zip(starts, got, strict=True):
+                        if len(entries) < BATCH and stream not in failed:
+                            waiting.discard(stream)
+                starts = [
+                    (stream, ">" if start == ">" else entries[-1][0].decode())
+                    for (stream, _), entries in zip(starts, got, strict=True)
+                    if len(entries) == BATCH
+                ]
         await self.outbox.answer([stream for stream in streams if stream not in waiting])
+        return unreadable
 
     async def _carry(
         self, starts: list[tuple[Stream, str]], reads: list[list[Entry]]

@@ -76,6 +76,7 @@ class Host:
         self._loop = asyncio.new_event_loop()  # private: drives the async Redis client
         self._store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout)
         self._store.durability = Durability.of(settings.durability, settings.durability_wait)
+        self._store.couriers = settings.couriers
         # a commit ran but was not confirmed durable: until a later write is, every
         # acknowledgement this host gives could rest on it (``_confirmed``)
         self._unconfirmed = False

@@ -16,8 +16,9 @@ def host_name(settings: Settings, index: int) -> str:
     return f"{settings.namespace}-host-{index}"
 
 
-def courier_name(settings: Settings) -> str:
-    return f"{settings.namespace}-courier"
+def courier_name(settings: Settings, partition: int = 0) -> str:
+    suffix = f"-{partition}" if partition else ""  # courier 0 keeps the name it always had
+    return f"{settings.namespace}-courier{suffix}"
 
 
 def dispatcher_name(settings: Settings) -> str:
@@ -56,9 +57,15 @@ def find_host(settings: Settings, index: int) -> ActorHandle | None:
         return None
 
 
-def find_courier(settings: Settings) -> ActorHandle:
-    """The courier that carries the outbox out (started with the pool)."""
-    return ray.get_actor(courier_name(settings), namespace=settings.namespace)
+def find_courier(settings: Settings, partition: int = 0) -> ActorHandle:
+    """A courier that carries the outbox out (started with the pool; 0 also reconciles the
+    payments and indexes the records)."""
+    return ray.get_actor(courier_name(settings, partition), namespace=settings.namespace)
+
+
+def find_couriers(settings: Settings) -> list[ActorHandle]:
+    """Every courier (``SLOTENGINE_COURIERS``), by partition."""
+    return [find_courier(settings, p) for p in range(settings.couriers)]
 
 
 def find_dispatcher(settings: Settings) -> ActorHandle:

@@ -248,9 +248,13 @@ class PoolError(RuntimeError):
     """The pool cannot start as configured (the message says why and what to change)."""
 
 
-def start_courier(settings: Settings) -> ActorHandle:
-    """Start (or find) the courier. Keep the handle: a named actor lives while it is held."""
-    return _start_single(RemoteCourier, courier_name(settings), settings)
+def start_couriers(settings: Settings) -> list[ActorHandle]:
+    """Start (or find) the couriers, one per partition of the outbox. Keep the handles: a
+    named actor lives while it is held."""
+    return [
+        _start_single(RemoteCourier, courier_name(settings, p), settings, p)
+        for p in range(settings.couriers)
+    ]
 
 
 def start_dispatcher(settings: Settings) -> ActorHandle:
@@ -258,7 +262,7 @@ def start_dispatcher(settings: Settings) -> ActorHandle:
     return _start_single(RemoteDispatcher, dispatcher_name(settings), settings)
 
 
-def _start_single(remote: Any, name: str, settings: Settings) -> ActorHandle:
+def _start_single(remote: Any, name: str, settings: Settings, *args: Any) -> ActorHandle:
     """Start (or find) a named actor of which the namespace has one, restarted for ever and
     using no CPU of its own; answer once it answers ``info``.
 
@@ -277,7 +281,7 @@ def _start_single(remote: Any, name: str, settings: Settings) -> ActorHandle:
         max_task_retries=-1,
         num_cpus=0,
         resources={HEAD: 0.001} if head else None,
-    ).remote(settings)
+    ).remote(settings, *args)
     ray.get(actor.info.remote(), timeout=START_SECONDS)
     return actor
 
@@ -288,7 +292,8 @@ def stop_pool(handles: list[ActorHandle | None], settings: Settings | None = Non
             with contextlib.suppress(Exception):  # already dead with its node
                 ray.kill(handle, no_restart=True)
     if settings is not None:
-        with contextlib.suppress(ValueError):  # never started
-            ray.kill(find_courier(settings), no_restart=True)
+        for partition in range(settings.couriers):
+            with contextlib.suppress(ValueError):  # never started
+                ray.kill(find_courier(settings, partition), no_restart=True)
         with contextlib.suppress(ValueError):
             ray.kill(find_dispatcher(settings), no_restart=True)

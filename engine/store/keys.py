@@ -64,11 +64,10 @@ class Keys:
         commit that had any, written by the commit script (``outbox.py``)."""
         return f"{self.prefix}:{{{shard_id}}}:outbox"
 
-    @property
-    def outbox_doorbell(self) -> str:
-        """Sorted set: shard id → commits that wrote to its outbox since the courier last
-        found it empty (rung in the commit's pipeline; ``outbox.py``)."""
-        return f"{self.prefix}:outbox:doorbell"
+    def outbox_doorbell(self, partition: int = 0) -> str:
+        """Sorted set: shard id → commits that wrote to its outbox since its courier last
+        found it empty (rung in the commit's pipeline), one per courier (``outbox.py``)."""
+        return f"{self.prefix}:outbox:doorbell:{partition}"
 
     @property
     def outbox(self) -> str:

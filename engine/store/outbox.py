@@ -16,12 +16,23 @@ hospital's past days leave nothing behind. A ring that was lost (the script ran 
 a cluster and the ring's node was away) is found by ``sweep``, which looks at every shard's
 stream now and then.
 
+With ``SLOTENGINE_COURIERS`` > 1 the shards are shared out among the couriers by a hash of the
+shard id (``partition_of``): each has a doorbell of its own and reads only its shards' streams,
+each stream through its own consumer group, so no two couriers read one stream; courier 0 also
+reads the platform-wide stream and sweeps every shard. When the number of couriers changes, a
+courier passes a shard rung in its doorbell that is no longer its own on to the shard's
+courier now, and the sweep rings a shard rung in a doorbell nobody reads any more; all read
+as one consumer (``CONSUMER``), so the new owner of a shard also reads what the old one had
+been delivered and not settled. A courier lost is restarted by Ray and reads on where its
+streams' groups left off, what it had read and not settled first.
+
 Entry ids are unique within a stream only: an entry of a shard's stream is known (its notices
 named, its dead letter kept) by ``shard/id``, the platform-wide stream's by its id alone.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,7 +42,7 @@ from redis.exceptions import ResponseError
 from engine.store.keys import Keys
 
 GROUP = "couriers"
-CONSUMER = "courier"
+CONSUMER = "courier"  # every courier: a shard's new courier reads what the old one left pending
 SWEEP_PAGE = 500
 
 # KEYS: doorbell. ARGV: shard, its rings when its stream was read. The shard leaves the doorbell
@@ -61,6 +72,11 @@ return 0
 Entry = tuple[bytes, dict[bytes, bytes]]  # as read: id, fields
 
 
+def partition_of(shard_id: str, partitions: int) -> int:
+    """Which courier carries a shard's outbox (the same in every process: CRC-32)."""
+    return zlib.crc32(shard_id.encode()) % partitions if partitions > 1 else 0
+
+
 @dataclass(frozen=True, slots=True)
 class Stream:
     """One stream the courier reads: a shard's (``shard_id``; ``rings`` as the doorbell said
@@ -79,23 +95,43 @@ class Stream:
 class Outbox:
     """The courier's side of the outbox (Redis errors are raised as redis-py's)."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+    def __init__(
+        self, client: aioredis.Redis, keys: Keys, partition: int = 0, partitions: int = 1
+    ) -> None:
         self.client = client
         self.keys = keys
+        self.partition = partition
+        self.partitions = partitions
+        self.doorbell = keys.outbox_doorbell(partition)
         self._grouped: set[str] = set()  # streams whose consumer group this process made
 
     async def rung(self) -> list[Stream]:
-        """The platform-wide stream, then every shard's whose doorbell rang."""
-        rung = await self.client.zrange(self.keys.outbox_doorbell, 0, -1, withscores=True)
-        return [Stream(self.keys.outbox)] + [
-            Stream(self.keys.shard_outbox(shard.decode()), shard.decode(), rings)
+        """The platform-wide stream (courier 0's), then every shard's whose doorbell rang."""
+        rung = [
+            (shard.decode(), rings)
+            for shard, rings in await self.client.zrange(self.doorbell, 0, -1, withscores=True)
+        ]
+        foreign = [(s, r) for s, r in rung if partition_of(s, self.partitions) != self.partition]
+        if foreign:  # rung when there were more or fewer couriers: to the shard's courier now
+            async with self.client.pipeline(transaction=False) as pipe:
+                for shard, rings in foreign:
+                    pipe.zincrby(self._doorbell_of(shard), rings, shard)
+                    pipe.eval(ANSWER_SCRIPT, 1, self.doorbell, shard, rings)
+                await pipe.execute()
+        shared = [Stream(self.keys.outbox)] if self.partition == 0 else []
+        return shared + [
+            Stream(self.keys.shard_outbox(shard), shard, rings)
             for shard, rings in rung
+            if partition_of(shard, self.partitions) == self.partition
         ]
 
-    async def read(self, starts: Sequence[tuple[Stream, str]], count: int) -> list[list[Entry]]:
+    async def read(
+        self, starts: Sequence[tuple[Stream, str]], count: int
+    ) -> list[list[Entry] | ResponseError]:
         """Up to ``count`` entries of each stream from its start (``0``: those delivered and
         not settled, read on from an id; ``>``: new ones), in one round trip (two where a
-        stream's group had to be made first)."""
+        stream's group had to be made first); Redis's refusal for a stream it cannot read
+        (the others are read all the same)."""
         await self._make_groups([stream.key for stream, _ in starts])
         replies = await self._read(starts, count)
         missing = [i for i, r in enumerate(replies) if _no_group(r)]
@@ -106,11 +142,14 @@ class Outbox:
             again = await self._read([starts[i] for i in missing], count)
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
-        out = []
+        out: list[list[Entry] | ResponseError] = []
         for reply in replies:
-            if isinstance(reply, BaseException):
+            if isinstance(reply, ResponseError):
+                out.append(reply)
+            elif isinstance(reply, BaseException):  # the connection: nothing was read
                 raise reply
-            out.append(reply[0][1] if reply else [])
+            else:
+                out.append(reply[0][1] if reply else [])
         return out
 
     async def _read(self, starts: Sequence[tuple[Stream, str]], count: int) -> list:
@@ -128,6 +167,8 @@ class Outbox:
                 pipe.xgroup_create(key, GROUP, id="0", mkstream=True)
             replies = await pipe.execute(raise_on_error=False)
         for key, reply in zip(new, replies, strict=True):
+            if isinstance(reply, ResponseError) and "BUSYGROUP" not in str(reply):
+                continue  # not a stream: its read says so
             if isinstance(reply, BaseException) and "BUSYGROUP" not in str(reply):
                 raise reply
             self._grouped.add(key)
@@ -160,15 +201,15 @@ class Outbox:
         for stream, gone in zip(streams, forgotten, strict=True):
             if gone:
                 self._grouped.discard(stream.key)
-        doorbell = self.keys.outbox_doorbell
         async with self.client.pipeline(transaction=False) as pipe:
             for stream in streams:
-                pipe.eval(ANSWER_SCRIPT, 1, doorbell, stream.shard_id, stream.rings)
+                pipe.eval(ANSWER_SCRIPT, 1, self.doorbell, stream.shard_id, stream.rings)
             await pipe.execute()
 
     async def sweep(self) -> int:
-        """Ring for every shard whose stream holds entries and is not rung (a ring lost on
-        its way); how many were rung."""
+        """Ring for every shard whose stream holds entries and is not rung in its courier's
+        doorbell (a ring lost on its way, or rung for a courier there is no more); how many
+        were rung."""
         keys, rung, cursor = self.keys, 0, 0
         while True:
             cursor, page = await self.client.sscan(keys.shards, cursor, count=SWEEP_PAGE)
@@ -178,7 +219,7 @@ class Outbox:
                     for shard in shards:
                         pipe.xlen(keys.shard_outbox(shard))
                     for shard in shards:
-                        pipe.zscore(keys.outbox_doorbell, shard)
+                        pipe.zscore(self._doorbell_of(shard), shard)
                     replies = await pipe.execute()
                 lost = [
                     shard
@@ -188,18 +229,27 @@ class Outbox:
                     if length and rings is None
                 ]
                 if lost:
-                    await self.client.zadd(keys.outbox_doorbell, dict.fromkeys(lost, 1), nx=True)
+                    async with self.client.pipeline(transaction=False) as pipe:
+                        for shard in lost:
+                            pipe.zadd(self._doorbell_of(shard), {shard: 1}, nx=True)
+                        await pipe.execute()
                     rung += len(lost)
             if cursor == 0:
                 return rung
 
+    def _doorbell_of(self, shard_id: str) -> str:
+        return self.keys.outbox_doorbell(partition_of(shard_id, self.partitions))
+
     async def backlog(self, everywhere: bool = True) -> int:
         """Entries not yet carried out: in the platform-wide stream and every shard's (not
-        ``everywhere``: the shards rung, a cheaper read for the metrics)."""
+        ``everywhere``: the shards rung for every courier, a cheaper read for the metrics)."""
         total = int(await self.client.xlen(self.keys.outbox))
         if not everywhere:
-            rung = await self.client.zrange(self.keys.outbox_doorbell, 0, -1)
-            return total + await self._lengths([s.decode() for s in rung])
+            rung: set[str] = set()
+            for partition in range(self.partitions):
+                found = await self.client.zrange(self.keys.outbox_doorbell(partition), 0, -1)
+                rung |= {s.decode() for s in found}
+            return total + await self._lengths(sorted(rung))
         cursor = 0
         while True:
             cursor, page = await self.client.sscan(self.keys.shards, cursor, count=SWEEP_PAGE)

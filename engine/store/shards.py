@@ -2,12 +2,14 @@
 
 Only the host that holds a shard writes its snapshots, and only through ``commit``: a Lua script
 per shard that first checks the shard's epoch (fencing, invariant 7), then writes the changed
-doctor-sessions' snapshots (marking them changed for the records,
-``backoffice/record_book.py``), adds each new booking to its patient's "my bookings" set,
-appends the outbox entry to the shard's own stream (ringing the courier's doorbell right
-after it, ``outbox.py``), sets the shard's commit token and publishes the stock change,
-atomically. The script goes by its SHA (``EVALSHA``), loaded again if Redis forgot it. All
-shards of a group commit go in one pipelined round trip. Redis failures become
+doctor-sessions' snapshots, appends the outbox entry to the shard's own stream, sets the
+shard's commit token and publishes the stock change, atomically, all under the shard's hash
+tag. Right after it in the same pipeline go its follow-ups to keys of other slots
+(``Store.follow_ups``): each new booking into its patient's "my bookings", the sessions marked
+changed for the records (``backoffice/record_book.py``), the courier's doorbell
+(``outbox.py``); one that fails is sent again with the next commit. The script goes by its
+SHA (``EVALSHA``), loaded again if Redis forgot it. All shards of a group commit go in one
+pipelined round trip. Redis failures become
 ``StoreUnavailable``; a round trip that failed after it may have been sent becomes
 ``CommitUncertain``, which ``settle`` resolves: it fences the shard (so the commit can no longer
 happen later) and reads the token back.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -44,12 +47,15 @@ from engine.core.snapshot import (
 )
 from engine.errors import CommitUncertain, Fenced, NotDurable, SnapshotError, StoreUnavailable
 from engine.store.keys import Keys
+from engine.store.outbox import partition_of
 from engine.store.slots import mget, queue_mget
 
-# KEYS: epoch, sessions-set, the shard's outbox stream, changed-sessions set, commit token,
-# snapshot keys (n), patients' booking sets (m). ARGV: epoch, channel, message, events, n,
-# token, payloads (n), m, booking ids (m, one for each booking set), new session ids...
-# (the changed-sessions set and the booking sets are outside the shard's hash tag)
+log = logging.getLogger(__name__)
+MAX_OWED = 100_000  # follow-ups kept to send again (past this, the oldest failures are logged)
+
+# KEYS: epoch, sessions-set, the shard's outbox stream, commit token, snapshot keys (n).
+# ARGV: epoch, channel, message, events, n, token, payloads (n), new session ids...
+# Every key has the shard's hash tag: on a Redis Cluster the script runs on the shard's node.
 COMMIT_SCRIPT = """
 local current = redis.call('GET', KEYS[1])
 if current ~= ARGV[1] then
@@ -58,20 +64,15 @@ if current ~= ARGV[1] then
 end
 local n = tonumber(ARGV[5])
 for i = 1, n do
-  redis.call('SET', KEYS[5 + i], ARGV[6 + i])
-  redis.call('SADD', KEYS[4], KEYS[5 + i])
+  redis.call('SET', KEYS[4 + i], ARGV[6 + i])
 end
-local m = tonumber(ARGV[7 + n])
-for j = 1, m do
-  redis.call('SADD', KEYS[5 + n + j], ARGV[7 + n + j])
-end
-for i = 8 + n + m, #ARGV do
+for i = 7 + n, #ARGV do
   redis.call('SADD', KEYS[2], ARGV[i])
 end
 if ARGV[4] ~= '' then
   redis.call('XADD', KEYS[3], '*', 'e', ARGV[4])
 end
-redis.call('SET', KEYS[5], ARGV[6])
+redis.call('SET', KEYS[4], ARGV[6])
 if ARGV[3] ~= '' then
   redis.call('PUBLISH', ARGV[2], ARGV[3])
 end
@@ -239,6 +240,8 @@ class Store:
         self.client = client
         self.keys = keys
         self._commit_sha: str | None = None  # EVALSHA: the commit script is sent once
+        self._owed: list[tuple[Any, ...]] = []  # follow-ups to send again (``_send_commit``)
+        self.couriers = 1  # set by the host: whose doorbell a commit rings (``outbox.py``)
         self.durability: Durability | None = None  # set by the host: commits wait for it
 
     @classmethod
@@ -370,11 +373,41 @@ class Store:
                 out.append(None)
         return out
 
-    async def _send_commit(self, writes: Sequence[ShardWrite], sha: str) -> list[Any]:
-        """One round trip: each write's script and the catalog repairs after it; each
-        script's result (the repairs' are not needed)."""
+    def follow_ups(self, w: ShardWrite) -> list[tuple[Any, ...]]:
+        """What a write's commit sends after its script, to keys of other slots: each new
+        booking into its patient's "my bookings", the sessions marked changed for the records,
+        the doorbell rung for its outbox entry, the catalog repaired. Each may be sent again:
+        none changes anything the second time. (Sent even when the script refused: a booking
+        id listed for a commit that did not happen is dropped by every reader, which asks the
+        engine whose booking it is; a session marked changed that did not is indexed as it is.)"""
         keys = self.keys
-        extras: list[int] = []  # commands after each write's script
+        out: list[tuple[Any, ...]] = [
+            ("SADD", keys.patient_bookings(patient), booking_id)
+            for patient, booking_id in w.new_bookings
+        ]
+        if w.sessions:
+            out.append(
+                (
+                    "SADD",
+                    keys.changed_sessions,
+                    *[keys.session(w.shard_id, s.id) for s in w.sessions],
+                )
+            )
+        if w.events:  # the courier reads the streams rung
+            doorbell = keys.outbox_doorbell(partition_of(w.shard_id, self.couriers))
+            out.append(("ZINCRBY", doorbell, 1, w.shard_id))
+        if w.new_session_ids:  # claimed already by the client; this only repairs
+            out += [("HSETNX", keys.catalog, sid, w.shard_id) for sid in w.new_session_ids]
+            out.append(("SADD", keys.shards, w.shard_id))
+        return out
+
+    async def _send_commit(self, writes: Sequence[ShardWrite], sha: str) -> list[Any]:
+        """One round trip: each write's script and its follow-ups (``follow_ups``), then any
+        follow-ups an earlier commit could not deliver; each script's result. A follow-up that
+        fails while its script did not is kept and sent with the next commit."""
+        keys = self.keys
+        sent: list[list[tuple[Any, ...]]] = []  # each write's follow-ups
+        owed, self._owed = self._owed, []
         async with self.client.pipeline(transaction=False) as pipe:
             for w in writes:
                 snap_keys = [keys.session(w.shard_id, s.id) for s in w.sessions]
@@ -383,14 +416,12 @@ class Store:
                 events = msgpack.packb(list(w.events), use_bin_type=True) if w.events else b""
                 pipe.evalsha(
                     sha,
-                    5 + len(snap_keys) + len(w.new_bookings),
+                    4 + len(snap_keys),
                     keys.epoch(w.shard_id),
                     keys.sessions(w.shard_id),
                     keys.shard_outbox(w.shard_id),
-                    keys.changed_sessions,
                     keys.commit_seq(w.shard_id),
                     *snap_keys,
-                    *[keys.patient_bookings(patient) for patient, _ in w.new_bookings],
                     w.epoch,
                     keys.stock_channel,
                     message,
@@ -398,32 +429,41 @@ class Store:
                     len(payloads),
                     w.token,
                     *payloads,
-                    len(w.new_bookings),  # "my bookings", in the same script
-                    *[booking_id for _, booking_id in w.new_bookings],
                     *w.new_session_ids,
                 )
-                count = 0
-                if events:  # after the script: the courier reads the streams rung
-                    pipe.zincrby(keys.outbox_doorbell, 1, w.shard_id)
-                    count += 1
-                if w.new_session_ids:  # claimed already by the client; this only repairs
-                    for session_id in w.new_session_ids:
-                        pipe.hsetnx(keys.catalog, session_id, w.shard_id)
-                    pipe.sadd(keys.shards, w.shard_id)
-                    count += len(w.new_session_ids) + 1
-                extras.append(count)
+                sent.append(self.follow_ups(w))
+                for command in sent[-1]:
+                    pipe.execute_command(*command)
+            for command in owed:
+                pipe.execute_command(*command)
             if self.durability is not None:  # last: it waits for this connection's writes
                 self.durability.send(pipe)
-            results = await self._execute(pipe)
+            try:
+                results = await self._execute(pipe)
+            except BaseException:  # perhaps sent, perhaps run: every follow-up is owed
+                self._owed += [*owed, *(c for follow in sent for c in follow)][:MAX_OWED]
+                raise
         out, at = [], 0
-        for count in extras:
+        for follow in sent:
             out.append(results[at])
-            at += 1 + count
+            replies = results[at + 1 : at + 1 + len(follow)]
+            at += 1 + len(follow)
+            if not isinstance(out[-1], BaseException):
+                self._owe(follow, replies)
+        self._owe(owed, results[at : at + len(owed)])
         d = self.durability
         if d is not None and not d.met(waits := results[len(results) - d.commands :]):
             why = f"not confirmed durable within {d.wait_ms} ms: {waits!r}"
             out = [r if isinstance(r, BaseException) else NotDurable(why) for r in out]
         return out
+
+    def _owe(self, commands: Sequence[tuple[Any, ...]], replies: Sequence[Any]) -> None:
+        failed = [c for c, r in zip(commands, replies, strict=True) if isinstance(r, BaseException)]
+        if failed:
+            log.warning(
+                "commit: %d follow-ups failed, sent again with the next commit", len(failed)
+            )
+            self._owed += failed[: MAX_OWED - len(self._owed)]
 
     async def confirm(self, probe: str) -> bool:
         """Whether everything this client's earlier commits wrote is as durable as

@@ -102,6 +102,10 @@ async def cluster_status(settings: Settings, store: Store) -> dict[str, Any]:
         "nodes": nodes,
         "hosts": hosts,
         "courier": await single_node(find_courier, settings),
+        "couriers": [
+            await single_node(lambda st, p=p: find_courier(st, p), settings)
+            for p in range(settings.couriers)
+        ],
         "dispatcher": await single_node(find_dispatcher, settings),
         "shards": len(known),
         "pins": pins,

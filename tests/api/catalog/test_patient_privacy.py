@@ -50,6 +50,28 @@ async def test_a_hospital_admin_cannot_tag_or_read_a_patient_who_never_booked_th
     assert sorted(await redis_client.keys("*hospital:*")) == before, "nothing changed"
 
 
+async def test_a_booking_listed_for_a_commit_that_never_happened_is_shown_to_no_one(http, app):
+    """The commit lists a new booking in its patient's "my bookings" after its script, even
+    when the script was refused (a fenced host; ``Store.follow_ups``), and the booking id is
+    then given to someone else: every reader asks the engine whose the booking is."""
+    cat = await make_catalog(http, doctors=1)
+    a = await hospital_admin(http, cat["hospital"], "privacy-e")
+    _, owner_auth = await new_patient(http)
+    ghost, ghost_auth = await new_patient(http)
+    booked = await book(http, cat["sessions"][0], owner_auth)
+    store = app.app.state.services.engine.store
+    await store.client.sadd(store.keys.patient_bookings(ghost), booked["booking_id"])
+    mine = await http.get("/v1/me/bookings", headers=ghost_auth)
+    assert mine.status_code == 200 and mine.json() == []
+    path = f"/v1/admin/hospitals/{cat['hospital']}/patients/{ghost}"
+    assert (await http.get(path, headers=a)).status_code == 404  # never booked there
+    assert (await http.put(path + "/tags", json={"tags": ["x"]}, headers=a)).status_code == 404
+    seen = await http.get(path, headers=admin_headers())  # the platform sees it: no bookings
+    assert seen.status_code == 200 and seen.json()["bookings"] == []
+    theirs = await http.get("/v1/me/bookings", headers=owner_auth)
+    assert [b["booking_id"] for b in theirs.json()] == [booked["booking_id"]]
+
+
 async def test_a_hospital_admin_sees_a_patient_once_they_booked_there(http):
     cat = await make_catalog(http, doctors=1)
     a = await hospital_admin(http, cat["hospital"], "privacy-b")
@@ -153,7 +175,7 @@ async def test_stored_masks_and_phones_from_before_are_rewritten_once(redis_clie
         await redis_client.hset(keys.patient_by("phone"), doc["phone"], pid)
     with caplog.at_level(logging.WARNING):
         done = await run_upgrades(redis_client, keys)
-    assert done == {"one-slot-keys": 0, "remask-ids": 1, "e164-phones": 2}
+    assert done == {"one-slot-keys": 0, "outbox-slot": 0, "remask-ids": 1, "e164-phones": 2}
     first = orjson.loads(await redis_client.get(keys.entity("patient", 1)))
     assert first["id_masked"] == "110101***********4"
     assert first["phone"] == "+8613912345678"

@@ -25,7 +25,7 @@ from engine.settings import Settings
 from engine.store.dead_letters import DeadLetters
 from engine.store.keys import Keys
 from engine.store.notices import Notice, NoticeBoard, patient_notices
-from engine.store.outbox import GROUP, Outbox
+from engine.store.outbox import GROUP, Outbox, partition_of
 from engine.store.shards import ShardWrite
 from tests import helpers
 
@@ -42,8 +42,8 @@ async def make_rounds(
     """Courier rounds on the test's Redis (its own namespace), closed after the test."""
     made: list[CourierWork] = []
 
-    def make(**kw: Any) -> CourierWork:
-        made.append(CourierWork(settings_for(redis_server.url, **kw)))
+    def make(partition: int = 0, **kw: Any) -> CourierWork:
+        made.append(CourierWork(settings_for(redis_server.url, **kw), partition))
         return made[-1]
 
     yield make
@@ -57,7 +57,11 @@ def rounds(make_rounds: Callable[..., CourierWork]) -> CourierWork:
 
 
 async def put(
-    client: aioredis.Redis, keys: Keys, events: list[Any], shard: str | None = SHARD
+    client: aioredis.Redis,
+    keys: Keys,
+    events: list[Any],
+    shard: str | None = SHARD,
+    couriers: int = 1,
 ) -> str:
     """Append one outbox entry to a shard's stream and ring, as a host's commit does (shard
     None: to the platform-wide stream, as the release before did); the entry's name."""
@@ -66,7 +70,7 @@ async def put(
         return (await client.xadd(keys.outbox, payload)).decode()
     await client.sadd(keys.shards, shard)
     entry_id = (await client.xadd(keys.shard_outbox(shard), payload)).decode()
-    await client.zincrby(keys.outbox_doorbell, 1, shard)
+    await client.zincrby(keys.outbox_doorbell(partition_of(shard, couriers)), 1, shard)
     return f"{shard}/{entry_id}"
 
 
@@ -301,7 +305,7 @@ async def test_an_unreadable_entry_is_dead_lettered_with_its_payload_unchanged(
 ):
     rounds = make_rounds(outbox_max_tries=1)
     await redis_client.xadd(rounds.keys.shard_outbox(SHARD), {"e": b"\xc1 not msgpack"})
-    await redis_client.zincrby(rounds.keys.outbox_doorbell, 1, SHARD)
+    await redis_client.zincrby(rounds.keys.outbox_doorbell(), 1, SHARD)
     await rounds.drain()
     (letter,) = await DeadLetters(redis_client, rounds.keys).list()
     assert letter["events"] is None
@@ -325,9 +329,11 @@ async def test_reconciliation_and_the_indexer_run_in_a_round_whose_outbox_part_f
     await rounds.gateway.charge("ghost.0", 4, 700)  # no such booking: stranded
     await redis_client.zadd(keys.pending_payments, {"ghost.0": time.time() - 3600})
     await redis_client.delete(keys.outbox)
-    await redis_client.set(keys.outbox, "not a stream")  # every read of the outbox fails
+    await redis_client.set(keys.outbox, "not a stream")  # every read of that stream fails
+    await put(redis_client, keys, [NOTICE])  # a shard's stream beside it
     with pytest.raises(Exception, match="WRONGTYPE"):
         await rounds.drain()
+    assert await kinds(redis_client, keys, 5) == ["confirmed"], "the readable one is carried"
     assert (await rounds.records.get("s1.0")).patient_id == 7
     assert (await rounds.gateway.payment("ghost.0")).refunded == 700
 
@@ -386,12 +392,12 @@ async def test_a_commit_writes_its_entry_to_its_shards_stream_and_rings(rounds, 
     assert await store.commit([write]) == [None]
     assert await redis_client.xlen(keys.shard_outbox(SHARD)) == 1
     assert await redis_client.exists(keys.outbox) == 0  # nothing platform-wide
-    assert await redis_client.zscore(keys.outbox_doorbell, SHARD) == 1
+    assert await redis_client.zscore(keys.outbox_doorbell(), SHARD) == 1
     counters = await rounds.drain()
     assert counters["entries"] == 1
     assert await kinds(redis_client, keys, 5) == ["confirmed"]
     # answered: out of the doorbell, and the empty stream is gone with its group
-    assert await redis_client.zcard(keys.outbox_doorbell) == 0
+    assert await redis_client.zcard(keys.outbox_doorbell()) == 0
     assert await redis_client.exists(keys.shard_outbox(SHARD)) == 0
     # the next commit makes the stream again; the courier makes the group again and reads it
     assert await store.commit([ShardWrite(SHARD, "h1", epoch, [session], events=[NOTICE])]) == [
@@ -408,7 +414,7 @@ async def test_entries_of_two_shards_with_the_same_id_are_two_notices(rounds, re
     for shard in ("h1:2026-12-01", "h2:2026-12-01"):
         await redis_client.sadd(keys.shards, shard)
         await redis_client.xadd(keys.shard_outbox(shard), {"e": msgpack.packb([NOTICE])}, id="5-0")
-        await redis_client.zincrby(keys.outbox_doorbell, 1, shard)
+        await redis_client.zincrby(keys.outbox_doorbell(), 1, shard)
     await rounds.drain()
     ids = sorted(n["id"] for n in await patient_notices(redis_client, keys, 5))
     assert ids == ["h1:2026-12-01/5-0:0", "h2:2026-12-01/5-0:0"]
@@ -433,13 +439,13 @@ async def test_a_shard_that_rang_again_after_its_stream_was_read_stays_rung(redi
     await outbox.settle({streams[1]: [reads[1][0][0]]})
     await put(redis_client, keys, [NOTICE])  # a commit after the read
     await outbox.answer(streams)
-    assert await redis_client.zscore(keys.outbox_doorbell, SHARD) == 2  # still rung
+    assert await redis_client.zscore(keys.outbox_doorbell(), SHARD) == 2  # still rung
     assert await redis_client.xlen(keys.shard_outbox(SHARD)) == 1  # and not deleted
     streams = await outbox.rung()
     reads = await outbox.read([(s, ">") for s in streams], 10)
     await outbox.settle({streams[1]: [reads[1][0][0]]})
     await outbox.answer(streams)
-    assert await redis_client.zcard(keys.outbox_doorbell) == 0
+    assert await redis_client.zcard(keys.outbox_doorbell()) == 0
     assert await outbox.backlog() == 0
 
 
@@ -485,5 +491,72 @@ async def test_commits_racing_the_courier_are_each_carried_out_once(rounds, redi
     for w in range(writers):
         notices = await patient_notices(redis_client, keys, 100 + w)
         assert sorted(n["booking_id"] for n in notices) == sorted(f"s{w}.{n}" for n in range(each))
-    assert await redis_client.zcard(keys.outbox_doorbell) == 0
+    assert await redis_client.zcard(keys.outbox_doorbell()) == 0
     assert await backlog(redis_client, keys) == 0
+
+
+async def test_two_couriers_each_carry_their_own_shards_once(make_rounds, redis_client):
+    """``SLOTENGINE_COURIERS=2``: the shards are shared out by hash; both couriers drain at
+    once while eight writers ring; each entry is carried by its shard's courier, once, and
+    only courier 0 reads the platform-wide stream."""
+    first = make_rounds(couriers=2, namespace="two")
+    second = make_rounds(1, couriers=2, namespace="two")
+    keys = first.keys
+    shards = [f"h{i}:2026-12-01" for i in range(8)]
+    assert {partition_of(s, 2) for s in shards} == {0, 1}
+    mine = {p: [s for s in shards if partition_of(s, 2) == p] for p in (0, 1)}
+    writers, each = 8, 30
+    written = {0: 0, 1: 0}
+    await put(redis_client, keys, [NOTICE], shard=None)  # an older release's entry
+
+    async def writer(w: int) -> None:
+        for n in range(each):
+            shard = shards[(w * each + n) % len(shards)]
+            written[partition_of(shard, 2)] += 1
+            notice = ["notice", "confirmed", 200 + w, f"s{w}.{n}", f"s{w}", 1000.0, {}]
+            await put(redis_client, keys, [notice], shard=shard, couriers=2)
+            await asyncio.sleep(0)
+
+    done = asyncio.Event()
+
+    async def courier(rounds: CourierWork) -> None:
+        while not done.is_set():
+            await rounds.drain()
+            await asyncio.sleep(0.001)
+
+    running = [asyncio.create_task(courier(r)) for r in (first, second)]
+    await asyncio.gather(*(writer(w) for w in range(writers)))
+    done.set()
+    await asyncio.gather(*running)
+    await asyncio.gather(first.drain(), second.drain())
+    assert first.counters["entries"] == written[0] + 1  # and the platform-wide entry
+    assert second.counters["entries"] == written[1]
+    for w in range(writers):
+        notices = await patient_notices(redis_client, keys, 200 + w)
+        assert sorted(n["booking_id"] for n in notices) == sorted(f"s{w}.{n}" for n in range(each))
+    assert await patient_notices(redis_client, keys, 5)  # the platform-wide one, by courier 0
+    for p in (0, 1):
+        assert await redis_client.zcard(keys.outbox_doorbell(p)) == 0
+        assert mine[p], "each courier had shards of its own"
+    assert await backlog(redis_client, keys) == 0
+
+
+async def test_a_shard_rung_for_another_courier_is_passed_on_to_it(make_rounds, redis_client):
+    """The number of couriers went from 1 to 2: what rang in doorbell 0 for a shard that is
+    courier 1's now is passed on, and carried by courier 1 (pending entries too)."""
+    first = make_rounds(couriers=2, namespace="moved")
+    second = make_rounds(1, couriers=2, namespace="moved")
+    keys = first.keys
+    shard = next(f"h{i}:2026-12-01" for i in range(50) if partition_of(f"h{i}:2026-12-01", 2))
+    await put(redis_client, keys, [POISON[0]], shard=shard)  # rung for courier 0, as before
+    await put(redis_client, keys, [NOTICE], shard=shard)
+    old = Outbox(redis_client, keys)  # the one courier there was read it, and failed once
+    streams = await old.rung()
+    await old.read([(s, ">") for s in streams], 10)
+    await first.drain()
+    assert await redis_client.zcard(keys.outbox_doorbell(0)) == 0
+    assert await redis_client.zscore(keys.outbox_doorbell(1), shard)  # swept, and passed on
+    assert first.counters["entries"] == 0
+    await second.drain()
+    assert second.counters["entries"] == 1 and second.counters["failures"] == 1
+    assert await kinds(redis_client, keys, 5) == ["confirmed"]

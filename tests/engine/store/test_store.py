@@ -236,6 +236,29 @@ async def test_my_bookings_are_written_by_the_commit_itself_for_every_patient(st
     assert mine == {0: {b"s0.0"}, 1: {b"s0.1"}, 2: {b"s0.2", b"s1.0"}, 3: {b"s0.3"}}
 
 
+async def test_a_follow_up_that_failed_is_sent_with_the_next_commit(store, redis_client):
+    """The commit's script ran (the booking is the patient's), its follow-up to "my bookings"
+    failed (a key of the wrong type here; a cluster node away there): the commit still counts,
+    and the next commit sends the follow-up again."""
+    epoch, shard = await store.activate(SHARD, "h1", "2026-12-01")
+    shard.create(spec(0, capacity=5))
+    mine = store.keys.patient_bookings(7)
+    await redis_client.set(mine, "not a set")
+    shard.book("s0", 7, 1, 10.0)
+    assert await write_all(store, epoch, shard) == [None]
+    [s0] = await store.read_shard_sessions(SHARD)
+    assert [p for _, p, _ in s0.live_bookings()] == [7]
+    await redis_client.delete(mine)  # the node is back
+    shard.book("s0", 8, 2, 11.0)
+    assert await write_all(store, epoch, shard) == [None]
+    assert await redis_client.smembers(mine) == {b"s0.0"}
+    assert await redis_client.smembers(store.keys.patient_bookings(8)) == {b"s0.1"}
+    await redis_client.delete(mine)
+    shard.book("s0", 9, 3, 12.0)
+    assert await write_all(store, epoch, shard) == [None]
+    assert not await redis_client.exists(mine), "sent once: owed no more"
+
+
 async def test_commands_packed_by_hiredis_round_trip_and_refuse_what_redis_py_refuses(store):
     from redis.exceptions import DataError
 
