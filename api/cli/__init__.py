@@ -21,6 +21,7 @@ import click
 
 from api.cli.joining import URL_FILE, platform_redis_url, pool_env, pool_words
 from api.cli.ops import ops
+from api.cli.redis_cluster import redis_cluster
 from engine.outcomes import Booked
 from engine.runtime import Runtime
 from engine.settings import Settings
@@ -527,6 +528,7 @@ def loadtest(
 
 
 main.add_command(ops)
+main.add_command(redis_cluster)
 
 if __name__ == "__main__":
     main()

@@ -19,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -85,13 +86,18 @@ class EmbeddedRedis:
         port: int | None = None,
         appendfsync: str = "always",
         replica_of: EmbeddedRedis | None = None,
+        password: str | None = None,
+        extra: Sequence[str] = (),
     ):
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.appendfsync = appendfsync
         self.replica_of = replica_of  # a replica of that server (with its password)
+        self.extra = tuple(extra)  # more configuration lines (a cluster node's)
         # other local users get nothing from the port
-        self.password = replica_of.password if replica_of else secrets.token_urlsafe(24)
+        self.password = (
+            password or (replica_of.password if replica_of else None) or secrets.token_urlsafe(24)
+        )
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -117,6 +123,7 @@ class EmbeddedRedis:
                     if self.replica_of is not None
                     else []
                 ),
+                *self.extra,
                 "",
             ]
         )
