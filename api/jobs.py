@@ -109,7 +109,8 @@ async def read_figures(s: Services) -> None:
     client, keys = s.engine.store.client, s.engine.store.keys
     figures: dict[str, float] = {}
     try:
-        figures["outbox_pending"] = await Outbox(client, keys).backlog(everywhere=False)
+        outbox = Outbox(client, keys, partitions=s.settings.couriers)
+        figures["outbox_pending"] = await outbox.backlog(everywhere=False)
         figures["unsettled_payments"] = await client.zcard(keys.pending_payments)
         figures["dead_letters_waiting"] = await s.dead_letters.count()
         call = asyncio.ensure_future(s.engine.courier_info())

@@ -294,18 +294,22 @@ class CourierWork:
                         limit,
                         describe(exc),
                     )
-        buried = await self._bury(last) if last else []
-        pending |= {stream for stream, _, _, _, _ in last} - {stream for stream, _ in buried}
-        settled: dict[Stream, list[bytes]] = {}
-        for stream, entry_id, *_ in done:
-            settled.setdefault(stream, []).append(entry_id)
-        for stream, entry_id in buried:
-            settled.setdefault(stream, []).append(entry_id)
-        if settled:
-            await self.outbox.settle(settled)
+        await self._settled(done)  # first: a failure to bury keeps none of them pending
         self.counters["entries"] += len(done)
+        buried = await self._bury(last) if last else []
+        moved = set(buried)
+        pending |= {stream for stream, entry_id, *_ in last if (stream, entry_id) not in moved}
+        await self._settled(buried)
         self.counters["dead_letters"] += len(buried)
         return pending
+
+    async def _settled(self, entries: list[Any]) -> None:
+        """Acknowledge and delete entries (each ``(stream, id, ...)``), one script a stream."""
+        by_stream: dict[Stream, list[bytes]] = {}
+        for stream, entry_id, *_ in entries:
+            by_stream.setdefault(stream, []).append(entry_id)
+        if by_stream:
+            await self.outbox.settle(by_stream)
 
     async def _bury(self, last: list[Exhausted]) -> list[tuple[Stream, bytes]]:
         """Move to the dead letters the entries that failed their last delivery; those moved.
@@ -413,6 +417,7 @@ class CourierWork:
         refunds: list[tuple[str, int | None, str]] = []
         violations: list[tuple[str, str, int, str, str, float, str]] = []
         releases: list[tuple[str, str, int, str, float, str, str]] = []
+        follows: list[list[Any]] = []
         for entry_id, events in batch:
             for index, event in enumerate(events):
                 kind = event[0]
@@ -441,8 +446,12 @@ class CourierWork:
                     releases.append(
                         (scope, hospital_id, patient, booking_id, at, day, f"{entry_id}:{index}")
                     )
+                elif kind == "follow":
+                    follows.append(event)
                 else:
                     log.error("unknown outbox event %r", event)
+        if follows:
+            await self._follow_up(follows)
         if refunds:
             for refund in await self.gateway.refund_many(refunds):
                 if refund is not None and refund.amount:
@@ -459,6 +468,22 @@ class CourierWork:
             tally["notices"] += len(notices)
         for name, count in tally.items():
             self.counters[name] += count
+
+    async def _follow_up(self, follows: list[list[Any]]) -> None:
+        """Apply again what commits sent after their scripts (each idempotent): a follow-up
+        lost on its way with a failed round trip or a cluster node away is made good here."""
+        keys = self.keys
+        async with self.store.client.pipeline(transaction=False) as pipe:
+            for _, shard_id, bookings, sessions, new_sessions in follows:
+                for patient, booking_id in bookings:
+                    pipe.sadd(keys.patient_bookings(patient), booking_id)
+                if sessions:
+                    pipe.sadd(keys.changed_sessions, *[keys.session(shard_id, s) for s in sessions])
+                for session_id in new_sessions:
+                    pipe.hsetnx(keys.catalog, session_id, shard_id)
+                if new_sessions:
+                    pipe.sadd(keys.shards, shard_id)
+            await pipe.execute()
 
     async def _hold_releases(
         self, releases: list[tuple[str, str, int, str, float, str, str]]
@@ -610,10 +635,14 @@ def _origin(stream: Stream, entry_id: bytes, fields: dict[bytes, bytes]) -> str:
 
 
 def _events(fields: dict[bytes, bytes]) -> list[list[Any]]:
-    """The events of an outbox entry; raises on one that is not readable."""
-    events = msgpack.unpackb(fields[b"e"], raw=False)
+    """The events of an outbox entry, its commit's follow-ups last (as one ``follow`` event:
+    ``Store.follow_ups``); raises on one that is not readable."""
+    raw = fields.get(b"e", b"")
+    events = msgpack.unpackb(raw, raw=False) if raw else []
     if not isinstance(events, list):
         raise TypeError(f"an outbox entry holds a list of events, not {type(events).__name__}")
+    if follow := fields.get(b"f"):
+        events = [*events, ["follow", *msgpack.unpackb(follow, raw=False)]]
     return events
 
 

@@ -33,7 +33,7 @@ named, its dead letter kept) by ``shard/id``, the platform-wide stream's by its 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from redis import asyncio as aioredis
@@ -210,10 +210,8 @@ class Outbox:
         """Ring for every shard whose stream holds entries and is not rung in its courier's
         doorbell (a ring lost on its way, or rung for a courier there is no more); how many
         were rung."""
-        keys, rung, cursor = self.keys, 0, 0
-        while True:
-            cursor, page = await self.client.sscan(keys.shards, cursor, count=SWEEP_PAGE)
-            shards = [s.decode() for s in page]
+        keys, rung = self.keys, 0
+        async for shards in self._shards_with_streams():
             if shards:
                 async with self.client.pipeline(transaction=False) as pipe:
                     for shard in shards:
@@ -234,8 +232,21 @@ class Outbox:
                             pipe.zadd(self._doorbell_of(shard), {shard: 1}, nx=True)
                         await pipe.execute()
                     rung += len(lost)
-            if cursor == 0:
-                return rung
+        return rung
+
+    async def _shards_with_streams(self) -> AsyncIterator[list[str]]:
+        """The shards that have an outbox stream, a page at a time (``SCAN`` of the stream
+        keys: it needs no list of shards that a lost write could leave one out of)."""
+        head, tail = f"{self.keys.prefix}:{{", "}:outbox"
+        page: list[str] = []
+        async for key in self.client.scan_iter(
+            match=f"{head}*{tail}", count=SWEEP_PAGE, _type="stream"
+        ):
+            page.append(key.decode()[len(head) : -len(tail)])
+            if len(page) >= SWEEP_PAGE:
+                yield page
+                page = []
+        yield page
 
     def _doorbell_of(self, shard_id: str) -> str:
         return self.keys.outbox_doorbell(partition_of(shard_id, self.partitions))
@@ -250,12 +261,9 @@ class Outbox:
                 found = await self.client.zrange(self.keys.outbox_doorbell(partition), 0, -1)
                 rung |= {s.decode() for s in found}
             return total + await self._lengths(sorted(rung))
-        cursor = 0
-        while True:
-            cursor, page = await self.client.sscan(self.keys.shards, cursor, count=SWEEP_PAGE)
-            total += await self._lengths([s.decode() for s in page])
-            if cursor == 0:
-                return total
+        async for shards in self._shards_with_streams():
+            total += await self._lengths(shards)
+        return total
 
     async def _lengths(self, shards: Sequence[str]) -> int:
         if not shards:

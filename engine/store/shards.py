@@ -7,9 +7,9 @@ shard's commit token and publishes the stock change, atomically, all under the s
 tag. Right after it in the same pipeline go its follow-ups to keys of other slots
 (``Store.follow_ups``): each new booking into its patient's "my bookings", the sessions marked
 changed for the records (``backoffice/record_book.py``), the courier's doorbell
-(``outbox.py``); one that fails is sent again with the next commit. The script goes by its
-SHA (``EVALSHA``), loaded again if Redis forgot it. All shards of a group commit go in one
-pipelined round trip. Redis failures become
+(``outbox.py``); the outbox entry carries them too, and the courier applies them again.
+The script goes by its SHA (``EVALSHA``), loaded again if Redis forgot it. All shards of a
+group commit go in one pipelined round trip. Redis failures become
 ``StoreUnavailable``; a round trip that failed after it may have been sent becomes
 ``CommitUncertain``, which ``settle`` resolves: it fences the shard (so the commit can no longer
 happen later) and reads the token back.
@@ -51,11 +51,13 @@ from engine.store.outbox import partition_of
 from engine.store.slots import mget, queue_mget
 
 log = logging.getLogger(__name__)
-MAX_OWED = 100_000  # follow-ups kept to send again (past this, the oldest failures are logged)
 
 # KEYS: epoch, sessions-set, the shard's outbox stream, commit token, snapshot keys (n).
-# ARGV: epoch, channel, message, events, n, token, payloads (n), new session ids...
-# Every key has the shard's hash tag: on a Redis Cluster the script runs on the shard's node.
+# ARGV: epoch, channel, message, events, n, token, origin, follow-ups, payloads (n), new
+# session ids... Every key has the shard's hash tag: on a Redis Cluster the script runs on the
+# shard's node. The outbox entry carries the commit's events and its follow-ups (what the
+# commit sends to other slots after the script, ``Store.follow_ups``), which the courier
+# applies again: a follow-up lost with its round trip, or with a cluster node, is not lost.
 COMMIT_SCRIPT = """
 local current = redis.call('GET', KEYS[1])
 if current ~= ARGV[1] then
@@ -64,13 +66,17 @@ if current ~= ARGV[1] then
 end
 local n = tonumber(ARGV[5])
 for i = 1, n do
-  redis.call('SET', KEYS[4 + i], ARGV[6 + i])
+  redis.call('SET', KEYS[4 + i], ARGV[8 + i])
 end
-for i = 7 + n, #ARGV do
+for i = 9 + n, #ARGV do
   redis.call('SADD', KEYS[2], ARGV[i])
 end
-if ARGV[4] ~= '' then
-  redis.call('XADD', KEYS[3], '*', 'e', ARGV[4])
+if ARGV[4] ~= '' or ARGV[8] ~= '' then
+  if ARGV[7] ~= '' then
+    redis.call('XADD', KEYS[3], '*', 'e', ARGV[4], 'f', ARGV[8], 'origin', ARGV[7])
+  else
+    redis.call('XADD', KEYS[3], '*', 'e', ARGV[4], 'f', ARGV[8])
+  end
 end
 redis.call('SET', KEYS[4], ARGV[6])
 if ARGV[3] ~= '' then
@@ -208,6 +214,23 @@ class ShardWrite:
     token: str = ""  # unique to this commit: read back by ``settle`` after a failed round trip
 
 
+def follow_up_payload(w: ShardWrite) -> bytes:
+    """The follow-ups of a write as its outbox entry carries them (field ``f``): msgpack
+    [shard, [[patient, booking id]...], [changed session ids], [new session ids]]; empty
+    when it has none."""
+    if not (w.new_bookings or w.sessions or w.new_session_ids):
+        return b""
+    return msgpack.packb(
+        [
+            w.shard_id,
+            [list(b) for b in w.new_bookings],
+            [s.id for s in w.sessions],
+            list(w.new_session_ids),
+        ],
+        use_bin_type=True,
+    )
+
+
 def stock_message(stock: Iterable[tuple[str, str, int, int]]) -> bytes:
     """Pub/sub payload: msgpack list of [session_id, status, remaining, version]; a reader
     ignores anything older than what it has (see ``DoctorSession.version``)."""
@@ -240,7 +263,6 @@ class Store:
         self.client = client
         self.keys = keys
         self._commit_sha: str | None = None  # EVALSHA: the commit script is sent once
-        self._owed: list[tuple[Any, ...]] = []  # follow-ups to send again (``_send_commit``)
         self.couriers = 1  # set by the host: whose doorbell a commit rings (``outbox.py``)
         self.durability: Durability | None = None  # set by the host: commits wait for it
 
@@ -376,24 +398,21 @@ class Store:
     def follow_ups(self, w: ShardWrite) -> list[tuple[Any, ...]]:
         """What a write's commit sends after its script, to keys of other slots: each new
         booking into its patient's "my bookings", the sessions marked changed for the records,
-        the doorbell rung for its outbox entry, the catalog repaired. Each may be sent again:
-        none changes anything the second time. (Sent even when the script refused: a booking
-        id listed for a commit that did not happen is dropped by every reader, which asks the
-        engine whose booking it is; a session marked changed that did not is indexed as it is.)"""
+        the doorbell rung for its outbox entry, the catalog repaired. The entry carries them
+        too (``follow_up_payload``) and the courier applies them again, so a follow-up lost
+        on its way (the round trip failed after the script, a cluster node was away) is made
+        good. They are sent even when the script refused: a booking id listed for a commit
+        that did not happen is dropped by every reader, which asks the engine whose the
+        booking is; a session marked changed that did not is indexed as it is."""
         keys = self.keys
         out: list[tuple[Any, ...]] = [
             ("SADD", keys.patient_bookings(patient), booking_id)
             for patient, booking_id in w.new_bookings
         ]
         if w.sessions:
-            out.append(
-                (
-                    "SADD",
-                    keys.changed_sessions,
-                    *[keys.session(w.shard_id, s.id) for s in w.sessions],
-                )
-            )
-        if w.events:  # the courier reads the streams rung
+            changed = [keys.session(w.shard_id, s.id) for s in w.sessions]
+            out.append(("SADD", keys.changed_sessions, *changed))
+        if w.events or follow_up_payload(w):  # the courier reads the streams rung
             doorbell = keys.outbox_doorbell(partition_of(w.shard_id, self.couriers))
             out.append(("ZINCRBY", doorbell, 1, w.shard_id))
         if w.new_session_ids:  # claimed already by the client; this only repairs
@@ -402,12 +421,10 @@ class Store:
         return out
 
     async def _send_commit(self, writes: Sequence[ShardWrite], sha: str) -> list[Any]:
-        """One round trip: each write's script and its follow-ups (``follow_ups``), then any
-        follow-ups an earlier commit could not deliver; each script's result. A follow-up that
-        fails while its script did not is kept and sent with the next commit."""
+        """One round trip: each write's script and its follow-ups (``follow_ups``); each
+        script's result."""
         keys = self.keys
-        sent: list[list[tuple[Any, ...]]] = []  # each write's follow-ups
-        owed, self._owed = self._owed, []
+        extras: list[int] = []  # commands after each write's script
         async with self.client.pipeline(transaction=False) as pipe:
             for w in writes:
                 snap_keys = [keys.session(w.shard_id, s.id) for s in w.sessions]
@@ -428,42 +445,27 @@ class Store:
                     events,
                     len(payloads),
                     w.token,
+                    f"{w.shard_id}/{w.token}" if w.token else "",  # the entry's name
+                    follow_up_payload(w),
                     *payloads,
                     *w.new_session_ids,
                 )
-                sent.append(self.follow_ups(w))
-                for command in sent[-1]:
+                follow = self.follow_ups(w)
+                for command in follow:
                     pipe.execute_command(*command)
-            for command in owed:
-                pipe.execute_command(*command)
+                extras.append(len(follow))
             if self.durability is not None:  # last: it waits for this connection's writes
                 self.durability.send(pipe)
-            try:
-                results = await self._execute(pipe)
-            except BaseException:  # perhaps sent, perhaps run: every follow-up is owed
-                self._owed += [*owed, *(c for follow in sent for c in follow)][:MAX_OWED]
-                raise
+            results = await self._execute(pipe)
         out, at = [], 0
-        for follow in sent:
+        for count in extras:
             out.append(results[at])
-            replies = results[at + 1 : at + 1 + len(follow)]
-            at += 1 + len(follow)
-            if not isinstance(out[-1], BaseException):
-                self._owe(follow, replies)
-        self._owe(owed, results[at : at + len(owed)])
+            at += 1 + count
         d = self.durability
         if d is not None and not d.met(waits := results[len(results) - d.commands :]):
             why = f"not confirmed durable within {d.wait_ms} ms: {waits!r}"
             out = [r if isinstance(r, BaseException) else NotDurable(why) for r in out]
         return out
-
-    def _owe(self, commands: Sequence[tuple[Any, ...]], replies: Sequence[Any]) -> None:
-        failed = [c for c, r in zip(commands, replies, strict=True) if isinstance(r, BaseException)]
-        if failed:
-            log.warning(
-                "commit: %d follow-ups failed, sent again with the next commit", len(failed)
-            )
-            self._owed += failed[: MAX_OWED - len(self._owed)]
 
     async def confirm(self, probe: str) -> bool:
         """Whether everything this client's earlier commits wrote is as durable as

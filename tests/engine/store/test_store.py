@@ -1,6 +1,7 @@
 """The Redis store against a real Redis server: round trip, fencing, corruption, pub/sub."""
 
 import asyncio
+import itertools
 
 import msgpack
 import pytest
@@ -14,6 +15,7 @@ from engine.store.shards import ShardWrite, Store, parse_stock_message
 from tests import helpers
 
 SHARD = "h1:2026-12-01"
+TOKENS = itertools.count()
 
 
 def spec(i: int, capacity: int = 3, fee: int = 0) -> SessionSpec:
@@ -44,6 +46,7 @@ async def write_all(store, epoch, shard):
                 changes.new_bookings,
                 changes.events,
                 stock,
+                token=f"t{next(TOKENS)}",
             )
         ]
     )
@@ -236,27 +239,38 @@ async def test_my_bookings_are_written_by_the_commit_itself_for_every_patient(st
     assert mine == {0: {b"s0.0"}, 1: {b"s0.1"}, 2: {b"s0.2", b"s1.0"}, 3: {b"s0.3"}}
 
 
-async def test_a_follow_up_that_failed_is_sent_with_the_next_commit(store, redis_client):
-    """The commit's script ran (the booking is the patient's), its follow-up to "my bookings"
-    failed (a key of the wrong type here; a cluster node away there): the commit still counts,
-    and the next commit sends the follow-up again."""
+async def test_a_follow_up_that_failed_is_made_good_by_the_courier(
+    store, redis_client, settings_for, redis_server
+):
+    """The commit's script ran (the booking is the patient's) and its follow-ups failed (a key
+    of the wrong type here; a cluster node away, or the round trip lost, there): the commit
+    counts, and the courier, carrying the entry, lists the booking and marks the session."""
+    from engine.actors.courier import CourierWork
+
     epoch, shard = await store.activate(SHARD, "h1", "2026-12-01")
-    shard.create(spec(0, capacity=5))
+    shard.create(spec(0, capacity=5, fee=500))
+    assert await write_all(store, epoch, shard) == [None]
+    await redis_client.delete(store.keys.changed_sessions)  # as if those follow-ups were lost
+    await redis_client.hdel(store.keys.catalog, "s0")
     mine = store.keys.patient_bookings(7)
     await redis_client.set(mine, "not a set")
-    shard.book("s0", 7, 1, 10.0)
+    shard.book("s0", 7, 1, 10.0)  # a paid hold: no event of its own, the entry all the same
     assert await write_all(store, epoch, shard) == [None]
     [s0] = await store.read_shard_sessions(SHARD)
     assert [p for _, p, _ in s0.live_bookings()] == [7]
     await redis_client.delete(mine)  # the node is back
-    shard.book("s0", 8, 2, 11.0)
-    assert await write_all(store, epoch, shard) == [None]
+    (_, fields), *_ = await redis_client.xrevrange(store.keys.shard_outbox(SHARD), count=1)
+    assert fields[b"origin"].startswith(SHARD.encode() + b"/")  # named by its commit token
+    rounds = CourierWork(settings_for(redis_server.url, namespace="st"))
+    try:
+        await rounds.carry()
+    finally:
+        await rounds.store.close()
     assert await redis_client.smembers(mine) == {b"s0.0"}
-    assert await redis_client.smembers(store.keys.patient_bookings(8)) == {b"s0.1"}
-    await redis_client.delete(mine)
-    shard.book("s0", 9, 3, 12.0)
-    assert await write_all(store, epoch, shard) == [None]
-    assert not await redis_client.exists(mine), "sent once: owed no more"
+    assert await redis_client.sismember(
+        store.keys.changed_sessions, store.keys.session(SHARD, "s0")
+    )
+    assert await redis_client.hget(store.keys.catalog, "s0") == SHARD.encode()
 
 
 async def test_commands_packed_by_hiredis_round_trip_and_refuse_what_redis_py_refuses(store):
