@@ -29,6 +29,7 @@ from api.services import (
     ROTA_SECONDS,
     Services,
 )
+from engine.client import stop_requested
 from engine.core.clock import usable_offset
 from engine.outcomes import Bookings, SessionState
 from engine.store.outbox import Outbox
@@ -126,12 +127,18 @@ async def read_figures(s: Services) -> None:
 
 
 async def every(seconds: float, job: Any) -> None:
+    """Run ``job`` every ``seconds`` until cancelled, even when the job (or redis-py under
+    it) swallowed the cancellation and turned it into an error or a quiet return."""
     while True:
         await asyncio.sleep(seconds)
         try:
             await job()
         except Exception as exc:
+            if stop_requested():
+                raise asyncio.CancelledError from exc
             log.warning("%s failed: %s", getattr(job, "__name__", job), exc)
+        if stop_requested():
+            raise asyncio.CancelledError
 
 
 async def resync(s: Services) -> None:

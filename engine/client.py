@@ -163,7 +163,7 @@ class Mailbox:
             self.busy = False
 
 
-def _cancelled() -> bool:
+def stop_requested() -> bool:
     """The running task was asked to stop, even if a library swallowed the CancelledError
     (the request stays counted until ``uncancel``)."""
     task = asyncio.current_task()
@@ -305,12 +305,12 @@ class Engine:
                     await self._grow(size)  # hosts started on new nodes: known before used
                     leased, serving, size = await self.store.host_view(len(self.hosts))
             except StoreUnavailable:  # keep the last view; the hosts' epochs fence any mistake
-                if self._closed or _cancelled():  # redis-py may turn a cancellation into this
+                if self._closed or stop_requested():  # redis-py may turn a cancellation into this
                     return
                 await asyncio.sleep(period)
                 continue
             except Exception:  # a bug: keep following
-                if self._closed or _cancelled():
+                if self._closed or stop_requested():
                     return
                 log.exception("reading the leases failed")
                 await asyncio.sleep(period)
