@@ -194,17 +194,15 @@ class Outbox:
         streams = [s for s in streams if s.shard_id is not None]
         if not streams:
             return
-        async with self.client.pipeline(transaction=False) as pipe:
+        async with self.client.pipeline(transaction=False) as pipe:  # one round trip
             for stream in streams:
                 pipe.eval(FORGET_SCRIPT, 1, stream.key)
-            forgotten = await pipe.execute()
+            for stream in streams:
+                pipe.eval(ANSWER_SCRIPT, 1, self.doorbell, stream.shard_id, stream.rings)
+            forgotten = (await pipe.execute())[: len(streams)]
         for stream, gone in zip(streams, forgotten, strict=True):
             if gone:
                 self._grouped.discard(stream.key)
-        async with self.client.pipeline(transaction=False) as pipe:
-            for stream in streams:
-                pipe.eval(ANSWER_SCRIPT, 1, self.doorbell, stream.shard_id, stream.rings)
-            await pipe.execute()
 
     async def sweep(self) -> int:
         """Ring for every shard whose stream holds entries and is not rung in its courier's

@@ -395,7 +395,7 @@ class Store:
                 out.append(None)
         return out
 
-    def follow_ups(self, w: ShardWrite) -> list[tuple[Any, ...]]:
+    def follow_ups(self, w: ShardWrite, entry: bool) -> list[tuple[Any, ...]]:
         """What a write's commit sends after its script, to keys of other slots: each new
         booking into its patient's "my bookings", the sessions marked changed for the records,
         the doorbell rung for its outbox entry, the catalog repaired. The entry carries them
@@ -412,7 +412,7 @@ class Store:
         if w.sessions:
             changed = [keys.session(w.shard_id, s.id) for s in w.sessions]
             out.append(("SADD", keys.changed_sessions, *changed))
-        if w.events or follow_up_payload(w):  # the courier reads the streams rung
+        if entry:  # the script wrote an outbox entry: the courier reads the streams rung
             doorbell = keys.outbox_doorbell(partition_of(w.shard_id, self.couriers))
             out.append(("ZINCRBY", doorbell, 1, w.shard_id))
         if w.new_session_ids:  # claimed already by the client; this only repairs
@@ -431,6 +431,7 @@ class Store:
                 payloads = [encode_session(s) for s in w.sessions]
                 message = stock_message(w.stock) if w.stock else b""
                 events = msgpack.packb(list(w.events), use_bin_type=True) if w.events else b""
+                follow_up = follow_up_payload(w)
                 pipe.evalsha(
                     sha,
                     4 + len(snap_keys),
@@ -446,11 +447,11 @@ class Store:
                     len(payloads),
                     w.token,
                     f"{w.shard_id}/{w.token}" if w.token else "",  # the entry's name
-                    follow_up_payload(w),
+                    follow_up,
                     *payloads,
                     *w.new_session_ids,
                 )
-                follow = self.follow_ups(w)
+                follow = self.follow_ups(w, bool(events or follow_up))
                 for command in follow:
                     pipe.execute_command(*command)
                 extras.append(len(follow))
