@@ -240,8 +240,17 @@ class Engine:
 
     async def _tell_serving(self, call: Callable[[ActorHandle], Any]) -> None:
         """Make ``call`` on every host to tell about rules, the clock and timers — those holding
-        a lease (every host not retired when none is known to) — within one deadline."""
-        live = self._live
+        a lease (every host not retired when none is known to) — within one deadline.
+
+        The leases are read now, not taken from the watcher's view: that view lags by up to a
+        renewal period, and a host restarted within it (its lease lapsed and taken again) would
+        miss the call — a timer run right after a restart would not reach the shards it loaded."""
+        try:
+            live: frozenset[int] | None = (
+                await self.store.host_view(len(self.hosts))
+            ).serving or None
+        except StoreUnavailable:  # the calls need Redis less than the hosts do: the last view
+            live = self._live
         serving = [h for i, h in enumerate(self.hosts) if h is not None and (not live or i in live)]
         await asyncio.wait_for(
             asyncio.gather(*(call(h) for h in serving)), self.settings.host_call_seconds

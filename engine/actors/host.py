@@ -82,6 +82,7 @@ class Host:
         self._unconfirmed = False
         self._timer: threading.Thread | None = None
         self._warm = False
+        self._leased: frozenset[int] = frozenset()  # the hosts holding a lease at the last tick
         self._reload: set[str] = set()  # shards dropped after a failure, to load again
         self._clock_checked = False  # a fixed clock reads the stored offset once (to warn)
         self._tokens = itertools.count()  # commit tokens: unique to this incarnation
@@ -224,10 +225,14 @@ class Host:
                 log.warning("tick could not read the clock: %s", exc)
         now = self.clock.now()
         try:
+            pinned, (leased, live) = self._run(self._store.placement()), self._view()
             if not self._warm:
-                self._warm_up(now)
+                self._warm_up(now, pinned, live)
+            elif lost := self._leased - leased if leased else frozenset():
+                self._take_up(now, pinned, live, lost)
+            self._leased = leased
             self._activate(set(self._reload))
-            self._forget_moved()
+            self._forget_moved(pinned, live)
             self._follow_bans()
         except Exception as exc:  # Redis away: expire what we hold anyway (commit may fail too)
             log.warning("tick could not refresh shards: %s", exc)
@@ -305,21 +310,25 @@ class Host:
         """The hosts that serve (a lease, on a node not being drained), this one among them
         unless its node is being drained; None when no host holds a lease (hosts driven by
         hand, or every lease lost with Redis): then every host counts."""
+        return self._view()[1]
+
+    def _view(self) -> tuple[frozenset[int], frozenset[int] | None]:
+        """The hosts holding a lease, and ``_live``."""
         leased, serving, size = self._run(self._store.host_view(self._pool_size))
         if size > self._pool_size:  # hosts started on new nodes since: count them
             self._pool_size = size
             leased, serving, size = self._run(self._store.host_view(self._pool_size))
         if not serving:
-            return None
+            return leased, None
         if self.index in leased and self.index not in serving:  # its own node is drained
-            return serving
-        return serving | {self.index}
+            return leased, serving
+        return leased, serving | {self.index}
 
     def release_all(self) -> int:
         """Release every shard placed elsewhere now (after ``ops drain``); how many."""
         with self._lock:
             before = len(self.shards)
-            self._forget_moved()
+            self._forget_moved(self._run(self._store.placement()), self._live())
             return before - len(self.shards)
 
     # ----- deciding and committing ---------------------------------------------------------
@@ -327,19 +336,49 @@ class Host:
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return self._loop.run_until_complete(coroutine)
 
-    def _warm_up(self, now: float) -> None:
+    def _current_shards(self, now: float) -> list[str]:
         yesterday = time.strftime("%Y-%m-%d", time.gmtime(now - 2 * 86400))
-        pinned, live = self._run(self._store.placement()), self._live()
+        return [s for s in self._run(self._store.shard_ids()) if split_shard_id(s)[1] >= yesterday]
+
+    def _warm_up(self, now: float, pinned: dict[str, int], live: frozenset[int] | None) -> None:
+        """Load every current shard placed on this host (its first tick): its holds expire on
+        time even before a request for the shard arrives."""
         mine = {
             shard_id
-            for shard_id in self._run(self._store.shard_ids())
-            if split_shard_id(shard_id)[1] >= yesterday
-            and owner(shard_id, pinned, self._pool_size, live) == self.index
+            for shard_id in self._current_shards(now)
+            if owner(shard_id, pinned, self._pool_size, live) == self.index
         }
         activated = self._activate(mine - self.shards.keys())
         failed = {s for s, why in activated.items() if isinstance(why, Unavailable)}
         self._warm = not failed
         log.info("host %d loaded %d shards", self.index, len(mine) - len(failed))
+
+    def _take_up(
+        self, now: float, pinned: dict[str, int], live: frozenset[int] | None, lost: frozenset[int]
+    ) -> None:
+        """Load the current shards that came to this host from hosts whose lease lapsed (dead,
+        or cut off: the epoch this load bumps fences them), so that their holds expire and
+        their waitlists move on time rather than at the shard's next request. Only those: a
+        shard leaving a host that still holds its lease (a drained node) is handed over by
+        that host answering ``Moved`` after its commit in flight — loading it here first would
+        fence that commit."""
+        before = (live or frozenset()) | lost
+        came = {
+            shard_id
+            for shard_id in self._current_shards(now)
+            if shard_id not in self.shards
+            and owner(shard_id, pinned, self._pool_size, live) == self.index
+            and owner(shard_id, pinned, self._pool_size, before) in lost
+        }
+        failed = self._activate(came)
+        self._reload |= {s for s, why in failed.items() if isinstance(why, Unavailable)}
+        if came:
+            log.info(
+                "host %d took up %d shards of lost hosts %s",
+                self.index,
+                len(came) - len(failed),
+                sorted(lost),
+            )
 
     def _follow_bans(self) -> None:
         """Reload the bans of a scope whose version moved (the courier also pushes them at
@@ -351,10 +390,9 @@ class Host:
                 self.refresh_rules(scope)  # the lock is reentrant
                 self._ban_versions[scope] = version
 
-    def _forget_moved(self) -> None:
+    def _forget_moved(self, pinned: dict[str, int], live: frozenset[int] | None) -> None:
         """Drop shards pinned to another host since we loaded them (their new host bumped the
         epoch, so we could not write them anyway; this stops us answering reads for them)."""
-        pinned, live = self._run(self._store.placement()), self._live()
         for shard_id in list(self.shards):
             if owner(shard_id, pinned, self._pool_size, live) != self.index:
                 self.release(shard_id)

@@ -392,6 +392,35 @@ async def test_host_restart_keeps_holds_and_timers(runtime):
     await engine.close()
 
 
+async def test_a_lost_host_s_holds_expire_on_the_survivor_before_any_request(runtime):
+    """A host dead for good (its lease lapsed): the survivor takes up its shards at its next
+    tick, so a hold still expires and the waitlist moves on time, with no request for the
+    shard to load it there first."""
+    engine = runtime.engine()
+    now = (await engine.load_clock()).now()
+    await engine.set_policy("h8", Policy(hold_seconds=300))
+    session = spec("lost", "h8", visit_start(now, 1), capacity=1, fee=100)
+    await create(engine, session)
+    held = await engine.book("lost", 1, "a")
+    assert isinstance(await engine.join_waitlist("lost", 2, "w"), Waitlisted)
+    index = engine.host_of(session.shard_id)
+    ray.kill(runtime.hosts[index], no_restart=True)
+    for _ in range(100):  # its lease lapses (lease_seconds), and the engine routes around it
+        if engine.host_of(session.shard_id) != index:
+            assert index not in (await engine.store.host_view(2)).leased
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the killed host's lease did not lapse")
+    await engine.advance_clock(301)  # only the survivor is told to run its timers
+    [stored] = await engine.store.read_shard_sessions(session.shard_id)
+    assert (stored.ended, stored.waiting, stored.held) == (1, 0, 1), "expired, w promoted"
+    assert (await status_of(engine, held.booking_id)).status == "expired"
+    promoted = await engine.book("lost", 2, "w")
+    assert isinstance(promoted, Booked) and promoted.repeat and promoted.status == "held"
+    await engine.close()
+
+
 async def test_money_after_cancellation_and_unpaid_ends(runtime):
     """Paying again after a cancellation takes nothing back; money that reached the gateway for
     a hold that then ended unpaid (cancelled, suspended) is refunded in full."""
