@@ -46,7 +46,7 @@ from redis import __version__ as redis_version
 from api.answers import LocalTime
 from api.routers.back_office import csv_rows
 from benchmarks.engine import machine, percentile
-from engine import delivery
+from engine.backoffice import deliveries as delivery
 from engine.backoffice.analytics import summarize
 from engine.backoffice.deliveries import Deliveries
 from engine.backoffice.egress import Egress
@@ -118,15 +118,12 @@ async def timed(coro_factory, repeats: int) -> tuple[float, float, int]:
 
 async def full_scan(client: aioredis.Redis, keys: Keys, query: RecordQuery) -> int:
     """The baseline: no indexes, read every record and filter."""
-    found, cursor = [], 0
-    while True:
-        cursor, chunk = await client.hscan(keys.records, cursor, count=5000)
-        for raw in chunk.values():
+    found = []
+    for hospital in sorted(m.decode() for m in await client.smembers(keys.record_hospitals)):
+        async for _, raw in client.hscan_iter(keys.records(hospital), count=5000):
             r = Record.unpack(msgpack.unpackb(raw))
             if query.accepts(r) and query.start <= r.slot_at < query.end:
                 found.append(r)
-        if cursor == 0:
-            break
     found.sort(key=lambda r: (r.slot_at, r.booking_id))
     return len(found[:50])
 
@@ -243,7 +240,8 @@ async def bench_drain(url: str, client, keys, n: int, parallel: int, delay_ms: i
     assert asked == n
     delivery.PARALLEL = parallel
     t = time.perf_counter()
-    while await client.zcard(keys.deliveries_due):
+    hospitals = {r.hospital_id for r in records}
+    while sum([await client.zcard(keys.deliveries_due(h)) for h in hospitals]):
         await deliveries.run(time.time() + 3600)
     elapsed = time.perf_counter() - t
     assert deliveries.counters["booked"] == n, deliveries.counters

@@ -179,18 +179,14 @@ class Asks:
             pipe.eval(
                 WANT_SCRIPT,
                 4,
-                delivery_key(self.keys, w.target, w.booking_id),
-                self.keys.deliveries_due,
+                self.keys.delivery(w.hospital_id, w.target, w.booking_id),
+                self.keys.deliveries_due(w.hospital_id),
                 self.keys.deliveries_pending(w.hospital_id),
                 self.keys.deliveries_failed(w.hospital_id),
                 w.action,
                 w.hospital_id,
                 repr(self.now),
             )
-
-
-def delivery_key(keys: Keys, target: str, booking_id: str) -> str:
-    return f"{keys.deliveries}:{target}:{booking_id}"
 
 
 def backoff(attempts: int, rng: random.Random) -> float:
@@ -271,8 +267,13 @@ class Deliveries:
             settings.his_max_bytes,
         )
 
-    def key(self, target: str, booking_id: str) -> str:
-        return delivery_key(self.keys, target, booking_id)
+    def key(self, hospital_id: str, target: str, booking_id: str) -> str:
+        return self.keys.delivery(hospital_id, target, booking_id)
+
+    def _parts(self, hospital_id: str, key: str) -> tuple[str, str]:
+        """(target, booking id) of one of a hospital's delivery keys."""
+        target, _, booking_id = key[len(self.keys.deliveries(hospital_id)) + 1 :].partition(":")
+        return target, booking_id
 
     # ----- configuration ---------------------------------------------------------------------
 
@@ -315,12 +316,16 @@ class Deliveries:
         configs = await self.configs() if changes else {}
         his = {h for h, c in configs.items() if c.get("his_url")}
         insurance = {h for h, c in configs.items() if c.get("insurance_url")}
-        return Asks(self.keys, wanted(changes, his, insurance), now)
+        wants = wanted(changes, his, insurance)
+        if wants:  # listed first (its own slot): the dispatcher reads these hospitals' due sets
+            await self.client.sadd(self.keys.delivery_hospitals, *{w.hospital_id for w in wants})
+        return Asks(self.keys, wants, now)
 
     async def ask(self, changes: list[Change], now: float) -> int:
-        """Turn record changes into deliveries at once; how many were asked for."""
+        """Turn record changes into deliveries at once; how many were asked for (each
+        delivery one script, one slot)."""
         asks = await self.plan(changes, now)
-        async with self.client.pipeline(transaction=True) as pipe:
+        async with self.client.pipeline(transaction=False) as pipe:
             asks(pipe)
             await pipe.execute()
         return len(asks.wants)
@@ -336,21 +341,30 @@ class Deliveries:
         tried = 0
         context = DeliveryRun(await self.configs(), set(), now, await self.install_id())
         gate = asyncio.Semaphore(PARALLEL)
-        prefix = len(self.keys.deliveries) + 1
-        while tried < limit:
-            due = [
-                k.decode()
-                for k in await self.client.zrangebyscore(
-                    self.keys.deliveries_due, "-inf", repr(now), start=0, num=ROUND
-                )
-            ]
-            if not due:
+        members = await self.client.smembers(self.keys.delivery_hospitals)
+        hospitals = sorted(m.decode() for m in members)
+        while tried < limit and hospitals:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for hospital_id in hospitals:
+                    pipe.zrangebyscore(
+                        self.keys.deliveries_due(hospital_id), "-inf", repr(now), start=0, num=ROUND
+                    )
+                answers = await pipe.execute()
+            found = [(k.decode(), h) for h, ks in zip(hospitals, answers, strict=True) for k in ks]
+            if not found:
                 break
+            found = found[:ROUND]
+            hospitals = [h for h, ks in zip(hospitals, answers, strict=True) if ks]
+            due = [key for key, _ in found]
             async with self.client.pipeline(transaction=False) as pipe:
                 for key in due:
                     pipe.hgetall(key)
                 states = await pipe.execute()
-            records = await self.records.get_many([k[prefix:].partition(":")[2] for k in due])
+            for state, (_, h) in zip(states, found, strict=True):
+                state.setdefault(b"hospital", h.encode())  # its keys are the hospital's
+            records = await self.records.get_entries(
+                [(self._parts(h, key)[1], h) for key, h in found]
+            )
 
             async def one(key: str, state: dict[bytes, bytes], record: Record | None) -> Finish:
                 async with gate:
@@ -395,8 +409,8 @@ class Deliveries:
         """Make the call a delivery wants; what came of it (written by ``_finish``)."""
         configs, down, now, install = context.configs, context.down, context.now, context.install
         fields = {k.decode(): v.decode() for k, v in state.items()}
-        target = key[len(self.keys.deliveries) + 1 :].partition(":")[0]
         action, hospital_id = fields.get("wanted", ""), fields.get("hospital", "")
+        target = self._parts(hospital_id, key)[0]
         attempts = int(fields.get("attempts", "0")) + 1
         config = configs.get(hospital_id, {})
         url = config.get("his_url" if target == HIS else "insurance_url", "")
@@ -476,13 +490,13 @@ class Deliveries:
         async with self.client.pipeline(transaction=False) as pipe:
             for f in finishes:
                 for system, number in f.numbers.items():
-                    pipe.hset(self.keys.record_numbers(system), f.booking_id, number)
+                    pipe.hset(self.keys.record_numbers(f.hospital, system), f.booking_id, number)
                 pairs = [x for item in f.fields.items() for x in item]
                 pipe.eval(
                     FINISH_SCRIPT,
                     4,
                     f.key,
-                    self.keys.deliveries_due,
+                    self.keys.deliveries_due(f.hospital),
                     self.keys.deliveries_pending(f.hospital),
                     self.keys.deliveries_failed(f.hospital),
                     f.action,
@@ -524,7 +538,7 @@ class Deliveries:
             else self.keys.deliveries_failed(hospital_id)
         )
         keys = [k.decode() for k in await self.client.zrange(index, 0, limit - 1)]
-        return await self._items(keys)
+        return await self._items([(key, hospital_id) for key in keys])
 
     async def failed_everywhere(self, limit: int = 100) -> list[dict[str, Any]]:
         """The failed deliveries of every hospital (those of the catalog and those linked to
@@ -552,20 +566,19 @@ class Deliveries:
             ),
             reverse=True,
         )[:limit]
-        items = await self._items([key for _, key, _ in failed])
+        items = await self._items([(key, h) for _, key, h in failed])
         return [{**item, "hospital_id": h} for (_, _, h), item in zip(failed, items, strict=True)]
 
-    async def _items(self, keys: list[str]) -> list[dict[str, Any]]:
-        """What ``listing`` shows of each delivery key, in order."""
+    async def _items(self, keys: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        """What ``listing`` shows of each (delivery key, hospital), in order."""
         async with self.client.pipeline(transaction=False) as pipe:
-            for key in keys:
+            for key, _ in keys:
                 pipe.hgetall(key)
             states = await pipe.execute()
         out = []
-        prefix = len(self.keys.deliveries) + 1
-        for key, state in zip(keys, states, strict=True):
+        for (key, hospital_id), state in zip(keys, states, strict=True):
             fields = {k.decode(): v.decode() for k, v in state.items()}
-            target, _, booking_id = key[prefix:].partition(":")
+            target, booking_id = self._parts(hospital_id, key)
             out.append(
                 {
                     "target": target,
@@ -595,7 +608,7 @@ class Deliveries:
         async with self.client.pipeline(transaction=True) as pipe:
             for key in keys:
                 pipe.hset(key, mapping={"attempts": 0, "outcome": "retry"})
-                pipe.zadd(self.keys.deliveries_due, {key: now})
+                pipe.zadd(self.keys.deliveries_due(hospital_id), {key: now})
                 pipe.zadd(self.keys.deliveries_pending(hospital_id), {key: now})
             pipe.zrem(failed, *keys)
             await pipe.execute()
@@ -605,7 +618,7 @@ class Deliveries:
         """Forget one failed delivery of a hospital (out of the failed set, deleted): whether
         it was one. A delivery that is not failed (pending, done, unknown, or asked for again
         meanwhile) is left as it is (False)."""
-        key = self.key(target, booking_id)
+        key = self.key(hospital_id, target, booking_id)
         return bool(
             await self.client.eval(DROP_SCRIPT, 2, key, self.keys.deliveries_failed(hospital_id))
         )

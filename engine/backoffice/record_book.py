@@ -8,10 +8,16 @@ in the same transaction, so the work is what changed, not the session's size) an
 what changed, with its indexes, in one pipeline. ``sync`` also returns the records
 whose state changed, for the HIS deliveries (``backoffice/deliveries.py``).
 
-Layout: one hash of packed records by booking id, and sorted sets of booking ids scored by slot
-time per hospital, department, doctor, patient, hospital+state and overall. A query picks the
-narrowest of the indexes its filters allow (by ``ZCOUNT`` over the date range), reads it in
-slot-time order, and checks the other filters on the records themselves.
+Layout, per hospital (one Redis Cluster slot each, ``Keys.records``): a hash of packed
+records by booking id, and sorted sets of booking ids scored by slot time — all, per
+department, doctor, patient and state. A query picks the narrowest kind of index its filters
+allow (by ``ZCOUNT`` over the date range, summed over the hospitals it reads) and reads it in
+slot-time order, checking the other filters on the records themselves. A query names one
+hospital, or reads every hospital a patient has records at (``Keys.patient_record_hospitals``),
+or every hospital with records: then each step reads that many entries from each hospital's
+index after the cursor's position and merges them in (slot time, booking id) order — the
+order one index would have — keeping the first; the cursor stays one position, so pages
+neither skip nor repeat.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ return redis.call('SRANDMEMBER', KEYS[2], tonumber(ARGV[1]) * 2)
 """
 
 log = logging.getLogger(__name__)
+Kind = tuple[str, str]  # a kind of index and its value (``Keys.record_index``)
 Change = tuple[Record | None, Record]  # a record before (None: new) and after
 Follow = Callable[[list[Change]], Awaitable[Callable[[Any], None]]]
 
@@ -120,20 +127,19 @@ class RecordQuery:
     start: float | None = None
     end: float | None = None
 
-    def indexes(self, keys: Keys) -> list[str]:
-        """Every index that alone covers one filter (the query reads one of them)."""
+    def indexes(self) -> list[Kind]:
+        """Every kind of index that alone covers one filter (the query reads one of them, in
+        each hospital it reads)."""
         out = []
         if self.patient_id is not None:
-            out.append(keys.record_index("p", str(self.patient_id)))
+            out.append(("p", str(self.patient_id)))
         if self.doctor_id is not None:
-            out.append(keys.record_index("doc", self.doctor_id))
+            out.append(("doc", self.doctor_id))
         if self.department_id is not None:
-            out.append(keys.record_index("dep", self.department_id))
-        if self.hospital_id is not None:
-            if self.state is not None:
-                out.append(keys.record_index("hs", f"{self.hospital_id}|{self.state}"))
-            out.append(keys.record_index("h", self.hospital_id))
-        out.append(keys.record_index("all"))
+            out.append(("dep", self.department_id))
+        if self.state is not None:
+            out.append(("s", self.state))
+        out.append(("all", ""))
         return out
 
     def accepts(self, r: Record) -> bool:
@@ -161,32 +167,41 @@ def _score(value: float | None, low: bool) -> str:
 
 
 Position = tuple[float, str]  # (slot time, booking id) of the last entry a page read
+Entry = tuple[str, float, str]  # booking id, slot time, hospital
 
 
-def encode_cursor(query: RecordQuery, index: str, after: Position) -> str:
-    """The query's range, the index it reads and where it stopped."""
+def _filters(query: RecordQuery) -> list[Any]:
+    q = query
+    return [q.hospital_id, q.department_id, q.doctor_id, q.patient_id, q.state, q.start, q.end]
+
+
+def encode_cursor(query: RecordQuery, kind: Kind, after: Position) -> str:
+    """The query, the kind of index it reads and where it stopped."""
     return base64.urlsafe_b64encode(
-        orjson.dumps([index, query.start, query.end, after[0], after[1]])
+        orjson.dumps([list(kind), _filters(query), after[0], after[1]])
     ).decode()
 
 
-def decode_cursor(query: RecordQuery, keys: Keys, cursor: str) -> tuple[str, Position]:
-    """(index, position) for ``query``; ValueError for anything we did not make for it."""
+def decode_cursor(query: RecordQuery, cursor: str) -> tuple[Kind, Position]:
+    """(kind of index, position) for ``query``; ValueError for anything we did not make for
+    it."""
     try:
-        index, start, end, score, member = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
+        kind, filters, score, member = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
     except Exception as exc:
         raise ValueError("bad cursor") from exc
     if (
-        not isinstance(index, str)
+        not isinstance(kind, list)
+        or len(kind) != 2
+        or not all(isinstance(k, str) for k in kind)
         or isinstance(score, bool)
         or not isinstance(score, int | float)
         or not isinstance(member, str)
         or len(member) > 200
     ):
         raise ValueError("bad cursor")
-    if index not in query.indexes(keys) or [start, end] != [query.start, query.end]:
+    if (kind[0], kind[1]) not in query.indexes() or filters != _filters(query):
         raise ValueError("the cursor belongs to another query")
-    return index, (float(score), member)
+    return (kind[0], kind[1]), (float(score), member)
 
 
 def age_on(birth_date: str | None, visit_date: str) -> int:
@@ -200,15 +215,19 @@ def age_on(birth_date: str | None, visit_date: str) -> int:
 
 
 def transactions(made: list[Any]) -> list[list[Any]]:
-    """Sessions (each with its changed records) grouped for one transaction each: up to
-    ``TX_SESSIONS`` sessions and ``TX_RECORDS`` records (a session with more goes alone), so a
-    round of sessions that took one booking each costs a few transactions, not one per 25; at
-    least one group, so a round that read nothing still ends its claim."""
-    groups: list[list[Any]] = [[]]
+    """Sessions (each with its changed records) grouped for one transaction each: one
+    hospital's (one slot), up to ``TX_SESSIONS`` sessions and ``TX_RECORDS`` records (a
+    session with more goes alone), so a round of sessions that took one booking each costs a
+    few transactions, not one per 25."""
+    groups: list[list[Any]] = []
     records = 0
-    for item in made:
-        group = groups[-1]
-        if group and (len(group) >= TX_SESSIONS or records + len(item[2]) > TX_RECORDS):
+    for item in sorted(made, key=lambda item: item[1].spec.hospital_id):
+        group = groups[-1] if groups else []
+        if not groups or (
+            len(group) >= TX_SESSIONS
+            or records + len(item[2]) > TX_RECORDS
+            or group[0][1].spec.hospital_id != item[1].spec.hospital_id
+        ):
             groups.append(group := [])
             records = 0
         group.append(item)
@@ -249,11 +268,18 @@ class RecordBook:
                     log.error("records: cannot read %s, set aside: %s", key.decode(), exc)
                     unreadable.append(key)
             sessions = [session for _, session in readable]
-            marks = await self.client.hmget(keys.record_marks, [s.id for s in sessions])
+            marks = await self._marks(sessions)
             looks = [changed_rows(s, mark) for s, mark in zip(sessions, marks, strict=True)]
-            ids = [f"{s.id}.{n}" for s, (_, had) in zip(sessions, looks, strict=True) for n in had]
-            found = iter(await self.get_many(ids))
-            old_sales = iter(await self._sales([s.id for s in sessions]))
+            found = iter(
+                await self.get_entries(
+                    [
+                        (f"{s.id}.{n}", s.spec.hospital_id)
+                        for s, (_, had) in zip(sessions, looks, strict=True)
+                        for n in had
+                    ]
+                )
+            )
+            old_sales = iter(await self._sales_of(sessions))
             every: list[Change] = []
             known = [{r.booking_id: r for r in islice(found, len(had)) if r} for _, had in looks]
             ages = await self._ages(sessions, looks, known)
@@ -264,30 +290,58 @@ class RecordBook:
                     for r in records_of(session, mine, now, rows, ages.get(session.spec.date))
                 ]
                 made.append((key, session, changes, sale_of(session, next(old_sales), now)))
-            # a transaction per group of sessions: all of a session's writes or none, without
-            # holding Redis (and the bookings behind it) for one huge EXEC
-            for index, group in enumerate(transactions(made)):
+            # a transaction per group of one hospital's sessions: all of a session's writes or
+            # none, without holding Redis (and the bookings behind it) for one huge EXEC. The
+            # claims end after (another slot): a crash between redoes the group, which finds
+            # its marks written and so nothing left to change
+            for group in transactions(made):
+                hospital_id = group[0][1].spec.hospital_id
                 changes = [c for _, _, mine, _ in group for c in mine]
                 extra = await follow(changes) if follow is not None and changes else None
-                done = [key for key, *_ in group] + (gone + unreadable if index == 0 else [])
+                await self._where(hospital_id, {new.patient_id for _, new in changes})
                 async with self.client.pipeline(transaction=True) as pipe:
                     self._write(pipe, changes, [sale for *_, sale in group])
-                    if group:  # what the rows were when these records were made
-                        pipe.hset(
-                            keys.record_marks,
-                            mapping={session.id: marks_of(session) for _, session, *_ in group},
-                        )
+                    pipe.hset(  # what the rows were when these records were made
+                        keys.record_marks(hospital_id),
+                        mapping={session.id: marks_of(session) for _, session, *_ in group},
+                    )
                     if extra is not None:
                         extra(pipe)
-                    if unreadable and index == 0:
-                        pipe.sadd(keys.changed_unreadable, *unreadable)
-                    if done:
-                        pipe.srem(keys.changed_claimed, *done)
                     await pipe.execute()
                 every.extend(changes)
+            done = [key for key, *_ in made] + gone + unreadable
+            async with self.client.pipeline(transaction=True) as pipe:  # one slot: {records}
+                if unreadable:
+                    pipe.sadd(keys.changed_unreadable, *unreadable)
+                if done:
+                    pipe.srem(keys.changed_claimed, *done)
+                await pipe.execute()
         except RedisError as exc:
             raise StoreUnavailable(f"records sync failed: {exc}") from exc
         return every
+
+    async def _marks(self, sessions: Sequence[Any]) -> list[bytes | None]:
+        """Each session's marks (``marks_of``), read per hospital in one round trip."""
+        by = _by_hospital([(s.id, s.spec.hospital_id) for s in sessions])
+        async with self.client.pipeline(transaction=False) as pipe:
+            for hospital_id, ids in by.items():
+                pipe.hmget(self.keys.record_marks(hospital_id), [i for i, _ in ids])
+            answers = await pipe.execute()
+        out: list[bytes | None] = [None] * len(sessions)
+        for ids, values in zip(by.values(), answers, strict=True):
+            for (_, at), value in zip(ids, values, strict=True):
+                out[at] = value
+        return out
+
+    async def _where(self, hospital_id: str, patients: set[int]) -> None:
+        """Before a hospital's records are written: that it has records, and at which
+        hospitals these patients have (sets, each its own slot; written again harmlessly when
+        a crash redoes a group)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.sadd(self.keys.record_hospitals, hospital_id)
+            for patient_id in sorted(patients):
+                pipe.sadd(self.keys.patient_record_hospitals(patient_id), hospital_id)
+            await pipe.execute()
 
     async def _ages(
         self,
@@ -317,60 +371,78 @@ class RecordBook:
             date: {p: age_on(births[p], date) for p in patients} for date, patients in fresh.items()
         }
 
-    async def put(self, changes: Iterable[Change], sales: Iterable[SessionSale] = ()) -> None:
-        """Write records (with their indexes) and sales in one round trip."""
+    async def put(
+        self, changes: Iterable[Change], sales: Iterable[SessionSale] = (), tallies: bool = True
+    ) -> None:
+        """Write records (with their indexes and, unless not ``tallies``, what they add to the
+        daily tallies) and sales in one round trip."""
+        changes, sales = list(changes), list(sales)
+        hospitals = {new.hospital_id for _, new in changes} | {s.hospital_id for s in sales}
         async with self.client.pipeline(transaction=False) as pipe:
-            self._write(pipe, changes, sales)
+            for hospital_id in sorted(hospitals):
+                pipe.sadd(self.keys.record_hospitals, hospital_id)
+            for _, new in changes:
+                pipe.sadd(self.keys.patient_record_hospitals(new.patient_id), new.hospital_id)
+            self._write(pipe, changes, sales, tallies)
             await pipe.execute()
 
-    def _write(self, pipe: Any, changes: Iterable[Change], sales: Iterable[SessionSale]) -> None:
+    def _write(
+        self,
+        pipe: Any,
+        changes: Iterable[Change],
+        sales: Iterable[SessionSale],
+        tallies: bool = True,
+    ) -> None:
         """Records, their indexes, the daily analytics tallies and sales: one command a key
-        (every record in one HSET, each index's new members in one ZADD), not one a record
-        and index, since the commands' count is what the indexer's time goes to."""
+        (a hospital's records in one HSET, each index's new members in one ZADD), not one a
+        record and index, since the commands' count is what the indexer's time goes to."""
         keys = self.keys
         changes = list(changes)
-        records: dict[str, bytes] = {}
+        records: dict[str, dict[str, bytes]] = {}
         added: dict[str, dict[str, float]] = {}
         removed: dict[str, list[str]] = {}
         for old, new in changes:
-            records[new.booking_id] = msgpack.packb(new.pack())
+            h = new.hospital_id
+            records.setdefault(h, {})[new.booking_id] = msgpack.packb(new.pack())
             into: list[str] = []
             if old is None:
                 into += [
-                    keys.record_index("all"),
-                    keys.record_index("h", new.hospital_id),
-                    keys.record_index("dep", new.department_id),
-                    keys.record_index("doc", new.doctor_id),
-                    keys.record_index("p", str(new.patient_id)),
+                    keys.record_index(h, "all"),
+                    keys.record_index(h, "dep", new.department_id),
+                    keys.record_index(h, "doc", new.doctor_id),
+                    keys.record_index(h, "p", str(new.patient_id)),
                 ]
             elif old.state != new.state:
-                was = keys.record_index("hs", f"{old.hospital_id}|{old.state}")
+                was = keys.record_index(h, "s", old.state)
                 removed.setdefault(was, []).append(old.booking_id)
             if old is None or old.state != new.state:
-                into.append(keys.record_index("hs", f"{new.hospital_id}|{new.state}"))
+                into.append(keys.record_index(h, "s", new.state))
             for key in into:
                 added.setdefault(key, {})[new.booking_id] = new.slot_at
-        if records:
-            pipe.hset(keys.records, mapping=records)
+        for hospital_id, packed in records.items():
+            pipe.hset(keys.records(hospital_id), mapping=packed)
         for key, members in removed.items():  # a record leaves its old state's index ...
             pipe.zrem(key, *members)
         for key, scored in added.items():  # ... and joins its new one (another key)
             pipe.zadd(key, scored)
-        self._write_tallies(pipe, changes)
-        sales = list(sales)
-        if sales:
-            pipe.hset(keys.sales, mapping={s.session_id: msgpack.packb(s.pack()) for s in sales})
-        by_hospital: dict[str, dict[str, float]] = {}
+        if tallies:
+            self._write_tallies(pipe, changes)
+        by_hospital: dict[str, list[SessionSale]] = {}
         for sale in sales:
-            by_hospital.setdefault(sale.hospital_id, {})[sale.session_id] = sale.starts_at
-        for hospital_id, scored in by_hospital.items():
-            pipe.zadd(keys.sales_index(hospital_id), scored)
+            by_hospital.setdefault(sale.hospital_id, []).append(sale)
+        for hospital_id, mine in by_hospital.items():
+            pipe.hset(
+                keys.sales(hospital_id),
+                mapping={s.session_id: msgpack.packb(s.pack()) for s in mine},
+            )
+            pipe.zadd(keys.sales_index(hospital_id), {s.session_id: s.starts_at for s in mine})
 
     def _write_tallies(self, pipe: Any, changes: Iterable[Change]) -> None:
         """The daily analytics tallies: one command per hospital and day, the changes'
         increments summed. Exact because one indexer writes (the courier), and a round's writes
-        commit with the end of its claim (never twice, never half). The only writes here that
-        must not be repeated: never let the Redis client re-send a transaction on a timeout."""
+        commit with the marks of the rows they came from (never twice, never half). The only
+        writes here that must not be repeated: never let the Redis client re-send a
+        transaction on a timeout."""
         keys = self.keys
         tallies: dict[tuple[str, str], dict[str, int]] = {}
         for old, new in changes:
@@ -381,8 +453,10 @@ class RecordBook:
             pairs = [x for name, value in fields.items() if value for x in (name, value)]
             if pairs:
                 pipe.eval(TALLY_SCRIPT, 1, keys.record_tally(hospital_id, date), *pairs)
-        if tallies:
-            pipe.sadd(keys.tallied_hospitals, *{h for h, _ in tallies})
+
+    async def hospitals(self) -> list[str]:
+        """Every hospital with records."""
+        return sorted(m.decode() for m in await self.client.smembers(self.keys.record_hospitals))
 
     async def tallies_ready(self) -> bool:
         """True when the daily tallies hold every record (else read the records themselves)."""
@@ -400,21 +474,23 @@ class RecordBook:
             await asyncio.sleep(0.2)  # another is making them: wait for it, write nothing
             if await self.tallies_ready():
                 return 0
+        done = 0
         try:
-            stale = [k async for k in client.scan_iter(match=keys.record_tally("*", "*"))]
-            for start in range(0, len(stale), 1000):
-                await client.delete(*stale[start : start + 1000])
-            await client.delete(keys.tallied_hospitals)
-            done = 0
-            while ids := [
-                i.decode()
-                for i in await client.zrange(keys.record_index("all"), done, done + chunk - 1)
-            ]:
-                records = [r for r in await self.get_many(ids) if r is not None]
-                async with client.pipeline(transaction=False) as pipe:
-                    self._write_tallies(pipe, [(None, r) for r in records])
-                    await pipe.execute()
-                done += len(ids)
+            for hospital_id in await self.hospitals():
+                stale = [
+                    k async for k in client.scan_iter(match=keys.record_tally(hospital_id, "*"))
+                ]
+                for start in range(0, len(stale), 1000):
+                    for key in stale[start : start + 1000]:
+                        await client.delete(key)  # each its own command: one slot each
+                index, at = keys.record_index(hospital_id, "all"), 0
+                while ids := [i.decode() for i in await client.zrange(index, at, at + chunk - 1)]:
+                    records = [r for r in await self.get_many(hospital_id, ids) if r is not None]
+                    async with client.pipeline(transaction=False) as pipe:
+                        self._write_tallies(pipe, [(None, r) for r in records])
+                        await pipe.execute()
+                    at += len(ids)
+                done += at
             await client.set(keys.tally_version, TALLY_VERSION)
         except RedisError as exc:
             raise StoreUnavailable(f"analytics tallies not made: {exc}") from exc
@@ -426,59 +502,77 @@ class RecordBook:
         return done
 
     async def set_numbers(
-        self, booking_id: str, his_no: str | None = None, insurance_no: str | None = None
+        self,
+        hospital_id: str,
+        booking_id: str,
+        his_no: str | None = None,
+        insurance_no: str | None = None,
     ) -> None:
         """Store what the HIS or the insurance answered. Kept beside the record, not in it:
         the indexer rewrites records, and the two answers arrive concurrently."""
         async with self.client.pipeline(transaction=False) as pipe:
             if his_no is not None:
-                pipe.hset(self.keys.record_numbers("his"), booking_id, his_no)
+                pipe.hset(self.keys.record_numbers(hospital_id, "his"), booking_id, his_no)
             if insurance_no is not None:
-                pipe.hset(self.keys.record_numbers("insurance"), booking_id, insurance_no)
+                pipe.hset(
+                    self.keys.record_numbers(hospital_id, "insurance"), booking_id, insurance_no
+                )
             await pipe.execute()
 
     # ----- reading ---------------------------------------------------------------------------
 
-    async def get(self, booking_id: str) -> Record | None:
-        return (await self.get_many([booking_id]))[0]
+    async def get(self, hospital_id: str, booking_id: str) -> Record | None:
+        return (await self.get_many(hospital_id, [booking_id]))[0]
 
-    async def get_many(self, ids: Sequence[str]) -> list[Record | None]:
-        if not ids:
+    async def get_many(self, hospital_id: str, ids: Sequence[str]) -> list[Record | None]:
+        """One hospital's records of these booking ids (None where there is none)."""
+        return await self.get_entries([(i, hospital_id) for i in ids])
+
+    async def get_entries(self, wanted: Sequence[tuple[str, str]]) -> list[Record | None]:
+        """The records of (booking id, hospital) pairs, in order: one round trip, three reads
+        per hospital."""
+        if not wanted:
             return []
+        by = _by_hospital(wanted)
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.hmget(self.keys.records, list(ids))
-            pipe.hmget(self.keys.record_numbers("his"), list(ids))
-            pipe.hmget(self.keys.record_numbers("insurance"), list(ids))
-            raws, his, insurance = await pipe.execute()
-        out: list[Record | None] = []
-        for raw, his_no, insurance_no in zip(raws, his, insurance, strict=True):
-            if raw is None:
-                out.append(None)
-                continue
-            record = Record.unpack(msgpack.unpackb(raw))
-            if his_no or insurance_no:
-                record = replace(
-                    record,
-                    his_no=(his_no or b"").decode(),
-                    insurance_no=(insurance_no or b"").decode(),
-                )
-            out.append(record)
+            for hospital_id, ids in by.items():
+                names = [i for i, _ in ids]
+                pipe.hmget(self.keys.records(hospital_id), names)
+                pipe.hmget(self.keys.record_numbers(hospital_id, "his"), names)
+                pipe.hmget(self.keys.record_numbers(hospital_id, "insurance"), names)
+            answers = await pipe.execute()
+        out: list[Record | None] = [None] * len(wanted)
+        for n, ids in enumerate(by.values()):
+            raws, his, insurance = answers[3 * n : 3 * n + 3]
+            for (_, at), raw, his_no, insurance_no in zip(ids, raws, his, insurance, strict=True):
+                if raw is None:
+                    continue
+                record = Record.unpack(msgpack.unpackb(raw))
+                if his_no or insurance_no:
+                    record = replace(
+                        record,
+                        his_no=(his_no or b"").decode(),
+                        insurance_no=(insurance_no or b"").decode(),
+                    )
+                out[at] = record
         return out
 
-    async def _sales(self, session_ids: Sequence[str]) -> list[SessionSale | None]:
-        if not session_ids:
-            return []
-        raws = await self.client.hmget(self.keys.sales, list(session_ids))
-        return [None if raw is None else SessionSale.unpack(msgpack.unpackb(raw)) for raw in raws]
+    async def _sales_of(self, sessions: Sequence[Any]) -> list[SessionSale | None]:
+        by = _by_hospital([(s.id, s.spec.hospital_id) for s in sessions])
+        async with self.client.pipeline(transaction=False) as pipe:
+            for hospital_id, ids in by.items():
+                pipe.hmget(self.keys.sales(hospital_id), [i for i, _ in ids])
+            answers = await pipe.execute()
+        out: list[SessionSale | None] = [None] * len(sessions)
+        for ids, raws in zip(by.values(), answers, strict=True):
+            for (_, at), raw in zip(ids, raws, strict=True):
+                out[at] = None if raw is None else SessionSale.unpack(msgpack.unpackb(raw))
+        return out
 
     async def tally(self, hospital_id: str | None, dates: Sequence[str]) -> Tally:
         """The analytics counts of a hospital (None: every hospital) over visit ``dates``,
         from the daily tallies: a read per hospital and day, whatever the bookings."""
-        if hospital_id is None:
-            members = await self.client.smembers(self.keys.tallied_hospitals)
-            hospitals = sorted(m.decode() for m in members)
-        else:
-            hospitals = [hospital_id]
+        hospitals = await self.hospitals() if hospital_id is None else [hospital_id]
         tally = Tally()
         pairs = [(h, d) for h in hospitals for d in dates]
         try:
@@ -501,16 +595,41 @@ class RecordBook:
             _score(end, False),
             byscore=True,
         )
-        return [s for s in await self._sales([i.decode() for i in ids]) if s is not None]
+        if not ids:
+            return []
+        raws = await self.client.hmget(self.keys.sales(hospital_id), [i.decode() for i in ids])
+        return [SessionSale.unpack(msgpack.unpackb(raw)) for raw in raws if raw is not None]
 
-    async def _plan(self, query: RecordQuery) -> tuple[str, int]:
-        """The narrowest index for the query, and how many entries it has in the range."""
+    async def _hospitals_of(self, query: RecordQuery) -> list[str]:
+        """The hospitals a query reads: its own, the patient's, or every one with records."""
+        if query.hospital_id is not None:
+            return [query.hospital_id]
+        if query.patient_id is not None:
+            key = self.keys.patient_record_hospitals(query.patient_id)
+            return sorted(m.decode() for m in await self.client.smembers(key))
+        return await self.hospitals()
+
+    async def _count(self, kind: Kind, hospitals: Sequence[str], query: RecordQuery) -> int:
+        return (await self._counts([kind], hospitals, query))[0]
+
+    async def _counts(
+        self, kinds: Sequence[Kind], hospitals: Sequence[str], query: RecordQuery
+    ) -> list[int]:
+        """Each kind's entries in the query's range, summed over the hospitals."""
         low, high = _score(query.start, True), _score(query.end, False)
-        candidates = query.indexes(self.keys)
         async with self.client.pipeline(transaction=False) as pipe:
-            for index in candidates:
-                pipe.zcount(index, low, high)
-            counts = await pipe.execute()
+            for kind in kinds:
+                for h in hospitals:
+                    pipe.zcount(self.keys.record_index(h, *kind), low, high)
+            counts = await pipe.execute() if kinds and hospitals else []
+        n = len(hospitals)
+        return [sum(counts[i * n : (i + 1) * n]) for i in range(len(kinds))]
+
+    async def _plan(self, query: RecordQuery, hospitals: Sequence[str]) -> tuple[Kind, int]:
+        """The narrowest kind of index for the query, and how many entries it has in the
+        range (over the hospitals read)."""
+        candidates = query.indexes()
+        counts = await self._counts(candidates, hospitals, query)
         best = min(range(len(candidates)), key=lambda i: counts[i])
         return candidates[best], counts[best]
 
@@ -522,24 +641,24 @@ class RecordBook:
         repeat what is still there."""
         try:
             after: Position | None = None
+            hospitals = await self._hospitals_of(query)
             if cursor is None:
-                index, size = await self._plan(query)
+                kind, size = await self._plan(query, hospitals)
             else:
-                index, after = decode_cursor(query, self.keys, cursor)
+                kind, after = decode_cursor(query, cursor)
                 size = None
-            exact = self._exact(query, index)
+            exact = self._exact(query, kind)
             found: list[Record] = []
             scanned, more = 0, True
             while more and len(found) < limit and scanned < SCAN_LIMIT:
                 want = limit - len(found)
                 step = want + 1 if exact else max(SCAN_CHUNK, limit)  # +1: is there more?
-                entries = await self._entries(index, query, after, step)
+                entries = await self._entries(kind, hospitals, query, after, step)
                 scanned += len(entries)
                 reading = entries[:want] if exact else entries
                 consumed = 0
-                for (member, score), record in zip(
-                    reading, await self.get_many([m for m, _ in reading]), strict=True
-                ):
+                records = await self.get_entries([(m, h) for m, _, h in reading])
+                for (member, score, _), record in zip(reading, records, strict=True):
                     consumed += 1
                     after = (score, member)
                     if record is not None and query.accepts(record):
@@ -548,74 +667,92 @@ class RecordBook:
                             break
                 more = len(entries) == step or consumed < len(entries)
             if size is None and exact:
-                size = await self.client.zcount(
-                    index, _score(query.start, True), _score(query.end, False)
-                )
+                size = await self._count(kind, hospitals, query)
         except RedisError as exc:
             raise StoreUnavailable(f"records query failed: {exc}") from exc
         return Page(
             found,
-            encode_cursor(query, index, after) if more and after is not None else None,
+            encode_cursor(query, kind, after) if more and after is not None else None,
             size if exact else None,
         )
 
-    def _exact(self, query: RecordQuery, index: str) -> bool:
-        """True when every record in ``index`` (in the range) matches the query."""
-        keys = self.keys
+    def _exact(self, query: RecordQuery, kind: Kind) -> bool:
+        """True when every record of this kind of index (in the range, in the hospitals the
+        query reads) matches the query: the hospital is matched by which hospitals are read."""
         given = {
             "p": query.patient_id is not None,
             "doc": query.doctor_id is not None,
             "dep": query.department_id is not None,
-            "h": query.hospital_id is not None,
-            "state": query.state is not None,
+            "s": query.state is not None,
         }
-        covered = {
-            keys.record_index("all"): set(),
-            keys.record_index("h", str(query.hospital_id)): {"h"},
-            keys.record_index("hs", f"{query.hospital_id}|{query.state}"): {"h", "state"},
-            keys.record_index("dep", str(query.department_id)): {"dep"},
-            keys.record_index("doc", str(query.doctor_id)): {"doc"},
-            keys.record_index("p", str(query.patient_id)): {"p"},
-        }.get(index)
-        return covered is not None and {k for k, v in given.items() if v} == covered
+        covered = set() if kind[0] == "all" else {kind[0]}
+        return {k for k, v in given.items() if v} == covered
 
     async def _entries(
-        self, index: str, query: RecordQuery, after: Position | None, count: int
-    ) -> list[tuple[str, float]]:
-        """Up to ``count`` (booking id, slot time) of ``index`` in the query's range, after
-        ``after`` in (slot time, booking id) order (Redis orders equal scores by member)."""
+        self,
+        kind: Kind,
+        hospitals: Sequence[str],
+        query: RecordQuery,
+        after: Position | None,
+        count: int,
+    ) -> list[Entry]:
+        """Up to ``count`` entries of the hospitals' indexes of ``kind`` in the query's range,
+        after ``after`` in (slot time, booking id) order (Redis orders equal scores by member,
+        byte by byte): up to ``count`` from each, merged, the first ``count`` kept."""
+        if not hospitals:
+            return []
         high = _score(query.end, False)
-        if after is None:
-            raw = await self.client.zrange(
-                index,
-                _score(query.start, True),
-                high,
-                byscore=True,
-                offset=0,
-                num=count,
-                withscores=True,
-            )
-            return [(m.decode(), s) for m, s in raw]
-        score, member = after
-        raw = await self.client.eval(ENTRIES_SCRIPT, 1, index, repr(score), member, high, count)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for h in hospitals:
+                index = self.keys.record_index(h, *kind)
+                if after is None:
+                    pipe.zrange(
+                        index,
+                        _score(query.start, True),
+                        high,
+                        byscore=True,
+                        offset=0,
+                        num=count,
+                        withscores=True,
+                    )
+                else:
+                    pipe.eval(ENTRIES_SCRIPT, 1, index, repr(after[0]), after[1], high, count)
+            answers = await pipe.execute()
         end = math.inf if query.end is None else float(query.end)
-        pairs = zip(raw[::2], raw[1::2], strict=True)
-        return [(m.decode(), float(s)) for m, s in pairs if float(s) < end]
+        merged: list[tuple[float, bytes, str]] = []
+        for h, raw in zip(hospitals, answers, strict=True):
+            if after is None:
+                merged.extend((float(score), member, h) for member, score in raw)
+            else:
+                pairs = zip(raw[::2], raw[1::2], strict=True)
+                merged.extend((float(score), member, h) for member, score in pairs)
+        if len(hospitals) > 1:
+            merged.sort(key=lambda e: (e[0], e[1]))
+        return [(m.decode(), score, h) for score, m, h in merged[:count] if score < end]
 
     async def scan(self, query: RecordQuery, chunk: int = 5000) -> AsyncIterator[list[Record]]:
         """Every matching record, in slot-time order, a chunk at a time (for exports)."""
         try:
-            index, _ = await self._plan(query)
+            hospitals = await self._hospitals_of(query)
+            kind, _ = await self._plan(query, hospitals)
             after: Position | None = None
             while True:
-                entries = await self._entries(index, query, after, chunk)
+                entries = await self._entries(kind, hospitals, query, after, chunk)
                 if not entries:
                     return
-                member, score = entries[-1]
+                member, score, _ = entries[-1]
                 after = (score, member)
-                records = await self.get_many([m for m, _ in entries])
+                records = await self.get_entries([(m, h) for m, _, h in entries])
                 yield [r for r in records if r is not None and query.accepts(r)]
                 if len(entries) < chunk:
                     return
         except RedisError as exc:
             raise StoreUnavailable(f"records export failed: {exc}") from exc
+
+
+def _by_hospital(wanted: Sequence[tuple[str, str]]) -> dict[str, list[tuple[str, int]]]:
+    """(id, hospital) pairs grouped by hospital, each id with its place in ``wanted``."""
+    by: dict[str, list[tuple[str, int]]] = {}
+    for at, (name, hospital_id) in enumerate(wanted):
+        by.setdefault(hospital_id, []).append((name, at))
+    return by

@@ -232,45 +232,49 @@ class Keys:
         return f"{self.prefix}:api-secret"
 
     # ----- the back office's read model (backoffice/record_book.py) and its deliveries
+    #
+    # One hospital's records, their indexes, marks, numbers, tallies and sales share the tag
+    # ``{hospital}``, so the indexer's transaction for a group of one hospital's sessions
+    # touches one Redis Cluster slot; the changed and claimed sets share ``{records}``.
 
     @property
     def changed_sessions(self) -> str:
-        """Set of snapshot keys committed since the records last looked (written by commit)."""
-        return f"{self.prefix}:records:changed"
+        """Set of snapshot keys committed since the records last looked (a commit's
+        follow-up)."""
+        return f"{self.prefix}:{{records}}:changed"
 
     @property
     def changed_claimed(self) -> str:
         """Snapshot keys the records indexer took and has not finished (redone after a crash)."""
-        return f"{self.prefix}:records:claimed"
+        return f"{self.prefix}:{{records}}:claimed"
 
     @property
     def changed_unreadable(self) -> str:
         """Snapshot keys the indexer could not decode: set aside for an operator, not retried."""
-        return f"{self.prefix}:records:unreadable"
+        return f"{self.prefix}:{{records}}:unreadable"
 
-    @property
-    def records(self) -> str:
-        """Hash: booking id → packed ``Record``."""
-        return f"{self.prefix}:records"
+    def records(self, hospital_id: str) -> str:
+        """Hash: booking id → packed ``Record``, one hospital's."""
+        return f"{self.prefix}:records:{{{hospital_id}}}"
 
-    @property
-    def record_marks(self) -> str:
+    def record_marks(self, hospital_id: str) -> str:
         """Hash: session id → what its rows were when its records were last written
-        (``record_book.marks_of``); delete it to make the indexer rebuild every record."""
-        return f"{self.prefix}:records:marks"
+        (``record_book.marks_of``); delete it to make the indexer rebuild the hospital's
+        records."""
+        return f"{self.records(hospital_id)}:marks"
 
-    def record_numbers(self, system: str) -> str:
+    def record_numbers(self, hospital_id: str, system: str) -> str:
         """Hash: booking id → the number the ``his`` or the ``insurance`` gave it."""
-        return f"{self.prefix}:records:numbers:{system}"
+        return f"{self.records(hospital_id)}:numbers:{system}"
 
-    def record_index(self, kind: str, value: str = "") -> str:
-        """Sorted set of booking ids by slot time: kind ``all``, ``h`` (hospital), ``dep``,
-        ``doc``, ``p`` (patient) or ``hs`` (hospital and state, value ``hospital|state``)."""
-        return f"{self.prefix}:records:by:{kind}:{value}"
+    def record_index(self, hospital_id: str, kind: str, value: str = "") -> str:
+        """Sorted set of one hospital's booking ids by slot time: kind ``all``, ``dep``,
+        ``doc``, ``p`` (patient) or ``s`` (state)."""
+        return f"{self.records(hospital_id)}:by:{kind}:{value}"
 
     def record_tally(self, hospital_id: str, date: str) -> str:
         """Hash: a hospital's analytics counts of one visit date (``analytics.tally_delta``)."""
-        return f"{self.prefix}:records:tally:{hospital_id}:{date}"
+        return f"{self.records(hospital_id)}:tally:{date}"
 
     @property
     def tally_version(self) -> str:
@@ -278,18 +282,22 @@ class Keys:
         return f"{self.prefix}:records:tally-version"
 
     @property
-    def tallied_hospitals(self) -> str:
-        """Set of the hospitals that have daily tallies (the platform's report reads them all)."""
-        return f"{self.prefix}:records:tally:hospitals"
+    def record_hospitals(self) -> str:
+        """Set of the hospitals that have records (and tallies): what a query over every
+        hospital, and the platform's report, read."""
+        return f"{self.prefix}:records:hospitals"
 
-    @property
-    def sales(self) -> str:
-        """Hash: session id → packed ``SessionSale``."""
-        return f"{self.prefix}:sales"
+    def patient_record_hospitals(self, patient_id: int) -> str:
+        """Set of the hospitals where a patient has records (a patient's query reads those)."""
+        return f"{self.prefix}:records:patient:{{{patient_id}}}:hospitals"
+
+    def sales(self, hospital_id: str) -> str:
+        """Hash: session id → packed ``SessionSale``, one hospital's."""
+        return f"{self.prefix}:sales:{{{hospital_id}}}"
 
     def sales_index(self, hospital_id: str) -> str:
         """Sorted set of a hospital's session ids by visit time."""
-        return f"{self.prefix}:sales:by:h:{hospital_id}"
+        return f"{self.sales(hospital_id)}:by-time"
 
     def his_config(self, hospital_id: str) -> str:
         """JSON: a hospital's HIS and social-insurance endpoints (backoffice/deliveries.py)."""
@@ -313,20 +321,28 @@ class Keys:
         """Set of hospitals with an HIS configured."""
         return f"{self.prefix}:his:hospitals"
 
-    @property
-    def deliveries(self) -> str:
-        """Hash: delivery id (``target:booking id``) → packed delivery."""
-        return f"{self.prefix}:deliveries"
+    def deliveries(self, hospital_id: str) -> str:
+        """The prefix of a hospital's delivery hashes (``<prefix>:<target>:<booking id>``)."""
+        return f"{self.prefix}:deliveries:{{{hospital_id}}}"
 
-    @property
-    def deliveries_due(self) -> str:
-        """Sorted set of pending delivery ids by the time they are next tried."""
-        return f"{self.prefix}:deliveries:due"
+    def delivery(self, hospital_id: str, target: str, booking_id: str) -> str:
+        """Hash: one delivery's state (backoffice/deliveries.py)."""
+        return f"{self.deliveries(hospital_id)}:{target}:{booking_id}"
+
+    def deliveries_due(self, hospital_id: str) -> str:
+        """Sorted set of a hospital's pending deliveries by the time they are next tried."""
+        return f"{self.deliveries(hospital_id)}:due"
 
     def deliveries_failed(self, hospital_id: str) -> str:
         """Sorted set of a hospital's deliveries that gave up, by when."""
-        return f"{self.prefix}:deliveries:failed:{hospital_id}"
+        return f"{self.deliveries(hospital_id)}:failed"
 
     def deliveries_pending(self, hospital_id: str) -> str:
         """Sorted set of a hospital's pending deliveries, by when they were made."""
-        return f"{self.prefix}:deliveries:pending:{hospital_id}"
+        return f"{self.deliveries(hospital_id)}:pending"
+
+    @property
+    def delivery_hospitals(self) -> str:
+        """Set of the hospitals deliveries were ever asked for (the dispatcher reads each's due
+        set)."""
+        return f"{self.prefix}:deliveries:hospitals"

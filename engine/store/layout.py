@@ -16,6 +16,9 @@ without looking.
 - ``outbox-slot``: the platform-wide outbox stream (its consumer group and pending entries
   with it) and the dead letters under ``{outbox}``; new entries go to the shards' own streams
   (``outbox.py``), and the courier carries what the old stream still holds.
+- ``records-by-hospital``: the back office's records, numbers, marks, tallies and sales, and
+  the HIS deliveries, to their hospital's slot (``Keys.records``, ``Keys.deliveries``); the
+  records' indexes are made again from the records.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+import msgpack
 import orjson
 import redis.asyncio as aioredis
 
@@ -112,9 +116,134 @@ async def outbox_slot(client: aioredis.Redis, keys: Keys) -> int:
     return moved + await _move(client, f"{p}:outbox:dead", keys.outbox_dead)
 
 
+async def _hscan(client: aioredis.Redis, key: str) -> list[tuple[bytes, bytes]]:
+    return [pair async for pair in client.hscan_iter(key, count=1000)]
+
+
+async def records_by_hospital(client: aioredis.Redis, keys: Keys) -> int:
+    """The back office's read model per hospital (``Keys.records``): each record, its HIS and
+    insurance numbers, its session's marks, tallies and sales to its hospital's slot, the
+    indexes made again from the records, the changed and claimed sets under ``{records}``;
+    and each delivery, with its place in the due, pending and failed sets, to its hospital's
+    keys. How many keys moved or were made. Cut off half way, it is run again: what it writes
+    is the same each time, and the old keys go last."""
+    from engine.backoffice.record import Record, SessionSale
+    from engine.backoffice.record_book import RecordBook
+
+    p = keys.prefix
+    moved = 0
+    for name, new in (
+        ("changed", keys.changed_sessions),
+        ("claimed", keys.changed_claimed),
+        ("unreadable", keys.changed_unreadable),
+    ):
+        old = f"{p}:records:{name}"
+        members = await client.smembers(old)
+        if members:
+            await client.sadd(new, *members)
+            moved += 1
+        await client.delete(old)
+    # records, with their indexes made again; numbers and marks follow their records
+    book = RecordBook(client, keys)
+    where: dict[str, str] = {}  # booking id → hospital
+    sessions: dict[str, str] = {}  # session id → hospital
+    pairs = await _hscan(client, f"{p}:records")
+    for start in range(0, len(pairs), 1000):
+        records = [Record.unpack(msgpack.unpackb(raw)) for _, raw in pairs[start : start + 1000]]
+        await book.put([(None, r) for r in records], tallies=False)  # theirs move below
+        for r in records:
+            where[r.booking_id] = r.hospital_id
+            sessions[r.session_id] = r.hospital_id
+        moved += len(records)
+    for system in ("his", "insurance"):
+        for booking_id, number in await _hscan(client, f"{p}:records:numbers:{system}"):
+            hospital_id = where.get(booking_id.decode())
+            if hospital_id is not None:
+                await client.hset(keys.record_numbers(hospital_id, system), booking_id, number)
+    for session_id, mark in await _hscan(client, f"{p}:records:marks"):
+        hospital_id = sessions.get(session_id.decode())
+        if hospital_id is not None:  # a session without records is looked at again in full
+            await client.hset(keys.record_marks(hospital_id), session_id, mark)
+    for old in await _old_keys(client, f"{p}:records:tally:*"):
+        rest = old.decode()[len(f"{p}:records:tally:") :]
+        hospital_id, date = rest[:-11], rest[-10:]
+        if rest == "hospitals" or rest[-11:-10] != ":" or not hospital_id:
+            continue
+        moved += await _move(client, old, keys.record_tally(hospital_id, date))
+    for sid, raw in await _hscan(client, f"{p}:sales"):
+        sale = SessionSale.unpack(msgpack.unpackb(raw))
+        await client.hset(keys.sales(sale.hospital_id), sid, raw)
+        moved += 1
+    for old in await _old_keys(client, f"{p}:sales:by:h:*"):
+        hospital_id = old.decode()[len(f"{p}:sales:by:h:") :]
+        moved += await _move(client, old, keys.sales_index(hospital_id))
+    moved += await _deliveries_by_hospital(client, keys)
+    gone = [f"{p}:records", f"{p}:records:marks", f"{p}:sales", f"{p}:records:tally:hospitals"]
+    gone += [f"{p}:records:numbers:{system}" for system in ("his", "insurance")]
+    gone += [k.decode() for k in await _old_keys(client, f"{p}:records:by:*")]
+    for key in gone:
+        await client.delete(key)
+    return moved
+
+
+async def _deliveries_by_hospital(client: aioredis.Redis, keys: Keys) -> int:
+    p = keys.prefix
+    moved = 0
+    renamed: dict[bytes, tuple[str, str]] = {}  # old key → (new key, hospital)
+    for old in await _old_keys(client, f"{p}:deliveries:*"):
+        rest = old.decode()[len(f"{p}:deliveries:") :]
+        target, _, booking_id = rest.partition(":")
+        if rest.startswith("{") or rest in ("due", "hospitals") or target in ("pending", "failed"):
+            continue
+        hospital_id = (await client.hget(old, "hospital") or b"").decode()
+        if not hospital_id or not booking_id:
+            continue
+        new = keys.delivery(hospital_id, target, booking_id)
+        renamed[old] = (new, hospital_id)
+        moved += await _move(client, old, new)
+    hospitals = {h for _, h in renamed.values()}
+    for old in await _old_keys(client, f"{p}:deliveries:pending:*"):
+        hospitals.add(old.decode()[len(f"{p}:deliveries:pending:") :])
+    for old in await _old_keys(client, f"{p}:deliveries:failed:*"):
+        hospitals.add(old.decode()[len(f"{p}:deliveries:failed:") :])
+    hospitals.discard("")
+
+    def new_name(member: bytes, hospital_id: str | None = None) -> tuple[str, str] | None:
+        if member in renamed:
+            return renamed[member]
+        if hospital_id is None:  # not found above: moved by a run cut off, or gone
+            return None
+        rest = member.decode()[len(f"{p}:deliveries:") :]
+        target, _, booking_id = rest.partition(":")
+        return keys.delivery(hospital_id, target, booking_id), hospital_id
+
+    for member, at in await client.zrange(f"{p}:deliveries:due", 0, -1, withscores=True):
+        found = new_name(member)
+        if found is not None:
+            await client.zadd(keys.deliveries_due(found[1]), {found[0]: at})
+    for hospital_id in sorted(hospitals):
+        for which, new_set in (
+            ("pending", keys.deliveries_pending(hospital_id)),
+            ("failed", keys.deliveries_failed(hospital_id)),
+        ):
+            old_set = f"{p}:deliveries:{which}:{hospital_id}"
+            for member, at in await client.zrange(old_set, 0, -1, withscores=True):
+                found = new_name(member, hospital_id)
+                if found is not None:
+                    await client.zadd(new_set, {found[0]: at})
+                    if which == "pending":  # a pending one cut off from the due set: due now
+                        await client.zadd(keys.deliveries_due(hospital_id), {found[0]: at}, nx=True)
+            await client.delete(old_set)
+    if hospitals:
+        await client.sadd(keys.delivery_hospitals, *sorted(hospitals))
+    await client.delete(f"{p}:deliveries:due")
+    return moved
+
+
 ENGINE_STEPS: tuple[tuple[str, Step], ...] = (
     ("one-slot-keys", one_slot_keys),
     ("outbox-slot", outbox_slot),
+    ("records-by-hospital", records_by_hospital),
 )
 
 

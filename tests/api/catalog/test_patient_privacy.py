@@ -175,7 +175,13 @@ async def test_stored_masks_and_phones_from_before_are_rewritten_once(redis_clie
         await redis_client.hset(keys.patient_by("phone"), doc["phone"], pid)
     with caplog.at_level(logging.WARNING):
         done = await run_upgrades(redis_client, keys)
-    assert done == {"one-slot-keys": 0, "outbox-slot": 0, "remask-ids": 1, "e164-phones": 2}
+    assert done == {
+        "one-slot-keys": 0,
+        "outbox-slot": 0,
+        "records-by-hospital": 0,
+        "remask-ids": 1,
+        "e164-phones": 2,
+    }
     first = orjson.loads(await redis_client.get(keys.entity("patient", 1)))
     assert first["id_masked"] == "110101***********4"
     assert first["phone"] == "+8613912345678"

@@ -85,7 +85,7 @@ async def test_records_filters_paging_and_csv(http, app):
     assert row["slot_time"] == by_id[cancelled]["slot_time"]
     # a number an HIS answered is never run as a spreadsheet formula
     record_book = app.app.state.services.records
-    await record_book.set_numbers(cancelled, his_no='=HYPERLINK("http://x")')
+    await record_book.set_numbers(hid, cancelled, his_no='=HYPERLINK("http://x")')
     again = await http.get("/v1/admin/records.csv", params={"hospital": hid}, headers=h)
     rows = list(csv.DictReader(io.StringIO(again.text.lstrip("\ufeff"))))
     row = next(r for r in rows if r["booking_id"] == cancelled)

@@ -334,7 +334,7 @@ async def test_reconciliation_and_the_indexer_run_in_a_round_whose_outbox_part_f
     with pytest.raises(Exception, match="WRONGTYPE"):
         await rounds.drain()
     assert await kinds(redis_client, keys, 5) == ["confirmed"], "the readable one is carried"
-    assert (await rounds.records.get("s1.0")).patient_id == 7
+    assert (await rounds.records.get("h1", "s1.0")).patient_id == 7
     assert (await rounds.gateway.payment("ghost.0")).refunded == 700
 
 

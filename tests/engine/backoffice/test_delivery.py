@@ -81,7 +81,7 @@ async def test_a_cancellation_is_final(deliveries):
     assert await deliveries.ask([(None, booked)], 1.0) == 1
     assert await deliveries.ask([(booked, cancelled)], 2.0) == 1
     assert await deliveries.ask([(None, booked)], 3.0) == 1  # a replayed, older change
-    state = await deliveries.client.hget(deliveries.key(HIS, "s1.0"), "wanted")
+    state = await deliveries.client.hget(deliveries.key("h1", HIS, "s1.0"), "wanted")
     assert state == b"cancel"
 
 
@@ -113,7 +113,7 @@ async def test_a_delivery_done_expires_and_a_later_cancellation_still_reaches_th
     his = StandIn(broken=set())
     deliveries._his[URL] = his
     assert await deliveries.run(2.0) == 1
-    key = deliveries.key(HIS, "s1.0")
+    key = deliveries.key("h1", HIS, "s1.0")
     assert 86400 < await deliveries.client.ttl(key) <= 4 * 86400  # the visit + 2 days
     await deliveries.client.delete(key)  # as if it expired
     cancelled = replace(booked, state="cancelled")

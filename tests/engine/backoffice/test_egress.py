@@ -337,7 +337,7 @@ async def test_a_delivery_to_a_refused_address_fails_at_once_and_can_be_dropped(
     assert await deliveries.drop("h1", HIS, "s1.0") is True
     assert await deliveries.drop("h1", HIS, "s1.0") is False  # already gone
     assert await deliveries.drop("h2", HIS, "s1.1") is False  # not that hospital's
-    assert not await redis_client.exists(deliveries.key(HIS, "s1.0"))
+    assert not await redis_client.exists(deliveries.key("h1", HIS, "s1.0"))
     assert await deliveries.retry_failed("h1", 3.0) == 1
     assert await deliveries.drop("h1", HIS, "s1.1") is False  # pending again: kept
     assert await deliveries.counts("h1") == {"pending": 1, "failed": 0}

@@ -212,13 +212,14 @@ async def test_a_round_is_written_in_transactions_of_bounded_records(store):
     assert sum(groups) == 360
     assert max(groups) <= TX_RECORDS
     assert len(groups) == -(-360 // TX_RECORDS), "no transaction smaller than it must be"
-    assert await client.hlen(keys.records) == 360
+    assert await client.hlen(keys.records("h1")) == 360
     assert await client.scard(keys.changed_claimed) == 0
 
 
 def test_transactions_bound_sessions_and_records_and_never_split_a_session():
     sizes = [1] * (TX_SESSIONS + 50) + [TX_RECORDS + 50, 3, TX_RECORDS - 3, 1]
-    groups = transactions([("k", None, [None] * n, None) for n in sizes])
+    h1 = DoctorSession(spec(1))
+    groups = transactions([("k", h1, [None] * n, None) for n in sizes])
     assert [len(g) for g in groups] == [TX_SESSIONS, 50, 1, 2, 1]
     assert [sum(len(m[2]) for m in g) for g in groups] == [
         TX_SESSIONS,
@@ -227,7 +228,13 @@ def test_transactions_bound_sessions_and_records_and_never_split_a_session():
         TX_RECORDS,  # 3 + 197: exactly full
         1,
     ]
-    assert transactions([]) == [[]], "a round that read nothing still ends its claim"
+
+
+def test_a_transaction_holds_one_hospital_s_sessions():
+    """One hospital's keys share a Redis Cluster slot; two hospitals' do not."""
+    a, b = DoctorSession(spec(1)), DoctorSession(replace(spec(2), hospital_id="h2"))
+    groups = transactions([("k", s, [None], None) for s in (a, b, a, b, a)])
+    assert [[m[1].spec.hospital_id for m in g] for g in groups] == [["h1"] * 3, ["h2"] * 2]
 
 
 async def test_a_claim_left_by_a_crash_is_redone(store):
@@ -256,15 +263,15 @@ async def test_the_indexer_rebuilds_only_moved_rows_until_the_marks_are_deleted(
     session.take(1, 1, 100.0, 0, 0)
     session.take(2, 1, 101.0, 0, 0)
     assert await commit_and_sync(110.0) == ["s4.0", "s4.1"]
-    await client.hdel(keys.records, "s4.0")  # a record lost behind the indexer's back
+    await client.hdel(keys.records("h1"), "s4.0")  # a record lost behind the indexer's back
     session.take(3, 1, 120.0, 0, 0)
     assert await commit_and_sync(130.0) == ["s4.2"], "only the new row is looked at"
     session.move(1, CANCELLED_STATE, 140.0)
     assert await commit_and_sync(150.0) == ["s4.1"]
-    assert await book.get("s4.0") is None
-    await client.delete(keys.record_marks)  # the operator's rebuild
+    assert await book.get("h1", "s4.0") is None
+    await client.delete(keys.record_marks("h1"))  # the operator's rebuild
     assert await commit_and_sync(160.0) == ["s4.0"], "every row is looked at again"
-    assert (await book.get("s4.0")).patient_id == 1
+    assert (await book.get("h1", "s4.0")).patient_id == 1
 
 
 async def test_records_and_what_they_ask_for_are_written_together_or_not_at_all(store):
@@ -282,19 +289,19 @@ async def test_records_and_what_they_ask_for_are_written_together_or_not_at_all(
 
     with pytest.raises(ConnectionError):
         await book.sync(now=120.0, follow=broken)
-    assert await book.get("s3.0") is None
+    assert await book.get("h1", "s3.0") is None
     assert await client.scard(keys.changed_claimed) == 1
 
     seen = []
 
     async def follow(changes):
         seen.extend(new.booking_id for _, new in changes)
-        return lambda pipe: pipe.set("rb:asked", len(changes))
+        return lambda pipe: pipe.set(f"{keys.records('h1')}:asked", len(changes))
 
     changes = await book.sync(now=130.0, follow=follow)
     assert [new.booking_id for _, new in changes] == seen == ["s3.0"]
-    assert (await book.get("s3.0")).state == "booked"
-    assert await client.get("rb:asked") == b"1"
+    assert (await book.get("h1", "s3.0")).state == "booked"
+    assert await client.get(f"{keys.records('h1')}:asked") == b"1"
     assert await client.scard(keys.changed_claimed) == 0
 
 
@@ -473,7 +480,7 @@ async def test_tallies_are_made_once_for_records_written_without_them(store):
     records = [replace(r, date="2026-12-02") for r in random_records(random.Random(4), 300)]
     await book.put([(None, r) for r in records])
     expected = summarize([r for r in records if r.hospital_id == "h1"], [])
-    for key in [k async for k in client.scan_iter(match=keys.record_tally("*", "*"))]:
+    for key in [k async for k in client.scan_iter(match=f"{keys.prefix}:records:*:tally:*")]:
         await client.delete(key)  # as a version without tallies left them
     await client.hset(keys.record_tally("h1", "2026-12-02"), "overall\toverall\t0", 999)
     assert (await book.tally("h1", ["2026-12-02"])).report([]) != expected
@@ -501,16 +508,16 @@ async def test_numbers_survive_the_indexer_rewriting_the_record(store):
     book = RecordBook(store.client, store.keys)
     record = random_records(random.Random(2), 1)[0]
     await book.put([(None, record)])
-    await book.set_numbers(record.booking_id, his_no="H000001")
-    await book.set_numbers(record.booking_id, insurance_no="SB000001")
-    got = await book.get(record.booking_id)
+    await book.set_numbers(record.hospital_id, record.booking_id, his_no="H000001")
+    await book.set_numbers(record.hospital_id, record.booking_id, insurance_no="SB000001")
+    got = await book.get(record.hospital_id, record.booking_id)
     assert got is not None
     assert (got.his_no, got.insurance_no) == ("H000001", "SB000001")
     assert got.state == record.state
     assert got.slot_at == record.slot_at
     rewritten = Record.unpack(msgpack.unpackb(msgpack.packb(record.pack())))
     await book.put([(record, replace(rewritten, state="checked_in"))])  # as the indexer does
-    got = await book.get(record.booking_id)
+    got = await book.get(record.hospital_id, record.booking_id)
     assert got is not None
     assert (got.his_no, got.insurance_no, got.state) == (
         "H000001",

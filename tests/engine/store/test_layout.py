@@ -10,10 +10,13 @@ import orjson
 from redis.crc import key_slot
 
 from engine.actors.courier import CourierWork
+from engine.backoffice.deliveries import Deliveries
+from engine.backoffice.record import Record, SessionSale
+from engine.backoffice.record_book import RecordBook, RecordQuery
 from engine.core.policy import PLATFORM
 from engine.store.dead_letters import DeadLetters
 from engine.store.keys import Keys
-from engine.store.layout import ENGINE_STEPS, run_steps
+from engine.store.layout import ENGINE_STEPS, records_by_hospital, run_steps
 from engine.store.notices import Notice, NoticeBoard, patient_notices
 from engine.store.payments import SandboxGateway
 from engine.store.shards import Store
@@ -71,7 +74,7 @@ async def test_the_previous_layout_moves_once_and_keeps_its_promises(
     keys = Keys(NS)
     moved = await run_steps(redis_client, keys)
     # 4 bans keys, 2 lists, 3 placement, notices, refunds; the outbox and its dead letters
-    assert moved == {"one-slot-keys": 11, "outbox-slot": 2}
+    assert moved == {"one-slot-keys": 11, "outbox-slot": 2, "records-by-hospital": 0}
     assert await run_steps(redis_client, keys) == {}  # recorded: never again
 
     store = Store(redis_client, keys)
@@ -143,6 +146,21 @@ async def test_keys_written_together_share_a_slot():
             keys.shard_outbox("h1:2026-12-03"),
         ),
         (keys.outbox, keys.outbox_dead),
+        (
+            keys.records("h1"),
+            keys.record_marks("h1"),
+            keys.record_numbers("h1", "his"),
+            keys.record_index("h1", "p", "7"),
+            keys.record_index("h1", "s", "booked"),
+            keys.record_tally("h1", "2026-12-03"),
+            keys.sales("h1"),
+            keys.sales_index("h1"),
+            keys.delivery("h1", "his", "s1.0"),
+            keys.deliveries_due("h1"),
+            keys.deliveries_pending("h1"),
+            keys.deliveries_failed("h1"),
+        ),
+        (keys.changed_sessions, keys.changed_claimed, keys.changed_unreadable),
     ]
     for group in together:
         assert len({key_slot(k.encode()) for k in group}) == 1, group
@@ -177,7 +195,13 @@ async def test_a_data_folder_of_the_previous_release_starts_in_the_new_layout(
         engine = rt.engine()
         try:
             keys, client = engine.store.keys, engine.store.client
-            assert set(await client.hkeys(keys.upgrades)) == {b"one-slot-keys", b"outbox-slot"}
+            assert set(await client.hkeys(keys.upgrades)) == {n.encode() for n, _ in ENGINE_STEPS}
+            book = RecordBook(client, keys)
+            rows = {r.booking_id: r for r in (await book.page(RecordQuery("h1"), 50)).records}
+            assert {"prev1.0", "prev1.1"} <= rows.keys()
+            assert rows["prev1.1"].state == "cancelled"
+            mine = (await book.page(RecordQuery(patient_id=1), 50)).records
+            assert "prev1.0" in {r.booking_id for r in mine}
             assert (await engine.store.read_rules("h1"))[1].keys() == {9}
             assert (await engine.store.read_rules(PLATFORM))[1].keys() == {8}
             assert await engine.store.placement() == {"h1:2026-12-06": 0}
@@ -194,7 +218,88 @@ async def test_a_data_folder_of_the_previous_release_starts_in_the_new_layout(
             first = await engine.booking("prev1.0")
             assert isinstance(first, BookingInfo) and first.patient_id == 1 and first.paid
             old = ("bans:h1", "placement", "payment:prev1.1:refunds", "patient:1:notices", "outbox")
+            old += ("records", "records:by:all", "sales")
             assert not await client.exists(*[f"prev:{name}" for name in old])
         finally:
             await engine.close()
             rt.stop()
+
+
+def old_record(n: int, hospital: str, patient: int, state: str = "booked") -> Record:
+    return Record(
+        booking_id=f"s{hospital}.{n}",
+        session_id=f"s{hospital}",
+        hospital_id=hospital,
+        department_id=f"{hospital}-dep",
+        doctor_id=f"{hospital}-doc",
+        date="2026-12-03",
+        period="AM",
+        slot_no=n + 1,
+        slot_at=1000.0 + 10 * n + (hospital == "h2"),
+        patient_id=patient,
+        state=state,
+    )
+
+
+async def test_the_records_and_deliveries_move_to_their_hospitals_once(redis_client):
+    """The back office's read model and the HIS deliveries as the release before stored them
+    (one hash, global indexes, one due set): after the step, every query, number, tally, sale
+    and delivery is where it is read now, and running the step again changes nothing."""
+    client, p = redis_client, NS
+    records = [old_record(n, h, 7 if n % 2 else 8) for h in ("h1", "h2") for n in range(4)]
+    await client.hset(
+        f"{p}:records", mapping={r.booking_id: msgpack.packb(r.pack()) for r in records}
+    )
+    for r in records:
+        for kind, value in (("all", ""), ("h", r.hospital_id), ("p", str(r.patient_id))):
+            await client.zadd(f"{p}:records:by:{kind}:{value}", {r.booking_id: r.slot_at})
+    await client.hset(f"{p}:records:numbers:his", "sh1.0", "H0001")
+    await client.hset(f"{p}:records:marks", mapping={"sh1": b"m1", "sh2": b"m2", "gone": b"x"})
+    await client.hset(f"{p}:records:tally:h1:2026-12-03", "overall\toverall\t0", 4)
+    await client.sadd(f"{p}:records:tally:hospitals", "h1", "h2")
+    await client.sadd(f"{p}:records:changed", "snap-a")
+    await client.sadd(f"{p}:records:claimed", "snap-b")
+    sale = SessionSale("sh1", "h1", "h1-dep", "h1-doc", "2026-12-03", "AM", 4, 0.0, 9.0, 4, 1.0)
+    await client.hset(f"{p}:sales", "sh1", msgpack.packb(sale.pack()))
+    await client.zadd(f"{p}:sales:by:h:h1", {"sh1": 1000.0})
+    due, failed = f"{p}:deliveries:his:sh1.1", f"{p}:deliveries:his:sh2.1"
+    await client.hset(due, mapping={"wanted": "book", "hospital": "h1", "made_at": 5})
+    await client.hset(failed, mapping={"wanted": "book", "hospital": "h2", "made_at": 6})
+    await client.zadd(f"{p}:deliveries:due", {due: 50.0})
+    await client.zadd(f"{p}:deliveries:pending:h1", {due: 5.0})
+    await client.zadd(f"{p}:deliveries:failed:h2", {failed: 6.0})
+
+    keys = Keys(NS)
+    steps = [("records-by-hospital", records_by_hospital)]
+    assert (await run_steps(client, keys, steps))["records-by-hospital"] > 0
+    book = RecordBook(client, keys)
+    everyone = await book.page(RecordQuery(), 100)
+    assert [r.booking_id for r in everyone.records] == [
+        r.booking_id for r in sorted(records, key=lambda r: (r.slot_at, r.booking_id))
+    ]
+    mine = await book.page(RecordQuery(patient_id=7), 100)
+    assert sorted(r.booking_id for r in mine.records) == ["sh1.1", "sh1.3", "sh2.1", "sh2.3"]
+    assert (await book.get("h1", "sh1.0")).his_no == "H0001"
+    assert await client.hgetall(keys.record_marks("h1")) == {b"sh1": b"m1"}
+    assert await client.hgetall(keys.record_marks("h2")) == {b"sh2": b"m2"}
+    tally = await client.hgetall(keys.record_tally("h1", "2026-12-03"))
+    assert tally == {b"overall\toverall\t0": b"4"}, "moved as it was, nothing added"
+    assert [s.session_id for s in await book.sales("h1", None, None)] == ["sh1"]
+    assert await client.smembers(keys.changed_sessions) == {b"snap-a"}
+    assert await client.smembers(keys.changed_claimed) == {b"snap-b"}
+    deliveries = Deliveries(client, keys)
+    assert await deliveries.counts("h1") == {"pending": 1, "failed": 0}
+    assert await deliveries.counts("h2") == {"pending": 0, "failed": 1}
+    assert [d["booking_id"] for d in await deliveries.listing("h2", "failed")] == ["sh2.1"]
+    assert await client.zrange(keys.deliveries_due("h1"), 0, -1, withscores=True) == [
+        (keys.delivery("h1", "his", "sh1.1").encode(), 50.0)
+    ]
+    assert await client.smembers(keys.delivery_hospitals) == {b"h1", b"h2"}
+    assert not [k async for k in client.scan_iter(match=f"{p}:records:by:*")]
+    for old in ("records", "records:marks", "sales", "deliveries:due", "records:changed"):
+        assert not await client.exists(f"{p}:{old}"), old
+
+    before = {k: await client.dump(k) for k in sorted([k async for k in client.scan_iter()])}
+    await records_by_hospital(client, keys)  # a run cut off is run again: the same result
+    after = {k: await client.dump(k) for k in sorted([k async for k in client.scan_iter()])}
+    assert after == before
