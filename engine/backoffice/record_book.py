@@ -321,11 +321,18 @@ class RecordBook:
         return every
 
     async def _marks(self, sessions: Sequence[Any]) -> list[bytes | None]:
-        """Each session's marks (``marks_of``), read per hospital in one round trip."""
+        """Each session's marks (``marks_of``)."""
+        return await self._per_session(self.keys.record_marks, sessions)
+
+    async def _per_session(
+        self, key_of: Callable[[str], str], sessions: Sequence[Any]
+    ) -> list[bytes | None]:
+        """Each session's field of its hospital's hash ``key_of(hospital)``: one ``HMGET`` a
+        hospital, in one round trip."""
         by = _by_hospital([(s.id, s.spec.hospital_id) for s in sessions])
         async with self.client.pipeline(transaction=False) as pipe:
             for hospital_id, ids in by.items():
-                pipe.hmget(self.keys.record_marks(hospital_id), [i for i, _ in ids])
+                pipe.hmget(key_of(hospital_id), [i for i, _ in ids])
             answers = await pipe.execute()
         out: list[bytes | None] = [None] * len(sessions)
         for ids, values in zip(by.values(), answers, strict=True):
@@ -558,16 +565,8 @@ class RecordBook:
         return out
 
     async def _sales_of(self, sessions: Sequence[Any]) -> list[SessionSale | None]:
-        by = _by_hospital([(s.id, s.spec.hospital_id) for s in sessions])
-        async with self.client.pipeline(transaction=False) as pipe:
-            for hospital_id, ids in by.items():
-                pipe.hmget(self.keys.sales(hospital_id), [i for i, _ in ids])
-            answers = await pipe.execute()
-        out: list[SessionSale | None] = [None] * len(sessions)
-        for ids, raws in zip(by.values(), answers, strict=True):
-            for (_, at), raw in zip(ids, raws, strict=True):
-                out[at] = None if raw is None else SessionSale.unpack(msgpack.unpackb(raw))
-        return out
+        raws = await self._per_session(self.keys.sales, sessions)
+        return [None if raw is None else SessionSale.unpack(msgpack.unpackb(raw)) for raw in raws]
 
     async def tally(self, hospital_id: str | None, dates: Sequence[str]) -> Tally:
         """The analytics counts of a hospital (None: every hospital) over visit ``dates``,
