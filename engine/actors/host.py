@@ -82,7 +82,9 @@ class Host:
         self._unconfirmed = False
         self._timer: threading.Thread | None = None
         self._warm = False
-        self._leased: frozenset[int] = frozenset()  # the hosts holding a lease at the last tick
+        # the hosts holding a lease, and the placement, at the last tick (``_take_up``)
+        self._leased: frozenset[int] = frozenset()
+        self._placed: tuple[dict[str, int], frozenset[int] | None] = ({}, None)
         self._reload: set[str] = set()  # shards dropped after a failure, to load again
         self._clock_checked = False  # a fixed clock reads the stored offset once (to warn)
         self._tokens = itertools.count()  # commit tokens: unique to this incarnation
@@ -230,7 +232,7 @@ class Host:
                 self._warm_up(now, pinned, live)
             elif lost := self._leased - leased if leased else frozenset():
                 self._take_up(now, pinned, live, lost)
-            self._leased = leased
+            self._leased, self._placed = leased, (pinned, live)
             self._activate(set(self._reload))
             self._forget_moved(pinned, live)
             self._follow_bans()
@@ -361,14 +363,17 @@ class Host:
         their waitlists move on time rather than at the shard's next request. Only those: a
         shard leaving a host that still holds its lease (a drained node) is handed over by
         that host answering ``Moved`` after its commit in flight — loading it here first would
-        fence that commit."""
-        before = (live or frozenset()) | lost
+        fence that commit. A shard counts as the lost host's if it was placed there at the
+        last tick (the placement and the serving hosts then), whatever else moved since."""
+        was_pinned, was_live = self._placed
+        if live is None or was_live is None:  # no serving hosts known, then or now: no move
+            return
         came = {
             shard_id
             for shard_id in self._current_shards(now)
             if shard_id not in self.shards
             and owner(shard_id, pinned, self._pool_size, live) == self.index
-            and owner(shard_id, pinned, self._pool_size, before) in lost
+            and owner(shard_id, was_pinned, self._pool_size, was_live) in lost
         }
         failed = self._activate(came)
         self._reload |= {s for s, why in failed.items() if isinstance(why, Unavailable)}

@@ -347,21 +347,41 @@ class Deliveries:
             async with self.client.pipeline(transaction=False) as pipe:
                 for hospital_id in hospitals:
                     pipe.zrangebyscore(
-                        self.keys.deliveries_due(hospital_id), "-inf", repr(now), start=0, num=ROUND
+                        self.keys.deliveries_due(hospital_id),
+                        "-inf",
+                        repr(now),
+                        start=0,
+                        num=ROUND,
+                        withscores=True,
                     )
                 answers = await pipe.execute()
-            found = [(k.decode(), h) for h, ks in zip(hospitals, answers, strict=True) for k in ks]
-            if not found:
+            waiting = [(h, ks) for h, ks in zip(hospitals, answers, strict=True) if ks]
+            hospitals = [h for h, _ in waiting]
+            earliest = sorted(  # the earliest due of every hospital: no backlog starves another
+                (at, k.decode(), h) for h, ks in waiting for k, at in ks
+            )[:ROUND]
+            if not earliest:
                 break
-            found = found[:ROUND]
-            hospitals = [h for h, ks in zip(hospitals, answers, strict=True) if ks]
-            due = [key for key, _ in found]
             async with self.client.pipeline(transaction=False) as pipe:
-                for key in due:
+                for _, key, _ in earliest:
                     pipe.hgetall(key)
-                states = await pipe.execute()
-            for state, (_, h) in zip(states, found, strict=True):
-                state.setdefault(b"hospital", h.encode())  # its keys are the hospital's
+                every_state = await pipe.execute()
+            pairs = zip(earliest, every_state, strict=True)
+            gone = [(key, h) for (_, key, h), state in pairs if not state]
+            if gone:  # due, but its state is gone (expired, dropped): nothing to carry out
+                log.warning("deliveries: %d due without a state, dropped", len(gone))
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for key, h in gone:
+                        pipe.zrem(self.keys.deliveries_due(h), key)
+                        pipe.zrem(self.keys.deliveries_pending(h), key)
+                    await pipe.execute()
+                tried += len(gone)
+            kept = [(e, st) for e, st in zip(earliest, every_state, strict=True) if st]
+            found = [(key, h) for (_, key, h), _ in kept]
+            states = [st for _, st in kept]
+            due = [key for key, _ in found]
+            if not due:
+                continue
             records = await self.records.get_entries(
                 [(self._parts(h, key)[1], h) for key, h in found]
             )

@@ -156,24 +156,26 @@ async def records_by_hospital(client: aioredis.Redis, keys: Keys) -> int:
             sessions[r.session_id] = r.hospital_id
         moved += len(records)
     for system in ("his", "insurance"):
-        for booking_id, number in await _hscan(client, f"{p}:records:numbers:{system}"):
-            hospital_id = where.get(booking_id.decode())
-            if hospital_id is not None:
-                await client.hset(keys.record_numbers(hospital_id, system), booking_id, number)
-    for session_id, mark in await _hscan(client, f"{p}:records:marks"):
-        hospital_id = sessions.get(session_id.decode())
-        if hospital_id is not None:  # a session without records is looked at again in full
-            await client.hset(keys.record_marks(hospital_id), session_id, mark)
+        numbers = await _hscan(client, f"{p}:records:numbers:{system}")
+        await _hset_by(
+            client,
+            numbers,
+            lambda b: where.get(b.decode()),
+            lambda h, system=system: keys.record_numbers(h, system),
+        )
+    # marks follow their sessions' records (a session without records is looked at anew)
+    marks = await _hscan(client, f"{p}:records:marks")
+    await _hset_by(client, marks, lambda s: sessions.get(s.decode()), keys.record_marks)
     for old in await _old_keys(client, f"{p}:records:tally:*"):
         rest = old.decode()[len(f"{p}:records:tally:") :]
         hospital_id, date = rest[:-11], rest[-10:]
         if rest == "hospitals" or rest[-11:-10] != ":" or not hospital_id:
             continue
         moved += await _move(client, old, keys.record_tally(hospital_id, date))
-    for sid, raw in await _hscan(client, f"{p}:sales"):
-        sale = SessionSale.unpack(msgpack.unpackb(raw))
-        await client.hset(keys.sales(sale.hospital_id), sid, raw)
-        moved += 1
+    sales = await _hscan(client, f"{p}:sales")
+    hospital_of = {sid: SessionSale.unpack(msgpack.unpackb(raw)).hospital_id for sid, raw in sales}
+    await _hset_by(client, sales, hospital_of.get, keys.sales)
+    moved += len(sales)
     for old in await _old_keys(client, f"{p}:sales:by:h:*"):
         hospital_id = old.decode()[len(f"{p}:sales:by:h:") :]
         moved += await _move(client, old, keys.sales_index(hospital_id))
@@ -184,6 +186,27 @@ async def records_by_hospital(client: aioredis.Redis, keys: Keys) -> int:
     for key in gone:
         await client.delete(key)
     return moved
+
+
+async def _hset_by(
+    client: aioredis.Redis,
+    pairs: list[tuple[bytes, bytes]],
+    hospital_of: Callable[[bytes], str | None],
+    key_of: Callable[[str], str],
+) -> None:
+    """Write each (field, value) into its hospital's hash (none: left out), 1,000 fields a
+    command, pipelined."""
+    by: dict[str, dict[bytes, bytes]] = {}
+    for name, value in pairs:
+        hospital_id = hospital_of(name)
+        if hospital_id is not None:
+            by.setdefault(hospital_id, {})[name] = value
+    async with client.pipeline(transaction=False) as pipe:
+        for hospital_id, fields in by.items():
+            items = list(fields.items())
+            for start in range(0, len(items), 1000):
+                pipe.hset(key_of(hospital_id), mapping=dict(items[start : start + 1000]))
+        await pipe.execute()
 
 
 async def _deliveries_by_hospital(client: aioredis.Redis, keys: Keys) -> int:
@@ -221,6 +244,8 @@ async def _deliveries_by_hospital(client: aioredis.Redis, keys: Keys) -> int:
         found = new_name(member)
         if found is not None:
             await client.zadd(keys.deliveries_due(found[1]), {found[0]: at})
+    if hospitals:  # listed before their old sets go: a run cut off after finds them listed
+        await client.sadd(keys.delivery_hospitals, *sorted(hospitals))
     for hospital_id in sorted(hospitals):
         for which, new_set in (
             ("pending", keys.deliveries_pending(hospital_id)),
@@ -234,8 +259,6 @@ async def _deliveries_by_hospital(client: aioredis.Redis, keys: Keys) -> int:
                     if which == "pending":  # a pending one cut off from the due set: due now
                         await client.zadd(keys.deliveries_due(hospital_id), {found[0]: at}, nx=True)
             await client.delete(old_set)
-    if hospitals:
-        await client.sadd(keys.delivery_hospitals, *sorted(hospitals))
     await client.delete(f"{p}:deliveries:due")
     return moved
 

@@ -123,3 +123,40 @@ async def test_a_delivery_done_expires_and_a_later_cancellation_still_reaches_th
     assert await deliveries.run(4.0) == 1
     assert his.cancelled == ["H1"]  # the number kept with the record
     assert await deliveries.counts("h1") == {"pending": 0, "failed": 0}
+
+
+async def test_the_earliest_due_go_first_whichever_hospital_they_are_at(deliveries, monkeypatch):
+    """Each hospital has its own due set; a round takes the earliest of all of them, so one
+    hospital's backlog never starves another's."""
+    from engine.backoffice import deliveries as module
+
+    monkeypatch.setattr(module, "ROUND", 2)
+    await deliveries.configure("h2", {"his_url": URL})
+    backlog = [record(n) for n in range(4)]
+    other = replace(record(9, hospital="h2"), booking_id="s2.0", session_id="s2")
+    await RecordBook(deliveries.client, deliveries.keys).put([(None, r) for r in [*backlog, other]])
+    for at, r in ((1.0, backlog[0]), (1.5, other), (2.0, backlog[1]), (3.0, backlog[2])):
+        assert await deliveries.ask([(None, r)], at) == 1
+    assert await deliveries.ask([(None, backlog[3])], 4.0) == 1
+    his = StandIn(broken=set())
+    deliveries._his[URL] = his
+    assert await deliveries.run(10.0, limit=2) == 2
+    assert sorted(his.booked) == ["s1.0", "s2.0"]
+    assert await deliveries.run(10.0) == 3
+    assert sorted(his.booked) == ["s1.0", "s1.1", "s1.2", "s1.3", "s2.0"]
+
+
+async def test_a_due_delivery_whose_state_is_gone_is_dropped_not_sent(deliveries):
+    booked = record(0)
+    await RecordBook(deliveries.client, deliveries.keys).put([(None, booked)])
+    key = deliveries.key("h1", HIS, "s1.0")
+    keys = deliveries.keys
+    await deliveries.client.sadd(keys.delivery_hospitals, "h1")
+    await deliveries.client.zadd(keys.deliveries_due("h1"), {key: 1.0})
+    await deliveries.client.zadd(keys.deliveries_pending("h1"), {key: 1.0})
+    his = StandIn(broken=set())
+    deliveries._his[URL] = his
+    assert await deliveries.run(10.0) == 1
+    assert his.booked == [] and his.cancelled == []
+    assert await deliveries.counts("h1") == {"pending": 0, "failed": 0}
+    assert await deliveries.client.zcard(keys.deliveries_due("h1")) == 0
