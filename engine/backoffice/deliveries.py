@@ -365,25 +365,21 @@ class Deliveries:
             async with self.client.pipeline(transaction=False) as pipe:
                 for _, key, _ in earliest:
                     pipe.hgetall(key)
-                every_state = await pipe.execute()
-            pairs = zip(earliest, every_state, strict=True)
-            gone = [(key, h) for (_, key, h), state in pairs if not state]
-            if gone:  # due, but its state is gone (expired, dropped): nothing to carry out
-                log.warning("deliveries: %d due without a state, dropped", len(gone))
+                states = await pipe.execute()
+            due = [(key, h, st) for (_, key, h), st in zip(earliest, states, strict=True) if st]
+            if len(due) < len(earliest):  # due, but its state is gone (expired, dropped)
+                log.warning("deliveries: %d due without a state, dropped", len(earliest) - len(due))
                 async with self.client.pipeline(transaction=False) as pipe:
-                    for key, h in gone:
-                        pipe.zrem(self.keys.deliveries_due(h), key)
-                        pipe.zrem(self.keys.deliveries_pending(h), key)
+                    for (_, key, h), st in zip(earliest, states, strict=True):
+                        if not st:
+                            pipe.zrem(self.keys.deliveries_due(h), key)
+                            pipe.zrem(self.keys.deliveries_pending(h), key)
                     await pipe.execute()
-                tried += len(gone)
-            kept = [(e, st) for e, st in zip(earliest, every_state, strict=True) if st]
-            found = [(key, h) for (_, key, h), _ in kept]
-            states = [st for _, st in kept]
-            due = [key for key, _ in found]
+                tried += len(earliest) - len(due)
             if not due:
                 continue
             records = await self.records.get_entries(
-                [(self._parts(h, key)[1], h) for key, h in found]
+                [(self._parts(h, key)[1], h) for key, h, _ in due]
             )
 
             async def one(key: str, state: dict[bytes, bytes], record: Record | None) -> Finish:
@@ -391,7 +387,7 @@ class Deliveries:
                     return await self._decide_safely(key, state, record, context)
 
             finishes = await asyncio.gather(
-                *(one(*x) for x in zip(due, states, records, strict=True))
+                *(one(key, st, r) for (key, _, st), r in zip(due, records, strict=True))
             )
             tried += len(due)
             try:

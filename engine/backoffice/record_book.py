@@ -298,7 +298,9 @@ class RecordBook:
                 hospital_id = group[0][1].spec.hospital_id
                 changes = [c for _, _, mine, _ in group for c in mine]
                 extra = await follow(changes) if follow is not None and changes else None
-                await self._where(hospital_id, {new.patient_id for _, new in changes})
+                async with self.client.pipeline(transaction=False) as pipe:
+                    self._list(pipe, [hospital_id], changes)
+                    await pipe.execute()
                 async with self.client.pipeline(transaction=True) as pipe:
                     self._write(pipe, changes, [sale for *_, sale in group])
                     pipe.hset(  # what the rows were when these records were made
@@ -340,15 +342,12 @@ class RecordBook:
                 out[at] = value
         return out
 
-    async def _where(self, hospital_id: str, patients: set[int]) -> None:
-        """Before a hospital's records are written: that it has records, and at which
-        hospitals these patients have (sets, each its own slot; written again harmlessly when
-        a crash redoes a group)."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.sadd(self.keys.record_hospitals, hospital_id)
-            for patient_id in sorted(patients):
-                pipe.sadd(self.keys.patient_record_hospitals(patient_id), hospital_id)
-            await pipe.execute()
+    def _list(self, pipe: Any, hospitals: Iterable[str], changes: Iterable[Change]) -> None:
+        """Before records are written: which hospitals have records, and where each patient
+        has (sets, each its own slot; written again harmlessly when a crash redoes a group)."""
+        pipe.sadd(self.keys.record_hospitals, *sorted(set(hospitals)))
+        for patient_id, hospital_id in sorted({(n.patient_id, n.hospital_id) for _, n in changes}):
+            pipe.sadd(self.keys.patient_record_hospitals(patient_id), hospital_id)
 
     async def _ages(
         self,
@@ -386,10 +385,8 @@ class RecordBook:
         changes, sales = list(changes), list(sales)
         hospitals = {new.hospital_id for _, new in changes} | {s.hospital_id for s in sales}
         async with self.client.pipeline(transaction=False) as pipe:
-            for hospital_id in sorted(hospitals):
-                pipe.sadd(self.keys.record_hospitals, hospital_id)
-            for _, new in changes:
-                pipe.sadd(self.keys.patient_record_hospitals(new.patient_id), new.hospital_id)
+            if hospitals:
+                self._list(pipe, hospitals, changes)
             self._write(pipe, changes, sales, tallies)
             await pipe.execute()
 
