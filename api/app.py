@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
@@ -129,5 +129,6 @@ def register_errors(app: FastAPI) -> None:
 
     @app.exception_handler(StoreUnavailable)
     @app.exception_handler(RedisError)
+    @app.exception_handler(RedisClusterException)
     async def unavailable(_: Request, exc: Exception) -> JSONResponse:
         return error(503, "unavailable", "The store cannot answer right now; retry.")

@@ -190,7 +190,7 @@ class Engine:
         self.settings = settings
         self.hosts = list(hosts)  # by index; None: a host retired with its node
         self.batched = batched
-        self.store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout)
+        self.store = Store.of(settings)
         self._observe = observe
         self.channels: list[ChannelClient | None] = []
         self.mailboxes: list[Mailbox] = []

@@ -71,7 +71,7 @@ def prepare_store(settings: Settings) -> None:
     assert settings.redis_url is not None
 
     async def run() -> str | None:
-        store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout * 5)
+        store = Store.of(settings, settings.redis_timeout * 5)
         try:
             await run_steps(store.client, store.keys)
             return await store.durability_problem(settings.durability)

@@ -93,6 +93,10 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     redis_url: str | None = None
+    # the store is a Redis Cluster (``redis_url`` names any node of it): every process talks to
+    # it through redis-py's ``RedisCluster`` (engine/store/connect.py); with no ``redis_url``,
+    # ``up`` starts a local one (3 masters, 3 replicas) under the data folder
+    redis_cluster: bool = False
     ray_address: str | None = None
     hosts: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=1024)
     # A pool that follows the cluster (``actors/pool.py PoolFollower``): this many hosts on

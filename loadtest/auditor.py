@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     acks = read_acks(Path(argv[0])) if argv else []
 
     async def go() -> AuditReport:
-        store = Store.from_url(url, settings.namespace)
+        store = Store.from_url(url, settings.namespace, cluster=settings.redis_cluster)
         try:
             return await check(store, acks)
         finally:

@@ -17,10 +17,10 @@ from typing import Any
 import jwt
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from api.accounts.auth import ALGORITHM, derive_key
 from engine.errors import StoreUnavailable
+from engine.store.connect import REDIS_ERRORS
 from engine.store.keys import Keys
 
 AUDIENCE = "admin"
@@ -68,7 +68,7 @@ class Admins:
             }
             await self.client.set(self.keys.entity("admin", admin_id), orjson.dumps(stored))
             await self.client.sadd(self.keys.all("admin"), admin_id)  # listed once it is there
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(str(exc)) from exc
         return admin_id
 

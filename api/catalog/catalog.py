@@ -15,10 +15,10 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from engine.core.session import SessionSpec
 from engine.errors import StoreUnavailable
+from engine.store.connect import REDIS_ERRORS
 from engine.store.keys import Keys
 from engine.store.slots import mget
 
@@ -59,7 +59,7 @@ class Catalog:
             return None  # nothing we made looks like that (and it must not reach other keys)
         try:
             raw = await self.client.get(self.keys.entity(kind, entity_id))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(str(exc)) from exc
         return None if raw is None else orjson.loads(raw)
 

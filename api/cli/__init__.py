@@ -140,7 +140,7 @@ def audit_command() -> None:
         raise click.UsageError("set SLOTENGINE_REDIS_URL to the Redis to audit")
 
     async def go() -> bool:
-        store = Store.from_url(settings.redis_url, settings.namespace)  # type: ignore[arg-type]
+        store = Store.of(settings)
         report = await audit(store)
         await store.close()
         click.echo(report.summary())
@@ -161,7 +161,7 @@ def notices(limit: int, patient: int | None) -> None:
         raise click.UsageError("set SLOTENGINE_REDIS_URL to the Redis to read")
 
     async def go() -> list[dict]:
-        store = Store.from_url(settings.redis_url, settings.namespace)  # type: ignore[arg-type]
+        store = Store.of(settings)
         try:
             if patient is not None:
                 return (await patient_notices(store.client, store.keys, patient))[:limit]
@@ -385,9 +385,9 @@ def _seed(settings: Settings, patients: int, out: str) -> int:
     url = platform_redis_url(settings)
 
     async def go() -> list[tuple[int, str, str]]:
-        import redis.asyncio as aioredis
+        from engine.store.connect import async_client
 
-        client = aioredis.Redis.from_url(url)
+        client = async_client(url, cluster=settings.redis_cluster)
         keys = Keys(settings.namespace)
         try:
             secret = await shared_secret(settings, client, keys)
@@ -494,7 +494,9 @@ def loadtest(
     seconds = time.time() - started
 
     async def audit_run():  # type: ignore[no-untyped-def]
-        store = Store.from_url(platform_redis_url(settings), settings.namespace)
+        store = Store.from_url(
+            platform_redis_url(settings), settings.namespace, cluster=settings.redis_cluster
+        )
         try:
             return await check(store, read_acks(acks))
         finally:

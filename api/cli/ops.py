@@ -52,7 +52,7 @@ def status(as_json: bool) -> None:
 
     async def go() -> dict[str, Any]:
         assert settings.redis_url is not None
-        store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout)
+        store = Store.of(settings)
         try:
             return await cluster_status(settings, store)
         finally:
@@ -103,7 +103,7 @@ def drain_command(node: str, undo: bool) -> None:
 
     async def go() -> dict[str, Any]:
         assert settings.redis_url is not None
-        store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout)
+        store = Store.of(settings)
         try:
             return await drain(settings, store, node_id, on=not undo)
         finally:

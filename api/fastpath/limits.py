@@ -22,10 +22,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar, TypeVarTuple
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from engine.errors import StoreUnavailable
 from engine.settings import Limit
+from engine.store.connect import REDIS_ERRORS
 from engine.store.keys import Keys
 
 __all__ = [
@@ -153,7 +153,7 @@ class SharedLimiter:
         key = self.keys.limit(name, subject_key(subject))
         try:
             wait = await self.script(keys=[key], args=[interval, interval * limit.count])
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"rate limit {name} unavailable: {exc}") from exc
         return int(wait) / 1_000_000
 

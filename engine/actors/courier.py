@@ -114,7 +114,7 @@ class CourierWork:
         assert settings.redis_url is not None
         self.settings = settings
         self.partition = partition  # its part of the shards' outbox (``outbox.py``)
-        self.store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout)
+        self.store = Store.of(settings)
         self.keys: Keys = self.store.keys
         self.gateway = SandboxGateway(self.store.client, self.keys)
         self.sender: Sender = load_sender(settings.notice_sender, self.store.client, self.keys)

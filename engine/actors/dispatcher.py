@@ -33,7 +33,7 @@ class Dispatcher:
         self.settings = settings
         set_niceness(settings.background_nice)
         self._loop = asyncio.new_event_loop()
-        store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout)
+        store = Store.of(settings)
         self.deliveries = Deliveries.from_settings(store.client, store.keys, settings)
         self.clock = Clock()
         self._timer: threading.Thread | None = None

@@ -74,7 +74,7 @@ class Host:
         self.clock = Clock()
         self.zone = ZoneInfo(settings.timezone)
         self._loop = asyncio.new_event_loop()  # private: drives the async Redis client
-        self._store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout)
+        self._store = Store.of(settings)
         self._store.durability = Durability.of(settings.durability, settings.durability_wait)
         self._store.couriers = settings.couriers
         # a commit ran but was not confirmed durable: until a later write is, every
@@ -306,6 +306,7 @@ class Host:
             holder,
             self.settings.lease_seconds,
             self.settings.lease_renew_seconds,
+            cluster=self.settings.redis_cluster,
         )
 
     def _live(self) -> frozenset[int] | None:

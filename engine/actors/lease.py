@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 
-import redis
+from engine.store.connect import REDIS_ERRORS, sync_client
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +26,16 @@ log = logging.getLogger(__name__)
 class LeaseKeeper:
     """Takes the lease at once, then renews it until ``stop`` (or the process ends)."""
 
-    def __init__(self, url: str, key: str, holder: dict, ttl: float, period: float) -> None:
+    def __init__(
+        self, url: str, key: str, holder: dict, ttl: float, period: float, cluster: bool = False
+    ) -> None:
         self.key = key
         self.value = json.dumps(holder, sort_keys=True)
         self.ttl_ms = max(1, int(ttl * 1000))
         self.period = period
         self.renewals = 0
         self.failures = 0
-        self._client = redis.Redis.from_url(
-            url, socket_timeout=period, socket_connect_timeout=period, retry_on_timeout=False
-        )
+        self._client = sync_client(url, cluster=cluster, timeout=period)
         self._stop = threading.Event()
         self.renew()  # live before the first request can reach the host
         self._thread = threading.Thread(target=self._run, name="host-lease", daemon=True)
@@ -44,7 +44,7 @@ class LeaseKeeper:
     def renew(self) -> bool:
         try:
             self._client.set(self.key, self.value, px=self.ttl_ms)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             self.failures += 1
             if self.failures == 1 or self.failures % 100 == 0:
                 log.warning("lease %s not renewed (%d times): %s", self.key, self.failures, exc)
@@ -65,6 +65,6 @@ class LeaseKeeper:
         self._stop.set()
         self._thread.join(self.period * 2 + 1)
         if release:
-            with contextlib.suppress(redis.RedisError):
+            with contextlib.suppress(*REDIS_ERRORS):
                 self._client.delete(self.key)
         self._client.close()

@@ -30,12 +30,13 @@ def pool_size(settings: Settings) -> int:
     the nodes, as numbered in Redis by the pool's follower (some retired with their node)."""
     if not settings.follows_nodes:
         return settings.hosts
-    import redis
-
+    from engine.store.connect import sync_client
     from engine.store.keys import Keys
 
     assert settings.redis_url is not None, "resolve the Redis URL first (see runtime.py)"
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=settings.redis_timeout)
+    client = sync_client(
+        settings.redis_url, cluster=settings.redis_cluster, timeout=settings.redis_timeout
+    )
     try:
         return int(client.get(Keys(settings.namespace).pool_size) or 0)
     finally:

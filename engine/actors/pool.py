@@ -21,7 +21,6 @@ import time
 from typing import Any
 
 import ray
-import redis
 from ray.actor import ActorHandle
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -37,6 +36,7 @@ from engine.actors.names import (
     host_name,
 )
 from engine.settings import Settings
+from engine.store.connect import sync_client
 from engine.store.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,8 @@ class PoolFollower:
         self.retired = 0
         self._refused: dict[str, float] = {}  # node → when a host could not be placed on it
         self._key = Keys(settings.namespace).pool_size
-        self._redis = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=settings.redis_timeout
+        self._redis = sync_client(
+            settings.redis_url, cluster=settings.redis_cluster, timeout=settings.redis_timeout
         )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -35,7 +35,6 @@ from typing import Any
 
 import msgpack
 import orjson
-from redis.exceptions import RedisError
 
 from engine.backoffice.analytics import Tally, tally_delta
 from engine.backoffice.record import (
@@ -49,6 +48,7 @@ from engine.backoffice.record import (
 from engine.core.session import WORDS
 from engine.core.snapshot import decode_session
 from engine.errors import SnapshotError, StoreUnavailable
+from engine.store.connect import REDIS_ERRORS
 from engine.store.keys import Keys
 from engine.store.slots import mget
 
@@ -318,7 +318,7 @@ class RecordBook:
                 if done:
                     pipe.srem(keys.changed_claimed, *done)
                 await pipe.execute()
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"records sync failed: {exc}") from exc
         return every
 
@@ -496,10 +496,10 @@ class RecordBook:
                     at += len(ids)
                 done += at
             await client.set(keys.tally_version, TALLY_VERSION)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"analytics tallies not made: {exc}") from exc
         finally:
-            with contextlib.suppress(RedisError):
+            with contextlib.suppress(*REDIS_ERRORS):
                 await client.delete(lock)
         if done:
             log.warning("records: made the analytics tallies of %d records", done)
@@ -578,7 +578,7 @@ class RecordBook:
                         pipe.hgetall(self.keys.record_tally(h, d))
                     for day in await pipe.execute():
                         tally.add_tally({k.decode(): int(v) for k, v in day.items()})
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"analytics read failed: {exc}") from exc
         return tally
 
@@ -664,7 +664,7 @@ class RecordBook:
                 more = len(entries) == step or consumed < len(entries)
             if size is None and exact:
                 size = await self._count(kind, hospitals, query)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"records query failed: {exc}") from exc
         return Page(
             found,
@@ -742,7 +742,7 @@ class RecordBook:
                 yield [r for r in records if r is not None and query.accepts(r)]
                 if len(entries) < chunk:
                     return
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"records export failed: {exc}") from exc
 
 

@@ -21,9 +21,10 @@ from typing import Any
 
 import msgpack
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import WatchError
 
 from engine.errors import StoreUnavailable
+from engine.store.connect import REDIS_ERRORS
 from engine.store.keys import Keys
 
 ERROR_CHARS = 500  # of the last error kept with a dead letter
@@ -76,7 +77,7 @@ class DeadLetters:
                 for origin, payload, error, tries in letters:
                     pipe.xadd(self.keys.outbox_dead, _fields(origin, payload, error, tries, at))
                 results = await pipe.execute(raise_on_error=False)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"dead letters not written: {exc}") from exc
         return [None if isinstance(r, Exception) else r.decode() for r in results]
 
@@ -84,7 +85,7 @@ class DeadLetters:
         """How many dead letters there are."""
         try:
             return int(await self.client.xlen(self.keys.outbox_dead))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"dead letters unreachable: {exc}") from exc
 
     async def retry(self, dead_id: str) -> bool:
@@ -113,7 +114,7 @@ class DeadLetters:
                         return True
                     except WatchError:
                         continue
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"dead letter not retried: {exc}") from exc
 
     async def drop(self, dead_id: str) -> bool:
@@ -122,7 +123,7 @@ class DeadLetters:
             return False
         try:
             return bool(await self.client.xdel(self.keys.outbox_dead, dead_id))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"dead letter not dropped: {exc}") from exc
 
     async def list(self, limit: int = 100) -> list[DeadLetter]:
@@ -131,7 +132,7 @@ class DeadLetters:
         ``error``, ``tries`` and ``at``."""
         try:
             entries = await self.client.xrevrange(self.keys.outbox_dead, count=limit)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"dead letters unreachable: {exc}") from exc
         return [_letter(dead_id.decode(), fields) for dead_id, fields in entries]
 

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 
 from engine.errors import RedisServerError
+from engine.store.connect import REDIS_ERRORS
 
 
 def server_binary() -> str:
@@ -153,7 +154,7 @@ class EmbeddedRedis:
                 try:
                     if client.ping():
                         return self
-                except redis.RedisError:
+                except REDIS_ERRORS:
                     pass
                 if time.monotonic() > deadline:
                     self.stop()

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from engine.errors import StoreUnavailable
+from engine.store.connect import REDIS_ERRORS
 from engine.store.keys import Keys
 
 
@@ -111,7 +111,7 @@ class SandboxGateway:
                 new_id,
                 repr(now),
             )
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"payment gateway unreachable: {exc}") from exc
         return Payment(pid.decode(), booking_id, int(acct), int(amt), int(refunded), float(paid_at))
 
@@ -124,7 +124,7 @@ class SandboxGateway:
                 key,
                 -1 if amount is None else amount,
             )
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"payment gateway unreachable: {exc}") from exc
         if result is None:
             return None
@@ -144,7 +144,7 @@ class SandboxGateway:
                         -1 if amount is None else amount,
                     )
                 results = await pipe.execute()
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"payment gateway unreachable: {exc}") from exc
         return [
             None if r is None else Refund(booking_id, key, int(r[0]), int(r[1]))
@@ -154,7 +154,7 @@ class SandboxGateway:
     async def payment(self, booking_id: str) -> Payment | None:
         try:
             raw = await self.client.hgetall(self.keys.payment(booking_id))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"payment gateway unreachable: {exc}") from exc
         if not raw:
             return None
@@ -172,7 +172,7 @@ class SandboxGateway:
         """The engine has answered this payment (booked, or refunded): stop watching it."""
         try:
             await self.client.zrem(self.keys.pending_payments, booking_id)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"payment gateway unreachable: {exc}") from exc
 
     async def unsettled(self, older_than: float, count: int = 100, offset: int = 0) -> list[str]:

@@ -20,6 +20,7 @@ resent blindly could run twice, and a caller must learn what happened, not guess
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -27,13 +28,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import hiredis
 import msgpack
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import DataError, NoScriptError, RedisError, ResponseError
-from redis.utils import HIREDIS_AVAILABLE
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 
 from engine.core.policy import PLATFORM, Policy
 from engine.core.session import DoctorSession
@@ -46,6 +51,8 @@ from engine.core.snapshot import (
     legacy_bans,
 )
 from engine.errors import CommitUncertain, Fenced, NotDurable, SnapshotError, StoreUnavailable
+from engine.store import connect
+from engine.store.connect import REDIS_ERRORS
 from engine.store.keys import Keys
 from engine.store.outbox import partition_of
 from engine.store.slots import mget, queue_mget
@@ -117,27 +124,6 @@ return 1
 """
 
 
-def packed_by_hiredis(connection_class: type[Any]) -> type[Any]:
-    """``connection_class`` (TCP, TLS or Unix socket) with its commands packed by hiredis, in
-    C, as redis-py's synchronous client packs them; its asyncio client packs them in Python,
-    about a microsecond an argument, and a commit has a hundred (its host's largest cost)."""
-    if not HIREDIS_AVAILABLE:
-        return connection_class
-
-    def pack_command(self: Any, *args: Any) -> list[bytes]:
-        name = args[0]  # a command of two words ("SCRIPT LOAD") goes as two arguments
-        if " " in name if isinstance(name, str) else b" " in name:
-            args = (*name.split(), *args[1:])
-        try:
-            return [hiredis.pack_command(args)]
-        except TypeError as exc:  # as redis-py says it
-            raise DataError(str(exc)) from exc
-
-    return type(
-        f"Packed{connection_class.__name__}", (connection_class,), {"pack_command": pack_command}
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class Durability:
     """What a commit waits for before it counts as done, sent last in the commit's pipeline
@@ -168,9 +154,15 @@ class Durability:
 
     def send(self, pipe: Any) -> None:
         """Queue the waits (last in a pipeline)."""
-        pipe.execute_command("WAITAOF", 1, self.replicas, self.wait_ms)
+        for command in self.waits():
+            pipe.execute_command(*command)
+
+    def waits(self) -> list[tuple[Any, ...]]:
+        """The commands that wait, to send last on the connection that wrote."""
+        out: list[tuple[Any, ...]] = [("WAITAOF", 1, self.replicas, self.wait_ms)]
         if self.received:
-            pipe.execute_command("WAIT", self.received, self.wait_ms)
+            out.append(("WAIT", self.received, self.wait_ms))
+        return out
 
     @property
     def commands(self) -> int:
@@ -265,27 +257,40 @@ class Store:
         self._commit_sha: str | None = None  # EVALSHA: the commit script is sent once
         self.couriers = 1  # set by the host: whose doorbell a commit rings (``outbox.py``)
         self.durability: Durability | None = None  # set by the host: commits wait for it
+        self._refresh = False  # on a cluster: learn the slot map again before the next commit
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, timeout: float = 2.0, connections: int = 64) -> Store:
-        """A client whose callers wait (up to ``timeout``) for one of ``connections``
-        connections rather than fail when a crowd arrives at once."""
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=connections,
-            timeout=timeout,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            health_check_interval=0,
-            retry_on_timeout=False,
-            retry=Retry(NoBackoff(), 0),  # never resend: see the module's docstring
+    def from_url(
+        cls,
+        url: str,
+        prefix: str,
+        timeout: float = 2.0,
+        connections: int = 64,
+        cluster: bool = False,
+    ) -> Store:
+        """A store on one Redis, or with ``cluster`` on a Redis Cluster (``connect.py``)."""
+        client = connect.async_client(
+            url, cluster=cluster, timeout=timeout, connections=connections
         )
-        pool.connection_class = packed_by_hiredis(pool.connection_class)
-        return cls(aioredis.Redis(connection_pool=pool), Keys(prefix))
+        return cls(client, Keys(prefix))
+
+    @classmethod
+    def of(cls, settings: Any, timeout: float | None = None, connections: int = 64) -> Store:
+        """The store ``settings`` name (its URL, namespace, mode and timeout)."""
+        return cls.from_url(
+            settings.redis_url,
+            settings.namespace,
+            settings.redis_timeout if timeout is None else timeout,
+            connections,
+            cluster=settings.redis_cluster,
+        )
+
+    @property
+    def cluster(self) -> bool:
+        return connect.is_cluster(self.client)
 
     async def close(self) -> None:
-        await self.client.aclose()
-        await self.client.connection_pool.disconnect()
+        await connect.close(self.client)
 
     # ----- the host's side -----------------------------------------------------------------
 
@@ -313,7 +318,7 @@ class Store:
                 epoch, members, rules_raw, bans, platform_bans = await pipe.execute()
             ids = sorted(m.decode() for m in members)
             raws = await self.client.mget([keys.session(shard_id, i) for i in ids]) if ids else []
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"cannot load shard {shard_id}: {exc}") from exc
         policy = decode_rules(rules_raw) if rules_raw else Policy()
         legacy = legacy_bans(rules_raw) if rules_raw else None
@@ -354,7 +359,7 @@ class Store:
             await self.client.eval(
                 MIGRATE_SCRIPT, 1, self.keys.rules(hospital_id), old, encode_rules(policy)
             )
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"cannot migrate the rules of {hospital_id}: {exc}") from exc
 
     async def commit(self, writes: Sequence[ShardWrite]) -> list[BaseException | None]:
@@ -368,18 +373,18 @@ class Store:
         if self._commit_sha is None:
             try:
                 self._commit_sha = await self.client.script_load(COMMIT_SCRIPT)
-            except RedisError as exc:  # nothing of the commit was sent
+            except REDIS_ERRORS as exc:  # nothing of the commit was sent
                 return [StoreUnavailable(f"commit script not loaded: {exc}") for _ in writes]
         try:
             results = await self._send_commit(writes, self._commit_sha)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             return [round_trip_failure(exc)] * len(writes)
         again = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
         if again:  # Redis lost its scripts (a restart, SCRIPT FLUSH): those never ran, so
             try:  # they go again, once, after loading it
                 self._commit_sha = await self.client.script_load(COMMIT_SCRIPT)
                 retried = await self._send_commit([writes[i] for i in again], self._commit_sha)
-            except RedisError as exc:
+            except REDIS_ERRORS as exc:
                 retried = [round_trip_failure(exc)] * len(again)
             for i, result in zip(again, retried, strict=True):
                 results[i] = result
@@ -420,38 +425,47 @@ class Store:
             out.append(("SADD", keys.shards, w.shard_id))
         return out
 
+    def _script(self, w: ShardWrite, sha: str) -> tuple[tuple[Any, ...], bool]:
+        """A write's ``EVALSHA`` and whether it writes an outbox entry."""
+        keys = self.keys
+        snap_keys = [keys.session(w.shard_id, s.id) for s in w.sessions]
+        payloads = [encode_session(s) for s in w.sessions]
+        message = stock_message(w.stock) if w.stock else b""
+        events = msgpack.packb(list(w.events), use_bin_type=True) if w.events else b""
+        follow_up = follow_up_payload(w)
+        command = (
+            "EVALSHA",
+            sha,
+            4 + len(snap_keys),
+            keys.epoch(w.shard_id),
+            keys.sessions(w.shard_id),
+            keys.shard_outbox(w.shard_id),
+            keys.commit_seq(w.shard_id),
+            *snap_keys,
+            w.epoch,
+            keys.stock_channel,
+            message,
+            events,
+            len(payloads),
+            w.token,
+            f"{w.shard_id}/{w.token}" if w.token else "",  # the entry's name
+            follow_up,
+            *payloads,
+            *w.new_session_ids,
+        )
+        return command, bool(events or follow_up)
+
     async def _send_commit(self, writes: Sequence[ShardWrite], sha: str) -> list[Any]:
         """One round trip: each write's script and its follow-ups (``follow_ups``); each
-        script's result."""
-        keys = self.keys
+        script's result. On a cluster, one round trip per master (``_send_commit_nodes``)."""
+        if self.cluster:
+            return await self._send_commit_nodes(writes, sha)
         extras: list[int] = []  # commands after each write's script
         async with self.client.pipeline(transaction=False) as pipe:
             for w in writes:
-                snap_keys = [keys.session(w.shard_id, s.id) for s in w.sessions]
-                payloads = [encode_session(s) for s in w.sessions]
-                message = stock_message(w.stock) if w.stock else b""
-                events = msgpack.packb(list(w.events), use_bin_type=True) if w.events else b""
-                follow_up = follow_up_payload(w)
-                pipe.evalsha(
-                    sha,
-                    4 + len(snap_keys),
-                    keys.epoch(w.shard_id),
-                    keys.sessions(w.shard_id),
-                    keys.shard_outbox(w.shard_id),
-                    keys.commit_seq(w.shard_id),
-                    *snap_keys,
-                    w.epoch,
-                    keys.stock_channel,
-                    message,
-                    events,
-                    len(payloads),
-                    w.token,
-                    f"{w.shard_id}/{w.token}" if w.token else "",  # the entry's name
-                    follow_up,
-                    *payloads,
-                    *w.new_session_ids,
-                )
-                follow = self.follow_ups(w, bool(events or follow_up))
+                script, entry = self._script(w, sha)
+                pipe.execute_command(*script)
+                follow = self.follow_ups(w, entry)
                 for command in follow:
                     pipe.execute_command(*command)
                 extras.append(len(follow))
@@ -468,48 +482,177 @@ class Store:
             out = [r if isinstance(r, BaseException) else NotDurable(why) for r in out]
         return out
 
+    async def _send_commit_nodes(self, writes: Sequence[ShardWrite], sha: str) -> list[Any]:
+        """A group commit on a Redis Cluster: the scripts go as one pipeline per master, each
+        ending in the waits of ``durability`` (they wait for that connection's writes), all
+        masters at once; then the follow-ups, likewise. A script answered ``MOVED``, ``ASK``
+        or ``TRYAGAIN`` did not run: it goes again to the node named (after ``ASKING`` for
+        an ``ASK``), up to four rounds, as the slot map the client keeps is brought up to
+        date. A master whose round trip failed fails its writes alone (``CommitUncertain``,
+        or ``StoreUnavailable`` if it was never reached)."""
+        client: aioredis.RedisCluster = self.client
+        if self._refresh:  # a node was lost last time: learn the slots again
+            self._refresh = False
+            await client.nodes_manager.initialize()
+        d = self.durability
+        waits = d.waits() if d is not None else []
+        results: list[Any] = [None] * len(writes)
+        scripts = [self._script(w, sha) for w in writes]
+        pending, asking = list(range(len(writes))), {}
+        for _ in range(4):
+            plans: dict[str, tuple[Any, list[Any]]] = {}
+            marks: dict[str, list[int | None]] = {}
+            for i in pending:
+                w = writes[i]
+                node = asking.get(i) or connect.node_of(client, self.keys.epoch(w.shard_id))
+                commands = plans.setdefault(node.name, (node, []))[1]
+                mark = marks.setdefault(node.name, [])
+                if i in asking:
+                    commands.append(("ASKING",))
+                    mark.append(None)
+                commands.append(scripts[i][0])
+                mark.append(i)
+            for node, commands in plans.values():
+                commands.extend(waits)
+                marks[node.name].extend([None] * len(waits))
+            replies = await connect.on_nodes(plans)
+            pending, asking, pause = [], {}, False
+            for name, reply in replies.items():
+                if isinstance(reply, BaseException):
+                    self._refresh = True
+                    failure = (
+                        round_trip_failure(reply)
+                        if isinstance(reply, REDIS_ERRORS)
+                        else CommitUncertain(f"commit failed: {type(reply).__name__}: {reply}")
+                    )
+                    for i in marks[name]:
+                        if i is not None:
+                            results[i] = failure
+                    continue
+                met = d is None or d.met(reply[len(reply) - len(waits) :])
+                for i, result in zip(marks[name], reply, strict=False):
+                    if i is None:
+                        continue
+                    if isinstance(result, MovedError):
+                        await client.nodes_manager.move_slot(result)
+                        pending.append(i)
+                    elif isinstance(result, AskError):
+                        target = client.get_node(host=result.host, port=result.port)
+                        if target is None:
+                            await client.nodes_manager.initialize()
+                            target = client.get_node(host=result.host, port=result.port)
+                        asking[i] = target
+                        pending.append(i)
+                    elif isinstance(result, TryAgainError):
+                        pending.append(i)
+                        pause = True
+                    elif isinstance(result, ClusterDownError):
+                        self._refresh = True
+                        results[i] = StoreUnavailable(f"commit refused: {result}")
+                    elif isinstance(result, BaseException) or met:
+                        results[i] = result
+                    else:
+                        why = f"not confirmed durable within {d.wait_ms} ms: {reply[-1]!r}"
+                        results[i] = NotDurable(why)
+            if not pending:
+                break
+            if pause:
+                await asyncio.sleep(0.05)
+        for i in pending:
+            results[i] = StoreUnavailable(f"{writes[i].shard_id}: its slot kept moving")
+        follow = zip(writes, scripts, strict=True)
+        await self._send_follow_ups([c for w, (_, e) in follow for c in self.follow_ups(w, e)])
+        return results
+
+    async def _send_follow_ups(self, commands: Sequence[tuple[Any, ...]]) -> None:
+        """The follow-ups of a commit on a cluster, one pipeline per master; a lost one is
+        made good by the courier, which applies the outbox entry's copy."""
+        client: aioredis.RedisCluster = self.client
+        plans: dict[str, tuple[Any, list[Any]]] = {}
+        for command in commands:
+            node = connect.node_of(client, command[1])
+            plans.setdefault(node.name, (node, []))[1].append(command)
+        if plans:
+            for name, reply in (await connect.on_nodes(plans)).items():
+                if isinstance(reply, BaseException):
+                    log.warning("follow-ups to %s lost (the courier applies them): %s", name, reply)
+
     async def confirm(self, probe: str) -> bool:
         """Whether everything this client's earlier commits wrote is as durable as
         ``durability`` asks: a write of ``probe`` (a key of the caller's own), then
-        ``WAITAOF`` — a later write confirmed confirms every earlier one."""
+        ``WAITAOF`` — a later write confirmed confirms every earlier one. On a cluster, on
+        every master (a probe key in one of its slots)."""
         if self.durability is None:
             return True
         try:
-            return self.durability.met(await self._write_and_wait(probe, self.durability))
-        except RedisError:
+            waits = await self._write_and_wait(probe, self.durability)
+        except REDIS_ERRORS:
             return False
+        return all(self.durability.met(w) for w in waits.values())
 
-    async def _write_and_wait(self, probe: str, d: Durability) -> list[Any]:
-        """A write of ``probe`` and the waits of ``d`` after it: their replies."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.incr(probe)
-            d.send(pipe)
-            _, *waits = await pipe.execute(raise_on_error=False)
-        return waits
+    async def _write_and_wait(self, probe: str, d: Durability) -> dict[str, list[Any]]:
+        """A write of ``probe`` and the waits of ``d`` after it, on every master: by master,
+        the waits' replies."""
+        if not self.cluster:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.incr(probe)
+                d.send(pipe)
+                _, *waits = await pipe.execute(raise_on_error=False)
+            return {"master": waits}
+        plans = {
+            node.name: (node, [("INCR", connect.probe_key(self.client, node, probe)), *d.waits()])
+            for node in await connect.masters(self.client)
+        }
+        out = {}
+        for name, reply in (await connect.on_nodes(plans)).items():
+            if isinstance(reply, BaseException):
+                raise reply if isinstance(reply, REDIS_ERRORS) else StoreUnavailable(str(reply))
+            out[name] = reply[1:]
+        return out
+
+    async def _replicas(self) -> dict[str, int]:
+        """By master, its connected replicas."""
+        if not self.cluster:
+            info = await self.client.info("replication")
+            return {"master": int(info.get("connected_slaves", 0))}
+        plans = {
+            node.name: (node, [("INFO", "replication")])
+            for node in await connect.masters(self.client)
+        }
+        out = {}
+        for name, reply in (await connect.on_nodes(plans)).items():
+            if isinstance(reply, BaseException):
+                raise reply if isinstance(reply, REDIS_ERRORS) else StoreUnavailable(str(reply))
+            out[name] = int(reply[0].get("connected_slaves", 0))
+        return out
 
     async def durability_problem(self, level: str) -> str | None:
         """Why commits could never be confirmed at ``level`` (None: they can): the AOF off,
-        ``WAITAOF`` unknown (Redis < 7.2), or for the replica levels no replica connected."""
+        ``WAITAOF`` unknown (Redis < 7.2), or for the replica levels no replica connected —
+        on a cluster, on any master."""
         d = Durability.of(level, 3000)
         needed = max(d.replicas, d.received)
         try:
-            info = await self.client.info("replication")
-            connected = int(info.get("connected_slaves", 0))
-            if connected < needed:
-                return (
-                    f"SLOTENGINE_DURABILITY={level} needs a replica connected to the master "
-                    f"(it has {connected}); give Redis one, or use local"
-                )
-            waits = await self._write_and_wait(f"{self.keys.prefix}:durability:check", d)
-        except RedisError as exc:
+            for name, connected in (await self._replicas()).items():
+                if connected < needed:
+                    return (
+                        f"SLOTENGINE_DURABILITY={level} needs a replica connected to the "
+                        f"master ({name} has {connected}); give Redis one, or use local"
+                    )
+            by_master = await self._write_and_wait(f"{self.keys.prefix}:durability:check", d)
+        except REDIS_ERRORS as exc:
             return f"cannot check the durability on Redis: {exc}"
-        if isinstance(waits[0], BaseException):
-            return (
-                f"SLOTENGINE_DURABILITY={level}: Redis refuses WAITAOF ({waits[0]}); it needs "
-                "Redis 7.2 or Valkey, with appendonly yes"
-            )
-        if not d.met(waits):
-            return f"SLOTENGINE_DURABILITY={level}: Redis did not confirm a write in 3 s {waits}"
+        for name, waits in by_master.items():
+            if isinstance(waits[0], BaseException):
+                return (
+                    f"SLOTENGINE_DURABILITY={level}: Redis refuses WAITAOF ({waits[0]}); it "
+                    "needs Redis 7.2 or Valkey, with appendonly yes"
+                )
+            if not d.met(waits):
+                return (
+                    f"SLOTENGINE_DURABILITY={level}: Redis ({name}) did not confirm a write "
+                    f"in 3 s {waits}"
+                )
         return None
 
     async def _execute(self, pipe: Any) -> list[Any]:
@@ -525,7 +668,7 @@ class Store:
             epoch, stored = await self.client.eval(
                 SETTLE_SCRIPT, 2, self.keys.epoch(shard_id), self.keys.commit_seq(shard_id)
             )
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"cannot settle {shard_id}: {exc}") from exc
         return int(epoch), stored is not None and stored.decode() == token
 
@@ -534,7 +677,7 @@ class Store:
     async def shard_of(self, session_id: str) -> str | None:
         try:
             raw = await self.client.hget(self.keys.catalog, session_id)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"catalog unreachable: {exc}") from exc
         return None if raw is None else raw.decode()
 
@@ -545,14 +688,14 @@ class Store:
             return None
         try:
             raw = await self.client.get(self.keys.session(shard_id, session_id))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"snapshot unreachable: {exc}") from exc
         return None if raw is None else decode_session(raw, self.keys.session(shard_id, session_id))
 
     async def placement(self) -> dict[str, int]:
         try:
             raw = await self.client.hgetall(self.keys.placement)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"placement unreachable: {exc}") from exc
         return {k.decode(): int(v) for k, v in raw.items()}
 
@@ -562,7 +705,7 @@ class Store:
             return {}
         try:
             raw = await self.client.hmget(self.keys.placement, list(shard_ids))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"placement unreachable: {exc}") from exc
         return {s: int(v) for s, v in zip(shard_ids, raw, strict=True) if v is not None}
 
@@ -580,7 +723,7 @@ class Store:
                 pipe.smembers(self.keys.draining)
                 pipe.get(self.keys.pool_size)
                 *parts, draining, size = await pipe.execute()
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"leases unreachable: {exc}") from exc
         raw = leases(parts)
         drained = {d.decode() for d in draining}
@@ -594,14 +737,14 @@ class Store:
         """The hosts a pool that follows the nodes has numbered (0: a fixed pool)."""
         try:
             return int(await self.client.get(self.keys.pool_size) or 0)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"pool size unreachable: {exc}") from exc
 
     async def draining(self) -> set[str]:
         """The node ids being drained (``ops drain``): no host on them is placed shards."""
         try:
             return {d.decode() for d in await self.client.smembers(self.keys.draining)}
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"draining nodes unreachable: {exc}") from exc
 
     async def drain(self, node_id: str, on: bool = True) -> int:
@@ -614,7 +757,7 @@ class Store:
                     pipe.srem(self.keys.draining, node_id)
                 pipe.incr(self.keys.placement_version)
                 *_, version = await pipe.execute()
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"draining not written: {exc}") from exc
         return int(version)
 
@@ -626,7 +769,7 @@ class Store:
                     pipe.get(self.keys.lease(i))
                     pipe.pttl(self.keys.lease(i))
                 raw = await pipe.execute()
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"leases unreachable: {exc}") from exc
         out = {}
         for i in range(hosts):
@@ -647,7 +790,7 @@ class Store:
                     pipe.hset(self.keys.placement, shard_id, host_index)
                 pipe.incr(self.keys.placement_version)
                 *_, version = await pipe.execute()
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"placement not written: {exc}") from exc
         return int(version)
 
@@ -657,7 +800,7 @@ class Store:
         try:
             await self.client.hsetnx(key, session_id, shard_id)
             return (await self.client.hget(key, session_id)).decode()
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"catalog unreachable: {exc}") from exc
 
     async def read_rules(self, scope: str) -> tuple[Policy | None, dict[int, float]]:
@@ -667,7 +810,7 @@ class Store:
                 pipe.get(self.keys.rules(scope))
                 pipe.hgetall(self.keys.bans(scope))
                 raw, bans = await pipe.execute()
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"rules unreachable: {exc}") from exc
         if scope == PLATFORM:
             return None, _bans(bans)
@@ -676,7 +819,7 @@ class Store:
     async def ban_versions(self, scopes: list[str]) -> list[bytes | None]:
         try:
             return await mget(self.client, [self.keys.bans_version(s) for s in scopes])
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"bans unreachable: {exc}") from exc
 
     async def policy(self, hospital_id: str) -> Policy:
@@ -685,7 +828,7 @@ class Store:
     async def write_policy(self, hospital_id: str, policy: Policy) -> None:
         try:
             await self.client.set(self.keys.rules(hospital_id), encode_rules(policy))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"policy not written: {exc}") from exc
 
     async def set_ban(self, scope: str, patient_id: int, until: float | None) -> None:
@@ -698,7 +841,7 @@ class Store:
                     pipe.hset(self.keys.bans(scope), str(patient_id), repr(until))
                 pipe.incr(self.keys.bans_version(scope))
                 await pipe.execute()
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"ban not written: {exc}") from exc
 
     async def extend_ban(self, scope: str, patient_id: int, until: float) -> bool:
@@ -720,13 +863,13 @@ class Store:
                         repr(until),
                     )
                 return [bool(x) for x in await pipe.execute()]
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"bans not written: {exc}") from exc
 
     async def shard_ids(self) -> list[str]:
         try:
             return sorted(m.decode() for m in await self.client.smembers(self.keys.shards))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"shard list unreachable: {exc}") from exc
 
     async def read_shard_sessions(self, shard_id: str) -> list[DoctorSession]:

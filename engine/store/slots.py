@@ -27,7 +27,8 @@ def queue_mget(pipe: Any, keys: Sequence[str | bytes]) -> Callable[[list], list]
     turns the pipeline's first replies (one per ``MGET``) into each key's value, in order."""
     groups = list(by_slot(keys).values())
     for positions in groups:
-        pipe.mget([keys[i] for i in positions])
+        pipe.execute_command("MGET", *[keys[i] for i in positions])  # (a cluster pipeline
+        # refuses its mget method, not the command)
 
     def values(replies: list) -> list[bytes | None]:
         out: list[bytes | None] = [None] * len(keys)

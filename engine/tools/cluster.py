@@ -167,7 +167,7 @@ async def shard_load(settings: Settings, seconds: float) -> dict[str, tuple[int,
     size = settings.hosts
     if settings.follows_nodes:
         assert settings.redis_url is not None
-        store = Store.from_url(settings.redis_url, settings.namespace, settings.redis_timeout)
+        store = Store.of(settings)
         try:
             size = await store.pool_size()
         finally:
