@@ -189,11 +189,44 @@ def settings_for(tmp_path):
 
 
 @pytest.fixture
-def runtime(ray_local, redis_server, redis_client, settings_for):
-    """A fresh host pool (its own namespace) on the shared Ray and Redis."""
-    rt = Runtime.start(settings_for(redis_server.url))
+def runtime(ray_local, redis_server, redis_client, settings_for, store_kind, request):
+    """A fresh host pool (its own namespace) on the shared Ray and Redis — or, for a test
+    marked ``on_cluster`` in its ``cluster`` run, on the session's Redis Cluster."""
+    if store_kind == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        rt = Runtime.start(settings_for(cluster.url, redis_cluster=True))
+    else:
+        rt = Runtime.start(settings_for(redis_server.url))
     yield rt
     rt.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A local Redis Cluster, 3 masters and 3 replicas (``engine/store/local_cluster.py``),
+    started once for the tests that run on one."""
+    from engine.store.local_cluster import LocalCluster
+
+    with LocalCluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def store_kind(request) -> str:
+    """``redis`` (one embedded Redis) or ``cluster``: tests marked ``on_cluster`` run on
+    both (``pytest_generate_tests``), every other test on one Redis."""
+    return getattr(request, "param", "redis")
+
+
+def pytest_generate_tests(metafunc):
+    if "store_kind" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "on_cluster"
+    ):
+        metafunc.parametrize(
+            "store_kind",
+            ["redis", pytest.param("cluster", marks=pytest.mark.cluster)],
+            indirect=True,
+        )
 
 
 @pytest.fixture

@@ -115,7 +115,8 @@ class NoticeBoard:
         ]
         async with self.client.pipeline(transaction=False) as pipe:
             for patient, chunk in chunks:
-                pipe.evalsha(
+                pipe.execute_command(  # (a cluster pipeline refuses the evalsha method)
+                    "EVALSHA",
                     sha,
                     1 + len(chunk),
                     keys.patient_notices(patient),

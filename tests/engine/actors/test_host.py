@@ -92,6 +92,7 @@ def check_against_truth(answers: list[Answer], report: AuditReport) -> None:
     assert all(len(ids) == 1 for ids in by_request.values()), "one request, two bookings"
 
 
+@pytest.mark.on_cluster
 @pytest.mark.timeout(600)
 async def test_flash_crowd_from_concurrent_drivers(runtime):
     specs = catalog(hospitals=5, sessions_per_hospital=10, capacity=30)
@@ -123,6 +124,7 @@ async def test_flash_crowd_from_concurrent_drivers(runtime):
     await engine.close()
 
 
+@pytest.mark.on_cluster
 @pytest.mark.timeout(600)
 async def test_host_killed_mid_crowd_loses_nothing_acknowledged(runtime):
     specs = catalog(hospitals=5, sessions_per_hospital=10, capacity=30)

@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 from zoneinfo import ZoneInfo
 
+import pytest
 import ray
 
 from engine.client import Engine
@@ -38,6 +39,8 @@ from engine.outcomes import (
 from engine.store.notices import patient_notices
 from engine.tools.audit import audit
 from tests import helpers
+
+pytestmark = pytest.mark.on_cluster  # each test also runs on a Redis Cluster
 
 ZONE = ZoneInfo("Asia/Shanghai")
 HOUR, DAY = 3600.0, 86400.0

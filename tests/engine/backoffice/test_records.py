@@ -39,9 +39,16 @@ from tests import helpers
 DAY = 86400.0
 
 
+pytestmark = pytest.mark.on_cluster
+
+
 @pytest.fixture
-async def store(redis_server, redis_client):
-    s = Store.from_url(redis_server.url, "rb")
+async def store(redis_server, redis_client, store_kind, request):
+    if store_kind == "cluster":
+        s = Store.from_url(request.getfixturevalue("redis_cluster").url, "rb", cluster=True)
+        await s.client.flushdb()  # on every master
+    else:
+        s = Store.from_url(redis_server.url, "rb")
     yield s
     await s.close()
 
