@@ -201,6 +201,14 @@ def runtime(ray_local, redis_server, redis_client, settings_for, store_kind, req
     rt.stop()
 
 
+@pytest.fixture
+def store_url(redis_server, store_kind, request) -> dict:
+    """The store a test's pool runs on, as settings: ``redis_url`` and ``redis_cluster``."""
+    if store_kind == "cluster":
+        return {"redis_url": request.getfixturevalue("redis_cluster").url, "redis_cluster": True}
+    return {"redis_url": redis_server.url, "redis_cluster": False}
+
+
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory):
     """A local Redis Cluster, 3 masters and 3 replicas (``engine/store/local_cluster.py``),
@@ -214,8 +222,9 @@ def redis_cluster(tmp_path_factory):
 @pytest.fixture
 def store_kind(request) -> str:
     """``redis`` (one embedded Redis) or ``cluster``: tests marked ``on_cluster`` run on
-    both (``pytest_generate_tests``), every other test on one Redis."""
-    return getattr(request, "param", "redis")
+    both (``pytest_generate_tests``), every other test on one Redis — or, with
+    ``SLOTENGINE_TEST_STORE=cluster``, every test built on ``runtime`` on the cluster."""
+    return getattr(request, "param", os.environ.get("SLOTENGINE_TEST_STORE", "redis"))
 
 
 def pytest_generate_tests(metafunc):

@@ -70,7 +70,11 @@ async def release(
     )
     outcome = await s.engine.create_session(spec)
     if isinstance(outcome, Created):
-        await s.catalog.add_session(session_document(spec, first_slot_at))
+        doc = session_document(spec, first_slot_at)
+        await s.catalog.add_session(doc)
+        # this worker lists it at once; the others learn it from the catalog's channel (on a
+        # Redis Cluster a message crosses the cluster bus first: a few milliseconds later)
+        s.availability.add(doc)
     return session_id, outcome
 
 

@@ -280,6 +280,7 @@ class Host:
                 "channel_connections": self._channel.connections if self._channel else 0,
                 "lease_renewals": self._lease.renewals if self._lease else 0,
                 "lease_failures": self._lease.failures if self._lease else 0,
+                "redirected": self._store.redirected,  # commits sent again (MOVED / ASK)
                 **self.counters,
             }
 

@@ -84,15 +84,39 @@ def packed_by_hiredis(connection_class: type[Any]) -> type[Any]:
 
 
 class _Cluster(aioredis.RedisCluster):
-    """redis-py's cluster client, which learns the slots before a first command is even
-    routed: commands sent at once to a client not yet initialized are routed before it knows
-    the nodes, and the connection errors that follow (hidden by its retries, which we turn
-    off) make it start over, closing the connections of the others."""
+    """redis-py's cluster client, with two fixes for a crowd:
+
+    - it learns the slots before a first command is even routed: commands sent at once to a
+      client not yet initialized are routed before it knows the nodes, and the connection
+      errors that follow (hidden by its retries, which we turn off) make it start over,
+      closing the connections of the others;
+    - callers wait for a connection, as the single-node client's ``BlockingConnectionPool``
+      has them do, instead of failing with ``MaxConnectionsError`` once ``max_connections``
+      commands are in flight on one node: at most that many commands and pipelines run at
+      once (each takes at most one connection of a node)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._gate = asyncio.Semaphore(kwargs.get("max_connections", 100))
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        if self._initialize:
-            await self.initialize()
-        return await super().execute_command(*args, **kwargs)
+        async with self._gate:
+            if self._initialize:
+                await self.initialize()
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        execute, gate = pipe.execute, self._gate
+
+        async def gated(*args: Any, **kwargs: Any) -> Any:
+            async with gate:
+                if self._initialize:
+                    await self.initialize()
+                return await execute(*args, **kwargs)
+
+        pipe.execute = gated
+        return pipe
 
 
 def sync_client(url: str, *, cluster: bool = False, timeout: float = 2.0) -> SyncClient:

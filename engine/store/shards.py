@@ -258,6 +258,7 @@ class Store:
         self.couriers = 1  # set by the host: whose doorbell a commit rings (``outbox.py``)
         self.durability: Durability | None = None  # set by the host: commits wait for it
         self._refresh = False  # on a cluster: learn the slot map again before the next commit
+        self.redirected = 0  # on a cluster: scripts answered MOVED or ASK, sent again
 
     @classmethod
     def from_url(
@@ -492,8 +493,11 @@ class Store:
         or ``StoreUnavailable`` if it was never reached)."""
         client: aioredis.RedisCluster = self.client
         if self._refresh:  # a node was lost last time: learn the slots again
+            try:
+                await client.nodes_manager.initialize()
+            except REDIS_ERRORS as exc:  # nothing was sent
+                return [StoreUnavailable(f"cluster slots unknown: {exc}") for _ in writes]
             self._refresh = False
-            await client.nodes_manager.initialize()
         d = self.durability
         waits = d.waits() if d is not None else []
         results: list[Any] = [None] * len(writes)
@@ -536,6 +540,7 @@ class Store:
                     if isinstance(result, MovedError):
                         await client.nodes_manager.move_slot(result)
                         pending.append(i)
+                        self.redirected += 1
                     elif isinstance(result, AskError):
                         target = client.get_node(host=result.host, port=result.port)
                         if target is None:
@@ -543,6 +548,7 @@ class Store:
                             target = client.get_node(host=result.host, port=result.port)
                         asking[i] = target
                         pending.append(i)
+                        self.redirected += 1
                     elif isinstance(result, TryAgainError):
                         pending.append(i)
                         pause = True

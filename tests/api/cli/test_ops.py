@@ -21,6 +21,7 @@ def env_of(runtime) -> dict[str, str]:
         "SLOTENGINE_REDIS_URL": s.redis_url,
         "SLOTENGINE_NAMESPACE": s.namespace,
         "SLOTENGINE_HOSTS": str(s.hosts),
+        "SLOTENGINE_REDIS_CLUSTER": "1" if s.redis_cluster else "",
     }
 
 

@@ -32,6 +32,7 @@ def workers(runtime, tmp_path):
     env = {
         **os.environ,
         "SLOTENGINE_REDIS_URL": runtime.settings.redis_url,
+        "SLOTENGINE_REDIS_CLUSTER": "1" if runtime.settings.redis_cluster else "",
         "SLOTENGINE_RAY_ADDRESS": ray.get_runtime_context().gcs_address,
         "SLOTENGINE_ADMIN_TOKEN": ADMIN,
         "SLOTENGINE_NAMESPACE": runtime.settings.namespace,

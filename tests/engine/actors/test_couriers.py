@@ -37,11 +37,12 @@ def spec(hospital: str) -> SessionSpec:
     )
 
 
+@pytest.mark.on_cluster
 @pytest.mark.timeout(300)
 async def test_a_courier_killed_mid_drain_is_restarted_and_every_refund_is_paid_once(
-    ray_local, redis_server, redis_client, settings_for
+    ray_local, redis_client, store_url, settings_for
 ):
-    settings = settings_for(redis_server.url, hosts=1, couriers=2, tick_seconds=30.0)
+    settings = settings_for(**store_url, hosts=1, couriers=2, tick_seconds=30.0)
     specs = [spec(h) for h in HOSPITALS]
     assert {partition_of(s.shard_id, 2) for s in specs} == {0, 1}, "shards for both couriers"
     rt = await asyncio.to_thread(Runtime.start, settings)
