@@ -22,9 +22,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, PipelineCommand
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
-from redis.maint_notifications import MaintNotificationsConfig
 from redis.crc import key_slot
 from redis.exceptions import DataError, RedisClusterException, RedisError
+from redis.maint_notifications import MaintNotificationsConfig
 from redis.retry import Retry
 from redis.utils import HIREDIS_AVAILABLE
 
