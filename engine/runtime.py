@@ -29,6 +29,7 @@ from engine.errors import DurabilityError
 from engine.settings import Settings
 from engine.store.embedded import EmbeddedRedis, private_dir
 from engine.store.layout import run_steps
+from engine.store.local_cluster import LocalCluster
 from engine.store.shards import Store
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ class Runtime:
         self,
         settings: Settings,
         hosts: list[ActorHandle | None],
-        redis: EmbeddedRedis | None,
+        redis: EmbeddedRedis | LocalCluster | None,
         owns_ray: bool,
         follower: PoolFollower | None = None,
     ) -> None:
@@ -105,12 +106,17 @@ class Runtime:
 
     @classmethod
     def start(cls, settings: Settings) -> Runtime:
-        redis = None
+        redis: EmbeddedRedis | LocalCluster | None = None
         if settings.redis_url is None:
             private_dir(settings.data_dir)  # it will hold the Redis data and its password
-            redis = EmbeddedRedis(
-                settings.data_dir / "redis", appendfsync=settings.redis_appendfsync
-            ).start()
+            if settings.redis_cluster:  # 3 masters and 3 replicas of this machine's own
+                redis = LocalCluster(
+                    settings.data_dir / "redis-cluster", appendfsync=settings.redis_appendfsync
+                ).start()
+            else:
+                redis = EmbeddedRedis(
+                    settings.data_dir / "redis", appendfsync=settings.redis_appendfsync
+                ).start()
             settings = settings.model_copy(update={"redis_url": redis.url})
             log.info("embedded Redis at %s (data in %s)", redis.url, redis.data_dir)
         follower = None

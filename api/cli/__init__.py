@@ -19,7 +19,7 @@ from collections import Counter
 
 import click
 
-from api.cli.joining import URL_FILE, platform_redis_url, pool_env, pool_words
+from api.cli.joining import platform_redis_url, pool_env, pool_words, url_file_of
 from api.cli.ops import ops
 from api.cli.redis_cluster import redis_cluster
 from engine.outcomes import Booked
@@ -215,7 +215,7 @@ def up(host: str, port: int, workers: int, demo: bool, his: bool) -> None:
         url = rt.settings.redis_url
         assert url is not None
         if rt.redis is not None:  # for seed/loadtest/audit; it holds the password: owner only
-            private_file(rt.redis.data_dir / URL_FILE, url)
+            private_file(url_file_of(rt.settings), url)
         os.environ.update(
             {
                 "SLOTENGINE_REDIS_URL": url,
@@ -236,8 +236,9 @@ def up(host: str, port: int, workers: int, demo: bool, his: bool) -> None:
         patient_token = asyncio.run(_prepare(rt, demo, his_url))
         base = f"http://{host}:{port}"
         click.echo(f"slotengine is up at {base}  (docs: {base}/docs)")
-        where = f" (full URL in {rt.redis.data_dir / URL_FILE})" if rt.redis is not None else ""
-        click.echo(f"  Redis:       {masked_url(url)}{where}")
+        where = f" (full URL in {url_file_of(rt.settings)})" if rt.redis is not None else ""
+        kind = "Redis Cluster:" if rt.settings.redis_cluster else "Redis:       "
+        click.echo(f"  {kind} {masked_url(url)}{where}")
         if generated:  # one the operator chose is not echoed to logs
             click.echo(f"  admin token: {admin_token}  (generated)")
         if patient_token:

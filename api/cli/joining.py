@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from engine.settings import Settings
 
+CLUSTER_URL_FILE = "cluster-url"  # as ``slotengine redis-cluster up`` writes it
 URL_FILE = "redis.url"  # in the embedded Redis's data folder: written by ``slotengine up``
+
+
+def url_file_of(settings: Settings) -> Path:
+    """Where ``slotengine up`` keeps the URL of the Redis it started (owner only): in the
+    embedded Redis's folder, or the local cluster's (``SLOTENGINE_REDIS_CLUSTER``)."""
+    if settings.redis_cluster:
+        return settings.data_dir / "redis-cluster" / CLUSTER_URL_FILE
+    return settings.data_dir / "redis" / URL_FILE
 
 
 def platform_redis_url(settings: Settings) -> str:
     """The platform's Redis: SLOTENGINE_REDIS_URL, else the one ``slotengine up`` started."""
     url = settings.redis_url
-    url_file = settings.data_dir / "redis" / URL_FILE
+    url_file = url_file_of(settings)
     if url is None and url_file.exists():
         url = url_file.read_text().strip()
     if url is None:

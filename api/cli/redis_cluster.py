@@ -9,11 +9,10 @@ from pathlib import Path
 
 import click
 
+from api.cli.joining import CLUSTER_URL_FILE as URL_FILE
 from engine.settings import Settings
 from engine.store.embedded import masked_url, private_file
 from engine.store.local_cluster import LocalCluster
-
-URL_FILE = "cluster-url"
 
 
 @click.group(name="redis-cluster")
