@@ -133,7 +133,8 @@ class CourierWork:
             ),
             0,
         )
-        self.records = RecordBook(self.store.client, self.keys)
+        # the records of its part of the hospitals (``partition_of`` the hospital)
+        self.records = RecordBook(self.store.client, self.keys, partition, settings.couriers)
         self.deliveries = Deliveries(self.store.client, self.keys)
         self.dead_letters = DeadLetters(self.store.client, self.keys)
         self.outbox = Outbox(self.store.client, self.keys, partition, settings.couriers)
@@ -151,8 +152,9 @@ class CourierWork:
             await self.carry()
         except Exception as exc:
             outbox_failure = exc
-        # after the outbox (its voids settle most); courier 0's alone
-        for part in (self.reconcile, self.index) if self.partition == 0 else ():
+        # after the outbox (its voids settle most); the payments courier 0's alone, the
+        # records each courier's own hospitals'
+        for part in (self.reconcile, self.index) if self.partition == 0 else (self.index,):
             try:
                 await part()
             except Exception as exc:
@@ -352,6 +354,8 @@ class CourierWork:
         changed = 0
         if not self._tallied:  # once: records from before the tallies get theirs
             await self.records.ensure_tallies()
+            if self.partition == 0:  # sessions left to indexers there are no more
+                await self.records.rehome()
             self._tallied = True
         for _ in range(INDEX_ROUNDS):
             now = self.clock.now()
@@ -360,7 +364,7 @@ class CourierWork:
             )
             changed += len(changes)
             self.counters["records"] += len(changes)
-            if not await self.store.client.scard(self.keys.changed_sessions):
+            if not await self.store.client.scard(self.records.changed):
                 break
         return changed
 
@@ -478,7 +482,8 @@ class CourierWork:
                 for patient, booking_id in bookings:
                     pipe.sadd(keys.patient_bookings(patient), booking_id)
                 if sessions:
-                    pipe.sadd(keys.changed_sessions, *[keys.session(shard_id, s) for s in sessions])
+                    changed = keys.changed_sessions_of(self.records.indexer_of(shard_id))
+                    pipe.sadd(changed, *[keys.session(shard_id, s) for s in sessions])
                 for session_id in new_sessions:
                     pipe.hsetnx(keys.catalog, session_id, shard_id)
                 if new_sessions:

@@ -50,6 +50,7 @@ from engine.core.snapshot import decode_session
 from engine.errors import SnapshotError, StoreUnavailable
 from engine.store.connect import REDIS_ERRORS
 from engine.store.keys import Keys
+from engine.store.outbox import partition_of
 from engine.store.slots import mget
 
 # KEYS: changed set, claimed set. ARGV: how many. Moves up to that many snapshot keys from
@@ -236,9 +237,41 @@ def transactions(made: list[Any]) -> list[list[Any]]:
 
 
 class RecordBook:
-    def __init__(self, client: Any, keys: Keys) -> None:
+    """The records read model. With several couriers each indexes its part of the hospitals
+    (``partition``: ``partition_of(hospital, partitions)``, as commits mark their sessions
+    changed in that part's set), so no two indexers ever write one hospital's records."""
+
+    def __init__(self, client: Any, keys: Keys, partition: int = 0, partitions: int = 1) -> None:
         self.client = client
         self.keys = keys
+        self.partition = partition
+        self.partitions = partitions
+        self.changed = keys.changed_sessions_of(partition)
+        self.claimed = keys.changed_claimed_of(partition)
+        self.unreadable = keys.changed_unreadable_of(partition)
+
+    def indexer_of(self, shard_id: str) -> int:
+        """The part whose indexer carries a shard's records (by its hospital)."""
+        return partition_of(shard_id.rpartition(":")[0], self.partitions)
+
+    async def rehome(self, most: int = 64) -> int:
+        """Sessions marked changed (or claimed and not finished) in the sets of parts that no
+        indexer reads any more (there were more couriers) go to their hospital's part now;
+        how many. Copied before they are deleted: one indexed twice changes nothing."""
+        moved = 0
+        for part in range(self.partitions, most):
+            for key in (self.keys.changed_sessions_of(part), self.keys.changed_claimed_of(part)):
+                members = list(await self.client.smembers(key))
+                by_part: dict[int, list[bytes]] = {}
+                for member in members:  # a snapshot key: <prefix>:{hospital:date}:session:<id>
+                    shard = member.decode().partition("{")[2].partition("}")[0]
+                    by_part.setdefault(self.indexer_of(shard), []).append(member)
+                for target, found in by_part.items():
+                    await self.client.sadd(self.keys.changed_sessions_of(target), *found)
+                if members:
+                    await self.client.srem(key, *members)
+                    moved += len(members)
+        return moved
 
     # ----- writing ---------------------------------------------------------------------------
 
@@ -251,9 +284,7 @@ class RecordBook:
         and the end of its claim are one transaction, so a crash redoes all of it or none."""
         keys = self.keys
         try:
-            claimed = await self.client.eval(
-                CLAIM_SCRIPT, 2, keys.changed_sessions, keys.changed_claimed, limit
-            )
+            claimed = await self.client.eval(CLAIM_SCRIPT, 2, self.changed, self.claimed, limit)
             if not claimed:
                 return []
             raws = await mget(self.client, claimed)
@@ -314,9 +345,9 @@ class RecordBook:
             done = [key for key, *_ in made] + gone + unreadable
             async with self.client.pipeline(transaction=True) as pipe:  # one slot: {records}
                 if unreadable:
-                    pipe.sadd(keys.changed_unreadable, *unreadable)
+                    pipe.sadd(self.unreadable, *unreadable)
                 if done:
-                    pipe.srem(keys.changed_claimed, *done)
+                    pipe.srem(self.claimed, *done)
                 await pipe.execute()
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"records sync failed: {exc}") from exc

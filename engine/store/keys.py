@@ -235,7 +235,22 @@ class Keys:
     #
     # One hospital's records, their indexes, marks, numbers, tallies and sales share the tag
     # ``{hospital}``, so the indexer's transaction for a group of one hospital's sessions
-    # touches one Redis Cluster slot; the changed and claimed sets share ``{records}``.
+    # touches one Redis Cluster slot; the changed, claimed and unreadable sets of one indexer
+    # (one courier's part of the hospitals, ``changed_sessions_of``) share one tag:
+    # ``{records}`` for courier 0's (as before there were parts), ``{records:<p>}`` else.
+
+    def _records_tag(self, partition: int) -> str:
+        return "{records}" if partition == 0 else f"{{records:{partition}}}"
+
+    def changed_sessions_of(self, partition: int) -> str:
+        """``changed_sessions`` of courier ``partition``'s hospitals (``partition_of``)."""
+        return f"{self.prefix}:{self._records_tag(partition)}:changed"
+
+    def changed_claimed_of(self, partition: int) -> str:
+        return f"{self.prefix}:{self._records_tag(partition)}:claimed"
+
+    def changed_unreadable_of(self, partition: int) -> str:
+        return f"{self.prefix}:{self._records_tag(partition)}:unreadable"
 
     @property
     def changed_sessions(self) -> str:

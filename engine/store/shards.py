@@ -417,7 +417,8 @@ class Store:
         ]
         if w.sessions:
             changed = [keys.session(w.shard_id, s.id) for s in w.sessions]
-            out.append(("SADD", keys.changed_sessions, *changed))
+            indexer = partition_of(w.hospital_id, self.couriers)  # whose hospitals' records
+            out.append(("SADD", keys.changed_sessions_of(indexer), *changed))
         if entry:  # the script wrote an outbox entry: the courier reads the streams rung
             doorbell = keys.outbox_doorbell(partition_of(w.shard_id, self.couriers))
             out.append(("ZINCRBY", doorbell, 1, w.shard_id))
@@ -508,7 +509,12 @@ class Store:
             marks: dict[str, list[int | None]] = {}
             for i in pending:
                 w = writes[i]
-                node = asking.get(i) or connect.node_of(client, self.keys.epoch(w.shard_id))
+                try:
+                    node = asking.get(i) or connect.node_of(client, self.keys.epoch(w.shard_id))
+                except REDIS_ERRORS as exc:  # no master serves its slot now (a failover)
+                    self._refresh = True
+                    results[i] = StoreUnavailable(f"{w.shard_id}: no node serves it: {exc}")
+                    continue
                 commands = plans.setdefault(node.name, (node, []))[1]
                 mark = marks.setdefault(node.name, [])
                 if i in asking:
@@ -575,9 +581,13 @@ class Store:
         made good by the courier, which applies the outbox entry's copy."""
         client: aioredis.RedisCluster = self.client
         plans: dict[str, tuple[Any, list[Any]]] = {}
-        for command in commands:
-            node = connect.node_of(client, command[1])
-            plans.setdefault(node.name, (node, []))[1].append(command)
+        try:
+            for command in commands:
+                node = connect.node_of(client, command[1])
+                plans.setdefault(node.name, (node, []))[1].append(command)
+        except REDIS_ERRORS as exc:
+            log.warning("follow-ups not sent (the courier applies them): %s", exc)
+            return
         if plans:
             for name, reply in (await connect.on_nodes(plans)).items():
                 if isinstance(reply, BaseException):

@@ -12,6 +12,7 @@ import pytest
 import ray
 
 from engine.actors.names import find_courier
+from engine.backoffice.record_book import RecordBook
 from engine.core.session import SessionSpec
 from engine.outcomes import Booked, Created, Paid, Released
 from engine.runtime import Runtime
@@ -84,6 +85,16 @@ async def test_a_courier_killed_mid_drain_is_restarted_and_every_refund_is_paid_
         report = await audit(engine.store)
         assert report.ok, report.problems
         assert report.outbox_pending == 0
+        # each courier indexed its own hospitals' records, and only those
+        keys = engine.store.keys
+        for part in (0, 1):
+            assert not await engine.store.client.scard(keys.changed_sessions_of(part))
+            assert not await engine.store.client.scard(keys.changed_claimed_of(part))
+        book = RecordBook(engine.store.client, keys)
+        for booking_id in refunds:
+            hospital = booking_id.rpartition(".")[0][:-1]  # "<hospital>s.<n>"
+            record = await book.get(hospital, booking_id)
+            assert record is not None and record.state == "cancelled", (booking_id, record)
     finally:
         await engine.close()
         await asyncio.to_thread(rt.stop)

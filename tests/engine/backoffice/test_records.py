@@ -33,6 +33,7 @@ from engine.core.session import (
     unpack_meta,
 )
 from engine.core.shard import CodeSource
+from engine.store.outbox import partition_of
 from engine.store.shards import ShardWrite, Store
 from tests import helpers
 
@@ -242,6 +243,52 @@ def test_a_transaction_holds_one_hospital_s_sessions():
     a, b = DoctorSession(spec(1)), DoctorSession(replace(spec(2), hospital_id="h2"))
     groups = transactions([("k", s, [None], None) for s in (a, b, a, b, a)])
     assert [[m[1].spec.hospital_id for m in g] for g in groups] == [["h1"] * 3, ["h2"] * 2]
+
+
+async def test_each_indexer_indexes_its_own_hospitals_and_takes_over_a_gone_one_s(store):
+    """With two couriers each indexes the hospitals ``partition_of`` gives it: a commit marks
+    its sessions in its hospital's indexer's set; sessions left in the set of an indexer there
+    is no more (there were more couriers) are moved to theirs by courier 0's ``rehome``."""
+    client, keys = store.client, store.keys
+    store.couriers = 2
+    hospitals = [f"hp{i}" for i in range(8)]
+    assert {partition_of(h, 2) for h in hospitals} == {0, 1}
+    for i, hospital in enumerate(hospitals):
+        session = DoctorSession(replace(spec(300 + i, capacity=2), hospital_id=hospital))
+        session.take(40 + i, 1, 100.0, 0, CodeSource()())
+        shard = f"{hospital}:2026-12-01"
+        epoch = await client.incr(keys.epoch(shard))
+        assert await store.commit([ShardWrite(shard, hospital, epoch, [session])]) == [None]
+    books = [RecordBook(client, keys, part, 2) for part in (0, 1)]
+    first = await books[0].sync(now=120.0)
+    assert {new.hospital_id for _, new in first} == {
+        h for h in hospitals if partition_of(h, 2) == 0
+    }
+    assert await client.scard(keys.changed_sessions_of(1)) == sum(
+        1 for h in hospitals if partition_of(h, 2) == 1
+    )
+    second = await books[1].sync(now=120.0)
+    assert {new.hospital_id for _, new in second} == {
+        h for h in hospitals if partition_of(h, 2) == 1
+    }
+
+    # three couriers before, two now: the third's marks go to their hospitals' indexers
+    session = DoctorSession(replace(spec(399, capacity=2), hospital_id="hp1"))
+    session.take(99, 1, 100.0, 0, CodeSource()())
+    shard = "hp1:2026-12-02"
+    epoch = await client.incr(keys.epoch(shard))
+    store.couriers = 3
+    assert await store.commit([ShardWrite(shard, "hp1", epoch, [session])]) == [None]
+    if partition_of("hp1", 3) != 2:  # make it so: left in the third indexer's set
+        await client.smove(
+            keys.changed_sessions_of(partition_of("hp1", 3)),
+            keys.changed_sessions_of(2),
+            keys.session(shard, session.id),
+        )
+    assert await books[0].rehome() == 1
+    assert not await client.scard(keys.changed_sessions_of(2))
+    mine = books[partition_of("hp1", 2)]
+    assert [new.booking_id for _, new in await mine.sync(now=130.0)] == [f"{session.id}.0"]
 
 
 async def test_a_claim_left_by_a_crash_is_redone(store):
