@@ -280,11 +280,10 @@ async def test_each_indexer_indexes_its_own_hospitals_and_takes_over_a_gone_one_
     store.couriers = 3
     assert await store.commit([ShardWrite(shard, "hp1", epoch, [session])]) == [None]
     if partition_of("hp1", 3) != 2:  # make it so: left in the third indexer's set
-        await client.smove(
-            keys.changed_sessions_of(partition_of("hp1", 3)),
-            keys.changed_sessions_of(2),
-            keys.session(shard, session.id),
+        await client.srem(
+            keys.changed_sessions_of(partition_of("hp1", 3)), keys.session(shard, session.id)
         )
+        await client.sadd(keys.changed_sessions_of(2), keys.session(shard, session.id))
     assert await books[0].rehome() == 1
     assert not await client.scard(keys.changed_sessions_of(2))
     mine = books[partition_of("hp1", 2)]
