@@ -14,8 +14,6 @@ outbox run checks each notice delivered once and each refund paid once.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import datetime
 import platform
 import tempfile
 from pathlib import Path
@@ -23,8 +21,8 @@ from pathlib import Path
 import ray
 import redis
 
-from benchmarks.engine import machine, median, publish, run_engine_variant
-from benchmarks.outbox import COURIERS, SHARDS, drain, fill
+from benchmarks.engine import machine, median, publish, variant_rows
+from benchmarks.outbox import COURIERS, SHARDS, drain_rates
 from engine.runtime import Runtime
 from engine.settings import Settings
 from engine.store.embedded import EmbeddedRedis
@@ -38,8 +36,12 @@ ROWS = (
 )
 
 
+def requests_of(args) -> int:
+    return 2_000 if args.quick else 20_000
+
+
 def engine_rows(args, single_url: str, cluster_url: str, data: Path) -> dict:
-    requests = 2_000 if args.quick else 20_000
+    requests = requests_of(args)
     dates = iter(range(10_000))
     rows: dict[tuple[str, int], tuple[float, float, float, int]] = {}
     for label, on_cluster, level in ROWS:
@@ -57,51 +59,11 @@ def engine_rows(args, single_url: str, cluster_url: str, data: Path) -> dict:
         )
         rt = Runtime.start(settings)
         try:
-            for c in args.concurrency:
-                results = []
-                for _ in range(args.repeats):
-                    day = datetime.date(2030, 1, 1) + datetime.timedelta(days=next(dates))
-                    results.append(
-                        asyncio.run(run_engine_variant(rt, True, c, requests, day.isoformat()))
-                    )
-                rows[label, c] = (
-                    median([r[0] for r in results]),
-                    median([r[1] for r in results]),
-                    median([r[2] for r in results]),
-                    sum(r[3] for r in results),
-                )
-                print(f"  {label:<22} {c:>4} submitters {rows[label, c][0]:>9,.0f} req/s")
+            found = variant_rows(rt, label, args.concurrency, args.repeats, requests, dates)
+            rows.update({(label, c): row for c, row in found.items()})
         finally:
             rt.stop()
     return rows
-
-
-def outbox_rows(args, cluster_url: str, data: Path) -> dict[int, list[float]]:
-    entries = 2_000 if args.quick else 20_000
-    rates: dict[int, list[float]] = {n: [] for n in COURIERS}
-    runs = iter(range(1000))
-    for n in COURIERS:
-        settings = Settings.from_env(
-            None,
-            redis_url=cluster_url,
-            redis_cluster=True,
-            hosts=1,
-            host_cpus=0.5,
-            couriers=n,
-            data_dir=data / f"c{n}",
-            namespace=f"cl-outbox-{n}",
-            tick_seconds=3600.0,  # the benchmark drains; the couriers' timers stay out
-        )
-        rt = Runtime.start(settings)
-        try:
-            for _ in range(args.repeats):
-                bookings = asyncio.run(fill(rt, entries, next(runs)))
-                seconds = asyncio.run(drain(rt, bookings))
-                rates[n].append(entries / seconds)
-                print(f"  cluster, {n} couriers: {entries / seconds:>9,.0f} entries/s")
-        finally:
-            rt.stop()
-    return rates
 
 
 def main() -> None:
@@ -119,9 +81,9 @@ def main() -> None:
     ):
         server = redis.Redis.from_url(single.url).info("server")
         rows = engine_rows(args, single.url, cluster.url, data)
-        rates = outbox_rows(args, cluster.url, data)
+        rates = drain_rates(cluster.url, data / "outbox", args.repeats, requests_of(args), True)
 
-    requests = 2_000 if args.quick else 20_000
+    requests = requests_of(args)
     out = [
         f"machine: {machine()}",
         f"versions: Python {platform.python_version()}, Ray {ray.__version__}, "

@@ -10,8 +10,6 @@ missing from Redis (it must be 0).
 from __future__ import annotations
 
 import argparse
-import asyncio
-import datetime
 import platform
 import tempfile
 import time
@@ -20,7 +18,7 @@ from pathlib import Path
 import ray
 import redis
 
-from benchmarks.engine import machine, median, publish, run_engine_variant
+from benchmarks.engine import machine, publish, variant_rows
 from engine.runtime import Runtime
 from engine.settings import Settings
 from engine.store.embedded import EmbeddedRedis
@@ -68,20 +66,8 @@ def main() -> None:
             )
             rt = Runtime.start(settings)
             try:
-                for c in concurrency:
-                    results = []
-                    for _ in range(args.repeats):
-                        day = datetime.date(2030, 1, 1) + datetime.timedelta(days=next(dates))
-                        results.append(
-                            asyncio.run(run_engine_variant(rt, True, c, requests, day.isoformat()))
-                        )
-                    rows[level, c] = (
-                        median([r[0] for r in results]),
-                        median([r[1] for r in results]),
-                        median([r[2] for r in results]),
-                        sum(r[3] for r in results),
-                    )
-                    print(f"  {level:<17} {c:>4} submitters {rows[level, c][0]:>9,.0f} req/s")
+                found = variant_rows(rt, level, concurrency, args.repeats, requests, dates)
+                rows.update({(level, c): row for c, row in found.items()})
             finally:
                 rt.stop()
     finally:

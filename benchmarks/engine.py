@@ -126,6 +126,28 @@ async def run_engine_variant(rt: Runtime, batched: bool, submitters: int, n: int
     return (*latency_row(answers, seconds), oversold + missing)
 
 
+def variant_rows(
+    rt: Runtime, label: str, concurrency: list[int], repeats: int, requests: int, dates
+) -> dict[int, tuple[float, float, float, int]]:
+    """``run_engine_variant`` (the full design) ``repeats`` times at each concurrency, each run
+    on a fresh date from ``dates``: by submitters, the medians (req/s, p50, p99) and the
+    oversold or lost bookings of all runs."""
+    rows = {}
+    for c in concurrency:
+        results = []
+        for _ in range(repeats):
+            day = datetime.date(2030, 1, 1) + datetime.timedelta(days=next(dates))
+            results.append(asyncio.run(run_engine_variant(rt, True, c, requests, day.isoformat())))
+        rows[c] = (
+            median([r[0] for r in results]),
+            median([r[1] for r in results]),
+            median([r[2] for r in results]),
+            sum(r[3] for r in results),
+        )
+        print(f"  {label:<22} {c:>4} submitters {rows[c][0]:>9,.0f} req/s")
+    return rows
+
+
 async def run_lua_variant(url: str, submitters: int, n: int, date: str):
     client = aioredis.Redis.from_url(url, max_connections=submitters + 4)
     sha = await client.script_load(LUA_BOOK)

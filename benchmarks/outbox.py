@@ -76,6 +76,37 @@ async def drain(rt: Runtime, bookings: list[str]) -> float:
     return seconds
 
 
+def drain_rates(
+    url: str, data: Path, repeats: int, entries: int, cluster: bool = False
+) -> dict[int, list[float]]:
+    """Entries drained per second, by the number of couriers (``COURIERS``), one run a
+    repeat, each on a fresh backlog."""
+    rates: dict[int, list[float]] = {n: [] for n in COURIERS}
+    runs = iter(range(1000))
+    for n in COURIERS:
+        settings = Settings.from_env(
+            None,
+            redis_url=url,
+            redis_cluster=cluster,
+            hosts=1,
+            host_cpus=0.5,
+            couriers=n,
+            data_dir=data / f"c{n}",
+            namespace=f"outbox-{n}",
+            tick_seconds=3600.0,  # the benchmark drains; the couriers' timers stay out
+        )
+        rt = Runtime.start(settings)
+        try:
+            for _ in range(repeats):
+                bookings = asyncio.run(fill(rt, entries, next(runs)))
+                seconds = asyncio.run(drain(rt, bookings))
+                rates[n].append(entries / seconds)
+                print(f"  {n} couriers: {entries / seconds:>9,.0f} entries/s")
+        finally:
+            rt.stop()
+    return rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -84,30 +115,9 @@ def main() -> None:
     entries = 2_000 if args.quick else 20_000
     data = Path(tempfile.mkdtemp(prefix="slotengine-outbox-"))
     server = EmbeddedRedis(data / "redis").start()
-    rates: dict[int, list[float]] = {n: [] for n in COURIERS}
-    runs = iter(range(1000))
     try:
         info = redis.Redis.from_url(server.url).info("server")
-        for n in COURIERS:
-            settings = Settings.from_env(
-                None,
-                redis_url=server.url,
-                hosts=1,
-                host_cpus=0.5,
-                couriers=n,
-                data_dir=data / f"c{n}",
-                namespace=f"outbox-{n}",
-                tick_seconds=3600.0,  # the benchmark drains; the couriers' timers stay out
-            )
-            rt = Runtime.start(settings)
-            try:
-                for _ in range(args.repeats):
-                    bookings = asyncio.run(fill(rt, entries, next(runs)))
-                    seconds = asyncio.run(drain(rt, bookings))
-                    rates[n].append(entries / seconds)
-                    print(f"  {n} couriers: {entries / seconds:>9,.0f} entries/s")
-            finally:
-                rt.stop()
+        rates = drain_rates(server.url, data, args.repeats, entries)
     finally:
         server.stop()
     base = median(rates[COURIERS[0]])

@@ -16,6 +16,7 @@ import redis
 
 from engine.outcomes import Booked, OutcomeUnknown, Unavailable
 from engine.runtime import Runtime
+from engine.store.connect import REDIS_ERRORS
 from engine.store.local_cluster import LocalCluster
 from engine.store.shards import Store
 from engine.tools.audit import audit
@@ -34,6 +35,22 @@ def owner(cluster: LocalCluster, key: str) -> tuple[redis.Redis, bytes]:
         client.close()
     direct = redis.Redis(host=node.host, port=node.port, password=cluster.password)
     return direct, direct.execute_command("CLUSTER MYID")
+
+
+async def owner_when(cluster: LocalCluster, key: str, wanted, seconds: float = 20.0):
+    """The node id of the master serving ``key`` once ``wanted(node id)`` (asked every 0.1 s;
+    a cluster that cannot answer meanwhile is asked again); None if it never was."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        try:
+            client, node_id = owner(cluster, key)
+            client.close()
+        except REDIS_ERRORS:  # no answer in the middle of the failover
+            continue
+        if wanted(node_id):
+            return node_id
+    return None
 
 
 def masters_of(cluster: LocalCluster) -> list[tuple[redis.Redis, bytes]]:
@@ -121,17 +138,7 @@ async def test_a_master_killed_mid_crowd_loses_no_acknowledged_booking(
         killed_at = time.monotonic()
         # its replica takes over (cluster-node-timeout 2 s); then the old master comes back
         # as the new one's replica, so durability=replica can be kept again
-        promoted = None
-        for _ in range(200):
-            await asyncio.sleep(0.1)
-            try:
-                client, node_id = owner(cluster, engine.store.keys.epoch(busy))
-                client.close()
-            except redis.RedisError:
-                continue
-            if node_id != victim_id:
-                promoted = node_id
-                break
+        promoted = await owner_when(cluster, engine.store.keys.epoch(busy), victim_id.__ne__)
         assert promoted is not None, "no replica took over the killed master's slots"
         victim.start()
         await asyncio.sleep(8.0)  # booking goes on through the failover and the rejoin
@@ -181,13 +188,8 @@ async def test_a_hot_shard_s_slot_moves_to_another_master_while_it_sells(
             source.execute_command(
                 "CLUSTER MIGRATESLOTS", "SLOTSRANGE", slot, slot, "NODE", target_id
             )
-            for _ in range(200):
-                await asyncio.sleep(0.05)
-                now, now_id = owner(cluster, keys.epoch(hot))
-                now.close()
-                if now_id == target_id:
-                    break
-            assert now_id == target_id, "the slot did not move"
+            moved = await owner_when(cluster, keys.epoch(hot), target_id.__eq__)
+            assert moved == target_id, "the slot did not move"
             moves.append((sold, time.monotonic()))
             for client, _ in targets:
                 client.close()
